@@ -1,0 +1,271 @@
+"""The rnnstream model contract: defined here once, written by the exporter, read by the runtime.
+
+An rnnstream ONNX file has
+
+* input  ``x``  float32 ``[batch, time, F]`` in raw units, and one input ``<s>_in`` per state;
+* output ``y``  float32 ``[batch, time, T]`` in raw units, and one output ``<s>_out`` per state;
+* states ``h`` (RNN, GRU) or ``h`` and ``c`` (LSTM), each float32 ``[batch, layers, hidden]``,
+  batch first so that one stream's state is one contiguous row; ``<s>_out`` after a call is the
+  ``<s>_in`` of the next call, and the initial state is all zeros;
+* one JSON document in ``metadata_props`` under :data:`METADATA_KEY` (the same document is
+  written beside the model as ``<model>.onnx.json``, because onnxruntime's JavaScript API cannot
+  read custom metadata).
+
+``time = 1`` is a streaming step; ``time > 1`` primes the state through the same graph.
+Normalisation and its inverse live inside the graph: embedders feed raw values, read raw values.
+
+This module needs only the standard library, so any program can read a contract.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import ContractError
+
+__all__ = [
+    "BATCH_AXIS",
+    "CELL_STATES",
+    "FORMAT",
+    "INPUT_NAME",
+    "METADATA_KEY",
+    "OUTPUT_NAME",
+    "SCHEMA_VERSION",
+    "SIDECAR_SUFFIX",
+    "ModelContract",
+    "StateSpec",
+    "sidecar_path",
+    "state_input_name",
+    "state_output_name",
+]
+
+SCHEMA_VERSION = 1
+FORMAT = "rnnstream"
+METADATA_KEY = "rnnstream"  # the metadata_props key holding the contract JSON
+SIDECAR_SUFFIX = ".json"  # model.onnx -> model.onnx.json
+INPUT_NAME = "x"
+OUTPUT_NAME = "y"
+BATCH_AXIS = 0
+DTYPE = "float32"
+
+# State names per cell, in graph order. Every state has the layout [batch, layers, hidden].
+CELL_STATES: dict[str, tuple[str, ...]] = {
+    "rnn": ("h",),
+    "gru": ("h",),
+    "lstm": ("h", "c"),
+}
+
+# Refuse absurd declared sizes before allocating anything for them.
+MAX_FEATURES = 1 << 16
+MAX_HIDDEN = 1 << 16
+MAX_LAYERS = 64
+
+
+def state_input_name(state: str) -> str:
+    return f"{state}_in"
+
+
+def state_output_name(state: str) -> str:
+    return f"{state}_out"
+
+
+def sidecar_path(model_path: str) -> str:
+    return f"{model_path}{SIDECAR_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One recurrent state tensor: fed as ``input``, read back as ``output``."""
+
+    name: str
+    input: str
+    output: str
+    shape: tuple[str | int, ...]  # ("batch", layers, hidden)
+    dtype: str = DTYPE
+    batch_axis: int = BATCH_AXIS
+    initial: float = 0.0
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        """Shape of one stream's state (the declared shape without its batch axis)."""
+        return tuple(int(d) for i, d in enumerate(self.shape) if i != self.batch_axis)
+
+    @classmethod
+    def for_cell(cls, name: str, layers: int, hidden: int) -> StateSpec:
+        return cls(
+            name=name,
+            input=state_input_name(name),
+            output=state_output_name(name),
+            shape=("batch", layers, hidden),
+        )
+
+
+@dataclass
+class ModelContract:
+    """Everything a program needs to feed an rnnstream model and carry its state."""
+
+    cell: str
+    layers: int
+    hidden: int
+    features: list[str]
+    targets: list[str]
+    horizon: int = 1
+    target_mode: str = "level"  # "level": predict the value; "delta": predict the change
+    normalization: dict[str, list[float]] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    fingerprint: str = ""
+    quantized: bool = False
+    schema_version: int = SCHEMA_VERSION
+    format: str = FORMAT
+
+    # -- derived, never stored separately -------------------------------------------------
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.targets)
+
+    @property
+    def states(self) -> list[StateSpec]:
+        return [StateSpec.for_cell(s, self.layers, self.hidden) for s in CELL_STATES[self.cell]]
+
+    @property
+    def input(self) -> dict[str, Any]:
+        return {"name": INPUT_NAME, "shape": ["batch", "time", self.n_features], "dtype": DTYPE}
+
+    @property
+    def output(self) -> dict[str, Any]:
+        return {"name": OUTPUT_NAME, "shape": ["batch", "time", self.n_targets], "dtype": DTYPE}
+
+    @property
+    def targets_are_features(self) -> bool:
+        """True when the prediction can be fed back as the next input (needed by forecast)."""
+        return self.targets == self.features and self.horizon == 1
+
+    # -- (de)serialisation ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input"] = self.input
+        d["output"] = self.output
+        d["states"] = [
+            {**asdict(s), "shape": list(s.shape)} for s in self.states
+        ]
+        order = ["format", "schema_version", "cell", "layers", "hidden", "input", "output",
+                 "states", "features", "targets", "horizon", "target_mode", "quantized",
+                 "normalization", "metrics", "parity", "versions", "fingerprint"]
+        return {k: d[k] for k in order}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = "model") -> ModelContract:
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ContractError(f"{source}: the rnnstream metadata is not valid JSON ({exc})") from exc
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "model") -> ModelContract:
+        """Validate and build a contract; every problem raises :class:`ContractError`."""
+        if not isinstance(data, Mapping):
+            raise ContractError(f"{source}: the rnnstream metadata must be a JSON object")
+        if data.get("format") != FORMAT:
+            raise ContractError(
+                f"{source}: metadata format is {data.get('format')!r}, expected {FORMAT!r}"
+            )
+        version = data.get("schema_version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ContractError(f"{source}: schema_version {version!r} is not a positive integer")
+        if version > SCHEMA_VERSION:
+            raise ContractError(
+                f"{source}: contract schema version {version} is newer than this runtime "
+                f"understands ({SCHEMA_VERSION}); upgrade rnnstream (pip install -U rnnstream)"
+            )
+        cell = data.get("cell")
+        if cell not in CELL_STATES:
+            raise ContractError(
+                f"{source}: unknown cell {cell!r}; expected one of {sorted(CELL_STATES)}"
+            )
+        layers = _positive_int(data, "layers", MAX_LAYERS, source)
+        hidden = _positive_int(data, "hidden", MAX_HIDDEN, source)
+        features = _names(data, "features", source)
+        targets = _names(data, "targets", source)
+        horizon = _positive_int(data, "horizon", 1 << 20, source)
+        target_mode = data.get("target_mode", "level")
+        if target_mode not in ("level", "delta"):
+            raise ContractError(f"{source}: target_mode {target_mode!r} is not 'level' or 'delta'")
+        contract = cls(
+            cell=cell,
+            layers=layers,
+            hidden=hidden,
+            features=features,
+            targets=targets,
+            horizon=horizon,
+            target_mode=target_mode,
+            normalization=_dict(data, "normalization", source),
+            metrics=_dict(data, "metrics", source),
+            parity=_dict(data, "parity", source),
+            versions=_dict(data, "versions", source),
+            fingerprint=str(data.get("fingerprint", "")),
+            quantized=bool(data.get("quantized", False)),
+            schema_version=version,
+        )
+        contract._check_declared(data, source)
+        return contract
+
+    def _check_declared(self, data: Mapping[str, Any], source: str) -> None:
+        """The stored input/output/states must be exactly what the cell and sizes imply."""
+        expected = self.to_dict()
+        for key in ("input", "output", "states"):
+            if key in data and data[key] != expected[key]:
+                raise ContractError(
+                    f"{source}: metadata field {key!r} is {data[key]!r}, but cell={self.cell}, "
+                    f"layers={self.layers}, hidden={self.hidden} imply {expected[key]!r}"
+                )
+
+
+def _positive_int(data: Mapping[str, Any], key: str, limit: int, source: str) -> int:
+    value = data.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
+        raise ContractError(f"{source}: metadata {key!r} is {value!r}; expected an integer 1..{limit}")
+    return value
+
+
+def _names(data: Mapping[str, Any], key: str, source: str) -> list[str]:
+    value = data.get(key)
+    if (
+        not isinstance(value, Sequence)
+        or isinstance(value, str)
+        or not 1 <= len(value) <= MAX_FEATURES
+        or not all(isinstance(v, str) and v for v in value)
+        or len(set(value)) != len(value)
+    ):
+        raise ContractError(
+            f"{source}: metadata {key!r} must be a non-empty list of distinct names, got {value!r}"
+        )
+    return list(value)
+
+
+def _dict(data: Mapping[str, Any], key: str, source: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ContractError(f"{source}: metadata {key!r} must be an object, got {type(value).__name__}")
+    return dict(value)
+
+
+def finite_floats(values: Sequence[float]) -> list[float]:
+    """Plain JSON-safe floats (used by writers of normalisation and metric figures)."""
+    out = [float(v) for v in values]
+    if not all(math.isfinite(v) for v in out):
+        raise ValueError(f"non-finite value in {out!r}")
+    return out

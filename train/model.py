@@ -1,0 +1,158 @@
+"""The recurrent forecaster: one small module, configured by one dataclass.
+
+State layout (written once, here, and used everywhere in rnnstream, torch and ONNX alike):
+a state is a tuple of tensors, ``(h,)`` for rnn/gru and ``(h, c)`` for lstm, each shaped
+``[batch, layers, hidden]`` -- batch first, so one stream's state is one contiguous row.
+The module never keeps state inside itself: ``forward(x, state) -> (y, next_state)``.
+
+Inputs and outputs are in raw units. The normalisation fitted on the training split is stored
+in buffers, applied on the way in and inverted on the way out; with ``target_mode="delta"`` the
+network predicts the change from the last observed value of each target, which is added back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["CELLS", "Forecaster", "ForecasterConfig", "State"]
+
+State = tuple[Tensor, ...]
+
+# The model registry: every cell here must have an export parity test (tests enforce it).
+CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+STATE_NAMES: dict[str, tuple[str, ...]] = {"rnn": ("h",), "gru": ("h",), "lstm": ("h", "c")}
+
+
+@dataclass
+class ForecasterConfig:
+    """Describes a forecaster completely (together with its weights and normalisation)."""
+
+    cell: str = "lstm"  # "rnn" (tanh) | "lstm" | "gru"
+    n_features: int = 1  # F, inputs per time step
+    n_targets: int = 1  # T, predictions per time step
+    hidden: int = 32
+    layers: int = 1  # 1..3
+    dropout: float = 0.0  # between recurrent layers (training only)
+    target_mode: str = "level"  # "level" | "delta" (predict change from last observed value)
+    # For target_mode="delta": index into the features of each target's own series.
+    target_index: list[int] = field(default_factory=list)
+    feature_names: list[str] = field(default_factory=list)
+    target_names: list[str] = field(default_factory=list)
+    horizon: int = 1  # the prediction at time t is for time t + horizon
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell {self.cell!r} is not one of {sorted(CELLS)}")
+        for name, lo, hi in (("n_features", 1, 1 << 16), ("n_targets", 1, 1 << 16),
+                             ("hidden", 1, 1 << 16), ("layers", 1, 3), ("horizon", 1, 1 << 20)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not lo <= value <= hi:
+                raise ValueError(f"{name}={value!r}: expected an integer in {lo}..{hi}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout!r}: expected 0 <= dropout < 1")
+        if self.target_mode not in ("level", "delta"):
+            raise ValueError(f"target_mode={self.target_mode!r}: expected 'level' or 'delta'")
+        if self.target_mode == "delta" and (
+            len(self.target_index) != self.n_targets
+            or not all(0 <= i < self.n_features for i in self.target_index)
+        ):
+            raise ValueError(
+                "target_mode='delta' needs target_index: for each target, the index of the same "
+                f"series among the {self.n_features} features (got {self.target_index!r})"
+            )
+        if not self.feature_names:
+            self.feature_names = [f"f{i}" for i in range(self.n_features)]
+        if not self.target_names:
+            self.target_names = [f"t{i}" for i in range(self.n_targets)]
+        if len(self.feature_names) != self.n_features or len(self.target_names) != self.n_targets:
+            raise ValueError("feature_names/target_names must have n_features/n_targets entries")
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return STATE_NAMES[self.cell]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ForecasterConfig:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+class Forecaster(nn.Module):
+    """Recurrent layers + a linear head, with normalisation inside; state passed explicitly."""
+
+    def __init__(self, config: ForecasterConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.rnn = CELLS[c.cell](
+            input_size=c.n_features,
+            hidden_size=c.hidden,
+            num_layers=c.layers,
+            dropout=c.dropout if c.layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.head = nn.Linear(c.hidden, c.n_targets)
+        self.register_buffer("x_mean", torch.zeros(c.n_features))
+        self.register_buffer("x_std", torch.ones(c.n_features))
+        self.register_buffer("y_mean", torch.zeros(c.n_targets))
+        self.register_buffer("y_std", torch.ones(c.n_targets))
+        self.register_buffer("target_index", torch.tensor(c.target_index, dtype=torch.long))
+
+    # -- state ----------------------------------------------------------------------------
+    def initial_state(self, batch: int, device: torch.device | str | None = None) -> State:
+        """All-zero state: one [batch, layers, hidden] tensor per state name."""
+        device = device if device is not None else self.head.weight.device
+        shape = (batch, self.config.layers, self.config.hidden)
+        return tuple(torch.zeros(shape, device=device) for _ in self.config.state_names)
+
+    def _to_torch_state(self, state: State) -> Tensor | tuple[Tensor, Tensor]:
+        s = tuple(t.transpose(0, 1).contiguous() for t in state)  # [B,L,H] -> [L,B,H]
+        return s if self.config.cell == "lstm" else s[0]
+
+    def _from_torch_state(self, s: Tensor | tuple[Tensor, ...]) -> State:
+        s = s if isinstance(s, tuple) else (s,)
+        return tuple(t.transpose(0, 1) for t in s)  # [L,B,H] -> [B,L,H]
+
+    # -- normalisation ----------------------------------------------------------------------
+    def set_normalization(self, x_mean, x_std, y_mean, y_std) -> None:
+        for name, value in (("x_mean", x_mean), ("x_std", x_std),
+                            ("y_mean", y_mean), ("y_std", y_std)):
+            buf = getattr(self, name)
+            buf.copy_(torch.as_tensor(value, dtype=buf.dtype).reshape(buf.shape))
+
+    def normalization(self) -> dict[str, list[float]]:
+        return {
+            "feature_mean": self.x_mean.tolist(),
+            "feature_std": self.x_std.tolist(),
+            "target_mean": self.y_mean.tolist(),
+            "target_std": self.y_std.tolist(),
+        }
+
+    # -- forward --------------------------------------------------------------------------
+    def forward_normalized(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """x raw [B, T, F] -> (u [B, T, targets] in normalised target units, next_state)."""
+        if state is None:
+            state = self.initial_state(x.shape[0], x.device)
+        z = (x - self.x_mean) / self.x_std
+        out, s = self.rnn(z, self._to_torch_state(state))  # out: [B, T, H]
+        return self.head(out), self._from_torch_state(s)
+
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """x raw [B, T, F] -> (y raw [B, T, targets], next_state)."""
+        u, next_state = self.forward_normalized(x, state)
+        y = u * self.y_std + self.y_mean
+        if self.config.target_mode == "delta":
+            y = y + x.index_select(-1, self.target_index)
+        return y, next_state
+
+    def target_to_normalized(self, x: Tensor, y: Tensor) -> Tensor:
+        """Raw targets y [B, T, targets] (for inputs x) -> what forward_normalized should give."""
+        if self.config.target_mode == "delta":
+            y = y - x.index_select(-1, self.target_index)
+        return (y - self.y_mean) / self.y_std
