@@ -1,0 +1,14 @@
+"""`rnnstream export` (placeholder until its stage lands)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser("export", help="(not yet implemented)")
+
+
+def run(args: argparse.Namespace) -> int:
+    print("rnnstream export: not implemented yet")
+    return 2

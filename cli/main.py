@@ -1,0 +1,75 @@
+"""``rnnstream`` command line: train | export | inspect | stream | demo.
+
+Each command lives in its own module exposing ``register(subparsers)`` and ``run(args) -> int``.
+Modules are imported lazily so that runtime commands (``stream``, ``inspect``) work on a base
+install without torch, and a training command without it says how to get it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# command name -> module under rnnstream.cli; order is the order shown by --help
+COMMANDS = {
+    "train": "train_cmd",
+    "export": "export_cmd",
+    "stream": "stream_cmd",
+    "inspect": "inspect_cmd",
+    "demo": "demo_cmd",
+}
+
+EPILOG = """\
+typical session:
+  rnnstream train --data sine --cell lstm --epochs 30 --out runs/sine
+  rnnstream export runs/sine/model.pt --out runs/sine/model.onnx
+  rnnstream inspect runs/sine/model.onnx
+  printf '0.1\\n0.2\\n0.3\\n' | rnnstream stream runs/sine/model.onnx
+  rnnstream demo            # all of the above on the built-in sine data
+
+'rnnstream COMMAND --help' explains each command.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnnstream",
+        description="Train recurrent forecasters, export them to ONNX with explicit state, "
+        "and stream predictions one data point at a time.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        importlib.import_module(f"rnnstream.cli.{module}").register(sub)
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rnnstream")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(f"rnnstream.cli.{COMMANDS[args.command]}")
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

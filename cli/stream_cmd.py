@@ -1,0 +1,14 @@
+"""`rnnstream stream` (placeholder until its stage lands)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser("stream", help="(not yet implemented)")
+
+
+def run(args: argparse.Namespace) -> int:
+    print("rnnstream stream: not implemented yet")
+    return 2

@@ -1,0 +1,156 @@
+"""Build the ONNX graph of a :class:`~rnnstream.train.Forecaster` directly from its weights.
+
+Why not ``torch.onnx.export``? Measured with torch 2.13 (see README, "Export"): the dynamo
+exporter fixes the time axis to the example length and writes a side ``.data`` file; the
+TorchScript exporter gives native recurrent ops with dynamic axes but wraps them in Transpose,
+Slice, Unsqueeze and normalisation nodes (17 nodes for a one-layer LSTM) and is deprecated.
+Writing the graph ourselves gives the native ``RNN``/``LSTM``/``GRU`` op, truly dynamic batch
+and time, normalisation folded into the weights, and nothing else -- and the export is then
+proven equal to torch by :mod:`rnnstream.export.verify` before a file is written.
+
+Graph, for ``L`` layers (onnxruntime's CPU kernels only support ``layout=0``, i.e.
+``[time, batch, ...]``, so batch-first I/O costs one Transpose per tensor at the edges)::
+
+    x [B,T,F] -Transpose-> [T,B,F] -> layer 0 -> Squeeze -> ... layer L-1 -> Squeeze [T,B,H]
+        -> MatMul/Add (head, denormalisation folded in) [T,B,Tg] -Transpose-> [B,T,Tg]
+        (+ Gather(x, target_index) when target_mode == "delta") -> y
+    s_in [B,L,H] -Transpose-> [L,B,H] -Split-> L x [1,B,H] -> initial state of each layer
+    each layer's final state -> Concat -> [L,B,H] -Transpose-> s_out [B,L,H]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from rnnstream.runtime.contract import (
+    CELL_STATES,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    state_input_name,
+    state_output_name,
+)
+
+__all__ = ["DEFAULT_OPSET", "ONNX_OP", "build_graph", "onnx_weights"]
+
+DEFAULT_OPSET = 17
+ONNX_OP = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+# torch's gate order -> ONNX's gate order, as blocks of `hidden` rows.
+# LSTM: torch (i, f, g, o) -> ONNX (i, o, f, c).  GRU: torch (r, z, n) -> ONNX (z, r, h).
+GATE_ORDER = {"rnn": [0], "lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}
+
+
+def _reorder(w: np.ndarray, cell: str, hidden: int) -> np.ndarray:
+    blocks = [w[g * hidden:(g + 1) * hidden] for g in GATE_ORDER[cell]]
+    return np.concatenate(blocks, axis=0)
+
+
+def onnx_weights(model) -> dict[str, np.ndarray]:
+    """Float64 weights of ``model`` in ONNX layout, normalisation folded in.
+
+    Input normalisation ``z = (x - m) / s`` folds into layer 0: ``W' = W / s``,
+    ``b' = b - W (m / s)``. Output denormalisation ``y = u * s_y + m_y`` folds into the head.
+    Both are exact in real arithmetic; float32 rounding differences are what parity measures.
+    """
+    cfg = model.config
+    sd = {k: v.detach().cpu().double().numpy() for k, v in model.state_dict().items()}
+    x_mean, x_std = sd["x_mean"], sd["x_std"]
+    y_mean, y_std = sd["y_mean"], sd["y_std"]
+    out: dict[str, np.ndarray] = {}
+    for layer in range(cfg.layers):
+        w_ih = sd[f"rnn.weight_ih_l{layer}"]
+        w_hh = sd[f"rnn.weight_hh_l{layer}"]
+        b_ih = sd[f"rnn.bias_ih_l{layer}"]
+        b_hh = sd[f"rnn.bias_hh_l{layer}"]
+        if layer == 0:
+            b_ih = b_ih - w_ih @ (x_mean / x_std)
+            w_ih = w_ih / x_std[None, :]
+        h = cfg.hidden
+        out[f"W{layer}"] = _reorder(w_ih, cfg.cell, h)[None]
+        out[f"R{layer}"] = _reorder(w_hh, cfg.cell, h)[None]
+        out[f"B{layer}"] = np.concatenate([_reorder(b_ih, cfg.cell, h),
+                                           _reorder(b_hh, cfg.cell, h)])[None]
+    out["head_W"] = (sd["head.weight"] * y_std[:, None]).T  # [H, Tg]
+    out["head_b"] = sd["head.bias"] * y_std + y_mean
+    return out
+
+
+def build_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """The ONNX model (without rnnstream metadata) computing ``model.forward`` in raw units."""
+    cfg = model.config
+    weights = onnx_weights(model)
+    states = CELL_STATES[cfg.cell]
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()]
+    inits.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"))
+    nodes = [helper.make_node("Transpose", [INPUT_NAME], ["x_tbf"], perm=[1, 0, 2])]
+
+    per_layer: dict[str, list[str]] = {}
+    for s in states:
+        nodes.append(helper.make_node("Transpose", [state_input_name(s)], [f"{s}_lbh"],
+                                      perm=[1, 0, 2]))
+        if cfg.layers == 1:
+            per_layer[s] = [f"{s}_lbh"]
+        else:
+            per_layer[s] = [f"{s}_init{i}" for i in range(cfg.layers)]
+            nodes.append(helper.make_node("Split", [f"{s}_lbh"], per_layer[s], axis=0,
+                                          num_outputs=cfg.layers) if opset >= 18 else
+                         helper.make_node("Split", [f"{s}_lbh"], per_layer[s], axis=0))
+
+    seq = "x_tbf"
+    finals: dict[str, list[str]] = {s: [] for s in states}
+    for layer in range(cfg.layers):
+        inputs = [seq, f"W{layer}", f"R{layer}", f"B{layer}", "", per_layer["h"][layer]]
+        outputs = [f"Y{layer}", f"h_final{layer}"]
+        if cfg.cell == "lstm":
+            inputs.append(per_layer["c"][layer])
+            outputs.append(f"c_final{layer}")
+        attrs = {"hidden_size": cfg.hidden}
+        if cfg.cell == "gru":
+            attrs["linear_before_reset"] = 1  # torch's GRU applies the reset gate after R·h
+        nodes.append(helper.make_node(ONNX_OP[cfg.cell], inputs, outputs,
+                                      name=f"{cfg.cell}{layer}", **attrs))
+        for s in states:
+            finals[s].append(f"{s}_final{layer}")
+        nodes.append(helper.make_node("Squeeze", [f"Y{layer}", "axis1"], [f"seq{layer}"]))
+        seq = f"seq{layer}"
+
+    for s in states:
+        stacked = finals[s][0]
+        if cfg.layers > 1:
+            stacked = f"{s}_stacked"
+            nodes.append(helper.make_node("Concat", finals[s], [stacked], axis=0))
+        nodes.append(helper.make_node("Transpose", [stacked], [state_output_name(s)],
+                                      perm=[1, 0, 2]))
+
+    nodes.append(helper.make_node("MatMul", [seq, "head_W"], ["head_mm"]))
+    nodes.append(helper.make_node("Add", ["head_mm", "head_b"], ["head_tbt"]))
+    if cfg.target_mode == "delta":
+        nodes.append(helper.make_node("Transpose", ["head_tbt"], ["head_btt"], perm=[1, 0, 2]))
+        last = _residual_source(cfg, nodes, inits)
+        nodes.append(helper.make_node("Add", ["head_btt", last], [OUTPUT_NAME]))
+    else:
+        nodes.append(helper.make_node("Transpose", ["head_tbt"], [OUTPUT_NAME], perm=[1, 0, 2]))
+
+    f, t, layers, hidden = cfg.n_features, cfg.n_targets, cfg.layers, cfg.hidden
+    graph_inputs = [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT,
+                                                  ["batch", "time", f])]
+    graph_outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT,
+                                                   ["batch", "time", t])]
+    for s in states:
+        graph_inputs.append(helper.make_tensor_value_info(
+            state_input_name(s), TensorProto.FLOAT, ["batch", layers, hidden]))
+        graph_outputs.append(helper.make_tensor_value_info(
+            state_output_name(s), TensorProto.FLOAT, ["batch", layers, hidden]))
+    graph = helper.make_graph(nodes, "rnnstream_forecaster", graph_inputs, graph_outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _residual_source(cfg, nodes: list, inits: list) -> str:
+    """The last observed value of each target's series, [B, T, Tg], for target_mode='delta'."""
+    index = list(cfg.target_index)
+    if index == list(range(cfg.n_features)):
+        return INPUT_NAME  # targets are exactly the features, in order: add x itself
+    inits.append(numpy_helper.from_array(np.array(index, dtype=np.int64), "target_index"))
+    nodes.append(helper.make_node("Gather", [INPUT_NAME, "target_index"], ["x_targets"], axis=2))
+    return "x_targets"
