@@ -1,14 +1,212 @@
-"""`rnnstream stream` (placeholder until its stage lands)."""
+"""`rnnstream stream`: one point per input line in, one prediction per line out.
+
+Needs only the base install (numpy + onnxruntime): it imports rnnstream.runtime and nothing
+that pulls in torch or onnx.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+DESCRIPTION = """\
+Stream predictions: read one data point per line, print one prediction per line as soon as
+it is computed (flushed, so it works inside a pipe).
+
+Input lines are CSV (comma-separated numbers; a first line that is not numeric is a header
+naming the features) or JSON lines (a number, a list, or an object of feature -> value).
+Blank lines are skipped. On a bad line the command reports 'line N: <problem>' on stderr,
+saves the state reached by the last good line (with --state) and exits with status 1.
+"""
+
+EPILOG = """\
+examples:
+  printf '0.1\\n0.2\\n0.3\\n' | rnnstream stream model.onnx
+  rnnstream stream model.onnx --input prices.csv --state run.npz   # resumes next time
+  tail -f ticks.jsonl | rnnstream stream model.onnx --key ticker --state pool.npz
+
+  with --key, each line carries a stream key (a CSV column or JSON field); every key is its own
+  stream (new keys are added on first sight) and output lines read 'key,prediction...'.
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("stream", help="(not yet implemented)")
+    p = sub.add_parser("stream", help="stream predictions from a model, one line per point",
+                       description=DESCRIPTION, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="the .onnx model")
+    p.add_argument("--input", default="-", metavar="FILE",
+                   help="input file, or - for standard input (default)")
+    p.add_argument("--state", metavar="FILE",
+                   help="state snapshot (.npz): resumed from when it exists, saved at the end "
+                        "(atomically); with --key it holds every stream")
+    p.add_argument("--key", metavar="COLUMN",
+                   help="column or JSON field naming the stream of each line (many streams)")
+
+
+class LineError(Exception):
+    """A line that cannot be parsed."""
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise LineError(f"{text.strip()!r} is not a number") from None
+
+
+class LineParser:
+    """Turns lines into (key, point); the first CSV line may be a header."""
+
+    def __init__(self, key: str | None) -> None:
+        self.key = key
+        self.header: list[str] | None = None
+        self.first = True
+
+    def parse(self, line: str) -> tuple[Any, Any] | None:
+        """(key, point) for a data line; None for a header or blank line."""
+        text = line.strip()
+        first, self.first = self.first, False
+        if not text:
+            self.first = first
+            return None
+        if text[0] in "[{":
+            return self._json(text)
+        cells = [c.strip() for c in text.split(",")]
+        if first and not _all_numeric(cells):
+            self.header = cells
+            if self.key is not None and self.key not in cells and not self.key.isdigit():
+                raise LineError(f"--key {self.key!r} is not a column of the header {cells}")
+            return None
+        return self._csv(cells)
+
+    def _json(self, text: str) -> tuple[Any, Any]:
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise LineError(f"not valid JSON ({exc})") from None
+        if self.key is None:
+            return None, value
+        if not isinstance(value, dict) or self.key not in value:
+            raise LineError(f"expected a JSON object with the key field {self.key!r}")
+        value = dict(value)
+        key = value.pop(self.key)
+        if not isinstance(key, (str, int)) or isinstance(key, bool):
+            raise LineError(f"key field {self.key!r} is {key!r}; expected a string or integer")
+        return key, value
+
+    def _csv(self, cells: list[str]) -> tuple[Any, Any]:
+        key = None
+        if self.key is not None:
+            index = (self.header.index(self.key) if self.header and self.key in self.header
+                     else int(self.key) if self.key.isdigit() else None)
+            if index is None or index >= len(cells):
+                raise LineError(f"no column {self.key!r} in this line")
+            key = cells[index]
+            names = [n for i, n in enumerate(self.header or []) if i != index]
+            cells = [c for i, c in enumerate(cells) if i != index]
+        else:
+            names = self.header or []
+        values = [_number(c) for c in cells]
+        if self.header is not None:
+            if len(values) != len(names):
+                raise LineError(f"{len(values)} values for the {len(names)} header columns "
+                                f"{names}")
+            return key, dict(zip(names, values, strict=True))
+        return key, values[0] if len(values) == 1 else values
+
+
+def _all_numeric(cells: list[str]) -> bool:
+    try:
+        for c in cells:
+            float(c)
+    except ValueError:
+        return False
+    return True
+
+
+def _format(y: Any) -> str:
+    if isinstance(y, float):
+        return format(y, ".9g")
+    return ",".join(format(float(v), ".9g") for v in y)
+
+
+def _lines(source: str) -> Iterator[str]:
+    if source == "-":
+        yield from sys.stdin
+        return
+    with open(source, encoding="utf-8") as f:
+        yield from f
 
 
 def run(args: argparse.Namespace) -> int:
-    print("rnnstream stream: not implemented yet")
-    return 2
+    from rnnstream.runtime import Predictor, RnnStreamError, StreamPool
+
+    try:
+        if args.key is not None:
+            target = StreamPool(args.model, auto_add=True)
+        else:
+            target = Predictor(args.model)
+        if args.state and os.path.exists(args.state):
+            target.load_state(args.state)
+    except RnnStreamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    code = _serve(target, args, sys.stdout)
+    if args.state:
+        try:
+            target.save_state(args.state)
+        except (RnnStreamError, OSError) as exc:
+            print(f"error: cannot save the state to {args.state}: {exc}", file=sys.stderr)
+            return 1
+    return code
+
+
+def _serve(target: Any, args: argparse.Namespace, out: TextIO) -> int:
+    from rnnstream.runtime import RnnStreamError
+
+    parser = LineParser(args.key)
+    lineno = 0
+    try:
+        for lineno, line in enumerate(_lines(args.input), start=1):  # noqa: B007
+            parsed = parser.parse(line)
+            if parsed is None:
+                continue
+            key, point = parsed
+            if args.key is None:
+                out.write(_format(target.step(point)) + "\n")
+            else:
+                y = target.step_many([key], [_as_row(point, target)])[0]
+                out.write(f"{key},{_format(y.tolist() if len(y) > 1 else float(y[0]))}\n")
+            out.flush()
+    except (LineError, RnnStreamError) as exc:
+        print(f"line {lineno}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):  # the reader went away; keep what we have
+            return 0
+        print(f"error: cannot read {args.input}: {exc}", file=sys.stderr)
+        return 1
+    if lineno == 0:
+        print("warning: the input was empty", file=sys.stderr)
+    return 0
+
+
+def _as_row(point: Any, pool: Any) -> Any:
+    """A pool row from a line's point: mappings in the contract's feature order."""
+    if isinstance(point, dict):
+        from rnnstream.runtime import InputError
+
+        names = (pool.contract.features if pool.contract is not None else None) or []
+        if len(point) == 1 and len(names) == 1:  # {"ticker": "A", "price": 1.5}: one value
+            return [next(iter(point.values()))]
+        unknown = [k for k in point if k not in names]
+        missing = [k for k in names if k not in point]
+        if unknown or missing or not names:
+            raise InputError(f"features {sorted(point)} do not match the model's {names}")
+        return [point[n] for n in names]
+    return point if isinstance(point, list) else [point]

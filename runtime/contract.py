@@ -171,7 +171,9 @@ class ModelContract:
         try:
             data = json.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ContractError(f"{source}: the rnnstream metadata is not valid JSON ({exc})") from exc
+            raise ContractError(
+                f"{source}: the rnnstream metadata is not valid JSON ({exc})"
+            ) from exc
         return cls.from_dict(data, source)
 
     @classmethod
@@ -237,7 +239,9 @@ class ModelContract:
 def _positive_int(data: Mapping[str, Any], key: str, limit: int, source: str) -> int:
     value = data.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
-        raise ContractError(f"{source}: metadata {key!r} is {value!r}; expected an integer 1..{limit}")
+        raise ContractError(
+            f"{source}: metadata {key!r} is {value!r}; expected an integer 1..{limit}"
+        )
     return value
 
 
@@ -259,7 +263,9 @@ def _names(data: Mapping[str, Any], key: str, source: str) -> list[str]:
 def _dict(data: Mapping[str, Any], key: str, source: str) -> dict[str, Any]:
     value = data.get(key, {})
     if not isinstance(value, Mapping):
-        raise ContractError(f"{source}: metadata {key!r} must be an object, got {type(value).__name__}")
+        raise ContractError(
+            f"{source}: metadata {key!r} must be an object, got {type(value).__name__}"
+        )
     return dict(value)
 
 

@@ -1,0 +1,230 @@
+"""Open an ONNX file, read and check its contract, and describe its streaming I/O.
+
+Everything here runs once per model; nothing here runs per step. The result is a
+:class:`LoadedModel`: one onnxruntime session plus a :class:`ModelIO` saying which input takes
+the data point, which output is the prediction, and which outputs feed which inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
+
+from .contract import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelContract
+from .errors import ContractError, ModelLoadError, UnsupportedError
+
+logger = logging.getLogger("rnnstream.runtime")
+
+# onnxruntime's Python exceptions do not share a base class beyond Exception; these are the
+# ones its pybind layer raises (some are missing from older releases, hence getattr).
+ORT_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, *(
+    getattr(_ort_state, n) for n in (
+        "EPFail", "EngineError", "Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf",
+        "ModelLoaded", "NoModel", "NoSuchFile", "NotFound", "NotImplemented", "RuntimeException",
+    ) if hasattr(_ort_state, n)
+))
+
+# onnxruntime type strings -> numpy dtypes for the tensors the runtime allocates or converts.
+ORT_DTYPES: dict[str, np.dtype] = {
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(double)": np.dtype(np.float64),
+    "tensor(float16)": np.dtype(np.float16),
+    "tensor(int64)": np.dtype(np.int64),
+    "tensor(int32)": np.dtype(np.int32),
+    "tensor(int8)": np.dtype(np.int8),
+    "tensor(uint8)": np.dtype(np.uint8),
+    "tensor(bool)": np.dtype(np.bool_),
+}
+
+Dim = int | None  # None: dynamic (symbolic or unknown) dimension
+
+
+def default_session_options() -> ort.SessionOptions:
+    """Options chosen for single-step latency: one thread, sequential, full graph optimisation."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return so
+
+
+@dataclass(frozen=True)
+class StatePair:
+    """One recurrent tensor: read from ``output`` after a call, fed to ``input`` on the next."""
+
+    name: str  # the name snapshots use: "h"/"c" for rnnstream models, the input name otherwise
+    input: str
+    output: str
+    shape: tuple[Dim, ...]  # declared input shape
+    dtype: np.dtype
+    batch_axis: int | None  # first dynamic axis; None when every axis is fixed
+
+    def full_shape(self, batch: int) -> tuple[int, ...]:
+        """The declared shape with the batch axis set to ``batch`` and other free axes to 1."""
+        return tuple(
+            batch if i == self.batch_axis else (1 if d is None else d)
+            for i, d in enumerate(self.shape)
+        )
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        """One stream's part of the state: the full shape without its batch axis."""
+        full = self.full_shape(1)
+        if self.batch_axis is None:
+            return full
+        return full[:self.batch_axis] + full[self.batch_axis + 1:]
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    """How to stream a model: data input, prediction output, state pairs, constant inputs."""
+
+    input: str
+    input_shape: tuple[Dim, ...]
+    input_dtype: np.dtype
+    output: str
+    states: tuple[StatePair, ...]
+    fixed: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def input_batch_axis(self) -> int | None:
+        return _first_dynamic(self.input_shape)
+
+
+@dataclass
+class LoadedModel:
+    path: str
+    session: ort.InferenceSession
+    io: ModelIO
+    contract: ModelContract | None
+    fingerprint: str
+    note: str  # one line saying how the state pairs were found
+
+    @property
+    def generic(self) -> bool:
+        return self.contract is None
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    session_options: ort.SessionOptions | None = None,
+    providers: Sequence[Any] | None = None,
+    state_map: Mapping[str, str] | None = None,
+    fixed_inputs: Mapping[str, Any] | None = None,
+) -> LoadedModel:
+    """Open ``path``; every problem becomes a :class:`ModelLoadError` naming the file."""
+    path = os.fspath(path)
+    _check_file(path)
+    session = open_session(path, session_options, providers)
+    meta = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY in meta:
+        if state_map or fixed_inputs:
+            raise UnsupportedError(
+                f"{path}: has an rnnstream contract, which fixes its state pairs; state_map and "
+                "fixed_inputs are only for models rnnstream did not export"
+            )
+        contract = ModelContract.from_json(meta[METADATA_KEY], source=path)
+        io = contract_io(contract, session, path)
+        note = "rnnstream contract: " + ", ".join(f"{s.input}->{s.output}" for s in io.states)
+        fingerprint = contract.fingerprint or file_fingerprint(path)
+        return LoadedModel(path, session, io, contract, fingerprint, note)
+    from ._generic import generic_io  # foreign models only
+
+    io, note = generic_io(session, path, state_map, fixed_inputs)
+    logger.info("%s", note)
+    return LoadedModel(path, session, io, None, file_fingerprint(path), note)
+
+
+def _check_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise ModelLoadError(f"{path}: no such file")
+    if not os.path.isfile(path):
+        raise ModelLoadError(f"{path}: not a regular file")
+    if os.path.getsize(path) == 0:
+        raise ModelLoadError(f"{path}: the file is empty, not an ONNX model")
+
+
+def open_session(
+    path: str, session_options: ort.SessionOptions | None, providers: Sequence[Any] | None
+) -> ort.InferenceSession:
+    options = session_options if session_options is not None else default_session_options()
+    try:
+        return ort.InferenceSession(
+            path, sess_options=options, providers=list(providers or ["CPUExecutionProvider"])
+        )
+    except ORT_ERRORS as exc:
+        raise ModelLoadError(f"{path}: {_explain_ort_error(str(exc))}") from exc
+
+
+def _explain_ort_error(message: str) -> str:
+    if "Protobuf parsing failed" in message:
+        return "not a valid ONNX file (truncated, corrupt, or not ONNX at all)"
+    if "External data" in message or "external data" in message:
+        return ("refused its external data: tensors must live in files inside the model's "
+                f"folder ({message})")
+    return f"onnxruntime cannot load it: {message}"
+
+
+def file_fingerprint(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def declared_shape(arg: Any) -> tuple[Dim, ...]:
+    return tuple(d if isinstance(d, int) and d >= 0 else None for d in (arg.shape or ()))
+
+
+def _first_dynamic(shape: Sequence[Dim]) -> int | None:
+    return next((i for i, d in enumerate(shape) if d is None), None)
+
+
+def contract_io(contract: ModelContract, session: ort.InferenceSession, path: str) -> ModelIO:
+    """Check the graph against its contract (metadata that lies is refused) and describe it."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    specs = contract.states
+    want_in = [INPUT_NAME, *(s.input for s in specs)]
+    want_out = [OUTPUT_NAME, *(s.output for s in specs)]
+    if sorted(inputs) != sorted(want_in) or not set(want_out) <= set(outputs):
+        raise ContractError(
+            f"{path}: the contract (cell={contract.cell}) implies inputs {want_in} and outputs "
+            f"{want_out}, but the graph has inputs {sorted(inputs)} and outputs {sorted(outputs)}"
+        )
+    expected = {
+        INPUT_NAME: (None, None, contract.n_features),
+        OUTPUT_NAME: (None, None, contract.n_targets),
+    }
+    for s in specs:
+        expected[s.input] = expected[s.output] = (None, contract.layers, contract.hidden)
+    for name, want in expected.items():
+        arg = inputs.get(name) or outputs[name]
+        shape = declared_shape(arg)
+        fits = len(shape) == 3 and all(w is None or d is None or d == w
+                                       for d, w in zip(shape, want, strict=True))
+        if not fits or arg.type != "tensor(float)":
+            raise ContractError(
+                f"{path}: the graph declares {name!r} as {arg.type} {list(arg.shape)}, but the "
+                f"contract implies float32 [batch, "
+                f"{'time' if want[1] is None else want[1]}, {want[2]}]"
+            )
+    states = tuple(
+        StatePair(s.name, s.input, s.output, (None, contract.layers, contract.hidden),
+                  np.dtype(np.float32), 0)
+        for s in specs
+    )
+    return ModelIO(INPUT_NAME, (None, None, contract.n_features), np.dtype(np.float32),
+                   OUTPUT_NAME, states)

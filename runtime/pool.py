@@ -1,0 +1,397 @@
+"""Many streams over one model: :class:`StreamPool`.
+
+Layout. Each state has one buffer ``[capacity, *row]`` (``row = [layers, hidden]`` for rnnstream
+models); stream ``k`` owns row ``rows[k]``. A step gathers the rows of the streams that have a
+new point, runs the session ONCE on that batch, and scatters the new state back. Capacity
+doubles when full; removing a stream moves the last row into the freed one (swap-with-last),
+so rows ``0..len-1`` are always the live streams. The row list of the latest key list is
+cached, and when it is exactly ``0..n-1`` the gather is a view (no copy).
+
+Failure. The new state is written back only after the session call succeeded and every input
+was validated, so a refused call leaves every stream's state bit-for-bit as it was.
+
+Threads. One lock serialises every public method: concurrent callers never see each other's
+state and no update is lost. The session call happens under the lock (onnxruntime releases the
+GIL, but one pool is one state; run several pools for parallel sessions).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from ._session import ORT_ERRORS, declared_shape, load_model
+from ._state import (
+    State,
+    check_fingerprint,
+    check_tensors,
+    read_snapshot,
+    state_arrays,
+    tensors_from,
+    write_snapshot,
+)
+from .contract import ModelContract
+from .errors import InputError, RnnStreamError, StateError, StreamKeyError, UnsupportedError
+from .predictor import input_reader, input_shape
+
+__all__ = ["StreamPool"]
+
+
+def _show(keys: Iterable[Any], limit: int = 10) -> str:
+    keys = list(keys)
+    text = ", ".join(repr(k) for k in keys[:limit])
+    return text + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+class StreamPool:
+    """Independent streams, each with its own state, advanced together in batched calls.
+
+    ``auto_add=True`` adds unknown keys on step (otherwise they raise StreamKeyError).
+    ``max_idle_seconds`` evicts streams that have not stepped for that long (checked by
+    :meth:`evict_idle` and during steps); ``clock`` is the monotonic clock used for it.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        auto_add: bool = False,
+        max_idle_seconds: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        capacity: int = 64,
+        session_options: ort.SessionOptions | None = None,
+        providers: Sequence[Any] | None = None,
+        state_map: Mapping[str, str] | None = None,
+        fixed_inputs: Mapping[str, Any] | None = None,
+    ) -> None:
+        if max_idle_seconds is not None and not max_idle_seconds > 0:
+            raise ValueError(f"max_idle_seconds={max_idle_seconds!r}: expected a positive "
+                             "number of seconds, or None")
+        self._model = load_model(model, session_options=session_options, providers=providers,
+                                 state_map=state_map, fixed_inputs=fixed_inputs)
+        io = self._io = self._model.io
+        self._reader = input_reader(self._model)
+        if self._reader.n is None:
+            raise UnsupportedError(f"{self.path}: input {io.input!r} has a free axis besides "
+                                   "the batch axis; a pool needs fixed-size points")
+        if io.input_batch_axis is None or any(s.batch_axis is None for s in io.states):
+            raise UnsupportedError(
+                f"{self.path}: a pool batches streams along a dynamic batch axis, and this "
+                "model's input or state has none; use one Predictor per stream")
+        out_arg = next(o for o in self._model.session.get_outputs() if o.name == io.output)
+        out_batch = next((i for i, d in enumerate(declared_shape(out_arg)) if d is None), None)
+        self._y_axis = 0 if out_batch is None else out_batch
+        self.auto_add = bool(auto_add)
+        self.max_idle_seconds = max_idle_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._fetch = [io.output, *(s.output for s in io.states)]
+        self._bufs = {s.name: np.zeros((max(1, int(capacity)), *s.row_shape), s.dtype)
+                      for s in io.states}
+        self._seen = np.zeros(max(1, int(capacity)), np.float64)
+        self._rows: dict[Hashable, int] = {}
+        self._keys: list[Hashable] = []
+        self._cache_keys: list[Hashable] | None = None
+        self._cache_rows: np.ndarray | slice = slice(0, 0)
+        self._last_sweep = clock()
+        self._n_in = self._reader.n
+        self._plain = all(s.batch_axis == 0 for s in io.states) and io.input_batch_axis == 0
+
+    # -- facts ----------------------------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        return self._model.path
+
+    @property
+    def contract(self) -> ModelContract | None:
+        return self._model.contract
+
+    @property
+    def fingerprint(self) -> str:
+        return self._model.fingerprint
+
+    @property
+    def state_pairs(self) -> dict[str, str]:
+        return {s.input: s.output for s in self._io.states}
+
+    @property
+    def capacity(self) -> int:
+        return len(self._seen)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._rows
+
+    def keys(self) -> list[Hashable]:
+        with self._lock:
+            return list(self._keys)
+
+    def __repr__(self) -> str:
+        return f"StreamPool({self.path!r}, streams={len(self)})"
+
+    # -- membership -----------------------------------------------------------------------------
+    def add(self, key: Hashable, state: State | Mapping[str, np.ndarray] | None = None) -> None:
+        """Add a stream at the initial state (or at ``state``); an existing key is an error."""
+        tensors = None
+        if state is not None:
+            if isinstance(state, State) and state.fingerprint:
+                check_fingerprint(state.fingerprint, self.fingerprint, f"add({key!r})")
+            tensors = check_tensors(state, self._io.states, f"add({key!r})")
+        with self._lock:
+            if key in self._rows:
+                raise StreamKeyError(f"stream {key!r} already exists")
+            self._add([key], self._clock() if self.max_idle_seconds else 0.0)
+            if tensors is not None:
+                row = self._rows[key]
+                for name, t in tensors.items():
+                    self._bufs[name][row] = t
+
+    def remove(self, key: Hashable) -> None:
+        with self._lock:
+            self._remove(self._row(key))
+
+    def reset(self, key: Hashable) -> None:
+        """Put stream ``key`` back to the initial (all-zero) state."""
+        with self._lock:
+            row = self._row(key)
+            for buf in self._bufs.values():
+                buf[row] = 0
+
+    def evict_idle(self) -> list[Hashable]:
+        """Remove the streams idle for longer than ``max_idle_seconds``; return their keys."""
+        with self._lock:
+            return self._evict(self._clock())
+
+    def _row(self, key: Hashable) -> int:
+        try:
+            return self._rows[key]
+        except (KeyError, TypeError):
+            raise StreamKeyError(f"unknown stream {key!r} ({len(self._keys)} streams; "
+                                 "add it first, or create the pool with auto_add=True)") from None
+
+    def _add(self, keys: list[Hashable], now: float) -> None:
+        need = len(self._keys) + len(keys)
+        if need > self.capacity:
+            cap = self.capacity
+            while cap < need:
+                cap *= 2
+            n = len(self._keys)
+            for name, buf in self._bufs.items():
+                grown = np.zeros((cap, *buf.shape[1:]), buf.dtype)
+                grown[:n] = buf[:n]
+                self._bufs[name] = grown
+            seen = np.zeros(cap, np.float64)
+            seen[:n] = self._seen[:n]
+            self._seen = seen
+        for key in keys:
+            row = len(self._keys)
+            self._rows[key] = row
+            self._keys.append(key)
+            for buf in self._bufs.values():
+                buf[row] = 0
+            self._seen[row] = now
+        self._cache_keys = None
+
+    def _remove(self, row: int) -> None:
+        last = len(self._keys) - 1
+        key = self._keys[row]
+        if row != last:
+            moved = self._keys[last]
+            for buf in self._bufs.values():
+                buf[row] = buf[last]
+            self._seen[row] = self._seen[last]
+            self._keys[row] = moved
+            self._rows[moved] = row
+        self._keys.pop()
+        del self._rows[key]
+        self._cache_keys = None
+
+    def _evict(self, now: float) -> list[Hashable]:
+        self._last_sweep = now
+        if self.max_idle_seconds is None:
+            return []
+        n = len(self._keys)
+        idle = np.flatnonzero(now - self._seen[:n] > self.max_idle_seconds)
+        gone = [self._keys[r] for r in idle]
+        for key in gone:
+            self._remove(self._rows[key])
+        return gone
+
+    # -- stepping -------------------------------------------------------------------------------
+    def step(self, points: Mapping[Hashable, Any]) -> dict[Hashable, float | np.ndarray]:
+        """Advance the streams in ``points`` (key -> point) in one batched call; return
+        key -> prediction (a float when the model has one target)."""
+        if not isinstance(points, Mapping):
+            raise InputError(f"step() takes a mapping of stream key -> point, got "
+                             f"{type(points).__name__}; for arrays use step_many(keys, values)")
+        if not points:
+            raise InputError("step() got no points; expected a mapping of stream key -> point")
+        keys = list(points)
+        values = list(points.values())
+        if self._n_in == 1 and all(type(v) is float for v in values):
+            arr = np.array(values, np.float32).reshape(-1, 1)
+            if not np.isfinite(arr).all():
+                bad = keys[int(np.flatnonzero(~np.isfinite(arr[:, 0]))[0])]
+                raise InputError(f"stream {bad!r}: got a non-finite value "
+                                 f"({points[bad]!r}); expected a finite number")
+        else:
+            arr = np.empty((len(keys), self._n_in), self._io.input_dtype)
+            for i, (k, v) in enumerate(points.items()):
+                try:
+                    arr[i] = self._reader.row(v)
+                except InputError as exc:
+                    raise InputError(f"stream {k!r}: {exc}") from None
+        y = self._step(keys, arr)
+        if y.shape[1] == 1:
+            return dict(zip(keys, y[:, 0].tolist(), strict=True))
+        return dict(zip(keys, y, strict=True))
+
+    def step_many(self, keys: Sequence[Hashable], values: Any) -> np.ndarray:
+        """Advance streams ``keys`` with ``values`` ([n, F], or [n] with one feature) in one
+        batched call; return the predictions, [n, T]."""
+        keys = keys if type(keys) is list else list(keys)
+        if (type(values) is np.ndarray and values.dtype == self._io.input_dtype
+                and values.ndim == 2 and values.shape[1] == self._n_in and values.shape[0]
+                and values.flags.c_contiguous and np.isfinite(values).all()):
+            arr = values  # only read by onnxruntime, never kept
+        else:
+            arr = self._reader.rows(values, "step_many values")
+        if len(keys) != arr.shape[0]:
+            raise InputError(f"step_many got {len(keys)} keys but {arr.shape[0]} rows of "
+                             "values; expected one row per key")
+        return self._step(keys, arr)
+
+    def _step(self, keys: list[Hashable], arr: np.ndarray) -> np.ndarray:
+        with self._lock:
+            rows = self._cache_rows if keys == self._cache_keys else self._lookup(keys)
+            y = self._run(rows, arr)
+            if self.max_idle_seconds is not None:
+                now = self._clock()
+                self._seen[rows] = now
+                if now - self._last_sweep >= self.max_idle_seconds / 4:
+                    self._evict(now)
+            return y
+
+    def _lookup(self, keys: list[Hashable]) -> np.ndarray | slice:
+        """Rows for ``keys`` (adding unknown ones when auto_add); caches the answer."""
+        rows_of = self._rows
+        try:
+            rows = [rows_of[k] for k in keys]
+        except (KeyError, TypeError):
+            rows = None
+        if rows is None or len(set(keys)) != len(keys):
+            if len(set(map(_hashable_or_raise, keys))) != len(keys):
+                seen: set[Hashable] = set()
+                dup = [k for k in keys if k in seen or seen.add(k)]
+                raise StreamKeyError(f"duplicate stream key{'s' if len(dup) > 1 else ''} "
+                                     f"{_show(dup)} in one step; each stream takes one point "
+                                     "per call")
+            unknown = [k for k in keys if k not in rows_of]
+            if not self.auto_add:
+                raise StreamKeyError(
+                    f"unknown stream key{'s' if len(unknown) > 1 else ''} {_show(unknown)} "
+                    f"({len(self._keys)} streams in the pool); add them first, or create the "
+                    "pool with auto_add=True")
+            self._add(unknown, self._clock() if self.max_idle_seconds else 0.0)
+            rows = [rows_of[k] for k in keys]
+        n = len(rows)
+        arr = np.array(rows, np.intp)
+        out: np.ndarray | slice = arr
+        if arr[0] == 0 and arr[-1] == n - 1 and (n < 2 or (np.diff(arr) == 1).all()):
+            out = slice(0, n)
+        self._cache_keys = list(keys)
+        self._cache_rows = out
+        return out
+
+    def _run(self, rows: np.ndarray | slice, arr: np.ndarray) -> np.ndarray:
+        io = self._io
+        n = arr.shape[0]
+        if self._plain:
+            feeds = {io.input: arr.reshape(input_shape(io, self._n_in, n))}
+            for s in io.states:
+                feeds[s.input] = self._bufs[s.name][rows]
+        else:
+            feeds = {io.input: arr.reshape(input_shape(io, self._n_in, n))}
+            for s in io.states:
+                feeds[s.input] = np.ascontiguousarray(
+                    np.moveaxis(self._bufs[s.name][rows], 0, s.batch_axis))
+        feeds.update(io.fixed)
+        try:
+            y, *new = self._model.session.run(self._fetch, feeds)
+        except ORT_ERRORS as exc:
+            raise RnnStreamError(f"{self.path}: onnxruntime failed: {exc}") from exc
+        for s, a in zip(io.states, new, strict=True):
+            self._bufs[s.name][rows] = a if s.batch_axis == 0 else np.moveaxis(a, s.batch_axis, 0)
+        if self._y_axis:
+            y = np.moveaxis(y, self._y_axis, 0)
+        return y.reshape(n, -1)
+
+    # -- state ----------------------------------------------------------------------------------
+    def get_state(self, key: Hashable) -> State:
+        """A copy of stream ``key``'s state."""
+        with self._lock:
+            row = self._row(key)
+            return State({name: buf[row].copy() for name, buf in self._bufs.items()},
+                         self.fingerprint)
+
+    def set_state(self, key: Hashable, state: State | Mapping[str, np.ndarray]) -> None:
+        """Continue stream ``key`` from ``state``; a misfit raises StateError, changing nothing."""
+        if isinstance(state, State) and state.fingerprint:
+            check_fingerprint(state.fingerprint, self.fingerprint, f"set_state({key!r})")
+        tensors = check_tensors(state, self._io.states, f"set_state({key!r})")
+        with self._lock:
+            row = self._row(key)
+            for name, t in tensors.items():
+                self._bufs[name][row] = t
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write every stream's key and state to ``path`` (.npz) atomically."""
+        with self._lock:
+            bad = [k for k in self._keys if type(k) not in (str, int)]
+            if bad:
+                raise StateError(f"save: stream keys must be str or int to be saved, got "
+                                 f"{_show(bad)}")
+            n = len(self._keys)
+            arrays = state_arrays({name: buf[:n].copy() for name, buf in self._bufs.items()})
+            meta = {"kind": "pool", "fingerprint": self.fingerprint, "keys": list(self._keys),
+                    "states": [s.name for s in self._io.states]}
+        write_snapshot(path, meta, arrays)
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Replace every stream with those in a snapshot written by :meth:`save`."""
+        source = os.fspath(path)
+        meta, arrays = read_snapshot(source, "pool")
+        check_fingerprint(str(meta.get("fingerprint", "")), self.fingerprint, source)
+        keys = meta.get("keys")
+        if (not isinstance(keys, list) or any(type(k) not in (str, int) for k in keys)
+                or len(set(keys)) != len(keys)):
+            raise StateError(f"{source}: the snapshot's stream keys are not distinct str/int")
+        tensors = check_tensors(tensors_from(arrays), self._io.states, source, len(keys))
+        with self._lock:
+            for key in list(self._keys):
+                del self._rows[key]
+            self._keys.clear()
+            self._add(keys, self._clock() if self.max_idle_seconds else 0.0)
+            for name, t in tensors.items():
+                self._bufs[name][:len(keys)] = t
+
+    # whole-pool snapshots, by the names Predictor uses
+    save_state = save
+    load_state = load
+
+
+def _hashable_or_raise(key: Any) -> Hashable:
+    try:
+        hash(key)
+    except TypeError:
+        raise StreamKeyError(f"stream key {key!r} is not hashable; use a str or int") from None
+    return key
+

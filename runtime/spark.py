@@ -1,0 +1,335 @@
+"""Run an rnnstream model inside Spark Structured Streaming, each key's state in Spark's state.
+
+Needs the 'spark' extra (``pip install 'rnnstream[spark]'``)::
+
+    from rnnstream.runtime.spark import predict_stream
+
+    events = spark.readStream.schema("sensor string, ts long, temp double").csv("in/")
+    preds = predict_stream(events, "model.onnx", key="sensor", order="ts", features=["temp"])
+    preds.writeStream.format("parquet").option("checkpointLocation", "ck/").start("out/")
+
+How it works: ``events.groupBy(key).applyInPandasWithState(...)``. In every micro-batch each key
+that has rows gets one call: its rows are sorted by ``order`` and go through the model in ONE
+sequence call (``x`` of shape ``[1, rows, F]``) starting from the key's stored state; the final
+state goes back to Spark's state store, which checkpoints it with the query. One prediction row
+comes out per input row. The model is opened once per Python worker (see :func:`worker_model`).
+
+State kept per key in Spark's state store (:data:`STATE_SCHEMA`, the same for every model, so
+that a checkpoint reused with another model reaches the fingerprint check below rather than a
+Spark schema error)::
+
+    fingerprint  string   the model that wrote the state; any other model refuses it
+    steps        bigint   rows pushed through the model for this key so far
+    bad_rows     bigint   rows refused for this key so far (on_bad_row="drop")
+    h            binary   float32 little-endian, row-major [layers, hidden]
+    c            binary   same layout; LSTM only, null for rnn/gru
+
+(Binary rather than ``array<float>``: pyspark 4.3's worker cannot parse a state schema holding an
+array -- ``KeyError: 'elementType'`` in ``ArrayType.fromJson`` -- and bytes are exact and small.)
+
+Exactly-once: with a replayable source (files, Kafka), a checkpoint location and an idempotent
+sink (the file sinks, or ``foreachBatch`` keyed by batch id), a query restarted from its
+checkpoint emits exactly what an uninterrupted run emits. Spark replays an uncommitted batch from
+the state of the previous committed batch, and the computation here is deterministic: rows with
+equal ``order`` are broken by their feature values, never by arrival order.
+
+Bad rows (a null or non-finite feature, a null order or key), ``on_bad_row``:
+
+* ``"drop"`` (default): the row is emitted with null predictions and a message in ``error``; it
+  does not enter the model, so the key's state is not advanced by it; ``bad_rows`` counts it.
+* ``"fail"``: the query fails with an :class:`~rnnstream.runtime.errors.InputError` naming the
+  key, the row's order value and the bad feature.
+
+Idle keys: with ``idle_timeout_s`` a key that receives no row for that long (processing time,
+``GroupStateTimeout.ProcessingTimeTimeout``) has its state dropped; its next row starts from the
+zero state. Processing time needs no watermark; timeouts are checked when a micro-batch runs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+try:
+    import pandas as pd
+    import pyarrow  # noqa: F401 -- Spark's pandas functions need it; fail here, not in a worker
+    from pyspark.sql import DataFrame
+    from pyspark.sql import types as T
+    from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
+except ImportError as exc:  # pragma: no cover - exercised on installs without the extra
+    raise ImportError(
+        "rnnstream.runtime.spark needs pyspark, pandas and pyarrow, which come with the 'spark' "
+        f"extra: pip install 'rnnstream[spark]' ({exc})"
+    ) from exc
+
+from ._session import LoadedModel, load_model
+from .contract import ModelContract
+from .errors import InputError, ModelLoadError, StateError, UnsupportedError
+
+__all__ = [
+    "BAD_ROW_POLICIES",
+    "ERROR_COLUMN",
+    "STATE_SCHEMA",
+    "output_schema",
+    "predict_stream",
+    "worker_model",
+]
+
+BAD_ROW_POLICIES = ("drop", "fail")
+ERROR_COLUMN = "error"
+STATE_SCHEMA = T.StructType([
+    T.StructField("fingerprint", T.StringType(), False),
+    T.StructField("steps", T.LongType(), False),
+    T.StructField("bad_rows", T.LongType(), False),
+    T.StructField("h", T.BinaryType(), False),
+    T.StructField("c", T.BinaryType(), True),
+])
+_STATE_DTYPE = np.dtype("<f4")
+
+
+def predict_stream(
+    events: DataFrame,
+    model: str | os.PathLike[str],
+    *,
+    key: str,
+    order: str,
+    features: Sequence[str] | None = None,
+    keep: Sequence[str] = (),
+    prefix: str = "pred_",
+    on_bad_row: str = "drop",
+    idle_timeout_s: float | None = None,
+) -> DataFrame:
+    """Predictions for a (streaming) DataFrame of keyed events, one output row per input row.
+
+    ``events`` has a ``key`` column (one stream per value), an ``order`` column (any sortable
+    type: within a micro-batch a key's rows are fed in this order) and one numeric column per
+    model feature: ``features`` names them in the model's feature order (default: the model's
+    own feature names). Output columns: ``key``, ``order``, the ``keep`` columns as they came,
+    one double ``<prefix><target>`` per model target, and ``error`` (null, or why the row got
+    no prediction). ``model`` must be readable at the same path by every executor.
+
+    Raises :class:`~rnnstream.runtime.errors.ModelLoadError` for an unusable model and
+    :class:`~rnnstream.runtime.errors.InputError` for missing or non-numeric columns.
+    """
+    path = os.path.abspath(os.fspath(model))
+    loaded = load_model(path)
+    if loaded.contract is None:
+        raise UnsupportedError(f"{path}: has no rnnstream contract; the Spark integration needs a "
+                               "model exported by rnnstream (its features, targets and states)")
+    if on_bad_row not in BAD_ROW_POLICIES:
+        raise ValueError(f"on_bad_row={on_bad_row!r}: expected one of {BAD_ROW_POLICIES}")
+    timeout_ms = _timeout_ms(idle_timeout_s)
+    contract = loaded.contract
+    feature_cols = list(features) if features is not None else list(contract.features)
+    _check_columns(events.schema, key, order, feature_cols, list(keep), contract)
+    schema = output_schema(events.schema, contract, key=key, order=order, keep=keep,
+                           prefix=prefix)
+    step = KeyStep(path, loaded.fingerprint, key, order, tuple(feature_cols), tuple(keep),
+                   tuple(f"{prefix}{t}" for t in contract.targets), on_bad_row, timeout_ms)
+    needed = list(dict.fromkeys([key, order, *feature_cols, *keep]))
+    timeout = (GroupStateTimeout.NoTimeout if timeout_ms is None
+               else GroupStateTimeout.ProcessingTimeTimeout)
+    return (events.select(*needed).groupBy(key)
+            .applyInPandasWithState(step, schema, STATE_SCHEMA, "append", timeout))
+
+
+def output_schema(
+    input_schema: T.StructType,
+    contract: ModelContract,
+    *,
+    key: str,
+    order: str,
+    keep: Sequence[str] = (),
+    prefix: str = "pred_",
+) -> T.StructType:
+    """The schema of :func:`predict_stream`'s result for ``input_schema`` and ``contract``."""
+    fields = [input_schema[name] for name in dict.fromkeys([key, order, *keep])]
+    fields = [T.StructField(f.name, f.dataType, True) for f in fields]
+    fields += [T.StructField(f"{prefix}{t}", T.DoubleType(), True) for t in contract.targets]
+    fields.append(T.StructField(ERROR_COLUMN, T.StringType(), True))
+    names = [f.name for f in fields]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise InputError(f"output columns {clashes} would appear twice; rename the input "
+                         "columns or choose another prefix= for the predictions")
+    return T.StructType(fields)
+
+
+def _timeout_ms(idle_timeout_s: float | None) -> int | None:
+    if idle_timeout_s is None:
+        return None
+    if (isinstance(idle_timeout_s, bool) or not isinstance(idle_timeout_s, (int, float))
+            or not math.isfinite(idle_timeout_s) or idle_timeout_s <= 0):
+        raise ValueError(f"idle_timeout_s={idle_timeout_s!r}: expected a positive number of "
+                         "seconds, or None for no timeout")
+    return max(1, round(idle_timeout_s * 1000))
+
+
+def _check_columns(schema: T.StructType, key: str, order: str, features: list[str],
+                   keep: list[str], contract: ModelContract) -> None:
+    if len(features) != contract.n_features:
+        raise InputError(f"features= names {len(features)} columns {features}; the model takes "
+                         f"{contract.n_features} ({', '.join(contract.features)}), in that order")
+    have = set(schema.names)
+    missing = [c for c in dict.fromkeys([key, order, *features, *keep]) if c not in have]
+    if missing:
+        raise InputError(f"the input has no column(s) {missing}; it has {schema.names}"
+                         + ("; map model features to columns with features=[...]"
+                            if set(missing) & set(features) else ""))
+    not_numeric = [f"{c} ({schema[c].dataType.simpleString()})" for c in features
+                   if not isinstance(schema[c].dataType, T.NumericType)]
+    if not_numeric:
+        raise InputError(f"feature columns must be numeric; {not_numeric} are not (cast them, "
+                         "or give the source a schema)")
+
+
+# -- the model, once per Python worker ---------------------------------------------------------
+_MODELS: dict[tuple[str, int, int], LoadedModel] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def worker_model(path: str, fingerprint: str) -> LoadedModel:
+    """The model at ``path``, opened once per Python process and reused by every batch.
+
+    Cached by (path, modification time, size), so a file replaced in place is reopened; a file
+    whose fingerprint is no longer the one the query was planned with is refused.
+    """
+    stat = os.stat(path) if os.path.exists(path) else None
+    if stat is None:
+        raise ModelLoadError(f"{path}: no such file on this executor; the model must be readable "
+                             "at the same path by every executor (a shared or copied folder)")
+    cache_key = (path, stat.st_mtime_ns, stat.st_size)
+    with _MODELS_LOCK:
+        loaded = _MODELS.get(cache_key)
+        if loaded is None:
+            loaded = _MODELS[cache_key] = load_model(path)
+    if loaded.fingerprint != fingerprint:
+        raise ModelLoadError(
+            f"{path}: the file changed since the query was started (fingerprint is now "
+            f"{loaded.fingerprint}, the query was planned with {fingerprint}); restart the query"
+        )
+    return loaded
+
+
+# -- one key, one micro-batch ------------------------------------------------------------------
+@dataclass(frozen=True)
+class KeyStep:
+    """The function Spark calls per key and micro-batch (picklable: plain fields only)."""
+
+    path: str
+    fingerprint: str
+    key: str
+    order: str
+    features: tuple[str, ...]
+    keep: tuple[str, ...]
+    outputs: tuple[str, ...]
+    on_bad_row: str
+    timeout_ms: int | None
+
+    def __call__(self, key: tuple[Any, ...], frames: Iterator[pd.DataFrame],
+                 state: GroupState) -> Iterator[pd.DataFrame]:
+        if state.hasTimedOut:  # idle for timeout_ms: forget the key, emit nothing
+            state.remove()
+            return
+        rows = self._sorted(pd.concat(list(frames), ignore_index=True))
+        if rows.empty:
+            return
+        loaded = worker_model(self.path, self.fingerprint)
+        stored = state.get if state.exists else None
+        tensors, steps, bad_count = self._restore(key[0], stored, loaded.contract)
+        x = rows[list(self.features)].to_numpy(np.float64, na_value=np.nan).astype(np.float32)
+        errors = self._bad_rows(key[0], rows, x)
+        good = np.array([e is None for e in errors])
+        y = np.full((len(rows), len(self.outputs)), np.nan)
+        if good.any():
+            y[good], tensors = _run(loaded, x[good], tensors)
+        state.update((self.fingerprint, steps + int(good.sum()),
+                      bad_count + int((~good).sum()), *_encode(tensors, loaded.contract)))
+        if self.timeout_ms is not None:
+            state.setTimeoutDuration(self.timeout_ms)
+        yield self._output(rows, y, errors)
+
+    def _sorted(self, rows: pd.DataFrame) -> pd.DataFrame:
+        # Ties in `order` are broken by the feature values, so that a replayed batch (whose rows
+        # may arrive in another order) is fed identically: exactly-once needs determinism.
+        by = list(dict.fromkeys([self.order, *self.features]))
+        return rows.sort_values(by, kind="mergesort", na_position="last", ignore_index=True)
+
+    def _restore(self, key: Any, stored: tuple | None,
+                 contract: ModelContract) -> tuple[dict[str, np.ndarray], int, int]:
+        specs = contract.states
+        if stored is None:
+            zeros = {s.name: np.zeros((1, *s.row_shape), np.float32) for s in specs}
+            return zeros, 0, 0
+        fingerprint, steps, bad_count, *blobs = stored
+        if fingerprint != self.fingerprint:
+            raise StateError(
+                f"key {key!r}: the state in Spark's state store was written by another model "
+                f"(stored fingerprint {fingerprint}, this model's fingerprint "
+                f"{self.fingerprint}); restart with the model that wrote the checkpoint, or "
+                "start the query from a new checkpoint location"
+            )
+        tensors = {}
+        for spec, blob in zip(specs, blobs, strict=False):
+            size = math.prod(spec.row_shape)
+            if blob is None or len(blob) != size * _STATE_DTYPE.itemsize:
+                raise StateError(f"key {key!r}: stored state {spec.name!r} has "
+                                 f"{0 if blob is None else len(blob)} bytes; expected "
+                                 f"{size * _STATE_DTYPE.itemsize} ({spec.row_shape} float32)")
+            row = np.frombuffer(blob, _STATE_DTYPE).reshape(1, *spec.row_shape)
+            tensors[spec.name] = row.astype(np.float32)
+        return tensors, int(steps), int(bad_count)
+
+    def _bad_rows(self, key: Any, rows: pd.DataFrame, x: np.ndarray) -> list[str | None]:
+        """Per row: None when usable, else why not (or raise, with on_bad_row="fail")."""
+        finite = np.isfinite(x)
+        order_null = rows[self.order].isna().to_numpy()
+        errors: list[str | None] = [None] * len(rows)
+        for i in np.flatnonzero(~finite.all(axis=1) | order_null | (key is None)):
+            errors[i] = self._why(key, rows, x, finite, int(i))
+        if self.on_bad_row == "fail" and any(e is not None for e in errors):
+            first = next(e for e in errors if e is not None)
+            raise InputError(f"{first}; on_bad_row='fail' stops the query "
+                             "(on_bad_row='drop' emits such rows with an error instead)")
+        return errors
+
+    def _why(self, key: Any, rows: pd.DataFrame, x: np.ndarray, finite: np.ndarray,
+             i: int) -> str:
+        where = f"key {key!r}, row {self.order}={rows[self.order].iloc[i]!r}"
+        if key is None:
+            return f"{where}: the key is null"
+        if pd.isna(rows[self.order].iloc[i]):
+            return f"{where}: the order column is null"
+        j = int(np.flatnonzero(~finite[i])[0])
+        what = "missing or NaN" if np.isnan(x[i, j]) else repr(rows[self.features[j]].iloc[i])
+        return f"{where}: feature {self.features[j]!r} is {what}; expected a finite float32"
+
+    def _output(self, rows: pd.DataFrame, y: np.ndarray,
+                errors: list[str | None]) -> pd.DataFrame:
+        out = rows[list(dict.fromkeys([self.key, self.order, *self.keep]))].copy()
+        for j, name in enumerate(self.outputs):
+            out[name] = y[:, j]
+        out[ERROR_COLUMN] = pd.Series(errors, index=out.index, dtype=object)
+        return out
+
+
+def _run(loaded: LoadedModel, x: np.ndarray,
+         tensors: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One sequence call: x [time, F] from ``tensors`` -> (y [time, T], the state after it)."""
+    io = loaded.io
+    feeds = {io.input: x[None]}
+    feeds.update((s.input, tensors[s.name]) for s in io.states)
+    y, *new = loaded.session.run([io.output, *(s.output for s in io.states)], feeds)
+    return y[0].astype(np.float64), {s.name: a for s, a in zip(io.states, new, strict=True)}
+
+
+def _encode(tensors: dict[str, np.ndarray], contract: ModelContract) -> tuple[bytes | None, ...]:
+    names = [s.name for s in contract.states]
+    blobs = [np.ascontiguousarray(tensors[n][0], _STATE_DTYPE).tobytes() for n in names]
+    return (*blobs, None) if len(blobs) == 1 else tuple(blobs)

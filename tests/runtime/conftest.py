@@ -1,0 +1,96 @@
+"""Fixtures: rnnstream model files built from seeded torch forecasters.
+
+The files are made with ``build_graph`` plus the contract written here, so the runtime tests do
+not depend on the exporter's parity step; ``rnnstream.export.export_model`` can replace
+``write_model`` once it is stable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import helper, numpy_helper
+from rnnstream.export.graph import build_graph
+from rnnstream.runtime.contract import METADATA_KEY, ModelContract
+from rnnstream.train.model import Forecaster, ForecasterConfig
+
+
+def fingerprint(model: onnx.ModelProto) -> str:
+    digest = hashlib.sha256()
+    for init in model.graph.initializer:
+        digest.update(init.name.encode())
+        digest.update(numpy_helper.to_array(init).tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def make_forecaster(cell="lstm", features=1, targets=1, hidden=8, layers=1, seed=0,
+                    target_mode="level") -> Forecaster:
+    torch.manual_seed(seed)
+    names = [f"f{i}" for i in range(features)]
+    cfg = ForecasterConfig(cell=cell, n_features=features, n_targets=targets, hidden=hidden,
+                           layers=layers, target_mode=target_mode,
+                           target_index=list(range(targets)) if target_mode == "delta" else [],
+                           feature_names=names,
+                           target_names=names[:targets] if targets <= features else [])
+    model = Forecaster(cfg).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    model.set_normalization(torch.randn(features, generator=g),
+                            torch.rand(features, generator=g) + 0.5,
+                            torch.randn(targets, generator=g),
+                            torch.rand(targets, generator=g) + 0.5)
+    return model
+
+
+def contract_for(model: Forecaster, graph: onnx.ModelProto) -> ModelContract:
+    cfg = model.config
+    return ModelContract(cell=cfg.cell, layers=cfg.layers, hidden=cfg.hidden,
+                         features=list(cfg.feature_names), targets=list(cfg.target_names),
+                         target_mode=cfg.target_mode, fingerprint=fingerprint(graph))
+
+
+def write_model(model: Forecaster, path: Path, contract: ModelContract | None = None) -> Path:
+    graph = build_graph(model)
+    contract = contract or contract_for(model, graph)
+    helper.set_model_props(graph, {METADATA_KEY: contract.to_json()})
+    onnx.save(graph, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory):
+    """make(cell=..., features=..., ...) -> (path, torch model); cached per argument set."""
+    cache: dict = {}
+    folder = tmp_path_factory.mktemp("models")
+
+    def make(**kw):
+        key = tuple(sorted(kw.items()))
+        if key not in cache:
+            model = make_forecaster(**kw)
+            path = folder / ("m" + str(len(cache)) + ".onnx")
+            cache[key] = (write_model(model, path), model)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture
+def lstm(model_file):
+    return model_file(cell="lstm", hidden=8, seed=3)
+
+
+@pytest.fixture(scope="session")
+def torch_run():
+    return _torch_run
+
+
+def _torch_run(model: Forecaster, xs: np.ndarray, state=None):
+    """Full-sequence torch reference: xs [B, T, F] -> (y [B, T, Tg], state arrays [B, L, H])."""
+    with torch.no_grad():
+        st = None if state is None else tuple(torch.from_numpy(s) for s in state)
+        y, new = model(torch.from_numpy(xs), st)
+    return y.numpy(), [s.numpy() for s in new]
