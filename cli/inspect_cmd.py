@@ -1,14 +1,207 @@
-"""`rnnstream inspect` (placeholder until its stage lands)."""
+"""``rnnstream inspect``: show what an exported model holds, for a person or as JSON.
+
+Works on a base install (onnxruntime + the stdlib-only contract): no torch, no onnx, and no
+import of :mod:`rnnstream.export`.
+
+Output formats are entries in :data:`RENDERERS` (``name -> render(Inspection) -> str``); the
+``--json`` flag picks ``"json"``. A later ``--code js|python`` option (printing a ready-to-run
+embedding snippet) adds its renderers there and maps its flag in :func:`_renderer_name`.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rnnstream.runtime.contract import METADATA_KEY, ModelContract, sidecar_path
+from rnnstream.runtime.errors import ContractError, ModelLoadError
+
+from ._common import fail
+
+DESCRIPTION = """\
+Print the contract of an rnnstream ONNX model: graph inputs and outputs with shapes, the
+state pairs to carry between calls, features, targets, horizon, target mode, normalisation,
+training metrics, the parity figures measured at export, tool versions and the fingerprint.
+"""
+
+EPILOG = """\
+examples:
+  rnnstream inspect runs/sine/model.onnx
+  rnnstream inspect runs/sine/model.onnx --json | jq .parity.max_abs_diff
+"""
+
+
+@dataclass
+class Inspection:
+    """What was read from one model file."""
+
+    path: Path
+    contract: ModelContract
+    inputs: list[tuple[str, list]] = field(default_factory=list)  # graph (name, shape)
+    outputs: list[tuple[str, list]] = field(default_factory=list)
+    sidecar: str = "absent"  # "absent" | "matches" | "differs"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("inspect", help="(not yet implemented)")
+    p = sub.add_parser(
+        "inspect",
+        help="show the contract of an exported model",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL.onnx", help="model written by rnnstream export")
+    p.add_argument("--json", action="store_true", help="print the contract as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    print("rnnstream inspect: not implemented yet")
-    return 2
+    try:
+        found = read_model(Path(args.model))
+    except ModelLoadError as exc:
+        return fail(str(exc))
+    print(RENDERERS[_renderer_name(args)](found))
+    if found.sidecar == "differs":
+        return fail(f"{sidecar_path(args.model)} differs from the metadata embedded in "
+                    f"{args.model}; re-export the model, or delete the stale sidecar")
+    return 0
+
+
+def _renderer_name(args: argparse.Namespace) -> str:
+    return "json" if args.json else "text"
+
+
+# -- reading --------------------------------------------------------------------------------
+def read_model(path: Path) -> Inspection:
+    """Contract and graph I/O of ``path`` via onnxruntime; ModelLoadError/ContractError."""
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such file")
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except _ort_load_errors() as exc:
+        raise ModelLoadError(f"{path}: onnxruntime cannot load it ({exc})") from exc
+    text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    if text is None:
+        raise ContractError(f"{path}: no {METADATA_KEY!r} metadata; was it exported by "
+                            "rnnstream? Re-export it with `rnnstream export CHECKPOINT`.")
+    found = Inspection(path, ModelContract.from_json(text, source=str(path)))
+    found.inputs = [(i.name, list(i.shape)) for i in session.get_inputs()]
+    found.outputs = [(o.name, list(o.shape)) for o in session.get_outputs()]
+    found.sidecar = _sidecar_state(path, found.contract)
+    return found
+
+
+def _ort_load_errors() -> tuple[type[Exception], ...]:
+    # onnxruntime's load errors are pybind classes deriving straight from Exception.
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile",
+             "NoModel", "NotImplemented", "RuntimeException")
+    found = tuple(getattr(state, n) for n in names if hasattr(state, n))
+    return (*found, RuntimeError, OSError)
+
+
+def _sidecar_state(path: Path, contract: ModelContract) -> str:
+    side = Path(sidecar_path(str(path)))
+    if not side.is_file():
+        return "absent"
+    try:
+        other = ModelContract.from_json(side.read_bytes(), source=str(side))
+    except ContractError:
+        return "differs"
+    return "matches" if other == contract else "differs"
+
+
+# -- rendering ------------------------------------------------------------------------------
+def render_json(found: Inspection) -> str:
+    return found.contract.to_json()
+
+
+def render_text(found: Inspection) -> str:
+    c = found.contract
+    sections = [
+        _header(found),
+        _io_lines(found),
+        _state_lines(c),
+        _data_lines(c),
+        _mapping_lines("normalisation", c.normalization),
+        _mapping_lines("metrics", c.metrics),
+        _parity_lines(c.parity),
+        _mapping_lines("versions", c.versions),
+        [f"fingerprint: {c.fingerprint or '(none)'}", f"sidecar:     {found.sidecar}"],
+    ]
+    return "\n".join(line for section in sections for line in section)
+
+
+def _header(found: Inspection) -> list[str]:
+    c = found.contract
+    kind = ", int8-quantised" if c.quantized else ""
+    return [f"{found.path}: rnnstream {c.cell} forecaster, {c.layers} layer(s) x {c.hidden} "
+            f"hidden{kind} (schema {c.schema_version})"]
+
+
+def _io_lines(found: Inspection) -> list[str]:
+    lines = ["inputs:"]
+    lines += [f"  {name:<8} {_shape(shape)} float32" for name, shape in found.inputs]
+    lines.append("outputs:")
+    lines += [f"  {name:<8} {_shape(shape)} float32" for name, shape in found.outputs]
+    return lines
+
+
+def _shape(shape: list) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _state_lines(c: ModelContract) -> list[str]:
+    lines = ["state (feed each output back as its input on the next call; start from zeros):"]
+    for s in c.states:
+        lines.append(f"  {s.output} -> {s.input}  {_shape(list(s.shape))} {s.dtype}, "
+                     f"batch axis {s.batch_axis}, initial {s.initial}")
+    return lines
+
+
+def _data_lines(c: ModelContract) -> list[str]:
+    return [
+        f"features:    {', '.join(c.features)}",
+        f"targets:     {', '.join(c.targets)}",
+        f"horizon:     {c.horizon} step(s) ahead",
+        f"target mode: {c.target_mode}",
+    ]
+
+
+def _mapping_lines(title: str, mapping: dict) -> list[str]:
+    if not mapping:
+        return [f"{title}: (none)"]
+    return [f"{title}:"] + [f"  {k}: {_value(v)}" for k, v in mapping.items()]
+
+
+def _value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_value(x)}" for k, x in v.items())
+    return str(v)
+
+
+def _parity_lines(parity: dict) -> list[str]:
+    if not parity:
+        return ["parity: (none recorded)"]
+    lines = [f"parity ({parity.get('reference')} vs {parity.get('candidate')}, "
+             f"exporter {parity.get('exporter', '?')}): max |diff| "
+             f"{_value(parity.get('max_abs_diff'))}, atol {_value(parity.get('atol'))}"]
+    lines += [f"  {case}: " + ", ".join(f"{k} {_value(v)}" for k, v in diffs.items())
+              for case, diffs in parity.get("cases", {}).items()]
+    quant = parity.get("quantized")
+    if quant:
+        lines.append(f"  int8 vs float: max |diff| {_value(quant.get('max_abs_diff'))}, "
+                     f"atol {_value(quant.get('atol'))}")
+    return lines
+
+
+# name -> renderer; a `--code js|python` option adds its entries here (see module docstring)
+RENDERERS: dict[str, Callable[[Inspection], str]] = {"text": render_text, "json": render_json}

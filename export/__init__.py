@@ -1,1 +1,42 @@
+"""rnnstream.export: ONNX export with explicit state, proven equal to torch before it is written.
 
+Public API::
+
+    report = export_model(model, "model.onnx", metrics={...})   # also writes model.onnx.json
+    print(report.summary())        # parity ... max |diff| = 3.8e-06 (atol 1e-05) ... ok
+    report = export_checkpoint("runs/x/model.pt", "runs/x/model.onnx", quantize=True)
+    contract = load_contract("model.onnx")      # rnnstream.runtime.contract.ModelContract
+    text = read_metadata("model.onnx")          # the embedded contract JSON
+
+Errors (nothing is written when any is raised): ExportError > GraphError, ParityError,
+QuantizationError. Needs the 'train' extra (torch, onnx).
+"""
+
+from __future__ import annotations
+
+from .errors import ExportError, GraphError, ParityError, ParityFailure, QuantizationError
+from .exporter import EXPORTERS, ExportReport, check_graph, export_checkpoint, export_model
+from .graph import DEFAULT_OPSET, build_graph
+from .metadata import fingerprint, load_contract, read_metadata
+from .verify import DEFAULT_ATOL, ParityReport, verify_parity
+
+__all__ = [
+    "DEFAULT_ATOL",
+    "DEFAULT_OPSET",
+    "EXPORTERS",
+    "ExportError",
+    "ExportReport",
+    "GraphError",
+    "ParityError",
+    "ParityFailure",
+    "ParityReport",
+    "QuantizationError",
+    "build_graph",
+    "check_graph",
+    "export_checkpoint",
+    "export_model",
+    "fingerprint",
+    "load_contract",
+    "read_metadata",
+    "verify_parity",
+]

@@ -15,6 +15,7 @@ import onnx
 import pytest
 import torch
 from onnx import helper, numpy_helper
+
 from rnnstream.export.graph import build_graph
 from rnnstream.runtime.contract import METADATA_KEY, ModelContract
 from rnnstream.train.model import Forecaster, ForecasterConfig

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper
+
 from rnnstream.runtime import (
     ContractError,
     InputError,

@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
 from rnnstream.runtime import ContractError, Predictor, StreamPool, UnsupportedError
 
 

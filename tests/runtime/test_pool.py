@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+
 from rnnstream.runtime import InputError, Predictor, StreamKeyError, StreamPool
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from rnnstream.runtime import Predictor, State, StateError, UnsupportedError
 from rnnstream.train.model import CELLS
 

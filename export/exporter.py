@@ -1,0 +1,247 @@
+"""``export_model``: build the graph, check it, prove it equal to torch, then write it atomically.
+
+Order (nothing touches the destination until every check has passed)::
+
+    build (EXPORTERS[exporter]) -> check_graph -> verify_parity (torch vs onnxruntime)
+      -> [quantize_graph -> check_graph -> quantized_parity] -> contract + fingerprint
+      -> embed metadata, read it back -> write model, then sidecar (temp file + fsync + replace)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from rnnstream.runtime.contract import (
+    CELL_STATES,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ModelContract,
+    sidecar_path,
+)
+
+from .errors import ExportError, GraphError
+from .graph import DEFAULT_OPSET, ONNX_OP, build_graph
+from .metadata import attach_metadata, build_contract, fingerprint, load_contract, tool_versions
+from .quantize import QUANTIZED_OP, quantize_graph, quantized_parity, refuse_unsupported
+from .verify import DEFAULT_ATOL, ParityReport, verify_parity
+
+__all__ = ["EXPORTERS", "ExportReport", "check_graph", "export_checkpoint", "export_model"]
+
+
+def _torchscript(model, opset: int) -> onnx.ModelProto:
+    from .torchscript import build_graph_torchscript  # imports torch.onnx only when chosen
+
+    return build_graph_torchscript(model, opset)
+
+
+# The one place the graph builder is chosen. "native" is the default; see torchscript.py for
+# why torch's own exporter is kept only as a cross-check.
+EXPORTERS: dict[str, Callable[[Any, int], onnx.ModelProto]] = {
+    "native": build_graph,
+    "torchscript": _torchscript,
+}
+
+
+@dataclass
+class ExportReport:
+    """What ``export_model`` wrote and the figures that prove it."""
+
+    path: Path
+    sidecar: Path
+    contract: ModelContract
+    parity: ParityReport
+    quantized_parity: ParityReport | None = None
+    seconds: float = 0.0
+    nodes: dict[str, int] = field(default_factory=dict)  # op type -> count
+
+    def summary(self) -> str:
+        lines = [self.parity.summary()]
+        if self.quantized_parity is not None:
+            lines.append(self.quantized_parity.summary())
+        return "\n".join(lines)
+
+
+# -- checks ---------------------------------------------------------------------------------
+def check_graph(graph: onnx.ModelProto, model) -> None:
+    """ONNX validity plus the structure the contract promises; GraphError otherwise."""
+    try:
+        onnx.checker.check_model(graph, full_check=True)
+        onnx.shape_inference.infer_shapes(graph, check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise GraphError(f"the built ONNX graph is invalid: {exc}") from exc
+    _check_io(graph, model)
+    _check_recurrent_nodes(graph, model.config)
+    _check_self_contained(graph)
+
+
+def _check_io(graph: onnx.ModelProto, model) -> None:
+    states = CELL_STATES[model.config.cell]
+    want_in = [INPUT_NAME, *(f"{s}_in" for s in states)]
+    want_out = [OUTPUT_NAME, *(f"{s}_out" for s in states)]
+    got_in = [v.name for v in graph.graph.input]
+    got_out = [v.name for v in graph.graph.output]
+    if got_in != want_in or got_out != want_out:
+        raise GraphError(
+            f"graph inputs {got_in} / outputs {got_out} differ from the contract's "
+            f"{want_in} / {want_out}; the graph builder must use rnnstream.runtime.contract names"
+        )
+
+
+def _check_recurrent_nodes(graph: onnx.ModelProto, cfg) -> None:
+    ops = {ONNX_OP[cfg.cell], QUANTIZED_OP.get(cfg.cell, "")}
+    nodes = [n for n in graph.graph.node if n.op_type in ops]
+    if len(nodes) != cfg.layers:
+        raise GraphError(
+            f"expected {cfg.layers} native {ONNX_OP[cfg.cell]} node(s) (one per layer), found "
+            f"{len(nodes)}; the graph builder did not emit the native recurrent op"
+        )
+    if cfg.cell == "gru":
+        for node in nodes:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            if attrs.get("linear_before_reset", 0) != 1:
+                raise GraphError(
+                    f"GRU node {node.name!r} lacks linear_before_reset=1; torch's GRU applies "
+                    "the reset gate after the recurrent matmul, so the graph would compute a "
+                    "different function"
+                )
+
+
+def _check_self_contained(graph: onnx.ModelProto) -> None:
+    external = [t.name for t in graph.graph.initializer
+                if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise GraphError(f"initializers {external} use external data; the model must be one file")
+
+
+# -- writing --------------------------------------------------------------------------------
+def _write_temp(folder: Path, name: str, data: bytes) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(tmp)
+
+
+def write_atomically(files: Mapping[Path, bytes]) -> None:
+    """Write every file to a temp file in its folder, fsync, then replace them in order.
+
+    If anything fails before the replaces, the temp files are removed and nothing changed.
+    """
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for dest, data in files.items():
+            temps.append((_write_temp(dest.parent, dest.name, data), dest))
+        for tmp, dest in temps:
+            os.replace(tmp, dest)
+    finally:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+    _fsync_dir(next(iter(files)).parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name != "posix":
+        return  # directories cannot be opened for fsync on Windows
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- orchestration --------------------------------------------------------------------------
+@contextlib.contextmanager
+def _eval_mode(model) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _validate_args(model, path: Path, exporter: str, atol: float) -> None:
+    if exporter not in EXPORTERS:
+        raise ExportError(f"exporter {exporter!r} is not one of {sorted(EXPORTERS)}")
+    if not atol > 0:
+        raise ExportError(f"atol={atol!r}: expected a positive tolerance such as 1e-5")
+    if not path.parent.is_dir():
+        raise ExportError(f"{path.parent} does not exist; create the folder first")
+    if path.is_dir():
+        raise ExportError(f"{path} is a folder; give a file name such as {path / 'model.onnx'}")
+    if not hasattr(model, "config") or model.config.cell not in CELL_STATES:
+        raise ExportError("model must be an rnnstream.train.Forecaster")
+
+
+def export_model(
+    model,
+    path: str | os.PathLike,
+    *,
+    metrics: Mapping[str, Any] | None = None,
+    opset: int = DEFAULT_OPSET,
+    quantize: bool = False,
+    exporter: str = "native",
+    atol: float = DEFAULT_ATOL,
+    seed: int = 0,
+) -> ExportReport:
+    """Export ``model`` to ``path`` (+ ``path.json``) after proving parity with torch.
+
+    Raises :class:`ParityError`, :class:`GraphError`, :class:`QuantizationError` or
+    :class:`ExportError`; when it raises, nothing has been written.
+    """
+    start = time.perf_counter()
+    path = Path(path)
+    _validate_args(model, path, exporter, atol)
+    if quantize:
+        refuse_unsupported(model.config.cell)
+    with _eval_mode(model):
+        graph = EXPORTERS[exporter](model, opset)
+        check_graph(graph, model)
+        parity = verify_parity(model, graph, atol=atol, seed=seed)
+        qparity = None
+        if quantize:
+            float_graph, graph = graph, quantize_graph(graph, model)
+            check_graph(graph, model)
+            qparity = quantized_parity(model, float_graph, graph, seed=seed)
+    contract = _final_contract(model, graph, metrics, parity, qparity, exporter, opset)
+    text = attach_metadata(graph, contract)
+    if load_contract(graph) != contract:
+        raise ExportError("the contract read back from the graph differs from the one written")
+    write_atomically({path: graph.SerializeToString(),
+                      Path(sidecar_path(str(path))): text.encode()})
+    nodes: dict[str, int] = {}
+    for node in graph.graph.node:
+        nodes[node.op_type] = nodes.get(node.op_type, 0) + 1
+    return ExportReport(path, Path(sidecar_path(str(path))), contract, parity, qparity,
+                        time.perf_counter() - start, nodes)
+
+
+def _final_contract(model, graph, metrics, parity, qparity, exporter, opset) -> ModelContract:
+    figures = {**parity.to_dict(), "exporter": exporter}
+    if qparity is not None:
+        figures["quantized"] = qparity.to_dict()
+    contract = build_contract(model, metrics=metrics, parity=figures,
+                              versions=tool_versions(opset), quantized=qparity is not None)
+    contract.fingerprint = fingerprint(graph, contract)
+    return contract
+
+
+def export_checkpoint(
+    checkpoint_path: str | os.PathLike, out_path: str | os.PathLike, **kwargs: Any
+) -> ExportReport:
+    """Load a training checkpoint and :func:`export_model` it with its stored metrics."""
+    from rnnstream.train.checkpoint import load_checkpoint
+
+    model, info = load_checkpoint(checkpoint_path)
+    kwargs.setdefault("metrics", info.get("metrics") or {})
+    return export_model(model, out_path, **kwargs)
