@@ -37,7 +37,7 @@ install: $(VENV)/.stamp-test
 # ONNXRUNTIME_NODE_INSTALL=skip takes the CPU build that ships inside the package.
 $(JSDIR)/node_modules/.stamp: $(JSDIR)/package-lock.json
 	@if command -v npm >/dev/null; then \
-	  cd $(JSDIR) && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error \
+	  cd $(JSDIR) && ONNXRUNTIME_NODE_INSTALL=skip npm ci --prefer-offline --no-audit --no-fund --loglevel=error \
 	  && touch node_modules/.stamp; \
 	else echo "npm not found: the JavaScript embedding test will be skipped (outside CI)"; fi
 

@@ -32,7 +32,7 @@ from rnnstream.runtime.contract import (
     state_output_name,
 )
 
-__all__ = ["DEFAULT_OPSET", "ONNX_OP", "build_graph", "onnx_weights"]
+__all__ = ["DEFAULT_OPSET", "ONNX_OP", "build_graph", "onnx_weights", "pin_ir_version"]
 
 DEFAULT_OPSET = 17
 ONNX_OP = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
@@ -143,7 +143,19 @@ def build_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
         graph_outputs.append(helper.make_tensor_value_info(
             state_output_name(s), TensorProto.FLOAT, ["batch", layers, hidden]))
     graph = helper.make_graph(nodes, "rnnstream_forecaster", graph_inputs, graph_outputs, inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return pin_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
+
+
+def pin_ir_version(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Declare the lowest IR version the model's opsets allow (8 for opset 17).
+
+    onnx 1.23 stamps IR version 14 by default, which onnxruntime-node 1.30 (the newest on npm)
+    and older C++/C#/Java runtimes refuse ("Unsupported model IR version: 14, max supported IR
+    version: 13"); nothing in our graphs needs a newer IR.
+    """
+    model.ir_version = helper.find_min_ir_version_for(list(model.opset_import),
+                                                      ignore_unknown=True)
+    return model
 
 
 def _residual_source(cfg, nodes: list, inits: list) -> str:

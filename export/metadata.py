@@ -27,6 +27,7 @@ from rnnstream.runtime.contract import (
 from rnnstream.runtime.errors import ContractError
 
 from .errors import ExportError
+from .graph import pin_ir_version
 
 __all__ = [
     "PRODUCER_NAME",
@@ -147,6 +148,7 @@ def attach_metadata(graph: onnx.ModelProto, contract: ModelContract) -> str:
     graph.producer_version = contract.versions.get("rnnstream", "unknown")
     graph.model_version = SCHEMA_VERSION
     graph.doc_string = describe(contract)
+    pin_ir_version(graph)  # whichever path built it (native, torchscript, quantized)
     return text
 
 

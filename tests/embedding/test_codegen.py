@@ -1,0 +1,99 @@
+"""The generated loops (rnnstream.cli.codegen) run, and predict what the runtime predicts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnstream.cli.codegen import LANGS, generate
+from rnnstream.runtime.contract import ModelContract, sidecar_path
+
+from ._support import JS_DIR, Case, parse_predictions, python_stream, series, to_csv
+
+ATOL = 1e-5
+TIMEOUT_S = 60
+
+
+def contract_of(model: Path) -> ModelContract:
+    return ModelContract.from_json(Path(sidecar_path(str(model))).read_text())
+
+
+def run_generated(argv: list[str], code: str, path: Path, stdin: str, env=None):
+    path.write_text(code)
+    done = subprocess.run([*argv, str(path)], input=stdin, capture_output=True, text=True,
+                          timeout=TIMEOUT_S, check=False, env=env)
+    assert done.returncode == 0, f"generated program failed:\n{code}\n--- stderr:\n{done.stderr}"
+    return done.stdout
+
+
+def test_python_loop_predicts_like_runtime(exported: tuple[Case, Path], tmp_path: Path) -> None:
+    case, model = exported
+    points = series(case, n=25)
+    code = generate(contract_of(model), "python", str(model))
+    out = run_generated([sys.executable], code, tmp_path / "loop.py", to_csv(points))
+    expected, _ = python_stream(model, points)
+    np.testing.assert_allclose(parse_predictions(out), expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.js
+def test_js_loop_predicts_like_runtime(node: str, exported: tuple[Case, Path],
+                                       tmp_path: Path) -> None:
+    case, model = exported
+    points = series(case, n=25)
+    code = generate(contract_of(model), "js", str(model))
+    env = {**os.environ, "NODE_PATH": str(JS_DIR / "node_modules")}  # the example's install
+    out = run_generated([node], code, tmp_path / "loop.js", to_csv(points), env=env)
+    expected, _ = python_stream(model, points)
+    np.testing.assert_allclose(parse_predictions(out), expected, atol=ATOL, rtol=0)
+
+
+def test_code_names_the_real_model(exported: tuple[Case, Path]) -> None:
+    case, model = exported
+    contract = contract_of(model)
+    for lang in LANGS:
+        code = generate(contract, lang, str(model))
+        for name in [*contract.features, *contract.targets, *(s.input for s in contract.states)]:
+            assert name in code, f"{lang}: {name!r} missing"
+        assert f"{case.layers}, {case.hidden}]" in code.replace("(", "[").replace(")", "]")
+
+
+def test_python_loop_refuses_another_model(rnn_model: Path, tmp_path: Path) -> None:
+    """The generated Python checks the fingerprint: a loop for one model won't run another."""
+    model = rnn_model
+    contract = contract_of(model)
+    contract.fingerprint = "not-this-model"
+    path = tmp_path / "loop.py"
+    path.write_text(generate(contract, "python", str(model)))
+    done = subprocess.run([sys.executable, str(path)], input="", capture_output=True, text=True,
+                          timeout=TIMEOUT_S, check=False)
+    assert done.returncode == 1
+    assert "generated for another model" in done.stderr
+
+
+HOSTILE = ['a"b', "c\nd", "${process.exit(3)}", "`e`", "f'\"\"\"g", "{h}", "\\i", "é\u2028"]
+
+
+def test_hostile_names_stay_inert(tmp_path: Path) -> None:
+    """Feature names reach the code only as escaped literals: the programs still compile."""
+    contract = ModelContract(cell="lstm", layers=1, hidden=4, features=HOSTILE[:4],
+                             targets=HOSTILE[4:], fingerprint="x'\"y")
+    model_path = "dir with 'quotes\"/m.onnx"
+    compile(generate(contract, "python", model_path), "loop.py", "exec")
+    node = shutil.which("node")
+    if node:  # optional: the JS syntax check needs only node, not the example's install
+        js = tmp_path / "loop.js"
+        js.write_text(generate(contract, "js", model_path))
+        done = subprocess.run([node, "--check", str(js)], capture_output=True, text=True,
+                              timeout=TIMEOUT_S, check=False)
+        assert done.returncode == 0, done.stderr
+
+
+def test_unknown_language_is_refused(rnn_model: Path) -> None:
+    with pytest.raises(ValueError, match=r"no code generator for language 'rust'; choose one of"):
+        generate(contract_of(rnn_model), "rust", str(rnn_model))
