@@ -4,8 +4,8 @@ Works on a base install (onnxruntime + the stdlib-only contract): no torch, no o
 import of :mod:`rnnstream.export`.
 
 Output formats are entries in :data:`RENDERERS` (``name -> render(Inspection) -> str``); the
-``--json`` flag picks ``"json"``. A later ``--code js|python`` option (printing a ready-to-run
-embedding snippet) adds its renderers there and maps its flag in :func:`_renderer_name`.
+``--json`` flag picks ``"json"``, ``--code js|python`` a ready-to-paste streaming loop for this
+model (its real names and shapes, from :mod:`rnnstream.cli.codegen`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from rnnstream.runtime.contract import METADATA_KEY, ModelContract, sidecar_path
 from rnnstream.runtime.errors import ContractError, ModelLoadError
 
 from ._common import fail
+from .codegen import LANGS, generate
 
 DESCRIPTION = """\
 Print the contract of an rnnstream ONNX model: graph inputs and outputs with shapes, the
@@ -29,7 +30,9 @@ training metrics, the parity figures measured at export, tool versions and the f
 EPILOG = """\
 examples:
   rnnstream inspect runs/sine/model.onnx
-  rnnstream inspect runs/sine/model.onnx --json | jq .parity.max_abs_diff
+  rnnstream inspect runs/sine/model.onnx --json | jq .parity
+  rnnstream inspect runs/sine/model.onnx --code js > stream.js      # Node.js loop
+  rnnstream inspect runs/sine/model.onnx --code python > loop.py    # plain onnxruntime loop
 """
 
 
@@ -53,7 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL.onnx", help="model written by rnnstream export")
-    p.add_argument("--json", action="store_true", help="print the contract as JSON")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the contract as JSON")
+    out.add_argument("--code", choices=sorted(LANGS), metavar="{" + ",".join(sorted(LANGS)) + "}",
+                     help="print a ready-to-paste streaming loop for this model in that language "
+                     "(onnxruntime only, no rnnstream needed)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _renderer_name(args: argparse.Namespace) -> str:
+    if getattr(args, "code", None):
+        return f"code:{args.code}"
     return "json" if args.json else "text"
 
 
@@ -204,4 +213,15 @@ def _parity_lines(parity: dict) -> list[str]:
 
 
 # name -> renderer; a `--code js|python` option adds its entries here (see module docstring)
-RENDERERS: dict[str, Callable[[Inspection], str]] = {"text": render_text, "json": render_json}
+def _code_renderer(lang: str) -> Callable[[Inspection], str]:
+    def render(found: Inspection) -> str:
+        return generate(found.contract, lang, str(found.path))
+
+    return render
+
+
+RENDERERS: dict[str, Callable[[Inspection], str]] = {
+    "text": render_text,
+    "json": render_json,
+    **{f"code:{lang}": _code_renderer(lang) for lang in LANGS},
+}

@@ -97,3 +97,13 @@ def test_hostile_names_stay_inert(tmp_path: Path) -> None:
 def test_unknown_language_is_refused(rnn_model: Path) -> None:
     with pytest.raises(ValueError, match=r"no code generator for language 'rust'; choose one of"):
         generate(contract_of(rnn_model), "rust", str(rnn_model))
+
+
+@pytest.mark.parametrize("lang", sorted(LANGS))
+def test_inspect_code_prints_the_generated_loop(rnn_model: Path, lang: str, capsys) -> None:
+    from rnnstream.cli.main import main
+
+    assert main(["inspect", str(rnn_model), "--code", lang]) == 0
+    printed = capsys.readouterr().out
+    expected = generate(contract_of(rnn_model), lang, str(rnn_model))
+    assert printed.rstrip("\n") == expected.rstrip("\n")
