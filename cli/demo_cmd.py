@@ -1,14 +1,156 @@
-"""`rnnstream demo` (placeholder until its stage lands)."""
+"""``rnnstream demo``: the whole job on the built-in sine data, end to end.
+
+train (TBPTT, carried state) -> export (ONNX + parity proof) -> stream (one point per call,
+state carried by the runtime) -> plot. This is what ``make demo`` runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
+
+from ._common import fail, require_train_extra
+
+DESCRIPTION = """\
+Run rnnstream end to end on the lesson's sine wave: train an LSTM forecaster with truncated
+back-propagation through time, export it to ONNX with a parity proof against torch, stream the
+held-out part of the series through the runtime one point at a time (checking every prediction
+against one full-sequence torch forward), forecast ahead by feeding predictions back, and
+write plots. Takes well under a minute on 2 CPU cores.
+"""
+
+EPILOG = """\
+writes:
+  DIR/model.pt          checkpoint (weights, config, normalisation, metrics)
+  DIR/training.png      loss curves and predicted vs actual on the validation data
+  DIR/model.onnx        the exported model (+ model.onnx.json, its contract)
+  DIR/streaming.png     streamed predictions and a free-running forecast vs the truth
+
+example:
+  rnnstream demo --out demo-out && rnnstream inspect demo-out/model.onnx
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("demo", help="(not yet implemented)")
+    p = sub.add_parser("demo", help="train, export, stream and plot on the sine data",
+                       description=DESCRIPTION, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="demo-out", metavar="DIR",
+                   help="folder for the checkpoint, model and plots (default: demo-out)")
+    p.add_argument("--cell", default="lstm", choices=("rnn", "lstm", "gru"),
+                   help="recurrent cell (default: lstm)")
+    p.add_argument("--hidden", type=int, default=32, help="hidden size (default: 32)")
+    p.add_argument("--epochs", type=int, default=40,
+                   help="upper bound on epochs; early stopping usually ends sooner (default: 40)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--forecast", type=int, default=40, metavar="N",
+                   help="steps to forecast ahead after streaming (default: 40)")
+    p.add_argument("--no-progress", action="store_true", help="hide the training progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    print("rnnstream demo: not implemented yet")
-    return 2
+    require_train_extra("demo")
+    from rnnstream.export import ExportError
+    from rnnstream.runtime import RnnStreamError
+    from rnnstream.train import DataError, TrainError
+
+    try:
+        return _demo(args)
+    except (DataError, TrainError, ExportError, RnnStreamError) as exc:
+        return fail(str(exc))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from rnnstream.export import export_model
+    from rnnstream.train import ForecasterConfig, TrainConfig, sine_series
+
+    from .train_cmd import train_to_dir
+
+    out = Path(args.out)
+    series = sine_series()
+    print(f"[1/4] train  {args.cell}, hidden {args.hidden}, on the sine series "
+          f"({len(series)} points, 20 per window of pi)")
+    trained = train_to_dir(
+        series,
+        ForecasterConfig(cell=args.cell, hidden=args.hidden),
+        TrainConfig(epochs=args.epochs, seed=args.seed, progress=not args.no_progress),
+        out,
+    )
+    model = trained.result.model
+
+    print("[2/4] export with parity proof")
+    report = export_model(model, out / "model.onnx", metrics=trained.result.metrics)
+    print(f"      {report.summary()}")
+    print(f"      model: {report.path}  contract: {report.sidecar}")
+
+    print("[3/4] stream the held-out points one at a time through rnnstream.runtime")
+    figures = _stream(model, report.path, series.features, trained.result.validation.start,
+                      args.forecast)
+    print(f"      {figures['steps']} steps, p50 {figures['p50_us']:.1f} us/step; max |runtime - "
+          f"torch full sequence| = {figures['max_diff']:.2e}; "
+          f"RMSE vs truth {figures['rmse']:.2e}")
+
+    print("[4/4] plot")
+    plot = _plot(out / "streaming.png", figures)
+    print(f"      training plot:  {trained.plot}")
+    print(f"      streaming plot: {plot}")
+    return 0
+
+
+def _stream(model, path: Path, values, start: int, horizon: int) -> dict:
+    """Prime on the training part, step through the rest, compare with torch, forecast."""
+    import numpy as np
+    import torch
+
+    from rnnstream.runtime import Predictor
+
+    series = values[:, 0].astype(np.float32)
+    p = Predictor(path)
+    p.prime(series[:start])  # one call through the graph: the state at the split point
+    held_out = series[start:-1]
+    streamed, took = np.empty(len(held_out), dtype=np.float32), []
+    for i, point in enumerate(held_out):
+        t0 = time.perf_counter_ns()
+        streamed[i] = p.step(float(point))
+        took.append(time.perf_counter_ns() - t0)
+    with torch.inference_mode():  # the reference: one full-sequence forward in torch
+        full, _ = model(torch.from_numpy(series[None, :-1, None]))
+    reference = full[0, start:, 0].numpy()
+    future = np.asarray(p.forecast(horizon), dtype=np.float32)
+    return {
+        "steps": len(held_out),
+        "p50_us": float(np.median(took)) / 1000,
+        "max_diff": float(np.abs(streamed - reference).max()),
+        "rmse": float(np.sqrt(np.mean((streamed - series[start + 1:]) ** 2))),
+        "series": series, "start": start, "streamed": streamed, "future": future,
+    }
+
+
+def _plot(path: Path, f: dict) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    series, start, streamed, future = f["series"], f["start"], f["streamed"], f["future"]
+    t = np.arange(len(series))
+    fig, ax = plt.subplots(figsize=(10, 4))
+    lo = max(0, start - 60)
+    ax.plot(t[lo:], series[lo:], color="0.6", lw=3, label="truth")
+    ax.plot(t[start + 1:], streamed, color="tab:blue", lw=1.2,
+            label="streamed one step ahead (rnnstream.runtime)")
+    ahead = np.arange(len(series), len(series) + len(future))
+    ax.plot(ahead, future, color="tab:orange", lw=1.5, ls="--",
+            label=f"forecast {len(future)} steps, predictions fed back")
+    ax.axvline(start, color="k", lw=0.8, ls=":")
+    ax.text(start, ax.get_ylim()[1], " held-out data starts", va="top", fontsize=8)
+    ax.set_xlabel("time step")
+    ax.set_title(f"Streaming the exported model: max |runtime - torch| = {f['max_diff']:.1e}, "
+                 f"p50 {f['p50_us']:.1f} us/step")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

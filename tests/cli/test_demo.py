@@ -1,0 +1,37 @@
+"""`rnnstream demo` runs the whole chain and its figures are real numbers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from rnnstream.cli.main import main
+
+
+def test_demo_trains_exports_streams_and_plots(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--epochs", "4", "--no-progress",
+                 "--forecast", "10"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("model.pt", "training.png", "model.onnx", "model.onnx.json", "streaming.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "streaming.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # parity at export and runtime-vs-torch while streaming are printed as figures under 1e-5
+    parity = re.search(r"max \|diff\| = ([0-9.e+-]+)", printed)
+    streamed = re.search(r"max \|runtime - torch full sequence\| = ([0-9.e+-]+)", printed)
+    assert parity, printed
+    assert streamed, printed
+    assert float(parity.group(1)) <= 1e-5
+    assert float(streamed.group(1)) <= 1e-5
+    assert printed.rstrip().endswith("streaming.png")
+
+
+def test_help_lists_every_command(capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    for command in ("train", "export", "stream", "inspect", "demo"):
+        assert re.search(rf"^\s+{command}\s", text, re.M), command
