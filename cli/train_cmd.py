@@ -1,14 +1,174 @@
-"""`rnnstream train` (placeholder until its stage lands)."""
+"""`rnnstream train`: train a forecaster, write model.pt and training.png, print the metrics.
+
+``train_to_dir`` is the reusable part (``rnnstream demo`` calls it); torch is imported lazily
+so ``rnnstream --help`` works on a base install.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from ._common import fail, require_train_extra
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rnnstream.train import ForecasterConfig, Series, TrainConfig, TrainResult
+
+DESCRIPTION = """\
+Train a recurrent forecaster (RNN, LSTM or GRU) to predict the targets --horizon steps ahead.
+The data is the built-in sine demo or a CSV file with a header row, one row per time step.
+The last --val-fraction of the series validates (chronological split); normalisation is fitted
+on the training part only and stored in the model. Writes OUT/NAME (the checkpoint, for
+'rnnstream export') and OUT/training.png (loss curves, predicted vs actual), and prints the
+validation metrics of the model next to the naive persistence forecast (next = last value).
+"""
+
+EPILOG = """\
+examples:
+  rnnstream train --data sine --out runs/sine
+  rnnstream train --data sales.csv --features price,demand --targets demand --horizon 3 \\
+      --cell gru --hidden 64 --epochs 100 --out runs/sales
+
+target modes: 'level' predicts the value, 'delta' its change from the last observed value
+(needs each target among the features); 'auto' trains both and keeps the better one.
+"""
+
+
+@dataclass(frozen=True)
+class TrainOutput:
+    result: TrainResult
+    checkpoint: Path
+    plot: Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("train", help="(not yet implemented)")
+    p = sub.add_parser(
+        "train",
+        help="train a forecaster on the sine demo or a CSV file",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    data = p.add_argument_group("data")
+    data.add_argument("--data", default="sine", metavar="sine|PATH.csv",
+                      help="'sine' (built-in demo) or a CSV file (default: sine)")
+    data.add_argument("--features", metavar="A,B", help="input columns (default: all numeric)")
+    data.add_argument("--targets", metavar="C", help="columns to predict (default: the features)")
+    data.add_argument("--horizon", type=int, default=1, metavar="K",
+                      help="predict K steps ahead (default: 1)")
+    data.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
+                      help="last fraction of the series used for validation (default: 0.2)")
+    model = p.add_argument_group("model")
+    model.add_argument("--cell", default="lstm", choices=("rnn", "lstm", "gru"))
+    model.add_argument("--hidden", type=int, default=32, help="hidden units (default: 32)")
+    model.add_argument("--layers", type=int, default=1, help="recurrent layers, 1-3 (default: 1)")
+    model.add_argument("--dropout", type=float, default=0.0,
+                       help="dropout between layers (default: 0)")
+    model.add_argument("--target-mode", default="auto", choices=("auto", "level", "delta"))
+    fit = p.add_argument_group("training")
+    fit.add_argument("--epochs", type=int, default=60, help="at most this many (default: 60)")
+    fit.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default: 0.01)")
+    fit.add_argument("--bptt", type=int, default=25, help="steps per TBPTT window (default: 25)")
+    fit.add_argument("--segments", type=int, default=8,
+                     help="parallel pieces of the series per batch (default: 8)")
+    fit.add_argument("--patience", type=int, default=10,
+                     help="stop after this many epochs without improvement (default: 10)")
+    fit.add_argument("--seed", type=int, default=0, help="same seed, same weights (default: 0)")
+    fit.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    fit.add_argument("--threads", type=int, default=1,
+                     help="CPU threads for torch; small models are fastest on 1 (default: 1)")
+    fit.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", default="runs/train", metavar="DIR",
+                     help="output folder (default: runs/train)")
+    out.add_argument("--name", default="model.pt", help="checkpoint file name (default: model.pt)")
 
 
 def run(args: argparse.Namespace) -> int:
-    print("rnnstream train: not implemented yet")
-    return 2
+    require_train_extra("train")
+    from rnnstream.train import ForecasterConfig, TrainConfig, TrainError
+
+    try:
+        series = load_series(args.data, _columns(args.features), _columns(args.targets))
+        model_config = ForecasterConfig(cell=args.cell, hidden=args.hidden, layers=args.layers,
+                                        dropout=args.dropout)
+        train_config = TrainConfig(
+            epochs=args.epochs, lr=args.lr, bptt=args.bptt, segments=args.segments,
+            patience=args.patience, seed=args.seed, device=args.device,
+            val_fraction=args.val_fraction, target_mode=args.target_mode,
+            horizon=args.horizon, threads=args.threads, progress=not args.no_progress,
+        )
+        train_to_dir(series, model_config, train_config, args.out, name=args.name)
+    except (TrainError, ValueError, OSError) as exc:
+        return fail(str(exc))
+    return 0
+
+
+def load_series(data: str, features: list[str] | None = None,
+                targets: list[str] | None = None) -> Series:
+    """'sine' -> the demo series, anything else -> a CSV path."""
+    from rnnstream.train import DataError, load_csv, sine_series
+
+    if data == "sine":
+        if features or targets:
+            raise DataError("--features/--targets apply to CSV files; the sine demo has one "
+                            "column 'sin'")
+        return sine_series()
+    return load_csv(data, features, targets)
+
+
+def train_to_dir(
+    series: Series,
+    model_config: ForecasterConfig,
+    train_config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    name: str = "model.pt",
+    stream: TextIO | None = None,
+    quiet: bool = False,
+) -> TrainOutput:
+    """Train, write ``out_dir/name`` and ``out_dir/training.png``, print metrics to ``stream``.
+
+    ``stream`` defaults to the current ``sys.stdout``; ``quiet=True`` prints nothing.
+    """
+    from rnnstream.train import plot_training, save_checkpoint, train
+
+    result = train(series, model_config, train_config)
+    out_dir = Path(out_dir)
+    checkpoint = save_checkpoint(out_dir / name, result)
+    plot = plot_training(result, out_dir / "training.png")
+    if not quiet:
+        stream = stream or sys.stdout
+        print(format_metrics(result.metrics), file=stream)
+        print(f"checkpoint: {checkpoint}\nplot:       {plot}", file=stream)
+    return TrainOutput(result, checkpoint, plot)
+
+
+def format_metrics(metrics: dict) -> str:
+    """A short table: model vs persistence on the validation data."""
+    m = metrics
+    ratio = m["persistence_val_mse"] / m["val_mse"] if m["val_mse"] > 0 else float("inf")
+    verdict = (f"model beats persistence ({ratio:.3g}x lower MSE)" if m["beats_persistence"]
+               else "model does NOT beat persistence")
+    lines = [
+        f"validation: {m['n_val']} steps, {m['horizon']} step(s) ahead "
+        f"(trained on {m['n_train']})",
+        f"  {'':12} {'MSE':>10} {'MAE':>10} {'MSE (norm)':>11}",
+        f"  {'model':12} {m['val_mse']:10.3g} {m['val_mae']:10.3g} {m['val_mse_norm']:11.3g}",
+        f"  {'persistence':12} {m['persistence_val_mse']:10.3g} "
+        f"{m['persistence_val_mae']:10.3g} {m['persistence_val_mse_norm']:11.3g}",
+        f"  {verdict}",
+        f"target mode: {m['target_mode']} ({m['target_mode_reason']})",
+        f"best epoch {m['best_epoch']} of {m['epochs_run']}, {m['train_seconds']:.1f} s on "
+        f"{m['device']}",
+    ]
+    return "\n".join(lines)
+
+
+def _columns(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    return [c.strip() for c in text.split(",") if c.strip()]

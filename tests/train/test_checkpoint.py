@@ -1,0 +1,129 @@
+"""Checkpoint round trip, and every kind of bad file raising CheckpointError."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnnstream.train import (
+    CheckpointError,
+    Forecaster,
+    ForecasterConfig,
+    TrainResult,
+    load_checkpoint,
+    save_checkpoint,
+    sine_series,
+)
+
+
+@pytest.fixture
+def saved(tmp_path: Path, sine_result: TrainResult) -> Path:
+    return save_checkpoint(tmp_path / "run" / "model.pt", sine_result)
+
+
+def test_round_trip_gives_identical_predictions(saved: Path, sine_result: TrainResult) -> None:
+    model, info = load_checkpoint(saved)
+    x = torch.as_tensor(sine_series().features, dtype=torch.float32)[None]
+    with torch.no_grad():
+        expected, s1 = sine_result.model(x)
+        got, s2 = model(x)
+    assert torch.equal(expected, got)
+    assert all(torch.equal(a, b) for a, b in zip(s1, s2, strict=True))
+    assert model.config == sine_result.model.config
+    assert info["metrics"] == sine_result.metrics
+    assert info["history"] == sine_result.history
+    assert info["train_config"] == sine_result.train_config.to_dict()
+    assert set(info["versions"]) == {"rnnstream", "torch", "numpy", "python"}
+    assert torch.equal(model.x_std, sine_result.model.x_std)  # normalisation travels too
+
+
+def test_checkpoint_is_plain_data(saved: Path) -> None:
+    payload = torch.load(saved, weights_only=True)
+    assert payload["format"] == "rnnstream-checkpoint"
+    assert payload["model_config"]["cell"] == "lstm"
+
+
+def test_bare_model_can_be_saved(tmp_path: Path) -> None:
+    model = Forecaster(ForecasterConfig(cell="gru", hidden=4))
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    loaded, info = load_checkpoint(path)
+    assert loaded.config == model.config
+    assert info["metrics"] == {}
+
+
+class Payload:
+    """A foreign object: weights_only loading must refuse to build it."""
+
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def _bad_files(good: bytes, tmp_path: Path) -> dict[str, Path]:
+    rng = random.Random(0)
+    flipped = bytearray(good)
+    for pos in rng.sample(range(len(good)), 20):
+        flipped[pos] ^= 0xFF
+    data = {
+        "flipped": bytes(flipped),
+        "truncated": good[: len(good) // 2],
+        "random": rng.randbytes(4000),
+        "empty": b"",
+        "raw pickle": pickle.dumps({"format": "rnnstream-checkpoint"}),
+    }
+    paths = {}
+    for name, content in data.items():
+        paths[name] = tmp_path / f"{name.replace(' ', '_')}.pt"
+        paths[name].write_bytes(content)
+    torch.save({"weights": torch.zeros(2), "obj": Payload()}, tmp_path / "object.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    paths["object"], paths["foreign"] = tmp_path / "object.pt", tmp_path / "foreign.pt"
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["flipped", "truncated", "random", "empty", "raw pickle",
+                                  "object", "foreign"])
+def test_bad_file_raises_checkpoint_error_naming_file(saved: Path, tmp_path: Path,
+                                                      kind: str) -> None:
+    path = _bad_files(saved.read_bytes(), tmp_path)[kind]
+    with pytest.raises(CheckpointError, match=rf"{path.name}: .*"):
+        load_checkpoint(path)
+
+
+def test_object_pickle_is_refused_not_run(tmp_path: Path) -> None:
+    torch.save({"obj": Payload()}, tmp_path / "object.pt")
+    with pytest.raises(CheckpointError, match="refused to unpickle"):
+        load_checkpoint(tmp_path / "object.pt")
+
+
+def test_flipped_tensor_bytes_fail_the_checksum(saved: Path, tmp_path: Path) -> None:
+    # Re-save with one weight changed but the old checksum: what silent corruption looks like.
+    payload = torch.load(saved, weights_only=True)
+    payload["state_dict"]["head.bias"] += 1.0
+    torch.save(payload, tmp_path / "tampered.pt")
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load_checkpoint(tmp_path / "tampered.pt")
+
+
+def test_fuzzed_checkpoints_only_raise_checkpoint_error(saved: Path, tmp_path: Path) -> None:
+    good, rng = saved.read_bytes(), random.Random(1)
+    bad = tmp_path / "fuzz.pt"
+    for i in range(150):
+        data = bytearray(good)
+        if i % 2:
+            data = data[: rng.randrange(len(data))]
+        else:
+            for _ in range(rng.randrange(1, 6)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        bad.write_bytes(bytes(data))
+        with pytest.raises(CheckpointError):
+            load_checkpoint(bad)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"nope\.pt: no such checkpoint file"):
+        load_checkpoint(tmp_path / "nope.pt")

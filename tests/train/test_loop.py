@@ -1,0 +1,161 @@
+"""The training loop: accuracy on the sine demo, determinism, normalisation, TBPTT, modes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rnnstream.train import (
+    ConfigError,
+    Forecaster,
+    ForecasterConfig,
+    TrainConfig,
+    TrainResult,
+    from_arrays,
+    sine_series,
+    train,
+)
+from rnnstream.train.loop import train_epoch
+
+FAST = {"epochs": 20, "target_mode": "level", "progress": False}
+
+
+def test_sine_reaches_low_val_mse_and_beats_persistence(sine_result: TrainResult) -> None:
+    m = sine_result.metrics
+    assert m["val_mse_norm"] < 1e-3
+    assert m["val_loss"] < 1e-3
+    assert m["val_mse"] < m["persistence_val_mse"] / 10
+    assert m["val_mae"] < m["persistence_val_mae"]
+    assert m["beats_persistence"] is True
+    # Persistence on a sine sampled 20x per pi: error ~ (pi/20) * cos, MSE ~ (pi/20)^2 / 2.
+    assert m["persistence_val_mse"] == pytest.approx((np.pi / 20) ** 2 / 2, rel=0.05)
+    assert m["target_mode"] == "level"
+    assert sine_result.history["val_loss"][m["best_epoch"] - 1] == min(
+        sine_result.history["val_loss"])
+
+
+def test_validation_trace_is_the_end_of_the_series(sine_result: TrainResult) -> None:
+    v, m = sine_result.validation, sine_result.metrics
+    series = sine_series()
+    assert v.start == m["n_train"] + m["horizon"]
+    np.testing.assert_array_equal(v.actual, series.targets[v.start:])
+    np.testing.assert_array_equal(v.persistence, series.targets[v.start - 1: -1])
+    assert np.mean((v.predicted - v.actual) ** 2) == pytest.approx(m["val_mse"])
+
+
+def test_same_seed_same_weights_other_seed_other_weights() -> None:
+    series = from_arrays(np.sin(np.arange(300) * 0.3))
+    cfg = ForecasterConfig(cell="gru", hidden=8)
+
+    def weights(seed: int) -> dict[str, torch.Tensor]:
+        tc = TrainConfig(epochs=3, seed=seed, target_mode="level", progress=False)
+        return train(series, cfg, tc).model.state_dict()
+
+    a, b, c = weights(7), weights(7), weights(8)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_normalisation_fitted_on_training_split_only() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 2))
+    x[400:] += 1000.0  # validation part far away: would dominate mean/std if it leaked in
+    result = train(from_arrays(x, x[:, :1] * 3), ForecasterConfig(hidden=4),
+                   TrainConfig(epochs=1, val_fraction=0.2, target_mode="level",
+                               progress=False))
+    n = result.metrics["n_train"]
+    assert n + result.metrics["n_val"] == 499
+    model = result.model
+    np.testing.assert_allclose(model.x_mean.numpy(), x[:n].mean(0), rtol=1e-5)
+    np.testing.assert_allclose(model.x_std.numpy(), x[:n].std(0), rtol=1e-5)
+    y_train = x[1:n + 1, :1] * 3  # horizon 1: training targets are rows 1..n
+    np.testing.assert_allclose(model.y_mean.numpy(), y_train.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.y_std.numpy(), y_train.std(0), rtol=1e-5)
+
+
+def test_tbptt_carries_detached_state_across_windows() -> None:
+    torch.manual_seed(0)
+    model = Forecaster(ForecasterConfig(cell="lstm", hidden=6))
+    seen: list[tuple[torch.Tensor, ...]] = []
+    original = model.forward_normalized
+
+    def spy(x: torch.Tensor, state: tuple[torch.Tensor, ...]):
+        seen.append(state)
+        return original(x, state)
+
+    model.forward_normalized = spy
+    xs = torch.randn(3, 50, 1)
+    loss = train_epoch(model, torch.optim.SGD(model.parameters(), lr=0.01), xs, xs * 0.5,
+                       bptt=20, clip=1.0)
+    assert loss > 0
+    assert len(seen) == 3  # windows of 20, 20 and 10 steps
+    assert all(float(s.abs().sum()) == 0 for s in seen[0])  # zero state at epoch start
+    for state in seen[1:]:
+        assert all(float(s.abs().sum()) > 0 for s in state)  # values carried on ...
+        assert all(not s.requires_grad and s.grad_fn is None for s in state)  # ... detached
+
+
+def test_auto_mode_trains_both_and_reports_why() -> None:
+    result = train(sine_series(n_windows=40), ForecasterConfig(hidden=8),
+                   TrainConfig(epochs=2, progress=False))
+    m = result.metrics
+    assert set(m["candidates"]) == {"level", "delta"}
+    best = min(m["candidates"], key=lambda k: m["candidates"][k]["val_mse_norm"])
+    assert m["target_mode"] == best == result.model.config.target_mode
+    assert m["target_mode_reason"].startswith(f"auto: trained both; {best!r} validated better")
+
+
+def test_auto_mode_is_level_when_targets_are_not_features() -> None:
+    x = np.random.default_rng(0).normal(size=(200, 1))
+    result = train(from_arrays(x, np.cumsum(x, axis=0)), ForecasterConfig(hidden=4),
+                   TrainConfig(epochs=1, progress=False))
+    assert result.metrics["target_mode"] == "level"
+    assert "not all features" in result.metrics["target_mode_reason"]
+
+
+def test_callbacks_see_every_epoch_and_early_stopping_stops() -> None:
+    reports = []
+    series = from_arrays(np.random.default_rng(0).normal(size=400))  # noise: nothing to learn
+    result = train(series, ForecasterConfig(hidden=4),
+                   TrainConfig(epochs=50, patience=2, lr=0.05, target_mode="level",
+                               progress=False), callbacks=[reports.append])
+    assert [r.epoch for r in reports] == result.history["epoch"]
+    assert len(reports) < 50
+    assert len(reports) - result.metrics["best_epoch"] == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"epochs": 0}, r"epochs=0: expected an integer >= 1"),
+        ({"val_fraction": 1.0}, r"val_fraction=1.0"),
+        ({"target_mode": "both"}, r"target_mode='both'"),
+        ({"horizon": 0}, r"horizon=0"),
+        ({"lr": -1.0}, r"must be > 0"),
+    ],
+)
+def test_bad_train_config(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_horizon_given_twice_differently() -> None:
+    with pytest.raises(ConfigError, match="horizon given twice"):
+        train(sine_series(), ForecasterConfig(horizon=2), TrainConfig(horizon=3, **FAST))
+
+
+def test_cuda_requested_without_cuda() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        train(sine_series(), ForecasterConfig(), TrainConfig(device="cuda", **FAST))
+
+
+def test_horizon_k_predicts_k_steps_ahead() -> None:
+    result = train(sine_series(), ForecasterConfig(hidden=16),
+                   TrainConfig(horizon=3, **FAST))
+    m = result.metrics
+    assert m["horizon"] == result.model.config.horizon == 3
+    assert m["val_mse"] < m["persistence_val_mse"] / 10
