@@ -134,7 +134,7 @@ def install_js_deps() -> None:
     """``npm ci`` from the lock file, once; offline-safe once the npm cache has the packages.
 
     ONNXRUNTIME_NODE_INSTALL=skip: onnxruntime-node's install script otherwise downloads optional
-    CUDA files from api.nuget.org (outside the npm registry), which fails offline. The CPU build
+    CUDA files from outside the npm registry, which fails offline. The CPU build
     is inside the npm package itself.
     """
     if (JS_DIR / "node_modules" / "onnxruntime-node").is_dir():
