@@ -3,8 +3,9 @@
     .venv/bin/python bench/bench_runtime.py [--quick]
 
 Baselines: torch eager with the same weights, onnxruntime ``run()`` with numpy arrays, and a
-raw IOBinding ping-pong (two alternating state buffers) on the same file. Needs the train extra
-(torch + onnx) to build the model; the runtime itself never imports them.
+raw IOBinding ping-pong (two alternating state buffers) on the same file. Pool rows report
+stream-steps/s of StreamPool against one raw batched ``run()`` and torch eager at the same B.
+Needs the train extra (torch + onnx) to build the model; the runtime itself never imports them.
 """
 
 from __future__ import annotations
@@ -34,21 +35,16 @@ def p50(fn, iters: int, warmup: int = 200) -> float:
 
 
 def build(cell: str, hidden: int, layers: int, folder: str) -> tuple[str, object]:
-    import onnx
+    """Export a seeded forecaster the way users get it: model.onnx + model.step.onnx."""
     import torch
-    from onnx import helper
-    from rnnstream.export.graph import build_graph
-    from rnnstream.runtime.contract import METADATA_KEY, ModelContract
+
+    from rnnstream.export import export_model
     from rnnstream.train.model import Forecaster, ForecasterConfig
 
     torch.manual_seed(0)
     model = Forecaster(ForecasterConfig(cell=cell, hidden=hidden, layers=layers)).eval()
-    g = build_graph(model)
-    c = ModelContract(cell=cell, layers=layers, hidden=hidden, features=["f0"], targets=["t0"],
-                      fingerprint="sha256:bench")
-    helper.set_model_props(g, {METADATA_KEY: c.to_json()})
     path = os.path.join(folder, f"{cell}_{hidden}_{layers}.onnx")
-    onnx.save(g, path)
+    export_model(model, path)
     return path, model
 
 
@@ -78,6 +74,7 @@ def raw_iobinding(sess, states):
 
 def single_stream(path, model, cell, hidden, layers, iters, rows):
     import torch
+
     from rnnstream.runtime import Predictor
 
     p = Predictor(path)
@@ -123,36 +120,57 @@ def prime_bench(path, iters, rows, n=10_000):
 
 
 def pool_bench(path, model, hidden, batches, iters, rows):
-    import torch
-    from rnnstream.runtime import StreamPool
+    """Stream-steps/s of StreamPool.step_many against one raw batched call at the same B.
 
-    sess = StreamPool(path)._model.session
+    Baselines: onnxruntime ``run()`` on the sequence model (numpy in, numpy out) and torch eager
+    (same Forecaster, ``torch.inference_mode()``, one thread); the raw step-graph ``run()`` is
+    shown for reference. Each case is measured three times interleaved; medians are reported.
+    """
+    import onnxruntime as ort
+    import torch
+
+    from rnnstream.export.step_graph import step_path
+    from rnnstream.runtime import StreamPool
+    from rnnstream.runtime._session import default_session_options
+
+    torch.set_num_threads(1)
+    opts = default_session_options()
+    seq = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    step = ort.InferenceSession(step_path(path), opts, providers=["CPUExecutionProvider"])
     for b in batches:
         pool = StreamPool(path, capacity=b)
         keys = list(range(b))
         for k in keys:
             pool.add(k)
-        vals = np.random.default_rng(b).normal(size=(b, 1)).astype(np.float32)
-        feeds = {"x": vals[:, None, :], "h_in": np.zeros((b, 1, hidden), np.float32),
-                 "c_in": np.zeros((b, 1, hidden), np.float32)}
-        tstate = model.initial_state(b)
+        rng = np.random.default_rng(b)
+        vals = rng.normal(size=(b, 1)).astype(np.float32)
+        h0 = rng.uniform(-0.5, 0.5, (b, 1, hidden)).astype(np.float32)
+        feeds = {"x": vals[:, None, :], "h_in": h0, "c_in": h0.copy()}
+        tstate = (torch.from_numpy(h0), torch.from_numpy(h0.copy()))
         tx = torch.from_numpy(vals[:, None, :])
 
-        def torch_step(tx=tx):
-            nonlocal tstate
-            with torch.no_grad():
-                _, tstate = model(tx, tstate)
+        def torch_step(tx=tx, tstate=tstate):
+            with torch.inference_mode():
+                model(tx, tstate)
 
+        cases = {
+            "pool": lambda pool=pool, keys=keys, vals=vals: pool.step_many(keys, vals),
+            "raw": lambda feeds=feeds: seq.run(None, feeds),
+            "step": lambda feeds=feeds: step.run(None, feeds),
+            "torch": torch_step,
+        }
         n = max(20, iters // max(1, b // 16))
-        t_raw = p50(lambda feeds=feeds: sess.run(None, feeds), n, warmup=10)
-        t_torch = p50(torch_step, n, warmup=10)
-        t_pool = p50(lambda pool=pool, keys=keys, vals=vals: pool.step_many(keys, vals), n,
-                     warmup=10)
-        best = min(t_raw, t_torch)
-        rate = b / t_pool * 1e6
-        rows.append((f"pool  B={b}", t_pool, f"{rate:,.0f} steps/s",
-                     f"{best / t_pool:.2f}x best baseline (raw {t_raw:.1f}, torch "
-                     f"{t_torch:.1f})", f"overhead vs raw {t_pool - t_raw:+.1f} µs"))
+        t = {k: [] for k in cases}
+        for _ in range(3):
+            for k, fn in cases.items():
+                t[k].append(p50(fn, n, warmup=10))
+        t = {k: float(np.median(v)) for k, v in t.items()}
+        best = min(t["raw"], t["torch"])
+        rate = {k: b / v * 1e6 for k, v in t.items()}
+        rows.append((f"pool  B={b}", t["pool"], f"pool {rate['pool'] / 1e6:.2f} M steps/s",
+                     f"{best / t['pool']:.2f}x best baseline", f"raw run() {rate['raw'] / 1e6:.2f}",
+                     f"torch {rate['torch'] / 1e6:.2f}", f"raw step graph "
+                     f"{rate['step'] / 1e6:.2f} M/s", f"pool - raw {t['pool'] - t['raw']:+.1f} µs"))
 
 
 def import_bench(rows, reps):

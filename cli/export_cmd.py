@@ -17,6 +17,10 @@ native recurrent op) and run through onnxruntime against torch: batch 1 and 7, t
 50, a random non-zero initial state, and a 1,000-step stream fed one step at a time. Every
 output must be within --atol (final states included). If not, nothing is written, every
 failing output is listed, and the exit status is 1.
+
+Float exports also get MODEL.step.onnx: the same model for one time step, built from
+plain ops (faster for streaming), proven equal to MODEL.onnx and to torch, and named with its
+SHA-256 in the contract. --no-step-graph skips it; quantized exports never have one.
 """
 
 EPILOG = """\
@@ -48,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--atol", type=float, default=1e-5, metavar="A",
                    help="max |torch - onnxruntime| allowed per output (default 1e-5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the parity inputs (default 0)")
+    p.add_argument("--no-step-graph", action="store_true",
+                   help="do not write MODEL.step.onnx (the runtime then uses MODEL.onnx for "
+                        "every call)")
     p.add_argument("--exporter", default="native", metavar="NAME",
                    help="graph builder: native (default) or torchscript (torch's legacy "
                         "exporter, kept as a cross-check)")
@@ -63,12 +70,15 @@ def run(args: argparse.Namespace) -> int:
         report = export_checkpoint(
             args.checkpoint, out, opset=args.opset, quantize=args.quantize,
             exporter=args.exporter, atol=args.atol, seed=args.seed,
+            step_graph=not args.no_step_graph,
         )
     except (ExportError, CheckpointError) as exc:
         return fail(str(exc))
     print(report.summary())
     print(f"wrote {report.path} ({report.path.stat().st_size:,} bytes, "
           f"fingerprint {report.contract.fingerprint[:19]}...)")
+    if report.step_path is not None:
+        print(f"wrote {report.step_path}")
     print(f"wrote {report.sidecar}")
     print(f"took {report.seconds:.2f} s; see it with: rnnstream inspect {report.path}")
     return 0

@@ -3,13 +3,21 @@
 Order (nothing touches the destination until every check has passed)::
 
     build (EXPORTERS[exporter]) -> check_graph -> verify_parity (torch vs onnxruntime)
-      -> [quantize_graph -> check_graph -> quantized_parity] -> contract + fingerprint
-      -> embed metadata, read it back -> write model, then sidecar (temp file + fsync + replace)
+      -> [quantize_graph -> check_graph -> quantized_parity]
+      -> [build_step_graph -> check_step_graph -> verify_step_parity]  (float exports only)
+      -> contract (+ step_model: file name and SHA-256) + fingerprint
+      -> embed metadata, read it back
+      -> write step graph, model, sidecar (all temp files first, then fsync + replace in order)
+
+The step graph (``model.step.onnx``, see :mod:`rnnstream.export.step_graph`) is the runtime's
+faster path for streaming steps. Quantized exports get none: the int8 model's accuracy is its
+own (quantized parity), and a float step graph beside it would compute a different function.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 import time
@@ -30,11 +38,20 @@ from rnnstream.runtime.contract import (
 
 from .errors import ExportError, GraphError
 from .graph import DEFAULT_OPSET, ONNX_OP, build_graph
-from .metadata import attach_metadata, build_contract, fingerprint, load_contract, tool_versions
+from .metadata import (
+    PRODUCER_NAME,
+    attach_metadata,
+    build_contract,
+    fingerprint,
+    load_contract,
+    tool_versions,
+)
 from .quantize import QUANTIZED_OP, quantize_graph, quantized_parity, refuse_unsupported
-from .verify import DEFAULT_ATOL, ParityReport, verify_parity
+from .step_graph import build_step_graph, step_path
+from .verify import DEFAULT_ATOL, ParityReport, verify_parity, verify_step_parity
 
-__all__ = ["EXPORTERS", "ExportReport", "check_graph", "export_checkpoint", "export_model"]
+__all__ = ["EXPORTERS", "ExportReport", "check_graph", "check_step_graph", "export_checkpoint",
+           "export_model"]
 
 
 def _torchscript(model, opset: int) -> onnx.ModelProto:
@@ -62,11 +79,14 @@ class ExportReport:
     quantized_parity: ParityReport | None = None
     seconds: float = 0.0
     nodes: dict[str, int] = field(default_factory=dict)  # op type -> count
+    step_path: Path | None = None  # the single-step graph, when one was written
+    step_parity: dict[str, ParityReport] = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = [self.parity.summary()]
         if self.quantized_parity is not None:
             lines.append(self.quantized_parity.summary())
+        lines.extend(r.summary() for r in self.step_parity.values())
         return "\n".join(lines)
 
 
@@ -80,6 +100,17 @@ def check_graph(graph: onnx.ModelProto, model) -> None:
         raise GraphError(f"the built ONNX graph is invalid: {exc}") from exc
     _check_io(graph, model)
     _check_recurrent_nodes(graph, model.config)
+    _check_self_contained(graph)
+
+
+def check_step_graph(graph: onnx.ModelProto, model) -> None:
+    """ONNX validity and the contract's names for the single-step graph; GraphError otherwise."""
+    try:
+        onnx.checker.check_model(graph, full_check=True)
+        onnx.shape_inference.infer_shapes(graph, check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise GraphError(f"the built step graph is invalid: {exc}") from exc
+    _check_io(graph, model)
     _check_self_contained(graph)
 
 
@@ -193,8 +224,13 @@ def export_model(
     exporter: str = "native",
     atol: float = DEFAULT_ATOL,
     seed: int = 0,
+    step_graph: bool = True,
 ) -> ExportReport:
     """Export ``model`` to ``path`` (+ ``path.json``) after proving parity with torch.
+
+    Unless ``quantize`` or ``step_graph=False``, also writes the single-step graph as
+    ``<stem>.step.onnx`` (model.onnx -> model.step.onnx), proven equal to the sequence graph and
+    to torch, and names it with its SHA-256 in the contract's ``step_model``.
 
     Raises :class:`ParityError`, :class:`GraphError`, :class:`QuantizationError` or
     :class:`ExportError`; when it raises, nothing has been written.
@@ -213,23 +249,49 @@ def export_model(
             float_graph, graph = graph, quantize_graph(graph, model)
             check_graph(graph, model)
             qparity = quantized_parity(model, float_graph, graph, seed=seed)
-    contract = _final_contract(model, graph, metrics, parity, qparity, exporter, opset)
+        step_bytes, sparity = None, {}
+        if step_graph and not quantize:
+            step_bytes, sparity = _step_graph(model, graph, path, opset, atol, seed)
+    contract = _final_contract(model, graph, metrics, parity, qparity, exporter, opset, sparity)
+    files: dict[Path, bytes] = {}
+    spath = None
+    if step_bytes is not None:
+        spath = Path(step_path(str(path)))
+        contract.step_model = {"file": spath.name,
+                               "sha256": hashlib.sha256(step_bytes).hexdigest()}
+        files[spath] = step_bytes  # first: the model never names a file not yet in place
     text = attach_metadata(graph, contract)
     if load_contract(graph) != contract:
         raise ExportError("the contract read back from the graph differs from the one written")
-    write_atomically({path: graph.SerializeToString(),
-                      Path(sidecar_path(str(path))): text.encode()})
+    files[path] = graph.SerializeToString()
+    files[Path(sidecar_path(str(path)))] = text.encode()
+    write_atomically(files)
     nodes: dict[str, int] = {}
     for node in graph.graph.node:
         nodes[node.op_type] = nodes.get(node.op_type, 0) + 1
     return ExportReport(path, Path(sidecar_path(str(path))), contract, parity, qparity,
-                        time.perf_counter() - start, nodes)
+                        time.perf_counter() - start, nodes, spath, sparity)
 
 
-def _final_contract(model, graph, metrics, parity, qparity, exporter, opset) -> ModelContract:
+def _step_graph(model, graph, path: Path, opset: int, atol: float,
+                seed: int) -> tuple[bytes, dict[str, ParityReport]]:
+    """Build, check and prove the single-step graph; its serialised bytes and parity reports."""
+    step = build_step_graph(model, opset)
+    check_step_graph(step, model)
+    reports = verify_step_parity(model, graph, step, atol=atol, seed=seed)
+    step.producer_name = PRODUCER_NAME
+    step.doc_string = (f"rnnstream single-step companion of {path.name} (time fixed to 1); its "
+                       f"contract, with this file's SHA-256, is in {path.name}.")
+    return step.SerializeToString(), reports
+
+
+def _final_contract(model, graph, metrics, parity, qparity, exporter, opset,
+                    sparity) -> ModelContract:
     figures = {**parity.to_dict(), "exporter": exporter}
     if qparity is not None:
         figures["quantized"] = qparity.to_dict()
+    if sparity:
+        figures["step_graph"] = {key: r.to_dict() for key, r in sparity.items()}
     contract = build_contract(model, metrics=metrics, parity=figures,
                               versions=tool_versions(opset), quantized=qparity is not None)
     contract.fingerprint = fingerprint(graph, contract)

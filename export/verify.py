@@ -38,6 +38,7 @@ from .errors import ParityError, ParityFailure
 __all__ = [
     "DEFAULT_ATOL",
     "DEFAULT_CASES",
+    "STEP_CASES",
     "STREAM_STEPS",
     "InputSpec",
     "ParityCase",
@@ -48,6 +49,7 @@ __all__ = [
     "stream_outputs",
     "torch_runner",
     "verify_parity",
+    "verify_step_parity",
 ]
 
 DEFAULT_ATOL = 1e-5
@@ -281,3 +283,42 @@ def verify_parity(
     if failures:
         raise ParityError(failures)
     return report
+
+
+# -- the single-step companion graph --------------------------------------------------------
+STEP_CASES = tuple(ParityCase(b, 1) for b in (1, 7))  # time is fixed to 1 in the step graph
+
+
+def verify_step_parity(
+    model,
+    sequence_graph: onnx.ModelProto,
+    step_graph: onnx.ModelProto,
+    *,
+    atol: float = DEFAULT_ATOL,
+    seed: int = 0,
+    stream_steps: int = STREAM_STEPS,
+) -> dict[str, ParityReport]:
+    """The step graph against the sequence graph (onnxruntime both) and against torch.
+
+    Cases: batch 1 and 7 at time 1 with a non-zero state, and a ``stream_steps`` stream fed to
+    the step graph one step at a time against one full-sequence call of the reference. Raises
+    :class:`ParityError` listing every failure of both comparisons.
+    """
+    spec = InputSpec.from_model(model)
+    tolerance = dict.fromkeys(spec.output_names, atol)
+    step = ort_runner(session(step_graph), spec.cell)
+    references = {
+        "vs_sequence": (ort_runner(session(sequence_graph), spec.cell),
+                        ("onnxruntime sequence graph", "onnxruntime step graph")),
+        "vs_torch": (torch_runner(model), ("torch", "onnxruntime step graph")),
+    }
+    reports = {
+        key: measure_parity(spec, ref, step, tolerance=tolerance, seed=seed, cases=STEP_CASES,
+                            stream_steps=stream_steps, names=names)
+        for key, (ref, names) in references.items()
+    }
+    failures = [ParityFailure(f"step graph {key} {f.case}", f.output, f.max_abs_diff, f.atol)
+                for key, report in reports.items() for f in report.failures()]
+    if failures:
+        raise ParityError(failures, "step graph vs sequence graph and torch")
+    return reports

@@ -127,7 +127,7 @@ def load_model(
     path = os.fspath(path)
     _check_file(path)
     session = open_session(path, session_options, providers)
-    meta = session.get_modelmeta().custom_metadata_map
+    meta = read_metadata(session, path)
     if METADATA_KEY in meta:
         if state_map or fixed_inputs:
             raise UnsupportedError(
@@ -144,6 +144,16 @@ def load_model(
     io, note = generic_io(session, path, state_map, fixed_inputs)
     logger.info("%s", note)
     return LoadedModel(path, session, io, None, file_fingerprint(path), note)
+
+
+def read_metadata(session: ort.InferenceSession, path: str) -> dict[str, str]:
+    """The model's metadata_props. onnxruntime hands them to Python as str, so bytes that are not
+    UTF-8 (a damaged file) raise UnicodeDecodeError there: refuse the file, typed."""
+    try:
+        return dict(session.get_modelmeta().custom_metadata_map)
+    except UnicodeDecodeError as exc:
+        raise ContractError(f"{path}: the model's metadata is not valid UTF-8 ({exc}); the file "
+                            "is damaged: re-export or re-copy it") from exc
 
 
 def _check_file(path: str) -> None:
@@ -228,3 +238,44 @@ def contract_io(contract: ModelContract, session: ort.InferenceSession, path: st
     )
     return ModelIO(INPUT_NAME, (None, None, contract.n_features), np.dtype(np.float32),
                    OUTPUT_NAME, states)
+
+
+def load_step_session(
+    model: LoadedModel,
+    session_options: ort.SessionOptions | None = None,
+    providers: Sequence[Any] | None = None,
+) -> ort.InferenceSession | None:
+    """The single-step companion graph named by the contract, or None when there is none.
+
+    Missing file: logged as a warning, and None (the sequence graph computes the same thing,
+    only slower). Present but its SHA-256 differs from the contract's: ContractError -- a stale
+    companion from another export must never be used silently; re-export, or delete the file and
+    the model's ``step_model`` entry. The bytes hashed are the bytes loaded (no second read).
+    """
+    contract = model.contract
+    if contract is None or not contract.step_model:
+        return None
+    path = os.path.join(os.path.dirname(os.path.abspath(model.path)), contract.step_model["file"])
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        logger.warning("%s: its step graph %s cannot be read (%s); using the sequence graph "
+                       "for every call (slower for large batches)", model.path, path,
+                       exc.strerror or exc)
+        return None
+    digest, want = hashlib.sha256(data).hexdigest(), contract.step_model["sha256"]
+    if digest != want:
+        raise ContractError(
+            f"{path}: SHA-256 {digest[:16]}... differs from the {want[:16]}... that "
+            f"{model.path} names: the step graph is stale or from another export. "
+            "Re-export the model, or restore the matching file"
+        )
+    options = session_options if session_options is not None else default_session_options()
+    try:
+        session = ort.InferenceSession(
+            data, sess_options=options, providers=list(providers or ["CPUExecutionProvider"]))
+    except ORT_ERRORS as exc:
+        raise ModelLoadError(f"{path}: {_explain_ort_error(str(exc))}") from exc
+    contract_io(contract, session, path)  # same names and shapes as the contract, or refused
+    return session

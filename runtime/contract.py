@@ -12,6 +12,11 @@ An rnnstream ONNX file has
   read custom metadata).
 
 ``time = 1`` is a streaming step; ``time > 1`` primes the state through the same graph.
+
+Optionally (``step_model``, absent in older files) the model has a companion in the same folder,
+``<stem>.step.onnx``: the same function for ``time = 1`` only, built from plain ops because that
+is faster for streaming steps. The contract names it and holds the SHA-256 of its bytes, so a
+stale or foreign companion is refused, never used silently.
 Normalisation and its inverse live inside the graph: embedders feed raw values, read raw values.
 
 This module needs only the standard library, so any program can read a contract.
@@ -121,6 +126,8 @@ class ModelContract:
     versions: dict[str, str] = field(default_factory=dict)
     fingerprint: str = ""
     quantized: bool = False
+    # {"file": "model.step.onnx", "sha256": "<hex of its bytes>"}; empty when there is none
+    step_model: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     format: str = FORMAT
 
@@ -161,6 +168,8 @@ class ModelContract:
         order = ["format", "schema_version", "cell", "layers", "hidden", "input", "output",
                  "states", "features", "targets", "horizon", "target_mode", "quantized",
                  "normalization", "metrics", "parity", "versions", "fingerprint"]
+        if self.step_model:  # optional: files without a step graph keep their exact old JSON
+            order.append("step_model")
         return {k: d[k] for k in order}
 
     def to_json(self) -> str:
@@ -220,6 +229,7 @@ class ModelContract:
             versions=_dict(data, "versions", source),
             fingerprint=str(data.get("fingerprint", "")),
             quantized=bool(data.get("quantized", False)),
+            step_model=_step_model(data, source),
             schema_version=version,
         )
         contract._check_declared(data, source)
@@ -267,6 +277,24 @@ def _dict(data: Mapping[str, Any], key: str, source: str) -> dict[str, Any]:
             f"{source}: metadata {key!r} must be an object, got {type(value).__name__}"
         )
     return dict(value)
+
+
+def _step_model(data: Mapping[str, Any], source: str) -> dict[str, str]:
+    """The optional step-graph companion: a plain file name in the model's folder + its hash."""
+    value = _dict(data, "step_model", source)
+    if not value:
+        return {}
+    name, digest = value.get("file"), value.get("sha256")
+    if (set(value) != {"file", "sha256"} or not isinstance(name, str)
+            or not name.endswith(".onnx") or "/" in name or "\\" in name
+            or name.startswith(".") or not isinstance(digest, str) or len(digest) != 64
+            or any(ch not in "0123456789abcdef" for ch in digest)):
+        raise ContractError(
+            f"{source}: metadata 'step_model' is {value!r}; expected {{'file': "
+            "'<name>.step.onnx' (a file name in the model's folder), 'sha256': '<64 lowercase "
+            "hex digits>'}, or no step_model at all"
+        )
+    return {"file": name, "sha256": digest}
 
 
 def finite_floats(values: Sequence[float]) -> list[float]:

@@ -89,7 +89,8 @@ def test_onnx_model_fields(lstm_export):
 def test_single_self_contained_file(lstm_export):
     _, report = lstm_export
     folder = report.path.parent
-    assert sorted(os.listdir(folder)) == ["model.onnx", "model.onnx.json"]  # no .data, no temp
+    # no .data, no temp; the step graph is its own self-contained file
+    assert sorted(os.listdir(folder)) == ["model.onnx", "model.onnx.json", "model.step.onnx"]
     graph = onnx.load(str(report.path), load_external_data=False)
     assert not any(onnx.external_data_helper.uses_external_data(t)
                    for t in graph.graph.initializer)

@@ -1,0 +1,175 @@
+"""The single-step graph: one time step of a :class:`~rnnstream.train.Forecaster` from plain ops.
+
+Why a second graph? The native ``LSTM``/``GRU``/``RNN`` op of :mod:`rnnstream.export.graph` is
+built for sequences: every call pays its per-sequence set-up, the Transposes at the edges, and
+at large batches it walks the whole batch through each time step (cache thrash). A streaming
+step is one time step, so the cell written out with Gemm/MatMul and elementwise ops is
+faster once the batch is large enough (measured in ``bench/bench_runtime.py``; the runtime's
+:data:`rnnstream.runtime.pool.STEP_GRAPH_MIN_BATCH` records where). The contract is the same as
+the sequence graph's -- same names, same ``[batch, layers, hidden]`` states, normalisation folded
+by the same :func:`~rnnstream.export.graph.onnx_weights` -- except that ``time`` is fixed to 1.
+
+One layer, ``G`` gates (ONNX gate order, see graph.py), ``x`` [B,in], ``h``/``c`` [B,H]::
+
+    g = Concat(x, h) @ [Wt; Rt] + bias    (input and recurrent biases summed in float64)
+    rnn:  h' = tanh(g)
+    lstm: (i, o, f) = sigmoid(g[:, :3H]); u = tanh(g[:, 3H:]); c' = f * c + i * u;
+          h' = o * tanh(c')
+    gru:  g has 4H columns [z r | x part of n | h part of n, with its own bias]
+          (torch's linear_before_reset): (z, r) = sigmoid(g[:, :2H]);
+          n = tanh(g_xn + r * g_hn); h' = n + z * (h - n)
+
+Edges: x [B,1,F] -Reshape-> [B,F]; s_in [B,L,H] -Split(axis 1)/Reshape-> L x [B,H];
+new layer states -Concat(axis 1)-> [B,L*H] -Reshape-> s_out [B,L,H]; head Gemm -> [B,Tg]
+(+ the last observed targets for target_mode="delta") -Reshape-> y [B,1,Tg].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from rnnstream.runtime.contract import (
+    CELL_STATES,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    state_input_name,
+    state_output_name,
+)
+
+from .graph import DEFAULT_OPSET, onnx_weights
+
+__all__ = ["STEP_SUFFIX", "build_step_graph", "step_path"]
+
+STEP_SUFFIX = ".step.onnx"  # model.onnx -> model.step.onnx
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def step_path(model_path: str) -> str:
+    """Where the step graph of ``model_path`` lives: ``model.onnx`` -> ``model.step.onnx``."""
+    stem = model_path[:-5] if model_path.endswith(".onnx") else model_path
+    return stem + STEP_SUFFIX
+
+
+class _Builder:
+    """Collects nodes and initializers; ``op`` returns the output name(s) of a new node."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(value, name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], outputs: list[str] | str, **attrs) -> list[str]:
+        outs = [outputs] if isinstance(outputs, str) else outputs
+        self.nodes.append(helper.make_node(op_type, inputs, outs, **attrs))
+        return outs
+
+    def split(self, src: str, sizes: list[int], axis: int, outs: list[str]) -> list[str]:
+        name = self.const(f"{src}_split", np.array(sizes, np.int64))
+        return self.op("Split", [src, name], outs, axis=axis)
+
+
+def _layer(b: _Builder, cell: str, layer: int, x: str, h: str, c: str | None,
+           w: dict[str, np.ndarray], hidden: int) -> tuple[str, str | None]:
+    """Emit one cell step; returns the names of the new ``h`` (and ``c``) [B, H].
+
+    ``[x, h]`` is concatenated and multiplied once: one Gemm beat ``x @ Wt + h @ Rt`` by 10-14%
+    at batch 1024 (hidden 32), and was no slower at batch 1 and 64.
+    """
+    g, hh = GATES[cell], hidden
+    wt = w[f"W{layer}"][0].T  # [in, G*H]
+    rt = w[f"R{layer}"][0].T  # [H, G*H]
+    wb, rb = w[f"B{layer}"][0, :g * hh], w[f"B{layer}"][0, g * hh:]
+    p = f"l{layer}_"
+    if cell == "gru":
+        # columns [z r | n from x | n from h]: the n gate's recurrent part stays apart, because
+        # torch's GRU applies the reset gate after R·h + b_hn (ONNX linear_before_reset=1)
+        zeros_x, zeros_h = np.zeros((wt.shape[0], hh)), np.zeros((hh, hh))
+        wt = np.concatenate([wt, zeros_x], axis=1)
+        rt = np.concatenate([rt[:, :2 * hh], zeros_h, rt[:, 2 * hh:]], axis=1)
+        bias = np.concatenate([wb[:2 * hh] + rb[:2 * hh], wb[2 * hh:], rb[2 * hh:]])
+    else:
+        bias = wb + rb
+    b.op("Concat", [x, h], p + "xh", axis=1)
+    weight = np.concatenate([wt, rt], axis=0).astype(np.float32)  # [in + H, columns]
+    b.op("Gemm", [p + "xh", b.const(p + "WR", weight), b.const(p + "b", bias.astype(np.float32))],
+         p + "g")
+    if cell == "rnn":
+        return b.op("Tanh", [p + "g"], p + "h")[0], None
+    if cell == "gru":
+        b.split(p + "g", [2 * hh, hh, hh], 1, [p + "g_zr", p + "gx_n", p + "gh_n"])
+        b.op("Sigmoid", [p + "g_zr"], p + "zr")
+        b.split(p + "zr", [hh, hh], 1, [p + "z", p + "r"])
+        b.op("Mul", [p + "r", p + "gh_n"], p + "rn")
+        b.op("Add", [p + "gx_n", p + "rn"], p + "a_n")
+        b.op("Tanh", [p + "a_n"], p + "n")
+        b.op("Sub", [h, p + "n"], p + "hmn")
+        b.op("Mul", [p + "z", p + "hmn"], p + "zd")
+        return b.op("Add", [p + "n", p + "zd"], p + "h")[0], None
+    b.split(p + "g", [3 * hh, hh], 1, [p + "g_iof", p + "g_u"])
+    b.op("Sigmoid", [p + "g_iof"], p + "iof")
+    b.split(p + "iof", [hh, hh, hh], 1, [p + "i", p + "o", p + "f"])
+    b.op("Tanh", [p + "g_u"], p + "u")
+    b.op("Mul", [p + "f", c], p + "fc")
+    b.op("Mul", [p + "i", p + "u"], p + "iu")
+    b.op("Add", [p + "fc", p + "iu"], p + "c")
+    b.op("Tanh", [p + "c"], p + "tc")
+    return b.op("Mul", [p + "o", p + "tc"], p + "h")[0], p + "c"
+
+
+def build_step_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """One time step of ``model.forward`` in raw units (no rnnstream metadata); see module doc."""
+    cfg = model.config
+    w = onnx_weights(model)
+    states = CELL_STATES[cfg.cell]
+    layers, hidden, f, t = cfg.layers, cfg.hidden, cfg.n_features, cfg.n_targets
+    b = _Builder()
+    b.op("Reshape", [INPUT_NAME, b.const("shape_bf", np.array([-1, f], np.int64))], "x_bf")
+    b.const("shape_bh", np.array([-1, hidden], np.int64))
+    per_layer: dict[str, list[str]] = {}
+    for s in states:
+        name = state_input_name(s)
+        if layers == 1:
+            parts = [name]
+        else:
+            parts = b.split(name, [1] * layers, 1, [f"{s}_in{i}" for i in range(layers)])
+        per_layer[s] = [b.op("Reshape", [p, "shape_bh"], f"{s}_l{i}")[0]
+                        for i, p in enumerate(parts)]
+    seq, finals = "x_bf", {s: [] for s in states}
+    for layer in range(layers):
+        c = per_layer["c"][layer] if cfg.cell == "lstm" else None
+        new_h, new_c = _layer(b, cfg.cell, layer, seq, per_layer["h"][layer], c, w, hidden)
+        finals["h"].append(new_h)
+        if new_c is not None:
+            finals["c"].append(new_c)
+        seq = new_h
+    b.const("shape_blh", np.array([-1, layers, hidden], np.int64))
+    for s in states:
+        flat = finals[s][0]
+        if layers > 1:
+            flat = b.op("Concat", finals[s], f"{s}_cat", axis=1)[0]
+        b.op("Reshape", [flat, "shape_blh"], state_output_name(s))
+    head = b.op("Gemm", [seq, b.const("head_W", w["head_W"].astype(np.float32)),
+                         b.const("head_b", w["head_b"].astype(np.float32))], "head_bt")[0]
+    if cfg.target_mode == "delta":
+        last = "x_bf"
+        if list(cfg.target_index) != list(range(f)):
+            idx = b.const("target_index", np.array(list(cfg.target_index), np.int64))
+            last = b.op("Gather", ["x_bf", idx], "x_targets", axis=1)[0]
+        head = b.op("Add", [head, last], "y_bt")[0]
+    b.op("Reshape", [head, b.const("shape_b1t", np.array([-1, 1, t], np.int64))], OUTPUT_NAME)
+
+    def io(name: str, shape: list) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+    inputs = [io(INPUT_NAME, ["batch", 1, f])]
+    outputs = [io(OUTPUT_NAME, ["batch", 1, t])]
+    for s in states:
+        inputs.append(io(state_input_name(s), ["batch", layers, hidden]))
+        outputs.append(io(state_output_name(s), ["batch", layers, hidden]))
+    graph = helper.make_graph(b.nodes, "rnnstream_forecaster_step", inputs, outputs, b.inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
