@@ -62,6 +62,7 @@ class PointReader:
         if isinstance(point, (str, bytes)) or point is None:
             raise InputError(f"got {describe(point)}; expected {self.expected} as numbers")
         if isinstance(point, (np.ndarray, Sequence)) or hasattr(point, "__array__"):
+            _refuse_booleans(point, self.expected)
             arr = self._array(point, point)
             if arr.ndim == 0:
                 arr = arr.reshape(1)
@@ -109,6 +110,8 @@ class PointReader:
             kind = "booleans" if raw.dtype.kind == "b" else f"{raw.dtype} values"
             raise InputError(f"got {kind} ({describe(original)}); expected {self.expected} "
                              f"as {'numbers' if self.is_float else self.dtype.name}")
+        if self.is_float and raw.dtype.kind == "f" and raw.dtype.itemsize > self.dtype.itemsize:
+            self._refuse_overflow(raw, original)
         arr = raw.astype(self.dtype)  # always a copy: the caller may reuse its array
         if self.is_float and not np.isfinite(arr).all():
             bad = np.flatnonzero(~np.isfinite(arr.reshape(-1)))
@@ -119,12 +122,28 @@ class PointReader:
             )
         return arr
 
+    def _refuse_overflow(self, raw: np.ndarray, original: Any) -> None:
+        """Finite values beyond the input dtype's range would silently become inf on the cast
+        (with a RuntimeWarning) and be reported as non-finite; say what really happened."""
+        limit = np.finfo(self.dtype).max
+        with np.errstate(invalid="ignore"):  # NaN compares False here; caught after the cast
+            big = np.isfinite(raw) & (np.abs(raw) > limit)
+        if big.any():
+            i = int(np.flatnonzero(big.reshape(-1))[0])
+            raise InputError(
+                f"got {float(raw.reshape(-1)[i])!r} at position {i}"
+                + (f", feature {self.names[i % self.n]!r}" if self.names and self.n else "")
+                + f", beyond the {self.dtype} range (±{limit:.6g}) of the model input "
+                f"({describe(original)}); expected {self.expected}, all finite"
+            )
+
     # -- many points ----------------------------------------------------------------------
     def rows(self, values: Any, what: str = "values") -> np.ndarray:
         """``[k, n]`` values (or ``[k]`` when ``n == 1``) -> a new ``[k, n]`` array."""
         if isinstance(values, (str, bytes, Mapping)) or values is None:
             raise InputError(f"{what}: got {describe(values)}; expected an array of shape "
                              f"[count, {self.n}]")
+        _refuse_booleans(values, self.expected)
         arr = self._array(values, values)
         if arr.ndim == 1 and self.n == 1:
             arr = arr.reshape(-1, 1)
@@ -135,6 +154,18 @@ class PointReader:
             raise InputError(f"{what}: got no points; expected at least one row of "
                              f"{self.expected}")
         return arr
+
+
+def _refuse_booleans(values: Any, expected: str) -> None:
+    """numpy reads ``[1.5, True]`` as ``[1.5, 1.0]``; a boolean is never a measurement, so one
+    inside a list or tuple (or a list of rows) is refused as a lone boolean point is."""
+    if not isinstance(values, (list, tuple)):
+        return
+    for i, v in enumerate(values):
+        inner = v if isinstance(v, (list, tuple)) else (v,)
+        if any(isinstance(w, (bool, np.bool_)) for w in inner):
+            raise InputError(f"got booleans among the values (position {i}: {v!r}); "
+                             f"expected {expected} as numbers")
 
 
 def finite_float(value: Any) -> bool:

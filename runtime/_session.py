@@ -175,6 +175,10 @@ def open_session(
         )
     except ORT_ERRORS as exc:
         raise ModelLoadError(f"{path}: {_explain_ort_error(str(exc))}") from exc
+    except UnicodeDecodeError as exc:  # onnxruntime's message quoted bytes of a damaged file
+        raise ModelLoadError(f"{path}: onnxruntime cannot load it, and its error message is "
+                             f"not UTF-8 ({exc}); the file is damaged: re-export or re-copy "
+                             "it") from exc
 
 
 def _explain_ort_error(message: str) -> str:

@@ -44,6 +44,8 @@ from ._state import (
 from .contract import ModelContract
 from .errors import InputError, RnnStreamError, StateError, UnsupportedError
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
 __all__ = ["Predictor"]
 
 
@@ -195,7 +197,9 @@ class Predictor:
         ``point`` is a number (one feature), a sequence of the features' values, or a mapping
         of feature name to value. A refused point raises InputError and changes nothing.
         """
-        if self._one_in and type(point) is float and point - point == 0.0:  # finite float
+        # fast path: a plain float within float32's range (NaN, inf and 1e39 fail the test
+        # and go through the validator, which says what is wrong)
+        if self._one_in and type(point) is float and -_F32_MAX <= point <= _F32_MAX:
             self._xflat[0] = point
         elif self._generic:
             return self._generic_step(point)

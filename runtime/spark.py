@@ -40,9 +40,14 @@ Bad rows (a null or non-finite feature, a null order or key), ``on_bad_row``:
 * ``"fail"``: the query fails with an :class:`~rnnstream.runtime.errors.InputError` naming the
   key, the row's order value and the bad feature.
 
-Idle keys: with ``idle_timeout_s`` a key that receives no row for that long (processing time,
-``GroupStateTimeout.ProcessingTimeTimeout``) has its state dropped; its next row starts from the
-zero state. Processing time needs no watermark; timeouts are checked when a micro-batch runs.
+Idle keys, ``idle_timeout_s``: event-time timeout (``GroupStateTimeout.EventTimeTimeout``). The
+``order`` column must then be a timestamp carrying a watermark
+(``events.withWatermark(order, "10 minutes")``). A key whose newest row is more than
+``idle_timeout_s`` older than the watermark has its state dropped; its next row starts from the
+zero state. As always in Spark, the timeout fires in a micro-batch in which the key has no rows,
+and rows behind the watermark are dropped by Spark before they reach the model. Why not
+processing time: Spark then runs a micro-batch on every trigger, data or not, so a
+``trigger(availableNow=True)`` query never ends, and replays would depend on the wall clock.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ try:
     import pandas as pd
     import pyarrow  # noqa: F401 -- Spark's pandas functions need it; fail here, not in a worker
     from pyspark.sql import DataFrame
+    from pyspark.sql import functions as F
     from pyspark.sql import types as T
     from pyspark.sql.streaming.state import GroupState, GroupStateTimeout
 except ImportError as exc:  # pragma: no cover - exercised on installs without the extra
@@ -91,6 +97,7 @@ STATE_SCHEMA = T.StructType([
     T.StructField("c", T.BinaryType(), True),
 ])
 _STATE_DTYPE = np.dtype("<f4")
+_EVENT_MS = "_rnnstream_event_ms"  # the order timestamp as epoch ms, computed by Spark (exact)
 
 
 def predict_stream(
@@ -113,6 +120,8 @@ def predict_stream(
     own feature names). Output columns: ``key``, ``order``, the ``keep`` columns as they came,
     one double ``<prefix><target>`` per model target, and ``error`` (null, or why the row got
     no prediction). ``model`` must be readable at the same path by every executor.
+    ``on_bad_row`` and ``idle_timeout_s`` (event time: ``order`` must be a timestamp with a
+    watermark) are described in the module docstring.
 
     Raises :class:`~rnnstream.runtime.errors.ModelLoadError` for an unusable model and
     :class:`~rnnstream.runtime.errors.InputError` for missing or non-numeric columns.
@@ -128,14 +137,22 @@ def predict_stream(
     contract = loaded.contract
     feature_cols = list(features) if features is not None else list(contract.features)
     _check_columns(events.schema, key, order, feature_cols, list(keep), contract)
+    if timeout_ms is not None and not isinstance(events.schema[order].dataType,
+                                                 (T.TimestampType, T.TimestampNTZType)):
+        raise InputError(f"idle_timeout_s is an event-time timeout: the order column {order!r} "
+                         f"must be a timestamp with a watermark, not "
+                         f"{events.schema[order].dataType.simpleString()}; e.g. "
+                         f"events.withWatermark({order!r}, '10 minutes')")
     schema = output_schema(events.schema, contract, key=key, order=order, keep=keep,
                            prefix=prefix)
     step = KeyStep(path, loaded.fingerprint, key, order, tuple(feature_cols), tuple(keep),
                    tuple(f"{prefix}{t}" for t in contract.targets), on_bad_row, timeout_ms)
-    needed = list(dict.fromkeys([key, order, *feature_cols, *keep]))
-    timeout = (GroupStateTimeout.NoTimeout if timeout_ms is None
-               else GroupStateTimeout.ProcessingTimeTimeout)
-    return (events.select(*needed).groupBy(key)
+    columns = [F.col(c) for c in dict.fromkeys([key, order, *feature_cols, *keep])]
+    timeout = GroupStateTimeout.NoTimeout
+    if timeout_ms is not None:
+        timeout = GroupStateTimeout.EventTimeTimeout
+        columns.append(F.unix_millis(F.col(order).cast("timestamp")).alias(_EVENT_MS))
+    return (events.select(*columns).groupBy(key)
             .applyInPandasWithState(step, schema, STATE_SCHEMA, "append", timeout))
 
 
@@ -234,32 +251,51 @@ class KeyStep:
 
     def __call__(self, key: tuple[Any, ...], frames: Iterator[pd.DataFrame],
                  state: GroupState) -> Iterator[pd.DataFrame]:
-        if state.hasTimedOut:  # idle for timeout_ms: forget the key, emit nothing
+        if state.hasTimedOut:  # idle past the watermark: forget the key, emit nothing
             state.remove()
             return
-        rows = self._sorted(pd.concat(list(frames), ignore_index=True))
-        if rows.empty:
+        frames = list(frames)
+        cols, x64 = self._sorted(frames[0] if len(frames) == 1
+                                 else pd.concat(frames, ignore_index=True))
+        if not len(x64):
             return
         loaded = worker_model(self.path, self.fingerprint)
         stored = state.get if state.exists else None
         tensors, steps, bad_count = self._restore(key[0], stored, loaded.contract)
-        x = rows[list(self.features)].to_numpy(np.float64, na_value=np.nan).astype(np.float32)
-        errors = self._bad_rows(key[0], rows, x)
+        x = x64.astype(np.float32)  # too big for float32 -> inf -> a bad row
+        errors = self._bad_rows(key[0], cols[self.order], x64, x)
         good = np.array([e is None for e in errors])
-        y = np.full((len(rows), len(self.outputs)), np.nan)
+        y = np.full((len(x), len(self.outputs)), np.nan)
         if good.any():
             y[good], tensors = _run(loaded, x[good], tensors)
         state.update((self.fingerprint, steps + int(good.sum()),
                       bad_count + int((~good).sum()), *_encode(tensors, loaded.contract)))
-        if self.timeout_ms is not None:
-            state.setTimeoutDuration(self.timeout_ms)
-        yield self._output(rows, y, errors)
+        if self.timeout_ms is not None:  # never before the watermark (Spark refuses that)
+            event_ms = cols[_EVENT_MS].astype(np.float64)
+            newest = int(np.nanmax(event_ms)) if not np.isnan(event_ms).all() else 0
+            state.setTimeoutTimestamp(max(newest + self.timeout_ms,
+                                          state.getCurrentWatermarkMs() + 1))
+        yield self._output(cols, y, errors)
 
-    def _sorted(self, rows: pd.DataFrame) -> pd.DataFrame:
-        # Ties in `order` are broken by the feature values, so that a replayed batch (whose rows
-        # may arrive in another order) is fed identically: exactly-once needs determinism.
-        by = list(dict.fromkeys([self.order, *self.features]))
-        return rows.sort_values(by, kind="mergesort", na_position="last", ignore_index=True)
+    def _sorted(self, rows: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The columns as numpy arrays and the features as float64 [rows, F], in feed order.
+
+        Ties in ``order`` are broken by the feature values, so that a replayed batch (whose rows
+        may arrive in another order) is fed identically: exactly-once needs determinism.
+        numpy rather than pandas here: per key and batch, pandas costs milliseconds.
+        """
+        x64 = np.column_stack([rows[f].to_numpy(np.float64, na_value=np.nan)
+                               for f in self.features]).reshape(len(rows), len(self.features))
+        names = [self.key, self.order, *self.keep]
+        if self.timeout_ms is not None:
+            names.append(_EVENT_MS)
+        cols = {c: rows[c].to_numpy() for c in dict.fromkeys(names)}
+        try:  # lexsort: the last key is the primary one; NaN and NaT sort last
+            index = np.lexsort([*x64.T[::-1], cols[self.order]])
+        except TypeError:  # an order column numpy cannot compare (e.g. mixed objects)
+            index = rows.sort_values(list(dict.fromkeys([self.order, *self.features])),
+                                     kind="mergesort", na_position="last").index.to_numpy()
+        return {c: v[index] for c, v in cols.items()}, x64[index]
 
     def _restore(self, key: Any, stored: tuple | None,
                  contract: ModelContract) -> tuple[dict[str, np.ndarray], int, int]:
@@ -270,8 +306,8 @@ class KeyStep:
         fingerprint, steps, bad_count, *blobs = stored
         if fingerprint != self.fingerprint:
             raise StateError(
-                f"key {key!r}: the state in Spark's state store was written by another model "
-                f"(stored fingerprint {fingerprint}, this model's fingerprint "
+                f"key {_plain(key)!r}: the state in Spark's state store was written by another "
+                f"model (stored fingerprint {fingerprint}, this model's fingerprint "
                 f"{self.fingerprint}); restart with the model that wrote the checkpoint, or "
                 "start the query from a new checkpoint location"
             )
@@ -279,44 +315,47 @@ class KeyStep:
         for spec, blob in zip(specs, blobs, strict=False):
             size = math.prod(spec.row_shape)
             if blob is None or len(blob) != size * _STATE_DTYPE.itemsize:
-                raise StateError(f"key {key!r}: stored state {spec.name!r} has "
+                raise StateError(f"key {_plain(key)!r}: stored state {spec.name!r} has "
                                  f"{0 if blob is None else len(blob)} bytes; expected "
                                  f"{size * _STATE_DTYPE.itemsize} ({spec.row_shape} float32)")
             row = np.frombuffer(blob, _STATE_DTYPE).reshape(1, *spec.row_shape)
             tensors[spec.name] = row.astype(np.float32)
         return tensors, int(steps), int(bad_count)
 
-    def _bad_rows(self, key: Any, rows: pd.DataFrame, x: np.ndarray) -> list[str | None]:
+    def _bad_rows(self, key: Any, order: np.ndarray, x64: np.ndarray,
+                  x: np.ndarray) -> list[str | None]:
         """Per row: None when usable, else why not (or raise, with on_bad_row="fail")."""
         finite = np.isfinite(x)
-        order_null = rows[self.order].isna().to_numpy()
-        errors: list[str | None] = [None] * len(rows)
-        for i in np.flatnonzero(~finite.all(axis=1) | order_null | (key is None)):
-            errors[i] = self._why(key, rows, x, finite, int(i))
-        if self.on_bad_row == "fail" and any(e is not None for e in errors):
-            first = next(e for e in errors if e is not None)
-            raise InputError(f"{first}; on_bad_row='fail' stops the query "
-                             "(on_bad_row='drop' emits such rows with an error instead)")
+        bad = ~finite.all(axis=1) | pd.isna(order) | (key is None)
+        errors: list[str | None] = [None] * len(x)
+        for i in np.flatnonzero(bad):
+            errors[i] = self._why(key, order[i], x64[i], finite[i])
+        if self.on_bad_row == "fail" and bad.any():
+            raise InputError(f"{errors[int(np.flatnonzero(bad)[0])]}; on_bad_row='fail' stops "
+                             "the query (on_bad_row='drop' emits such rows with an error instead)")
         return errors
 
-    def _why(self, key: Any, rows: pd.DataFrame, x: np.ndarray, finite: np.ndarray,
-             i: int) -> str:
-        where = f"key {key!r}, row {self.order}={rows[self.order].iloc[i]!r}"
+    def _why(self, key: Any, order: Any, raw: np.ndarray, finite: np.ndarray) -> str:
+        where = f"key {_plain(key)!r}, row {self.order}={_plain(order)!r}"
         if key is None:
             return f"{where}: the key is null"
-        if pd.isna(rows[self.order].iloc[i]):
+        if pd.isna(order):
             return f"{where}: the order column is null"
-        j = int(np.flatnonzero(~finite[i])[0])
-        what = "missing or NaN" if np.isnan(x[i, j]) else repr(rows[self.features[j]].iloc[i])
+        j = int(np.flatnonzero(~finite)[0])
+        what = "missing or NaN" if np.isnan(raw[j]) else repr(_plain(raw[j]))
         return f"{where}: feature {self.features[j]!r} is {what}; expected a finite float32"
 
-    def _output(self, rows: pd.DataFrame, y: np.ndarray,
+    def _output(self, cols: dict[str, np.ndarray], y: np.ndarray,
                 errors: list[str | None]) -> pd.DataFrame:
-        out = rows[list(dict.fromkeys([self.key, self.order, *self.keep]))].copy()
-        for j, name in enumerate(self.outputs):
-            out[name] = y[:, j]
-        out[ERROR_COLUMN] = pd.Series(errors, index=out.index, dtype=object)
-        return out
+        out = {c: cols[c] for c in dict.fromkeys([self.key, self.order, *self.keep])}
+        out.update((name, y[:, j]) for j, name in enumerate(self.outputs))
+        out[ERROR_COLUMN] = np.array(errors, dtype=object)
+        return pd.DataFrame(out)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as plain Python values, so that messages read ``ts=11``, not ``np.int64``."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _run(loaded: LoadedModel, x: np.ndarray,
