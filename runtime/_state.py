@@ -14,6 +14,7 @@ Files are written atomically: a temporary file in the same folder, flushed and f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -99,7 +100,9 @@ def write_snapshot(path: str | os.PathLike[str], meta: Mapping[str, Any],
                                            "version": SNAPSHOT_VERSION, **meta}))}
     payload.update(arrays)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".rnnstream-", suffix=".tmp", dir=folder)
+    prefix = _temp_prefix(path)
+    _sweep_dead_temps(folder, prefix)
+    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=_TEMP_SUFFIX, dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **payload)
@@ -111,6 +114,46 @@ def write_snapshot(path: str | os.PathLike[str], meta: Mapping[str, Any],
             os.unlink(tmp)
         raise
     _fsync_dir(folder)
+
+
+_TEMP_SUFFIX = ".rnnstream-tmp"
+
+
+def _temp_prefix(path: str) -> str:
+    return f".{os.path.basename(path)}."
+
+
+def _sweep_dead_temps(folder: str, prefix: str) -> None:
+    """Remove temp files of this snapshot left by writers killed mid-save (their pid is gone).
+
+    A SIGKILL inside ``write_snapshot`` leaves its temp file behind (the snapshot itself is
+    intact: it is only ever replaced by a rename). Without this sweep a stream that crashes
+    repeatedly over months would pile them up. Temp names carry the writer's pid; a live pid
+    (another process saving the same snapshot right now) is left alone.
+    """
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(_TEMP_SUFFIX)):
+            continue
+        pid = name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):  # another sweeper may have removed it first
+                os.unlink(os.path.join(folder, name))
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name != "posix":  # Windows' os.kill(pid, 0) would kill it
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, owned by someone else
+        return True
+    return True
 
 
 def _fsync_dir(folder: str) -> None:

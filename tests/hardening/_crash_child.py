@@ -74,9 +74,10 @@ def main(model: str, inputs: str, refs: str, workdir: str, kills: int, seed: int
         time.sleep(rng.uniform(0.008, 0.06))
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
-        temps = glob.glob(os.path.join(workdir, ".rnnstream-*.tmp"))
-        for t in temps:
-            os.unlink(t)
+        # temp files of a killed save are left for the next writer's sweep (never deleted
+        # here): the test checks they do not pile up
+        temps = glob.glob(os.path.join(workdir, f".s.npz.{pid}.*.rnnstream-tmp"))
+        leftovers = len(glob.glob(os.path.join(workdir, "*.rnnstream-tmp")))
         before, copy = step, None
         if os.path.exists(snap):
             copy = os.path.join(workdir, f"kill{i:03d}.npz")
@@ -84,7 +85,8 @@ def main(model: str, inputs: str, refs: str, workdir: str, kills: int, seed: int
             with np.load(snap, allow_pickle=False) as z:
                 step = index.get(state_key({n: z[n] for n in z.files}), -1)
         print(json.dumps({"round": i, "killed": os.WIFSIGNALED(status), "temp_left": len(temps),
-                          "before": before, "step": step, "copy": copy}), flush=True)
+                          "leftovers": leftovers, "before": before, "step": step,
+                          "copy": copy}), flush=True)
         if step < 0:
             return
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -28,7 +29,7 @@ def test_snapshot_restored_in_new_process_equals_uninterrupted(lstm, tmp_path):
     for v in xs[:30]:
         first.step(float(v))
     first.save_state(tmp_path / "s.npz")
-    assert not list(tmp_path.glob(".rnnstream-*"))  # the temporary file was renamed
+    assert not list(tmp_path.glob("*.rnnstream-tmp"))  # the temporary file was renamed
     out = _py(f"""
         import numpy as np
         from rnnstream.runtime import Predictor
@@ -77,3 +78,24 @@ def test_runtime_never_imports_torch_or_onnx(lstm, tmp_path):
         print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx")))
     """)
     assert out.strip() == "[]"
+
+
+def test_save_sweeps_temp_files_of_dead_writers_only(lstm, tmp_path):
+    """A writer killed mid-save leaves its temp file; the next save removes it, but never the
+    temp file of a writer that is still alive."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_temp = tmp_path / f".s.npz.{int(dead.stdout)}.abc123.rnnstream-tmp"
+    live_temp = tmp_path / f".s.npz.{os.getppid()}.def456.rnnstream-tmp"
+    other = tmp_path / f".other.npz.{int(dead.stdout)}.x.rnnstream-tmp"  # another snapshot's
+    for t in (dead_temp, live_temp, other):
+        t.write_bytes(b"partial")
+    p = Predictor(lstm[0])
+    p.step(0.5)
+    p.save_state(tmp_path / "s.npz")
+    assert not dead_temp.exists()
+    assert live_temp.exists()
+    assert other.exists()
+    q = Predictor(lstm[0])
+    q.load_state(tmp_path / "s.npz")
+    assert q.get_state()["h"].tobytes() == p.get_state()["h"].tobytes()

@@ -1,0 +1,30 @@
+"""The Spark integration stays optional: importing the runtime never imports pyspark, and the
+module says which extra to install when pyspark is missing. Needs neither Spark nor Java."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def test_runtime_import_does_not_import_pyspark():
+    done = run_python("import sys, rnnstream.runtime; heavy = ('pyspark', 'pandas', 'torch'); "
+                      "print(sorted(m for m in heavy if m in sys.modules))")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("blocked", ["pyspark", "pyspark.sql", "pandas", "pyarrow"])
+def test_missing_dependency_names_the_extra(blocked):
+    # sys.modules[name] = None makes `import name` raise ImportError, as if it were missing.
+    done = run_python(f"import sys; sys.modules[{blocked!r}] = None; "
+                      "import rnnstream.runtime.spark")
+    assert done.returncode != 0
+    assert "pip install 'rnnstream[spark]'" in done.stderr
