@@ -1,0 +1,150 @@
+"""Spark Structured Streaming vs one in-process StreamPool, same rows, same model, one machine.
+
+    python bench/bench_spark.py [--keys 200] [--rows 250] [--batches 5] [--model model.onnx]
+    python bench/bench_spark.py --quick     # 50 keys x 100 rows, 3 batches (make bench --quick)
+
+Spark path: CSV files -> predict_stream (applyInPandasWithState, local[2], 2 state partitions)
+-> noop sink, trigger(availableNow) with one file per micro-batch; timed from start() to the end
+of the query, after a warm-up query (JVM, Python workers, model cache). In-process paths: the same
+rows through StreamPool.step_many (one row per key per call, as a live stream would), and through
+the calls Spark makes (one sequence call per key and batch) without Spark. The ratio is what the
+distributed path costs on one machine, not what a cluster does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+KEY, ORDER = "key", "ts"
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--keys", type=int, default=200)
+    p.add_argument("--rows", type=int, default=250, help="rows per key")
+    p.add_argument("--batches", type=int, default=5, help="files = micro-batches")
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--model", help="an rnnstream .onnx file (default: export a 1-layer LSTM)")
+    p.add_argument("--quick", action="store_true", help="50 keys x 100 rows, 3 micro-batches")
+    args = p.parse_args()
+    if args.quick:
+        args.keys, args.rows, args.batches = 50, 100, 3
+    return args
+
+
+def export_default(folder: Path, hidden: int) -> Path:
+    import torch
+
+    from rnnstream.export import export_model
+    from rnnstream.train.model import Forecaster, ForecasterConfig
+
+    torch.manual_seed(0)
+    model = Forecaster(ForecasterConfig(cell="lstm", n_features=2, n_targets=1, hidden=hidden))
+    path = folder / "model.onnx"
+    export_model(model.eval(), path)
+    return path
+
+
+def make_rows(features: list[str], keys: int, per_key: int) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((keys, per_key, len(features))).cumsum(axis=1).astype(np.float32)
+    return pd.DataFrame({KEY: np.repeat([f"k{k}" for k in range(keys)], per_key),
+                         ORDER: np.tile(np.arange(per_key), keys),
+                         **{f: x[:, :, i].ravel() for i, f in enumerate(features)}})
+
+
+def write_batches(rows: pd.DataFrame, folder: Path, batches: int) -> None:
+    folder.mkdir(parents=True)
+    chunk = rows[ORDER].to_numpy() * batches // (rows[ORDER].max() + 1)
+    for b in range(batches):
+        path = folder / f"part-{b:03d}.csv"
+        rows[chunk == b].sample(frac=1.0, random_state=b).to_csv(path, index=False)
+        os.utime(path, (1_700_000_000 + b, 1_700_000_000 + b))
+
+
+def time_spark(spark, model: Path, source: Path, checkpoint: Path, features: list[str]) -> float:
+    from rnnstream.runtime.spark import predict_stream
+
+    schema = f"{KEY} string, {ORDER} bigint, " + ", ".join(f"{f} double" for f in features)
+    events = (spark.readStream.schema(schema).option("header", True)
+              .option("maxFilesPerTrigger", 1).csv(str(source)))
+    query = (predict_stream(events, model, key=KEY, order=ORDER).writeStream.format("noop")
+             .option("checkpointLocation", str(checkpoint)).trigger(availableNow=True))
+    start = time.perf_counter()
+    running = query.start()
+    running.awaitTermination()
+    return time.perf_counter() - start
+
+
+def time_pool(model: Path, rows: pd.DataFrame, features: list[str]) -> float:
+    from rnnstream.runtime import StreamPool
+
+    pool = StreamPool(model, auto_add=True)
+    ordered = rows.sort_values([ORDER, KEY])  # round r: the r-th row of every key
+    keys = ordered[KEY].to_numpy()
+    x = ordered[features].to_numpy(np.float32)
+    n_keys = rows[KEY].nunique()
+    start = time.perf_counter()
+    for i in range(0, len(ordered), n_keys):
+        pool.step_many(list(keys[i:i + n_keys]), x[i:i + n_keys])
+    return time.perf_counter() - start
+
+
+def time_sequences(model: Path, rows: pd.DataFrame, features: list[str], batches: int) -> float:
+    """What each Spark task computes (one sequence call per key and batch), without Spark."""
+    from rnnstream.runtime import Predictor
+
+    per_key = {k: (Predictor(model), g[features].to_numpy(np.float32))
+               for k, g in rows.sort_values(ORDER).groupby(KEY)}
+    start = time.perf_counter()
+    for b in range(batches):
+        for predictor, x in per_key.values():
+            n = len(x)
+            predictor.prime(x[b * n // batches:(b + 1) * n // batches])
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    args = parse_args()
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    from pyspark.sql import SparkSession
+
+    from rnnstream.runtime import Predictor
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        model = Path(args.model) if args.model else export_default(root, args.hidden)
+        features = Predictor(model).features
+        rows = make_rows(features, args.keys, args.rows)
+        write_batches(make_rows(features, 8, 20), root / "warm", 2)
+        write_batches(rows, root / "in", args.batches)
+        spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
+                 .config("spark.sql.shuffle.partitions", "2").getOrCreate())
+        spark.sparkContext.setLogLevel("ERROR")
+        time_spark(spark, model, root / "warm", root / "ck-warm", features)
+        spark_s = time_spark(spark, model, root / "in", root / "ck", features)
+        spark.stop()
+        pool_s = time_pool(model, rows, features)
+        seq_s = time_sequences(model, rows, features, args.batches)
+
+    n = len(rows)
+    print(f"\n{args.keys} keys x {args.rows} rows = {n} rows, {args.batches} micro-batches, "
+          f"model {model.name if args.model else f'LSTM hidden={args.hidden}'}, local[2]\n")
+    print(f"{'path':<48} {'seconds':>8} {'rows/s':>10} {'time vs pool':>13}")
+    for name, secs in (("StreamPool.step_many, one process", pool_s),
+                       ("sequence call per key+batch, one process", seq_s),
+                       ("Spark applyInPandasWithState, local[2]", spark_s)):
+        print(f"{name:<48} {secs:>8.2f} {n / secs:>10,.0f} {secs / pool_s:>12,.1f}x")
+
+
+if __name__ == "__main__":
+    main()
