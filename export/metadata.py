@@ -8,8 +8,6 @@ and the ``<model>.onnx.json`` sidecar (same text, byte for byte).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
@@ -17,8 +15,9 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
+from rnnstream.runtime._integrity import fingerprint as _fingerprint
+from rnnstream.runtime._integrity import initializers as _initializers
 from rnnstream.runtime.contract import (
     METADATA_KEY,
     SCHEMA_VERSION,
@@ -49,16 +48,11 @@ def fingerprint(graph: onnx.ModelProto, contract: ModelContract) -> str:
     A state snapshot carries this value, so it is never restored into a different model: any
     change of a weight, of a weight's dtype or shape, or of the state layout changes it. Metadata
     is not part of it (re-exporting the same weights with new metrics keeps the fingerprint).
+    The algorithm lives in the runtime (:mod:`rnnstream.runtime._integrity`), which recomputes it
+    from the file's bytes at load; computing it from the same serialized bytes here means the
+    two can never disagree on how a tensor is laid out.
     """
-    digest = hashlib.sha256()
-    for init in sorted(graph.graph.initializer, key=lambda t: t.name):
-        array = numpy_helper.to_array(init)
-        header = json.dumps([init.name, int(init.data_type), list(array.shape)])
-        digest.update(header.encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
-    layout = [{**s.__dict__, "shape": list(s.shape)} for s in contract.states]
-    digest.update(json.dumps(layout, sort_keys=True).encode())
-    return f"sha256:{digest.hexdigest()}"
+    return _fingerprint(_initializers(graph.SerializeToString()), contract.states)
 
 
 def _package_version(name: str) -> str:

@@ -18,6 +18,8 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
+from ._integrity import WireError, initializers
+from ._integrity import fingerprint as weights_fingerprint
 from .contract import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelContract
 from .errors import ContractError, ModelLoadError, UnsupportedError
 
@@ -137,6 +139,8 @@ def load_model(
         contract = ModelContract.from_json(meta[METADATA_KEY], source=path)
         io = contract_io(contract, session, path)
         note = "rnnstream contract: " + ", ".join(f"{s.input}->{s.output}" for s in io.states)
+        if contract.fingerprint:
+            verify_weights(path, contract)
         fingerprint = contract.fingerprint or file_fingerprint(path)
         return LoadedModel(path, session, io, contract, fingerprint, note)
     from ._generic import generic_io  # foreign models only
@@ -188,6 +192,33 @@ def _explain_ort_error(message: str) -> str:
         return ("refused its external data: tensors must live in files inside the model's "
                 f"folder ({message})")
     return f"onnxruntime cannot load it: {message}"
+
+
+def verify_weights(path: str, contract: ModelContract) -> None:
+    """Recompute the fingerprint from the file's weights; ContractError when it differs.
+
+    ONNX files carry no checksum: a bit flipped on disk or in transit inside a weight loads
+    without complaint and silently changes every prediction. The contract's fingerprint covers
+    every initializer, so recomputing it here refuses such a file.
+    """
+    try:
+        with open(path, "rb") as f:
+            tensors = initializers(f.read())
+    except (OSError, WireError) as exc:
+        raise ModelLoadError(f"{path}: cannot read its weights to check them ({exc})") from exc
+    if any(t.external for t in tensors):
+        logger.info("%s: weights stored outside the file are not fingerprint-checked", path)
+        return
+    try:
+        found = weights_fingerprint(tensors, contract.states)
+    except WireError as exc:
+        raise ModelLoadError(f"{path}: cannot read its weights to check them ({exc})") from exc
+    if found != contract.fingerprint:
+        raise ContractError(
+            f"{path}: its weights do not match the fingerprint in its contract (found "
+            f"{found[:19]}..., expected {contract.fingerprint[:19]}...): the file was modified "
+            "or damaged after export. Re-copy it, or re-export it with `rnnstream export`"
+        )
 
 
 def file_fingerprint(path: str) -> str:

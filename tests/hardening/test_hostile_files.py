@@ -162,12 +162,29 @@ def test_hostile_model_files_are_refused(models, tmp_path, figures):
 
 
 @pytest.mark.slow
+def _weight_spans(data: bytes) -> list[tuple[int, int]]:
+    """[start, end) of every initializer's bytes inside the serialized model."""
+    spans = []
+    for init in onnx.load_from_string(data).graph.initializer:
+        raw = init.raw_data
+        start = data.find(raw)
+        assert start >= 0
+        assert data.find(raw, start + 1) < 0  # unique, so the span is unambiguous
+        spans.append((start, start + len(raw)))
+    return spans
+
+
 def test_flipped_bytes_never_crash(models, tmp_path, figures):
-    """Flipped bytes anywhere: refused with a typed error, or (inside weight data, which the
-    runtime cannot see without parsing the graph) loaded; never an untyped error or a crash."""
+    """Flipped bytes anywhere: refused with a typed error or, outside the weights (e.g. inside
+    a metric in the metadata text), loaded; never an untyped error or a crash. Every flip inside
+    the weights is refused: the runtime re-checks the contract's fingerprint at load."""
     data = bytearray(models["uni"].path.read_bytes())
     rng = np.random.default_rng(1)
-    positions = sorted({0, 1, 2, 5, 10, *rng.integers(0, len(data), 35).tolist()})
+    spans = _weight_spans(bytes(data))
+    in_weights = rng.integers(0, len(spans), 20)
+    weight_positions = [int(rng.integers(*spans[i])) for i in in_weights]
+    positions = sorted({0, 1, 2, 5, 10, *rng.integers(0, len(data), 35).tolist(),
+                        *weight_positions})
     paths = []
     for pos in positions:
         flipped = bytearray(data)
@@ -179,6 +196,16 @@ def test_flipped_bytes_never_crash(models, tmp_path, figures):
     results = _load_all(paths)
     untyped = [r for r in results if r["error"] and r["error"].startswith("UNTYPED")]
     refused = sum(1 for r in results if r["error"] and r["loader"] == "Predictor")
+    loaded_in_weights = [r["path"] for r in results if not r["error"] and r["loader"] ==
+                         "Predictor" and any(a <= _flip_pos(r["path"]) < b for a, b in spans)]
+    weights_hit = sum(1 for pos in positions if any(a <= pos < b for a, b in spans))
     figures("hostile.flips", positions=len(positions), refused=refused,
-            loaded=len(positions) - refused)
+            loaded=len(positions) - refused, inside_weights=weights_hit,
+            inside_weights_loaded=len(loaded_in_weights))
     assert not untyped, untyped
+    assert weights_hit >= 20
+    assert not loaded_in_weights, loaded_in_weights
+
+
+def _flip_pos(path: str) -> int:
+    return int(Path(path).parent.name.removeprefix("flip"))

@@ -7,26 +7,24 @@ not depend on the exporter's parity step; ``rnnstream.export.export_model`` can 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from rnnstream.export.graph import build_graph
+from rnnstream.runtime._integrity import fingerprint as weights_fingerprint
+from rnnstream.runtime._integrity import initializers
 from rnnstream.runtime.contract import METADATA_KEY, ModelContract
 from rnnstream.train.model import Forecaster, ForecasterConfig
 
 
-def fingerprint(model: onnx.ModelProto) -> str:
-    digest = hashlib.sha256()
-    for init in model.graph.initializer:
-        digest.update(init.name.encode())
-        digest.update(numpy_helper.to_array(init).tobytes())
-    return "sha256:" + digest.hexdigest()
+def fingerprint(model: onnx.ModelProto, contract: ModelContract) -> str:
+    """The real fingerprint (the runtime re-checks it at load)."""
+    return weights_fingerprint(initializers(model.SerializeToString()), contract.states)
 
 
 def make_forecaster(cell="lstm", features=1, targets=1, hidden=8, layers=1, seed=0,
@@ -49,9 +47,11 @@ def make_forecaster(cell="lstm", features=1, targets=1, hidden=8, layers=1, seed
 
 def contract_for(model: Forecaster, graph: onnx.ModelProto) -> ModelContract:
     cfg = model.config
-    return ModelContract(cell=cfg.cell, layers=cfg.layers, hidden=cfg.hidden,
-                         features=list(cfg.feature_names), targets=list(cfg.target_names),
-                         target_mode=cfg.target_mode, fingerprint=fingerprint(graph))
+    contract = ModelContract(cell=cfg.cell, layers=cfg.layers, hidden=cfg.hidden,
+                             features=list(cfg.feature_names), targets=list(cfg.target_names),
+                             target_mode=cfg.target_mode)
+    contract.fingerprint = fingerprint(graph, contract)
+    return contract
 
 
 def write_model(model: Forecaster, path: Path, contract: ModelContract | None = None) -> Path:
