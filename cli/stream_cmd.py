@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
@@ -42,8 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", default="-", metavar="FILE",
                    help="input file, or - for standard input (default)")
     p.add_argument("--state", metavar="FILE",
-                   help="state snapshot (.npz): resumed from when it exists, saved at the end "
-                        "(atomically); with --key it holds every stream")
+                   help="state snapshot (.npz): resumed from when it exists, saved atomically "
+                        "at the end, on SIGTERM/Ctrl-C, and every --save-every seconds; with "
+                        "--key it holds every stream")
+    p.add_argument("--save-every", type=float, default=10.0, metavar="SECONDS",
+                   help="with --state, also save after the line being processed once this "
+                        "long has passed since the last save, so a crash loses at most that "
+                        "much (default: 10; 0 saves after every line)")
     p.add_argument("--key", metavar="COLUMN",
                    help="column or JSON field naming the stream of each line (many streams)")
 
@@ -156,41 +163,119 @@ def run(args: argparse.Namespace) -> int:
     except RnnStreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    code = _serve(target, args, sys.stdout)
-    if args.state:
+    saver = _Saver(target, args.state, args.save_every)
+    with _StopSignals() as stop:
         try:
-            target.save_state(args.state)
-        except (RnnStreamError, OSError) as exc:
-            print(f"error: cannot save the state to {args.state}: {exc}", file=sys.stderr)
-            return 1
+            code = _serve(target, args, sys.stdout, saver, stop)
+        except _Stop as exc:  # SIGTERM / Ctrl-C between lines: save what was printed, exit
+            code = 128 + exc.signum
+    if not saver.save():
+        return 1
     return code
 
 
-def _serve(target: Any, args: argparse.Namespace, out: TextIO) -> int:
+class _Stop(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _StopSignals:
+    """SIGTERM and SIGINT stop the stream *between* lines: a line being processed is finished
+    (its prediction printed, its state kept) before the stop, so the saved state always matches
+    exactly the lines whose predictions were printed. While waiting for input, they stop at once.
+    """
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.pending: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.busy:
+            self.pending = signum
+        else:
+            raise _Stop(signum)
+
+    def line_done(self) -> None:
+        self.busy = False
+        if self.pending is not None:
+            raise _Stop(self.pending)
+
+
+class _Saver:
+    """Atomic state saves: at the end, on a stop, and every ``every`` seconds of streaming."""
+
+    def __init__(self, target: Any, path: str | None, every: float) -> None:
+        self.target, self.path, self.every = target, path, max(0.0, every)
+        self.last = time.monotonic()
+
+    def maybe(self) -> None:
+        if self.path and time.monotonic() - self.last >= self.every and not self.save():
+            raise _SaveFailed
+
+    def save(self) -> bool:
+        if not self.path:
+            return True
+        from rnnstream.runtime import RnnStreamError
+
+        try:
+            self.target.save_state(self.path)
+        except (RnnStreamError, OSError) as exc:
+            print(f"error: cannot save the state to {self.path}: {exc}", file=sys.stderr)
+            return False
+        self.last = time.monotonic()
+        return True
+
+
+class _SaveFailed(Exception):
+    """A periodic save failed (already reported)."""
+
+
+def _serve(target: Any, args: argparse.Namespace, out: TextIO, saver: _Saver,
+           stop: _StopSignals) -> int:
     from rnnstream.runtime import RnnStreamError
 
     parser = LineParser(args.key)
     lineno = 0
     try:
         for lineno, line in enumerate(_lines(args.input), start=1):  # noqa: B007
+            stop.busy = True
             parsed = parser.parse(line)
-            if parsed is None:
-                continue
-            key, point = parsed
-            if args.key is None:
-                out.write(_format(target.step(point)) + "\n")
-            else:
-                y = target.step_many([key], [_as_row(point, target)])[0]
-                out.write(f"{key},{_format(y.tolist() if len(y) > 1 else float(y[0]))}\n")
-            out.flush()
+            if parsed is not None:
+                key, point = parsed
+                if args.key is None:
+                    out.write(_format(target.step(point)) + "\n")
+                else:
+                    y = target.step_many([key], [_as_row(point, target)])[0]
+                    out.write(f"{key},{_format(y.tolist() if len(y) > 1 else float(y[0]))}\n")
+                out.flush()
+                saver.maybe()
+            stop.line_done()
     except (LineError, RnnStreamError) as exc:
         print(f"line {lineno}: {exc}", file=sys.stderr)
+        return 1
+    except _SaveFailed:
         return 1
     except OSError as exc:
         if isinstance(exc, BrokenPipeError):  # the reader went away; keep what we have
             return 0
         print(f"error: cannot read {args.input}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        stop.busy = False
     if lineno == 0:
         print("warning: the input was empty", file=sys.stderr)
     return 0
