@@ -13,7 +13,6 @@ protobuf fields it needs straight from the wire format (ModelProto.graph -> Grap
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +51,8 @@ def layout_json(states: Sequence[StateSpec]) -> str:
 
 
 def fingerprint(tensors: Iterable[Tensor], states: Sequence[StateSpec]) -> str:
+    import hashlib  # imported when first needed, not by `import rnnstream.runtime`
+
     digest = hashlib.sha256()
     for t in sorted(tensors, key=lambda t: t.name):
         digest.update(json.dumps([t.name, int(t.data_type), list(t.dims)]).encode())

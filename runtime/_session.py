@@ -7,8 +7,6 @@ the data point, which output is the prediction, and which outputs feed which inp
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +21,11 @@ from ._integrity import fingerprint as weights_fingerprint
 from .contract import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelContract
 from .errors import ContractError, ModelLoadError, UnsupportedError
 
-logger = logging.getLogger("rnnstream.runtime")
+
+def _logger():  # logging is imported on first use: `import rnnstream.runtime` stays light
+    import logging
+
+    return logging.getLogger("rnnstream.runtime")
 
 # onnxruntime's Python exceptions do not share a base class beyond Exception; these are the
 # ones its pybind layer raises (some are missing from older releases, hence getattr).
@@ -146,7 +148,7 @@ def load_model(
     from ._generic import generic_io  # foreign models only
 
     io, note = generic_io(session, path, state_map, fixed_inputs)
-    logger.info("%s", note)
+    _logger().info("%s", note)
     return LoadedModel(path, session, io, None, file_fingerprint(path), note)
 
 
@@ -207,7 +209,7 @@ def verify_weights(path: str, contract: ModelContract) -> None:
     except (OSError, WireError) as exc:
         raise ModelLoadError(f"{path}: cannot read its weights to check them ({exc})") from exc
     if any(t.external for t in tensors):
-        logger.info("%s: weights stored outside the file are not fingerprint-checked", path)
+        _logger().info("%s: weights stored outside the file are not fingerprint-checked", path)
         return
     try:
         found = weights_fingerprint(tensors, contract.states)
@@ -222,6 +224,8 @@ def verify_weights(path: str, contract: ModelContract) -> None:
 
 
 def file_fingerprint(path: str) -> str:
+    import hashlib
+
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -295,10 +299,12 @@ def load_step_session(
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
-        logger.warning("%s: its step graph %s cannot be read (%s); using the sequence graph "
+        _logger().warning("%s: its step graph %s cannot be read (%s); using the sequence graph "
                        "for every call (slower for large batches)", model.path, path,
                        exc.strerror or exc)
         return None
+    import hashlib
+
     digest, want = hashlib.sha256(data).hexdigest(), contract.step_model["sha256"]
     if digest != want:
         raise ContractError(

@@ -17,8 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
-import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,6 +100,8 @@ def write_snapshot(path: str | os.PathLike[str], meta: Mapping[str, Any],
     folder = os.path.dirname(os.path.abspath(path))
     prefix = _temp_prefix(path)
     _sweep_dead_temps(folder, prefix)
+    import tempfile  # only when saving: keeps `import rnnstream.runtime` light
+
     fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=_TEMP_SUFFIX, dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -170,6 +170,8 @@ def _fsync_dir(folder: str) -> None:
 def read_snapshot(path: str | os.PathLike[str], kind: str) -> tuple[dict[str, Any],
                                                                     dict[str, np.ndarray]]:
     """(meta, arrays) of a snapshot of ``kind``; any problem is a :class:`StateError`."""
+    import zipfile  # only when loading (np.load uses it anyway)
+
     path = os.fspath(path)
     try:
         with np.load(path, allow_pickle=False) as z:
