@@ -116,6 +116,9 @@ def main() -> None:
     args = parse_args()
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    # pyspark 4.3's own worker.py raises a pandas FutureWarning on every group concat (not ours;
+    # the workers inherit this, the running driver does not)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
     from pyspark.sql import SparkSession
 
     from rnnstream.runtime import Predictor

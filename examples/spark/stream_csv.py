@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     # The workers must run this interpreter (it has rnnstream, pandas and pyarrow).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # pyspark 4.3's own worker.py raises a pandas FutureWarning on every group concat (not ours;
+    # the workers inherit this, the running driver does not)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
     from pyspark.sql import SparkSession
 
     from rnnstream.runtime import Predictor

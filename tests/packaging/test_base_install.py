@@ -38,7 +38,7 @@ def base_env(tmp_path_factory) -> Path:
     bindir = folder / "bin"
     # a copy of the source, so the build leaves nothing in the working tree
     src = tmp_path_factory.mktemp("src")
-    for name in ("pyproject.toml", "README.md", "train", "export", "runtime", "cli"):
+    for name in ("pyproject.toml", "README.md", "LICENSE", "train", "export", "runtime", "cli"):
         _run(["cp", "-r", str(ROOT / name), str(src / name)]).check_returncode()
     done = _run([str(bindir / "python"), "-m", "pip", "install", "--quiet",
                  "--disable-pip-version-check", str(src)])
