@@ -41,8 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cell", default="lstm", choices=("rnn", "lstm", "gru"),
                    help="recurrent cell (default: lstm)")
     p.add_argument("--hidden", type=int, default=32, help="hidden size (default: 32)")
-    p.add_argument("--epochs", type=int, default=40,
-                   help="upper bound on epochs; early stopping usually ends sooner (default: 40)")
+    p.add_argument("--epochs", type=int, default=60,
+                   help="upper bound on epochs; early stopping usually ends sooner (default: 60)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--forecast", type=int, default=40, metavar="N",
                    help="steps to forecast ahead after streaming (default: 40)")
@@ -81,7 +81,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     print("[2/4] export with parity proof")
     report = export_model(model, out / "model.onnx", metrics=trained.result.metrics)
-    print(f"      {report.summary()}")
+    for line in report.summary().splitlines():
+        print(f"      {line}")
     print(f"      model: {report.path}  contract: {report.sidecar}")
 
     print("[3/4] stream the held-out points one at a time through rnnstream.runtime")
