@@ -69,9 +69,11 @@ def _number(text: str) -> float:
 class LineParser:
     """Turns lines into (key, point); the first CSV line may be a header."""
 
-    def __init__(self, key: str | None) -> None:
+    def __init__(self, key: str | None, features: list[str] | None = None) -> None:
         self.key = key
+        self.features = features  # the model's feature names, when it has a contract
         self.header: list[str] | None = None
+        self.columns: list[int] | None = None  # header positions of the features, in order
         self.first = True
 
     def parse(self, line: str) -> tuple[Any, Any] | None:
@@ -85,11 +87,22 @@ class LineParser:
             return self._json(text)
         cells = [c.strip() for c in text.split(",")]
         if first and not _all_numeric(cells):
-            self.header = cells
-            if self.key is not None and self.key not in cells and not self.key.isdigit():
-                raise LineError(f"--key {self.key!r} is not a column of the header {cells}")
+            self._set_header(cells)
             return None
         return self._csv(cells)
+
+    def _set_header(self, cells: list[str]) -> None:
+        """A header names the columns: the model's features are picked out by name (in any
+        order), and other columns (a date, an id) are ignored."""
+        self.header = cells
+        if self.key is not None and self.key not in cells and not self.key.isdigit():
+            raise LineError(f"--key {self.key!r} is not a column of the header {cells}")
+        if self.features and any(f in cells for f in self.features):
+            missing = [f for f in self.features if f not in cells]
+            if missing:
+                raise LineError(f"the header {cells} has no column for the model's feature(s) "
+                                f"{missing}; the model reads {self.features}")
+            self.columns = [cells.index(f) for f in self.features]
 
     def _json(self, text: str) -> tuple[Any, Any]:
         try:
@@ -108,6 +121,15 @@ class LineParser:
 
     def _csv(self, cells: list[str]) -> tuple[Any, Any]:
         key = None
+        if self.columns is not None:  # a header named the features: take those, by name
+            if len(cells) != len(self.header or []):
+                raise LineError(f"{len(cells)} columns, but the header has "
+                                f"{len(self.header or [])}: {self.header}")
+            if self.key is not None:
+                key = cells[self.header.index(self.key) if self.key in self.header
+                            else int(self.key)]
+            values = [_number(cells[i]) for i in self.columns]
+            return key, values[0] if len(values) == 1 else values
         if self.key is not None:
             index = (self.header.index(self.key) if self.header and self.key in self.header
                      else int(self.key) if self.key.isdigit() else None)
@@ -248,7 +270,7 @@ def _serve(target: Any, args: argparse.Namespace, out: TextIO, saver: _Saver,
            stop: _StopSignals) -> int:
     from rnnstream.runtime import RnnStreamError
 
-    parser = LineParser(args.key)
+    parser = LineParser(args.key, _features(target))
     lineno = 0
     try:
         for lineno, line in enumerate(_lines(args.input), start=1):  # noqa: B007
@@ -279,6 +301,11 @@ def _serve(target: Any, args: argparse.Namespace, out: TextIO, saver: _Saver,
     if lineno == 0:
         print("warning: the input was empty", file=sys.stderr)
     return 0
+
+
+def _features(target: Any) -> list[str] | None:
+    contract = getattr(target, "contract", None)
+    return list(contract.features) if contract is not None else None
 
 
 def _as_row(point: Any, pool: Any) -> Any:

@@ -100,3 +100,26 @@ def test_missing_model_is_a_clear_error(tmp_path):
     out = _stream(tmp_path / "nope.onnx", "1\n")
     assert out.returncode == 1
     assert "nope.onnx: no such file" in out.stderr
+
+
+def test_header_picks_the_features_by_name_and_ignores_other_columns(model_file):
+    path, _ = model_file(cell="gru", features=3, targets=2, hidden=8, seed=5)  # f0, f1, f2
+    rows = np.random.default_rng(2).normal(size=(6, 3)).round(4)
+    p = Predictor(path)
+    ref = [p.step(r.tolist()) for r in rows]
+    # columns shuffled, plus a date and an id the model does not read
+    lines = ["date,f2,id,f0,f1"] + [f"2024-01-0{i + 1},{r[2]},x{i},{r[0]},{r[1]}"
+                                    for i, r in enumerate(rows)]
+    done = _stream(path, "\n".join(lines) + "\n")
+    assert done.returncode == 0, done.stderr
+    got = [[float(v) for v in line.split(",")] for line in done.stdout.splitlines()]
+    np.testing.assert_allclose(got, ref, rtol=1e-7)
+
+
+def test_header_without_a_feature_column_is_refused(model_file):
+    path, _ = model_file(cell="gru", features=3, targets=2, hidden=8, seed=5)
+    done = _stream(path, "f0,f1,date\n1,2,2024-01-01\n")
+    assert done.returncode == 1
+    assert "line 1: the header ['f0', 'f1', 'date'] has no column for the model's feature(s) " \
+           "['f2']" in done.stderr
+    assert done.stdout == ""
