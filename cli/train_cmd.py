@@ -151,7 +151,8 @@ def format_metrics(metrics: dict) -> str:
     """A short table: model vs persistence on the validation data."""
     m = metrics
     ratio = m["persistence_val_mse"] / m["val_mse"] if m["val_mse"] > 0 else float("inf")
-    verdict = (f"model beats persistence ({ratio:.3g}x lower MSE)" if m["beats_persistence"]
+    shown = f"{ratio:.3f}" if ratio < 10 else f"{ratio:.3g}"  # 1.004x, not "1x"
+    verdict = (f"model beats persistence ({shown}x lower MSE)" if m["beats_persistence"]
                else "model does NOT beat persistence")
     lines = [
         f"validation: {m['n_val']} steps, {m['horizon']} step(s) ahead "
