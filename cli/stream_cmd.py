@@ -109,15 +109,28 @@ class LineParser:
             value = json.loads(text)
         except ValueError as exc:
             raise LineError(f"not valid JSON ({exc})") from None
-        if self.key is None:
-            return None, value
-        if not isinstance(value, dict) or self.key not in value:
-            raise LineError(f"expected a JSON object with the key field {self.key!r}")
-        value = dict(value)
-        key = value.pop(self.key)
-        if not isinstance(key, (str, int)) or isinstance(key, bool):
-            raise LineError(f"key field {self.key!r} is {key!r}; expected a string or integer")
-        return key, value
+        key = None
+        if self.key is not None:
+            if not isinstance(value, dict) or self.key not in value:
+                raise LineError(f"expected a JSON object with the key field {self.key!r}")
+            value = dict(value)
+            key = value.pop(self.key)
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                raise LineError(f"key field {self.key!r} is {key!r}; expected a string or "
+                                "integer")
+        return key, self._pick(value)
+
+    def _pick(self, value: Any) -> Any:
+        """An object's features by name, in the model's order; other fields (a timestamp, an
+        id) are ignored, as other CSV columns are. A missing feature is an error."""
+        if not isinstance(value, dict) or not self.features:
+            return value
+        missing = [f for f in self.features if f not in value]
+        if missing:
+            raise LineError(f"no field for the model's feature(s) {missing} in "
+                            f"{sorted(value)}; the model reads {self.features}")
+        picked = [value[f] for f in self.features]
+        return picked[0] if len(picked) == 1 else picked
 
     def _csv(self, cells: list[str]) -> tuple[Any, Any]:
         key = None

@@ -107,7 +107,8 @@ class PointReader:
             raise InputError(f"got {describe(original)}; expected {self.expected} "
                              f"as numbers ({exc})") from exc
         if raw.dtype.kind not in "fiu" or (raw.dtype.kind == "f" and not self.is_float):
-            kind = "booleans" if raw.dtype.kind == "b" else f"{raw.dtype} values"
+            kind = {"b": "booleans", "U": "text", "S": "bytes", "O": "non-numeric values"}.get(
+                raw.dtype.kind, f"{raw.dtype} values")
             raise InputError(f"got {kind} ({describe(original)}); expected {self.expected} "
                              f"as {'numbers' if self.is_float else self.dtype.name}")
         if self.is_float and raw.dtype.kind == "f" and raw.dtype.itemsize > self.dtype.itemsize:

@@ -103,10 +103,10 @@ def _invalid(data: Any, n: int, names: list[str]) -> Drawn:
     if kind in simple:
         value, match = simple[kind]
         return Drawn(value, error=InputError, match=match)
-    inside = {"none_inside": (None, "object values|is NoneType|got NoneType"),
-              "strings": ("1.5", "<U\\d+ values|is str|got str"),
+    inside = {"none_inside": (None, "non-numeric values|is NoneType|got NoneType"),
+              "strings": ("1.5", "got text|is str|got str"),
               "complex": (1j, "complex\\d* values|got one number|is complex"),
-              "decimal": (decimal.Decimal("1.5"), "object values|is Decimal"),
+              "decimal": (decimal.Decimal("1.5"), "non-numeric values|is Decimal"),
               "non_finite": (data.draw(NON_FINITE), "non-finite"),
               "overflow": (data.draw(OVERFLOW), "beyond the float32 range"),
               "bool_value": (False, "boolean|is bool")}

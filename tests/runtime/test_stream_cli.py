@@ -77,8 +77,8 @@ def test_key_serves_many_streams(lstm, tmp_path):
     pool.load(state)
     assert sorted(pool.keys()) == ["A", "B", "C"]
     np.testing.assert_array_equal(pool.get_state("A")["h"], solo["A"].get_state()["h"])
-    js = _stream(path, '{"ticker": "A", "price": 0.1}\n{"ticker": "B", "f0": 0.5}\n'
-                 '{"price": 1}\n', "--key", "ticker")
+    js = _stream(path, '{"ticker": "A", "f0": 0.1, "ts": 1}\n{"ticker": "B", "f0": 0.5}\n'
+                 '{"f0": 1}\n', "--key", "ticker")
     assert js.returncode == 1
     assert js.stdout.split() == expected[:2]
     assert "line 3: expected a JSON object with the key field 'ticker'" in js.stderr
@@ -87,7 +87,7 @@ def test_key_serves_many_streams(lstm, tmp_path):
 @pytest.mark.parametrize(("stdin", "message"), [
     ("a,b\n1\n", "line 2: 1 values for the 2 header columns"),
     ("[1, 2]\n", "line 1: got 2 values"),
-    ('{"zz": 1}\n', "line 1: unknown feature name 'zz'"),
+    ('{"zz": 1}\n', "line 1: no field for the model's feature(s) ['f0'] in ['zz']"),
     ("{broken\n", "line 1: not valid JSON"),
 ])
 def test_bad_input_messages(lstm, stdin, message):
@@ -123,3 +123,18 @@ def test_header_without_a_feature_column_is_refused(model_file):
     assert "line 1: the header ['f0', 'f1', 'date'] has no column for the model's feature(s) " \
            "['f2']" in done.stderr
     assert done.stdout == ""
+
+
+def test_json_objects_pick_the_features_by_name(model_file):
+    path, _ = model_file(cell="gru", features=3, targets=2, hidden=8, seed=5)
+    rows = np.random.default_rng(3).normal(size=(4, 3)).round(4)
+    p = Predictor(path)
+    ref = [p.step(r.tolist()) for r in rows]
+    lines = [f'{{"ts": {i}, "f2": {r[2]}, "f0": {r[0]}, "f1": {r[1]}}}' for i, r in enumerate(rows)]
+    done = _stream(path, "\n".join(lines) + "\n")
+    assert done.returncode == 0, done.stderr
+    got = [[float(v) for v in line.split(",")] for line in done.stdout.splitlines()]
+    np.testing.assert_allclose(got, ref, rtol=1e-7)
+    missing = _stream(path, '{"f0": 1, "f1": 2}\n')
+    assert missing.returncode == 1
+    assert "line 1: no field for the model's feature(s) ['f2']" in missing.stderr
