@@ -139,6 +139,7 @@ def render_text(found: Inspection) -> str:
         _mapping_lines("normalisation", c.normalization),
         _mapping_lines("metrics", c.metrics),
         _parity_lines(c.parity),
+        _step_lines(c),
         _mapping_lines("versions", c.versions),
         [f"fingerprint: {c.fingerprint or '(none)'}", f"sidecar:     {found.sidecar}"],
     ]
@@ -209,7 +210,18 @@ def _parity_lines(parity: dict) -> list[str]:
     if quant:
         lines.append(f"  int8 vs float: max |diff| {_value(quant.get('max_abs_diff'))}, "
                      f"atol {_value(quant.get('atol'))}")
+    for key, report in (parity.get("step_graph") or {}).items():
+        lines.append(f"  step graph {key.replace('_', ' ')}: max |diff| "
+                     f"{_value(report.get('max_abs_diff'))} over {len(report.get('cases', {}))} "
+                     "checks")
     return lines
+
+
+def _step_lines(c: ModelContract) -> list[str]:
+    if not c.step_model:
+        return ["step graph:  (none; every call runs the sequence graph)"]
+    return [f"step graph:  {c.step_model.get('file')} (single-step companion used by the "
+            f"runtime; sha256 {str(c.step_model.get('sha256', ''))[:16]}...)"]
 
 
 # name -> renderer; a `--code js|python` option adds its entries here (see module docstring)
