@@ -111,6 +111,7 @@ def predict_stream(
     prefix: str = "pred_",
     on_bad_row: str = "drop",
     idle_timeout_s: float | None = None,
+    ship_model: bool = False,
 ) -> DataFrame:
     """Predictions for a (streaming) DataFrame of keyed events, one output row per input row.
 
@@ -119,7 +120,9 @@ def predict_stream(
     model feature: ``features`` names them in the model's feature order (default: the model's
     own feature names). Output columns: ``key``, ``order``, the ``keep`` columns as they came,
     one double ``<prefix><target>`` per model target, and ``error`` (null, or why the row got
-    no prediction). ``model`` must be readable at the same path by every executor.
+    no prediction). ``model`` must be readable at the same path by every executor, or pass
+    ``ship_model=True``: the model (and its step graph) is then sent to every executor with
+    ``SparkContext.addFile`` and read from there when the path does not exist on an executor.
     ``on_bad_row`` and ``idle_timeout_s`` (event time: ``order`` must be a timestamp with a
     watermark) are described in the module docstring.
 
@@ -145,8 +148,10 @@ def predict_stream(
                          f"events.withWatermark({order!r}, '10 minutes')")
     schema = output_schema(events.schema, contract, key=key, order=order, keep=keep,
                            prefix=prefix)
+    shipped = _ship(events, path, contract) if ship_model else ""
     step = KeyStep(path, loaded.fingerprint, key, order, tuple(feature_cols), tuple(keep),
-                   tuple(f"{prefix}{t}" for t in contract.targets), on_bad_row, timeout_ms)
+                   tuple(f"{prefix}{t}" for t in contract.targets), on_bad_row, timeout_ms,
+                   shipped)
     columns = [F.col(c) for c in dict.fromkeys([key, order, *feature_cols, *keep])]
     timeout = GroupStateTimeout.NoTimeout
     if timeout_ms is not None:
@@ -154,6 +159,32 @@ def predict_stream(
         columns.append(F.unix_millis(F.col(order).cast("timestamp")).alias(_EVENT_MS))
     return (events.select(*columns).groupBy(key)
             .applyInPandasWithState(step, schema, STATE_SCHEMA, "append", timeout))
+
+
+def _ship(events: DataFrame, path: str, contract: ModelContract) -> str:
+    """Send the model (and its step graph, which must sit beside it) to every executor."""
+    try:
+        context = events.sparkSession.sparkContext
+    except (AttributeError, RuntimeError) as exc:  # Spark Connect has no SparkContext
+        raise UnsupportedError(
+            f"ship_model=True needs a classic SparkSession with a SparkContext ({exc}); with "
+            "Spark Connect, put the model at the same path on every executor instead"
+        ) from exc
+    context.addFile(path)
+    if contract.step_model:
+        step_path = os.path.join(os.path.dirname(path), contract.step_model["file"])
+        if os.path.exists(step_path):
+            context.addFile(step_path)
+    return os.path.basename(path)
+
+
+def _resolve(path: str, shipped: str) -> str:
+    """``path`` where it exists on this executor, else the copy shipped with addFile."""
+    if os.path.exists(path) or not shipped:
+        return path
+    from pyspark import SparkFiles
+
+    return SparkFiles.get(shipped)
 
 
 def output_schema(
@@ -248,6 +279,7 @@ class KeyStep:
     outputs: tuple[str, ...]
     on_bad_row: str
     timeout_ms: int | None
+    shipped: str = ""  # file name sent with SparkContext.addFile ("" when not shipped)
 
     def __call__(self, key: tuple[Any, ...], frames: Iterator[pd.DataFrame],
                  state: GroupState) -> Iterator[pd.DataFrame]:
@@ -259,7 +291,7 @@ class KeyStep:
                                  else pd.concat(frames, ignore_index=True))
         if not len(x64):
             return
-        loaded = worker_model(self.path, self.fingerprint)
+        loaded = worker_model(_resolve(self.path, self.shipped), self.fingerprint)
         stored = state.get if state.exists else None
         tensors, steps, bad_count = self._restore(key[0], stored, loaded.contract)
         x = x64.astype(np.float32)  # too big for float32 -> inf -> a bad row

@@ -186,3 +186,23 @@ def test_idle_timeout_needs_a_timestamp_order(spark, model):
 def test_state_schema_is_the_same_for_every_model():
     assert STATE_SCHEMA.simpleString() == (
         "struct<fingerprint:string,steps:bigint,bad_rows:bigint,h:binary,c:binary>")
+
+
+
+def test_shipped_model_streams_and_resolves_to_the_spark_files_copy(spark, model, tmp_path):
+    """ship_model=True sends the model and its step graph with addFile; an executor on which
+    the model's path does not exist reads the shipped copy (SparkFiles) instead."""
+    from rnnstream.runtime.spark import _resolve
+
+    run = Run(tmp_path)
+    write_files(run.source, PARTS[:2])
+    run_query(spark, model, run.source, run.checkpoint, run.out, ship_model=True)
+    got = read_sink(spark, run.out)
+    assert got["error"].isna().all()
+    assert_same_predictions(got.drop(columns=["error"]),
+                            pool_predictions(model, pd.concat(PARTS[:2], ignore_index=True)))
+    assert _resolve(str(model), model.name) == str(model)  # where the path exists: the path
+    elsewhere = _resolve(str(tmp_path / "not-on-this-executor" / model.name), model.name)
+    assert Path(elsewhere).read_bytes() == model.read_bytes()
+    step = Path(elsewhere).with_name(f"{model.stem}.step.onnx")
+    assert step.read_bytes() == model.with_name(f"{model.stem}.step.onnx").read_bytes()
