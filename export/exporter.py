@@ -93,11 +93,7 @@ class ExportReport:
 # -- checks ---------------------------------------------------------------------------------
 def check_graph(graph: onnx.ModelProto, model) -> None:
     """ONNX validity plus the structure the contract promises; GraphError otherwise."""
-    try:
-        onnx.checker.check_model(graph, full_check=True)
-        onnx.shape_inference.infer_shapes(graph, check_type=True, strict_mode=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise GraphError(f"the built ONNX graph is invalid: {exc}") from exc
+    _check_valid(graph, "ONNX graph")
     _check_io(graph, model)
     _check_recurrent_nodes(graph, model.config)
     _check_self_contained(graph)
@@ -105,13 +101,18 @@ def check_graph(graph: onnx.ModelProto, model) -> None:
 
 def check_step_graph(graph: onnx.ModelProto, model) -> None:
     """ONNX validity and the contract's names for the single-step graph; GraphError otherwise."""
+    _check_valid(graph, "step graph")
+    _check_io(graph, model)
+    _check_self_contained(graph)
+
+
+def _check_valid(graph: onnx.ModelProto, what: str) -> None:
+    """onnx.checker (full check) and strict shape inference."""
     try:
         onnx.checker.check_model(graph, full_check=True)
         onnx.shape_inference.infer_shapes(graph, check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise GraphError(f"the built step graph is invalid: {exc}") from exc
-    _check_io(graph, model)
-    _check_self_contained(graph)
+        raise GraphError(f"the built {what} is invalid: {exc}") from exc
 
 
 def _check_io(graph: onnx.ModelProto, model) -> None:

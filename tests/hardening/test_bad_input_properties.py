@@ -169,11 +169,12 @@ def _equal_last(a: State, b: State) -> None:
         _equal(a.last_output, b.last_output)
 
 
-def _predictor_property(exported, counts: Counter):
+def _run_property(run_class, exported, counts: Counter) -> None:
+    """Hypothesis examples of OPS_PER_EXAMPLE random operations each on a fresh ``run_class``."""
     @SETTINGS
     @given(st.data())
     def run(data):
-        example = PredictorRun(exported, counts)
+        example = run_class(exported, counts)
         for _ in range(OPS_PER_EXAMPLE):
             example.op(data)
 
@@ -183,7 +184,7 @@ def _predictor_property(exported, counts: Counter):
 @pytest.mark.parametrize("name", ["uni", "multi"])
 def test_predictor_survives_garbage(models, figures, name):
     counts: Counter = Counter()
-    _predictor_property(models[name], counts)
+    _run_property(PredictorRun, models[name], counts)
     TOTAL.update({(f"predictor[{name}]", k): v for k, v in counts.items()})
     figures(f"bad_input.predictor[{name}]", calls=counts["calls"], invalid=counts["invalid"])
     assert counts["calls"] >= 2000
@@ -331,21 +332,10 @@ class PoolRun:
         return False
 
 
-def _pool_property(exported, counts: Counter):
-    @SETTINGS
-    @given(st.data())
-    def run(data):
-        example = PoolRun(exported, counts)
-        for _ in range(OPS_PER_EXAMPLE):
-            example.op(data)
-
-    run()
-
-
 @pytest.mark.parametrize("name", ["uni", "multi"])
 def test_pool_survives_garbage(models, figures, name):
     counts: Counter = Counter()
-    _pool_property(models[name], counts)
+    _run_property(PoolRun, models[name], counts)
     TOTAL.update({(f"pool[{name}]", k): v for k, v in counts.items()})
     figures(f"bad_input.pool[{name}]", calls=counts["calls"], invalid=counts["invalid"])
     assert counts["calls"] >= 2000
