@@ -24,7 +24,7 @@ from rnnstream.export import (
     load_contract,
     read_metadata,
 )
-from rnnstream.runtime.contract import METADATA_KEY, SCHEMA_VERSION, ModelContract
+from rnnstream.runtime.contract import METADATA_KEY, ModelContract
 
 METRICS = {"val_mae": 0.125, "val_rmse": np.float32(0.25), "epochs": 3}
 
@@ -80,7 +80,7 @@ def test_onnx_model_fields(lstm_export):
     graph = onnx.load(str(report.path))
     assert graph.producer_name == "rnnstream"
     assert graph.producer_version
-    assert graph.model_version == SCHEMA_VERSION
+    assert graph.model_version == report.contract.schema_version == 1  # level inputs: schema 1
     assert "LSTM" in graph.doc_string
     assert "h_in" in graph.doc_string
     assert [p.key for p in graph.metadata_props] == [METADATA_KEY]
