@@ -90,7 +90,7 @@ def ets_predictions(values: np.ndarray, cut: int, season: int | None) -> np.ndar
 
 def run_case(case: Case, tmp: Path) -> dict:
     values = _load(case.name)
-    cut = int(round(0.8 * len(values)))
+    cut = round(0.8 * len(values))
     truth = values[cut:]
     start = time.perf_counter()
     model, metrics = stream_model(values, cut, tmp)

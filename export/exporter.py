@@ -29,16 +29,11 @@ from typing import Any
 import numpy as np
 import onnx
 
-from rnnstream.runtime.contract import (
-    CELL_STATES,
-    INPUT_NAME,
-    OUTPUT_NAME,
-    ModelContract,
-    sidecar_path,
-)
+from rnnstream.runtime import spec
+from rnnstream.runtime.contract import ModelContract, sidecar_path
 
 from .errors import ExportError, GraphError
-from .graph import DEFAULT_OPSET, ONNX_OP, build_graph
+from .graph import DEFAULT_OPSET, build_graph
 from .metadata import (
     PRODUCER_NAME,
     attach_metadata,
@@ -47,7 +42,7 @@ from .metadata import (
     load_contract,
     tool_versions,
 )
-from .quantize import QUANTIZED_OP, quantize_graph, quantized_parity, refuse_unsupported
+from .quantize import quantize_graph, quantized_parity, refuse_unsupported
 from .step_graph import build_step_graph, step_path
 from .verify import DEFAULT_ATOL, ParityReport, verify_parity, verify_step_parity
 
@@ -117,9 +112,11 @@ def _check_valid(graph: onnx.ModelProto, what: str) -> None:
 
 
 def _check_io(graph: onnx.ModelProto, model) -> None:
-    states = CELL_STATES[model.config.cell]
-    want_in = [INPUT_NAME, *(f"{s}_in" for s in states)]
-    want_out = [OUTPUT_NAME, *(f"{s}_out" for s in states)]
+    cfg = model.config
+    ins, outs = spec.graph_io(cfg.cell, layers=cfg.layers, hidden=cfg.hidden,
+                              n_features=cfg.n_features, n_targets=cfg.n_targets,
+                              input_mode=cfg.input_mode)
+    want_in, want_out = [t.name for t in ins], [t.name for t in outs]
     got_in = [v.name for v in graph.graph.input]
     got_out = [v.name for v in graph.graph.output]
     if got_in != want_in or got_out != want_out:
@@ -130,14 +127,15 @@ def _check_io(graph: onnx.ModelProto, model) -> None:
 
 
 def _check_recurrent_nodes(graph: onnx.ModelProto, cfg) -> None:
-    ops = {ONNX_OP[cfg.cell], QUANTIZED_OP.get(cfg.cell, "")}
+    cell = spec.CELLS[cfg.cell]
+    ops = {cell.onnx_op, cell.int8_op or ""}
     nodes = [n for n in graph.graph.node if n.op_type in ops]
     if len(nodes) != cfg.layers:
         raise GraphError(
-            f"expected {cfg.layers} native {ONNX_OP[cfg.cell]} node(s) (one per layer), found "
+            f"expected {cfg.layers} native {cell.onnx_op} node(s) (one per layer), found "
             f"{len(nodes)}; the graph builder did not emit the native recurrent op"
         )
-    if cfg.cell == "gru":
+    if cell.linear_before_reset:
         for node in nodes:
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             if attrs.get("linear_before_reset", 0) != 1:
@@ -213,7 +211,7 @@ def _validate_args(model, path: Path, exporter: str, atol: float | None) -> None
         raise ExportError(f"{path.parent} does not exist; create the folder first")
     if path.is_dir():
         raise ExportError(f"{path} is a folder; give a file name such as {path / 'model.onnx'}")
-    if not hasattr(model, "config") or model.config.cell not in CELL_STATES:
+    if not hasattr(model, "config") or model.config.cell not in spec.CELLS:
         raise ExportError("model must be an rnnstream.train.Forecaster")
 
 

@@ -110,6 +110,7 @@ def build_contract(
         targets=list(cfg.target_names),
         horizon=cfg.horizon,
         target_mode=cfg.target_mode,
+        input_mode=cfg.input_mode,
         normalization=json_safe(model.normalization(), "normalization"),
         metrics=json_safe(dict(metrics or {}), "metrics"),
         parity=json_safe(dict(parity or {}), "parity"),

@@ -56,6 +56,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from rnnstream.runtime import spec
 from rnnstream.runtime.spec import CELLS
 
 from .errors import QuantizationError
@@ -82,7 +83,7 @@ __all__ = [
 ]
 
 # cell -> the op onnxruntime's quantize_dynamic turns its recurrent node into
-QUANTIZED_OP = {"lstm": "DynamicQuantizeLSTM"}
+QUANTIZED_OP = {name: c.int8_op for name, c in spec.CELLS.items() if c.int8_op}
 FLOAT_RECURRENT_OPS = {"RNN", "GRU", "LSTM"}
 INT8_FACTOR = 16.0  # int8 graph error / int8-weights-only error: measured <= 10.5 (docstring)
 QUANT_STREAM_STEPS = 200  # int8 error is not expected to be tiny; a shorter stream shows drift

@@ -50,6 +50,7 @@ from rnnstream.runtime.contract import (
     state_input_name,
     state_output_name,
 )
+from rnnstream.runtime.spec import LAST_STATE
 
 from .errors import ExportError, ParityError, ParityFailure
 
@@ -129,13 +130,22 @@ class InputSpec:
     feature_std: np.ndarray
     raw_scale: float = 1.0  # largest |mean| + 4 std over raw features and targets
     sample: np.ndarray | None = None  # [time, F] raw inputs of the real series, or None
+    # delta-input models: the raw level's statistics (feature_mean/std are the changes'); raw
+    # inputs are then drawn as random walks, so that the changes the graph computes are at
+    # their trained scale while x sits at the level's (a price of 5,000 moving by 10s)
+    level_mean: np.ndarray | None = None
+    level_std: np.ndarray | None = None
 
     @classmethod
     def from_model(cls, model, sample: np.ndarray | None = None) -> InputSpec:
         norm = model.normalization()
+        kinds = ("feature", "target", *(("feature_level",) if "feature_level_mean" in norm
+                                        else ()))
         scale = max(float(np.max(np.abs(np.asarray(norm[f"{k}_mean"])) +
                                  4 * np.abs(np.asarray(norm[f"{k}_std"]))))
-                    for k in ("feature", "target"))
+                    for k in kinds)
+        level = {k: np.asarray(norm[f"feature_level_{k}"], dtype=np.float64)
+                 for k in ("mean", "std") if f"feature_level_{k}" in norm}
         names = tuple(model.config.state_names)
         shapes = tuple(tuple(s.shape[1:]) for s in model.initial_state(1))
         return cls(
@@ -145,6 +155,8 @@ class InputSpec:
             feature_std=np.asarray(norm["feature_std"], dtype=np.float64),
             raw_scale=scale,
             sample=None if sample is None else check_sample(sample, len(norm["feature_mean"])),
+            level_mean=level.get("mean"),
+            level_std=level.get("std"),
         )
 
     def tolerance(self, atol: float) -> dict[str, float]:
@@ -295,10 +307,23 @@ def random_inputs(
         time = min(time, spec.sample.shape[0])
         starts = rng.integers(0, spec.sample.shape[0] - time + 1, batch)
         x = np.stack([spec.sample[s:s + time] for s in starts])
+    elif spec.level_mean is not None:  # delta inputs: random walks at the level's scale
+        size = spec.level_mean.size
+        start = spec.level_mean + spec.level_std * rng.standard_normal((batch, 1, size))
+        steps = spec.feature_mean + spec.feature_std * rng.standard_normal(
+            (batch, time, spec.feature_mean.size))
+        x = (start + np.cumsum(steps, axis=1)).astype(np.float32)
     else:
         z = rng.standard_normal((batch, time, spec.feature_mean.size))
         x = (spec.feature_mean + spec.feature_std * z).astype(np.float32)
-    return x, random_states(spec, batch, rng)
+    states = random_states(spec, batch, rng)
+    if LAST_STATE in spec.state_names:  # the point before x: one change back, seen or not
+        i = spec.state_names.index(LAST_STATE)
+        back = spec.feature_mean + spec.feature_std * rng.standard_normal(x[:, 0].shape)
+        seen = (rng.random((batch, 1)) < 0.5).astype(np.float64)
+        last = np.concatenate([x[:, 0] - back, seen], axis=1).astype(np.float32)
+        states = (*states[:i], last, *states[i + 1:])
+    return x, states
 
 
 # -- runners --------------------------------------------------------------------------------

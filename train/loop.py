@@ -432,6 +432,7 @@ def _shrink_toward_persistence(model: Forecaster, split: Split,
 def _normalized_model(split: Split, mcfg: ForecasterConfig) -> Forecaster:
     """A fresh model whose buffers hold mean/std fitted on the training pairs only."""
     n = split.n_train
+    level_mean, level_std = fit_mean_std(split.x[:n])
     seen = split.x[:n]
     if mcfg.input_mode == "delta":  # what the network sees: changes, the first one 0
         seen = np.diff(seen, axis=0, prepend=seen[:1])
@@ -441,7 +442,7 @@ def _normalized_model(split: Split, mcfg: ForecasterConfig) -> Forecaster:
         y = y - split.x[:n][:, mcfg.target_index]
     y_mean, y_std = fit_mean_std(y)
     model = Forecaster(mcfg)
-    model.set_normalization(x_mean, x_std, y_mean, y_std)
+    model.set_normalization(x_mean, x_std, y_mean, y_std, level_mean, level_std)
     return model
 
 

@@ -122,6 +122,11 @@ class Forecaster(nn.Module):
         self.register_buffer("y_mean", torch.zeros(c.n_targets))
         self.register_buffer("y_std", torch.ones(c.n_targets))
         self.register_buffer("target_index", torch.tensor(c.target_index, dtype=torch.long))
+        if c.input_mode == "delta":
+            # x_mean/x_std describe the changes the network sees; the raw level's own statistics
+            # are kept for whoever must draw realistic raw inputs (the export's parity proof)
+            self.register_buffer("x_level_mean", torch.zeros(c.n_features))
+            self.register_buffer("x_level_std", torch.ones(c.n_features))
 
     # -- state ----------------------------------------------------------------------------
     def initial_state(self, batch: int, device: torch.device | str | None = None
@@ -157,19 +162,29 @@ class Forecaster(nn.Module):
         return x - shifted, new_last
 
     # -- normalisation ----------------------------------------------------------------------
-    def set_normalization(self, x_mean, x_std, y_mean, y_std) -> None:
-        for name, value in (("x_mean", x_mean), ("x_std", x_std),
-                            ("y_mean", y_mean), ("y_std", y_std)):
+    def set_normalization(self, x_mean, x_std, y_mean, y_std, level_mean=None,
+                          level_std=None) -> None:
+        """Store the statistics; ``level_*`` (the raw features') for delta-input models."""
+        values = [("x_mean", x_mean), ("x_std", x_std), ("y_mean", y_mean), ("y_std", y_std)]
+        if self.config.input_mode == "delta" and level_mean is not None:
+            values += [("x_level_mean", level_mean), ("x_level_std", level_std)]
+        for name, value in values:
             buf = getattr(self, name)
             buf.copy_(torch.as_tensor(value, dtype=buf.dtype).reshape(buf.shape))
 
     def normalization(self) -> dict[str, list[float]]:
-        return {
+        """What the contract records: the statistics of what the network sees (features, or
+        their changes for delta inputs) and predicts, and for delta inputs the raw level's."""
+        out = {
             "feature_mean": self.x_mean.tolist(),
             "feature_std": self.x_std.tolist(),
             "target_mean": self.y_mean.tolist(),
             "target_std": self.y_std.tolist(),
         }
+        if self.config.input_mode == "delta":
+            out["feature_level_mean"] = self.x_level_mean.tolist()
+            out["feature_level_std"] = self.x_level_std.tolist()
+        return out
 
     # -- forward --------------------------------------------------------------------------
     def forward_normalized(self, x: Tensor, state: StateTensors | None = None
