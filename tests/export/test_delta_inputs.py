@@ -44,8 +44,8 @@ def test_graph_io_is_the_spec(exported) -> None:
     graph = onnx.load(str(path))
     assert [v.name for v in graph.graph.input] == [t.name for t in ins]
     assert [v.name for v in graph.graph.output] == [t.name for t in outs]
-    assert ins[-1].name == "last_in" and ins[-1].shape == ("batch", 3)
-    assert report.contract.input_mode == "delta" and report.contract.schema_version == 2
+    assert (ins[-1].name, ins[-1].shape) == ("last_in", ("batch", 3))
+    assert (report.contract.input_mode, report.contract.schema_version) == ("delta", 2)
     assert [s.name for s in report.contract.states][-1] == "last"
 
 
@@ -53,7 +53,7 @@ def test_runtime_streams_exactly_what_torch_computes(exported) -> None:
     model, path, _, series = exported
     x = series.features.astype(np.float32)
     with torch.no_grad():
-        ref, ref_state = model(torch.from_numpy(x[None]))
+        ref, _ = model(torch.from_numpy(x[None]))
     p = Predictor(path)
     steps = np.array([p.step(row) for row in x], np.float32)
     np.testing.assert_allclose(steps, ref[0, :, 0].numpy(), rtol=0, atol=2e-3)  # ~4 ulps @5000
