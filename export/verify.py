@@ -415,7 +415,7 @@ def _parity_inputs(spec: InputSpec, cases: tuple[ParityCase, ...], stream_steps:
         yield (case.name, *random_inputs(spec, case.batch, case.time, rng), False)
     if stream_steps:
         x, states = random_inputs(spec, STREAM_BATCH, stream_steps, rng)
-        yield f"stream{stream_steps}_batch{STREAM_BATCH}", x, states, True
+        yield f"stream{x.shape[1]}_batch{STREAM_BATCH}", x, states, True
 
 
 def measure_parity(
