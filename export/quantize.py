@@ -23,10 +23,11 @@ Parity of the int8 model: how far from the float model may it be? That depends o
 (how far int8 rounding of its weights moves its outputs), so the bound is derived per model and
 case, the way the float parity is (:mod:`rnnstream.export.verify`). The reference is the torch
 model in float64; the baseline is the same float64 model with the weights onnxruntime actually
-quantised (``W``, ``R`` of every layer and the head) replaced by their int8 values, read back from
-the quantised graph and dequantised (``(q - zero_point) * scale``): the error int8 *weights*
-alone cause, without any float32 rounding. onnxruntime's int8 kernels also quantise the
-activations (x and h of every step to uint8, per call), an error of the same kind that this
+quantises (``W``, ``R`` of every layer and the head) rounded to the int8 grid it uses (symmetric,
+per tensor, :func:`int8_grid`; derived from the float weights, not read from the graph, which
+must not vouch for itself): the error int8 *weights* alone cause, without float32 rounding.
+onnxruntime's int8 kernels also quantise the activations (x and h of every step to uint8, per
+call), an error of the same kind that this
 baseline does not simulate and that grows with the hidden size, so the int8 graph is held to
 :data:`INT8_FACTOR` times the weights-only error (+ the float floor). Measured on random LSTMs
 (seeded, ``make_model`` of tests/export): int8-graph error / weights-only error, worst case and
@@ -56,7 +57,6 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from rnnstream.runtime import spec
 from rnnstream.runtime.spec import CELLS
 
 from .errors import QuantizationError
@@ -83,7 +83,7 @@ __all__ = [
 ]
 
 # cell -> the op onnxruntime's quantize_dynamic turns its recurrent node into
-QUANTIZED_OP = {name: c.int8_op for name, c in spec.CELLS.items() if c.int8_op}
+QUANTIZED_OP = {name: c.int8_op for name, c in CELLS.items() if c.int8_op}
 FLOAT_RECURRENT_OPS = {"RNN", "GRU", "LSTM"}
 INT8_FACTOR = 16.0  # int8 graph error / int8-weights-only error: measured <= 10.5 (docstring)
 QUANT_STREAM_STEPS = 200  # int8 error is not expected to be tiny; a shorter stream shows drift
@@ -190,45 +190,38 @@ def _io_signature(value: onnx.ValueInfoProto) -> tuple:
     return value.name, tensor.elem_type, dims
 
 
-def int8_weight_model(model, quantized: onnx.ModelProto):
-    """A float64 copy of ``model`` whose quantised weights are the int8 graph's, dequantised.
+def int8_grid(w: np.ndarray) -> np.ndarray:
+    """``w`` rounded to the int8 grid onnxruntime's ``quantize_dynamic`` puts weights on.
 
-    Reads ``W<k>_quantized`` / ``R<k>_quantized`` ([1, in, G*H], ONNX gate order) and
-    ``head_W_quantized`` ([H, Tg], the target scale folded in) with their scales and zero
-    points, and maps them back to torch's layout. Weights the graph left in float stay as they
-    are.
+    QInt8 weights are symmetric and per tensor (``per_channel=False``): ``scale = max|w| / 127``,
+    zero point 0, ``q = round(w / scale)`` in [-127, 127]; returns ``q * scale`` (float64).
+    """
+    w = np.asarray(w, dtype=np.float64)
+    scale = float(np.max(np.abs(w))) / 127 if w.size else 0.0
+    if scale == 0.0:
+        return w.copy()
+    return np.clip(np.round(w / scale), -127, 127) * scale
+
+
+def int8_weight_model(model):
+    """A float64 copy of ``model`` whose quantised weights sit on onnxruntime's int8 grid.
+
+    Derived from the float weights, never read from the quantised graph, so a graph with a
+    wrong scale or shuffled weights cannot vouch for itself. The weights onnxruntime quantises:
+    every layer's input and recurrent matrices (per-tensor rounding does not care about the
+    ONNX gate order) and the head with the target scale folded in (``head.weight * y_std``).
     """
     import torch
 
-    inits = {t.name: numpy_helper.to_array(t) for t in quantized.graph.initializer}
-
-    def dequantized(name: str) -> np.ndarray | None:
-        if f"{name}_quantized" not in inits:
-            return None
-        q = inits[f"{name}_quantized"].astype(np.float64)
-        zero = inits[f"{name}_zero_point"].astype(np.float64)
-        return (q - zero) * inits[f"{name}_scale"].astype(np.float64)
-
     ref = float64_model(model)
-    order = CELLS[model.config.cell].gate_order  # ONNX block i is torch block order[i]
-    hidden = model.config.hidden
     params = dict(ref.named_parameters())
+    y_std = ref.y_std.detach().numpy()[:, None]
     with torch.no_grad():
         for layer in range(model.config.layers):
-            for onnx_name, torch_name in ((f"W{layer}", f"rnn.weight_ih_l{layer}"),
-                                          (f"R{layer}", f"rnn.weight_hh_l{layer}")):
-                w = dequantized(onnx_name)
-                if w is None:
-                    continue
-                w = w[0].T  # [G*H, in], ONNX gate order
-                torch_w = np.empty_like(w)
-                for i, block in enumerate(order):
-                    torch_w[block * hidden:(block + 1) * hidden] = w[i * hidden:(i + 1) * hidden]
-                params[torch_name].copy_(torch.from_numpy(torch_w))
-        head = dequantized("head_W")
-        if head is not None:
-            y_std = ref.y_std.numpy()
-            params["head.weight"].copy_(torch.from_numpy(head.T / y_std[:, None]))
+            for name in (f"rnn.weight_ih_l{layer}", f"rnn.weight_hh_l{layer}"):
+                params[name].copy_(torch.from_numpy(int8_grid(params[name].numpy())))
+        head = params["head.weight"].numpy() * y_std
+        params["head.weight"].copy_(torch.from_numpy(int8_grid(head) / y_std))
     return ref
 
 
@@ -244,7 +237,7 @@ def quantized_parity(
         spec,
         torch_runner(float64_model(model)),
         ort_runner(session(quantized), spec.state_names),
-        baseline=torch_runner(int8_weight_model(model, quantized)),
+        baseline=torch_runner(int8_weight_model(model)),
         rule=BoundRule(factor=INT8_FACTOR),
         seed=seed,
         cases=DEFAULT_CASES,
