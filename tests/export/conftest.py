@@ -11,7 +11,15 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 PARITY_FIGURES: dict[str, dict] = {}
+
+
+@pytest.fixture
+def parity_figures() -> dict[str, dict]:
+    """Where a test records its model's figures (printed at the end of the run)."""
+    return PARITY_FIGURES
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -1,7 +1,8 @@
 """The model space: 45 briefly trained models, every one exported with default flags.
 
 Every cell x hidden {8, 64, 128, 256, 512} x layers {1, 2, 3} once (45 exports); the other
-factors (features 1/3, targets 1/2, horizon 1/3, target mode level/delta, raw scale 1 / 5,000
+factors (features 1/3, targets 1/2, horizon 1/3, input/target modes level/level, level/delta and
+delta/delta (delta inputs carry the `last` state), raw scale 1 / 5,000
 (prices) / 1e6 (volumes)) are assigned by a covering design so that every value of each appears
 with every cell and every hidden size. Each model is trained for one epoch on a short synthetic
 series (rnnstream.train.train), so its weights, normalisation and cell states are those of a
@@ -15,7 +16,6 @@ import time
 
 import numpy as np
 import pytest
-from conftest import PARITY_FIGURES
 
 from rnnstream.export import export_model
 from rnnstream.export import exporter as exporter_module
@@ -43,7 +43,7 @@ def design() -> list[dict]:
                     "cell": cell, "hidden": hidden, "layers": layers,
                     "features": (1, 3)[two], "targets": (1, 2)[(ci + li) % 2],
                     "horizon": (1, 3)[(hi + li + 1) % 2],
-                    "mode": ("level", "delta")[(ci + hi + li + 1) % 2],
+                    "mode": ("level/level", "level/delta", "delta/delta")[(ci + hi + li) % 3],
                     "scale": tuple(SCALES)[(hi + li) % 3],
                 })
     return rows
@@ -76,19 +76,20 @@ def series(row: dict, seed: int):
 
 def row_id(row: dict) -> str:
     return (f"{row['cell']}-h{row['hidden']}-L{row['layers']}-F{row['features']}-"
-            f"T{row['targets']}-H{row['horizon']}-{row['mode']}-{row['scale']}")
+            f"T{row['targets']}-H{row['horizon']}-{row['mode'].replace('/', '-')}-{row['scale']}")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("row", DESIGN, ids=row_id)
-def test_trained_model_exports_with_default_flags(row, tmp_path, monkeypatch):
+def test_trained_model_exports_with_default_flags(row, tmp_path, monkeypatch, parity_figures):
     start = time.perf_counter()
     for name in ("verify_parity", "verify_step_parity"):
         monkeypatch.setattr(exporter_module, name, functools.partial(
             getattr(exporter_module, name), stream_steps=MATRIX_STREAM_STEPS))
     model_cfg = ForecasterConfig(cell=row["cell"], hidden=row["hidden"], layers=row["layers"])
-    cfg = TrainConfig(epochs=1, progress=False, target_mode=row["mode"], horizon=row["horizon"],
-                      seed=row["hidden"] + row["layers"])
+    input_mode, target_mode = row["mode"].split("/")
+    cfg = TrainConfig(epochs=1, progress=False, input_mode=input_mode, target_mode=target_mode,
+                      horizon=row["horizon"], seed=row["hidden"] + row["layers"])
     model = train(series(row, seed=row["layers"]), model_cfg, cfg).model
     report = export_model(model, tmp_path / "m.onnx")
     parity = report.parity
@@ -97,7 +98,7 @@ def test_trained_model_exports_with_default_flags(row, tmp_path, monkeypatch):
                 key=lambda co: parity.cases[co[0]][co[1]] / parity.bounds[co[0]][co[1]])
     c_max = max((np.float64(parity.bounds[c].get("c_out", 0.0)) for c in parity.bounds),
                 default=0.0)
-    PARITY_FIGURES[row_id(row)] = {
+    parity_figures[row_id(row)] = {
         "ort": parity.max_abs_diff, "torch": parity.max_baseline_error,
         "bound": parity.bounds[worst[0]][worst[1]], "used": parity.bound_used,
         "c_max": float(c_max), "seconds": time.perf_counter() - start,
