@@ -138,3 +138,13 @@ def test_json_objects_pick_the_features_by_name(model_file):
     missing = _stream(path, '{"f0": 1, "f1": 2}\n')
     assert missing.returncode == 1
     assert "line 1: no field for the model's feature(s) ['f2']" in missing.stderr
+
+
+def test_csv_lines_are_read_by_the_csv_module():
+    """A quoted field may hold a comma (a name, an address): the csv module, not split(",")."""
+    from rnnstream.cli.stream_cmd import LineParser
+
+    parser = LineParser(key="name", features=["price"])
+    assert parser.parse("name,price,note\n") is None  # header
+    assert parser.parse('"Smith, J",1.5,"a, b, c"\n') == ("Smith, J", 1.5)
+    assert parser.parse('Doe , 2.5 ,x\n') == ("Doe", 2.5)
