@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from ._session import ORT_DTYPES, Dim, ModelIO, StatePair, declared_shape
+from ._io import ORT_DTYPES, Dim, ModelIO, StatePair, declared_shape
 from .errors import ContractError
 
 

@@ -60,13 +60,13 @@ def test_step_accepts_numbers_sequences_arrays_and_mappings(model_file):
 def test_iobinding_writes_into_the_bound_buffers(lstm, torch_run):
     path, model = lstm
     p = Predictor(path)
-    before = [b.copy() for b in p._bufs[1]]
+    before = [b.copy() for b in p._stream._bufs[1]]
     p.step(0.5)
-    assert p._parity == 1
-    assert any(not np.array_equal(a, b) for a, b in zip(before, p._bufs[1], strict=True))
+    assert p._stream._parity == 1
+    assert any(not np.array_equal(a, b) for a, b in zip(before, p._stream._bufs[1], strict=True))
     y_ref, s_ref = torch_run(model, np.full((1, 1, 1), 0.5, np.float32))
-    np.testing.assert_allclose(p._y[0, 0, 0], y_ref[0, 0, 0], atol=1e-6)
-    np.testing.assert_allclose(p._bufs[1][0], s_ref[0], atol=1e-6)
+    np.testing.assert_allclose(p._stream._y[0, 0, 0], y_ref[0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(p._stream._bufs[1][0], s_ref[0], atol=1e-6)
 
 
 def test_prime_equals_steps(lstm):
