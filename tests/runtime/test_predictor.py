@@ -82,6 +82,24 @@ def test_prime_equals_steps(lstm):
     np.testing.assert_allclose(a.step(0.3), b.step(0.3), atol=1e-5)
 
 
+def test_run_sequence_is_prime_from_a_given_state_and_leaves_the_stream(model_file):
+    path, _ = model_file(cell="gru", features=2, targets=2, hidden=8, layers=2, seed=4)
+    xs = np.random.default_rng(5).normal(size=(40, 2)).astype(np.float32)
+    p = Predictor(path)
+    p.prime(xs[:10])
+    start = p.get_state()
+    y, after = p.run_sequence(xs[10:], start)
+    assert p.get_state()["h"].tobytes() == start["h"].tobytes()  # the stream is untouched
+    ys = p.prime(xs[10:])  # the same sequence call, from the same state
+    assert y.tobytes() == ys.tobytes()
+    assert after["h"].tobytes() == p.get_state()["h"].tobytes()
+    assert after.fingerprint == p.fingerprint
+    assert after.last_output.tobytes() == y[-1].tobytes()
+    zero, _ = p.run_sequence(xs[:10])  # None: the initial state
+    fresh = Predictor(path)
+    assert zero.tobytes() == fresh.prime(xs[:10]).tobytes()
+
+
 def test_forecast_equals_manual_feedback_and_leaves_state(lstm):
     path, _ = lstm
     p, q = Predictor(path), Predictor(path)
