@@ -42,8 +42,15 @@ Dim = int | None  # None: dynamic (symbolic or unknown) dimension
 
 
 @dataclass(frozen=True)
-class StatePair:
-    """One recurrent tensor: read from ``output`` after a call, fed to ``input`` on the next."""
+class StateBinding:
+    """One recurrent tensor as the runtime feeds it: read from ``output`` after a call, fed to
+    ``input`` on the next, allocated with ``dtype`` and ``shape`` (``None``: a dynamic axis).
+
+    The contract's :class:`~rnnstream.runtime.contract.StateSpec` *declares* a state of an
+    rnnstream model (dims as written in the contract, dtype as a string); a StateBinding is that
+    declaration resolved against the session -- or, for a foreign model, found in its graph --
+    with a numpy dtype and the batch axis located. Same concept, two stages: declared, bound.
+    """
 
     name: str  # the name snapshots use: "h"/"c" for rnnstream models, the input name otherwise
     input: str
@@ -68,6 +75,9 @@ class StatePair:
         return full[:self.batch_axis] + full[self.batch_axis + 1:]
 
 
+StatePair = StateBinding  # the old name, still used by contract_io (lead's part of _session.py)
+
+
 @dataclass(frozen=True)
 class ModelIO:
     """How to stream a model: data input, prediction output, state pairs, constant inputs."""
@@ -76,7 +86,7 @@ class ModelIO:
     input_shape: tuple[Dim, ...]
     input_dtype: np.dtype
     output: str
-    states: tuple[StatePair, ...]
+    states: tuple[StateBinding, ...]
     fixed: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ._atomic import write_file
-from ._session import StatePair
+from ._io import StateBinding
 from .errors import StateError
 
 SNAPSHOT_FORMAT = "rnnstream-state"
@@ -56,7 +56,7 @@ class State(Mapping[str, np.ndarray]):
         return f"State({{{shapes}}}, fingerprint={self.fingerprint[:19]!r})"
 
 
-def check_tensors(given: Any, pairs: Sequence[StatePair], source: str,
+def check_tensors(given: Any, pairs: Sequence[StateBinding], source: str,
                   streams: int | None = None) -> dict[str, np.ndarray]:
     """Validated copies of ``given`` (name -> array) for ``pairs``; ``streams`` adds a
     leading axis of that many rows (pool snapshots)."""
@@ -125,7 +125,7 @@ def read_snapshot(path: str | os.PathLike[str], kind: str) -> tuple[dict[str, An
         raise StateError(f"{path}: snapshot version {meta.get('version')!r}; this runtime "
                          f"reads version {SNAPSHOT_VERSION}")
     if meta.get("kind") != kind:
-        other = "StreamPool.load" if meta.get("kind") == "pool" else "Predictor.load_state"
+        other = "StreamPool.load_state" if meta.get("kind") == "pool" else "Predictor.load_state"
         raise StateError(f"{path}: is a {meta.get('kind')!r} snapshot, expected {kind!r} "
                          f"(use {other})")
     return meta, arrays

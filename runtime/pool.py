@@ -144,8 +144,12 @@ class StreamPool(_EngineFacts):
     """Independent streams, each with its own state, advanced together in batched calls.
 
     ``auto_add=True`` adds unknown keys on step (otherwise they raise StreamKeyError).
-    ``max_idle_seconds`` evicts streams that have not stepped for that long (checked by
+    ``idle_timeout_s`` evicts streams that have not stepped for that many seconds (checked by
     :meth:`evict_idle` and during steps); ``clock`` is the monotonic clock used for it.
+
+    Deprecated names, kept for one release (each warns): ``max_idle_seconds=`` (now
+    ``idle_timeout_s``, the name :mod:`rnnstream.spark` uses too), :meth:`save` and
+    :meth:`load` (now :meth:`save_state` / :meth:`load_state`, as on Predictor).
     """
 
     def __init__(
@@ -153,16 +157,24 @@ class StreamPool(_EngineFacts):
         model: str | os.PathLike[str],
         *,
         auto_add: bool = False,
-        max_idle_seconds: float | None = None,
+        idle_timeout_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         capacity: int = 64,
         session_options: ort.SessionOptions | None = None,
         providers: Sequence[Any] | None = None,
         state_map: Mapping[str, str] | None = None,
         fixed_inputs: Mapping[str, Any] | None = None,
+        **deprecated: Any,
     ) -> None:
-        if max_idle_seconds is not None and not max_idle_seconds > 0:
-            raise ValueError(f"max_idle_seconds={max_idle_seconds!r}: expected a positive "
+        if "max_idle_seconds" in deprecated:
+            _deprecated("StreamPool(max_idle_seconds=...)", "StreamPool(idle_timeout_s=...)")
+            if idle_timeout_s is not None:
+                raise TypeError("give idle_timeout_s or its old name max_idle_seconds, not both")
+            idle_timeout_s = deprecated.pop("max_idle_seconds")
+        if deprecated:
+            raise TypeError(f"StreamPool() got unexpected keyword argument(s) {sorted(deprecated)}")
+        if idle_timeout_s is not None and not idle_timeout_s > 0:
+            raise ValueError(f"idle_timeout_s={idle_timeout_s!r}: expected a positive "
                              "number of seconds, or None")
         self._engine = engine = open_engine(
             model, session_options=session_options, providers=providers, state_map=state_map,
@@ -177,7 +189,7 @@ class StreamPool(_EngineFacts):
                 f"{self.path}: a pool batches streams along a dynamic batch axis, and this "
                 "model's input or state has none; use one Predictor per stream")
         self.auto_add = bool(auto_add)
-        self.max_idle_seconds = max_idle_seconds
+        self.idle_timeout_s = idle_timeout_s
         self._clock = clock
         self._lock = threading.Lock()
         self._bufs = {s.name: np.zeros((max(1, int(capacity)), *s.row_shape), s.dtype)
@@ -224,7 +236,7 @@ class StreamPool(_EngineFacts):
         with self._lock:
             if key in self._rows:
                 raise StreamKeyError(f"stream {key!r} already exists")
-            self._add([key], self._clock() if self.max_idle_seconds else 0.0)
+            self._add([key], self._clock() if self.idle_timeout_s else 0.0)
             if tensors is not None:
                 row = self._rows[key]
                 for name, t in tensors.items():
@@ -242,7 +254,7 @@ class StreamPool(_EngineFacts):
                 buf[row] = 0
 
     def evict_idle(self) -> list[Hashable]:
-        """Remove the streams idle for longer than ``max_idle_seconds``; return their keys."""
+        """Remove the streams idle for longer than ``idle_timeout_s``; return their keys."""
         with self._lock:
             return self._evict(self._clock())
 
@@ -293,10 +305,10 @@ class StreamPool(_EngineFacts):
 
     def _evict(self, now: float) -> list[Hashable]:
         self._last_sweep = now
-        if self.max_idle_seconds is None:
+        if self.idle_timeout_s is None:
             return []
         n = len(self._keys)
-        idle = np.flatnonzero(now - self._seen[:n] > self.max_idle_seconds)
+        idle = np.flatnonzero(now - self._seen[:n] > self.idle_timeout_s)
         gone = [self._keys[r] for r in idle]
         for key in gone:
             self._remove(self._rows[key])
@@ -360,10 +372,10 @@ class StreamPool(_EngineFacts):
         with self._lock:
             rows = self._cache_rows if keys == self._cache_keys else self._lookup(keys)
             y = self._runner.run(rows, arr, self._bufs, self._generation)
-            if self.max_idle_seconds is not None:
+            if self.idle_timeout_s is not None:
                 now = self._clock()
                 self._seen[rows] = now
-                if now - self._last_sweep >= self.max_idle_seconds / 4:
+                if now - self._last_sweep >= self.idle_timeout_s / 4:
                     self._evict(now)
             return y
 
@@ -387,7 +399,7 @@ class StreamPool(_EngineFacts):
                     f"unknown stream key{'s' if len(unknown) > 1 else ''} {_show(unknown)} "
                     f"({len(self._keys)} streams in the pool); add them first, or create the "
                     "pool with auto_add=True")
-            self._add(unknown, self._clock() if self.max_idle_seconds else 0.0)
+            self._add(unknown, self._clock() if self.idle_timeout_s else 0.0)
             rows = [rows_of[k] for k in keys]
         n = len(rows)
         arr = np.array(rows, np.intp)
@@ -416,12 +428,12 @@ class StreamPool(_EngineFacts):
             for name, t in tensors.items():
                 self._bufs[name][row] = t
 
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save_state(self, path: str | os.PathLike[str]) -> None:
         """Write every stream's key and state to ``path`` (.npz) atomically."""
         with self._lock:
             bad = [k for k in self._keys if type(k) not in (str, int)]
             if bad:
-                raise StateError(f"save: stream keys must be str or int to be saved, got "
+                raise StateError(f"save_state: stream keys must be str or int to be saved, got "
                                  f"{_show(bad)}")
             n = len(self._keys)
             arrays = state_arrays({name: buf[:n].copy() for name, buf in self._bufs.items()})
@@ -429,8 +441,8 @@ class StreamPool(_EngineFacts):
                     "states": [s.name for s in self._io.states]}
         write_snapshot(path, meta, arrays)
 
-    def load(self, path: str | os.PathLike[str]) -> None:
-        """Replace every stream with those in a snapshot written by :meth:`save`."""
+    def load_state(self, path: str | os.PathLike[str]) -> None:
+        """Replace every stream with those in a snapshot written by :meth:`save_state`."""
         source = os.fspath(path)
         meta, arrays = read_snapshot(source, "pool")
         check_fingerprint(str(meta.get("fingerprint", "")), self.fingerprint, source)
@@ -443,13 +455,33 @@ class StreamPool(_EngineFacts):
             for key in list(self._keys):
                 del self._rows[key]
             self._keys.clear()
-            self._add(keys, self._clock() if self.max_idle_seconds else 0.0)
+            self._add(keys, self._clock() if self.idle_timeout_s else 0.0)
             for name, t in tensors.items():
                 self._bufs[name][:len(keys)] = t
 
-    # whole-pool snapshots, by the names Predictor uses
-    save_state = save
-    load_state = load
+    # -- deprecated names (one release) -------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Deprecated: :meth:`save_state`."""
+        _deprecated("StreamPool.save", "StreamPool.save_state")
+        self.save_state(path)
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Deprecated: :meth:`load_state`."""
+        _deprecated("StreamPool.load", "StreamPool.load_state")
+        self.load_state(path)
+
+    @property
+    def max_idle_seconds(self) -> float | None:
+        """Deprecated: :attr:`idle_timeout_s`."""
+        _deprecated("StreamPool.max_idle_seconds", "StreamPool.idle_timeout_s")
+        return self.idle_timeout_s
+
+
+def _deprecated(old: str, new: str) -> None:
+    import warnings
+
+    warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new}",
+                  DeprecationWarning, stacklevel=3)
 
 
 def _hashable_or_raise(key: Any) -> Hashable:

@@ -74,7 +74,7 @@ def test_key_serves_many_streams(lstm, tmp_path):
                 for k, v in rows]
     assert out.stdout.split() == expected
     pool = StreamPool(path)
-    pool.load(state)
+    pool.load_state(state)
     assert sorted(pool.keys()) == ["A", "B", "C"]
     np.testing.assert_array_equal(pool.get_state("A")["h"], solo["A"].get_state()["h"])
     js = _stream(path, '{"ticker": "A", "f0": 0.1, "ts": 1}\n{"ticker": "B", "f0": 0.5}\n'
