@@ -129,15 +129,14 @@ def _stream(model, path: Path, values, start: int, horizon: int) -> dict:
 
 
 def _plot(path: Path, f: dict) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from rnnstream.train.plot import agg_figure  # Agg, no pyplot: no global backend switch
 
     series, start, streamed, future = f["series"], f["start"], f["streamed"], f["future"]
     t = np.arange(len(series))
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig = agg_figure(figsize=(10, 4))
+    ax = fig.subplots()
     lo = max(0, start - 60)
     ax.plot(t[lo:], series[lo:], color="0.6", lw=3, label="truth")
     ax.plot(t[start + 1:], streamed, color="tab:blue", lw=1.2,
@@ -153,5 +152,4 @@ def _plot(path: Path, f: dict) -> Path:
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -83,34 +83,21 @@ def _renderer_name(args: argparse.Namespace) -> str:
 
 # -- reading --------------------------------------------------------------------------------
 def read_model(path: Path) -> Inspection:
-    """Contract and graph I/O of ``path`` via onnxruntime; ModelLoadError/ContractError."""
-    import onnxruntime as ort
+    """Contract and graph I/O of ``path``, loaded by the runtime's own loader (so a damaged
+    file -- weights that fail the contract's fingerprint included -- is refused here as
+    everywhere); ModelLoadError/ContractError."""
+    from rnnstream.runtime._session import load_model
 
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: no such file")
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except _ort_load_errors() as exc:
-        raise ModelLoadError(f"{path}: onnxruntime cannot load it ({exc})") from exc
-    text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    if text is None:
+    model = load_model(path)
+    if model.contract is None:
         raise ContractError(f"{path}: no {METADATA_KEY!r} metadata; was it exported by "
                             "rnnstream? Re-export it with `rnnstream export CHECKPOINT`.")
-    found = Inspection(path, ModelContract.from_json(text, source=str(path)))
+    session = model.session
+    found = Inspection(path, model.contract)
     found.inputs = [(i.name, list(i.shape)) for i in session.get_inputs()]
     found.outputs = [(o.name, list(o.shape)) for o in session.get_outputs()]
     found.sidecar = _sidecar_state(path, found.contract)
     return found
-
-
-def _ort_load_errors() -> tuple[type[Exception], ...]:
-    # onnxruntime's load errors are pybind classes deriving straight from Exception.
-    from onnxruntime.capi import onnxruntime_pybind11_state as state
-
-    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile",
-             "NoModel", "NotImplemented", "RuntimeException")
-    found = tuple(getattr(state, n) for n in names if hasattr(state, n))
-    return (*found, RuntimeError, OSError)
 
 
 def _sidecar_state(path: Path, contract: ModelContract) -> str:

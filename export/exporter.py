@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import numpy as np
 import onnx
 
 from rnnstream.runtime import spec
+from rnnstream.runtime._atomic import write_files
 from rnnstream.runtime.contract import ModelContract, sidecar_path
 
 from .errors import ExportError, GraphError
@@ -154,40 +154,13 @@ def _check_self_contained(graph: onnx.ModelProto) -> None:
 
 
 # -- writing --------------------------------------------------------------------------------
-def _write_temp(folder: Path, name: str, data: bytes) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    return Path(tmp)
-
-
 def write_atomically(files: Mapping[Path, bytes]) -> None:
     """Write every file to a temp file in its folder, fsync, then replace them in order.
 
-    If anything fails before the replaces, the temp files are removed and nothing changed.
+    If anything fails before the replaces, the temp files are removed and nothing changed
+    (one implementation for every stage: :mod:`rnnstream.runtime._atomic`).
     """
-    temps: list[tuple[Path, Path]] = []
-    try:
-        for dest, data in files.items():
-            temps.append((_write_temp(dest.parent, dest.name, data), dest))
-        for tmp, dest in temps:
-            os.replace(tmp, dest)
-    finally:
-        for tmp, _ in temps:
-            tmp.unlink(missing_ok=True)
-    _fsync_dir(next(iter(files)).parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name != "posix":
-        return  # directories cannot be opened for fsync on Windows
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_files(files)
 
 
 # -- orchestration --------------------------------------------------------------------------

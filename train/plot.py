@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-# Agg before pyplot: training runs on servers and in CI without a display.
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from .loop import TrainResult
 
-__all__ = ["plot_training"]
+__all__ = ["agg_figure", "plot_training"]
 
 MAX_TARGET_PANELS = 3
 
@@ -20,22 +18,28 @@ MAX_TARGET_PANELS = 3
 def plot_training(result: TrainResult, path: str | Path, max_points: int = 300) -> Path:
     """Draw the loss curves and the first ``max_points`` validation steps; returns the path."""
     names = result.model.config.target_names[:MAX_TARGET_PANELS]
-    fig, axes = plt.subplots(1 + len(names), 1, figsize=(9, 3.2 * (1 + len(names))),
-                             squeeze=False)
-    try:
-        _plot_losses(axes[0, 0], result)
-        for j, name in enumerate(names):
-            _plot_validation(axes[j + 1, 0], result, j, name, max_points)
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-    finally:
-        plt.close(fig)  # figures are global in pyplot; leaking them grows memory per run
+    fig = agg_figure(figsize=(9, 3.2 * (1 + len(names))))
+    axes = fig.subplots(1 + len(names), 1, squeeze=False)
+    _plot_losses(axes[0, 0], result)
+    for j, name in enumerate(names):
+        _plot_validation(axes[j + 1, 0], result, j, name, max_points)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
     return path
 
 
-def _plot_losses(ax: plt.Axes, result: TrainResult) -> None:
+def agg_figure(figsize: tuple[float, float]) -> Figure:
+    """A figure drawn by Agg, outside pyplot: no global backend switch (a notebook user's
+    backend stays theirs), no display needed, and nothing registered in pyplot's global list
+    of figures (it is freed with its last reference)."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _plot_losses(ax: Axes, result: TrainResult) -> None:
     history, metrics = result.history, result.metrics
     ax.plot(history["epoch"], history["train_loss"], label="train loss")
     ax.plot(history["epoch"], history["val_loss"], label="validation loss")
@@ -52,7 +56,7 @@ def _plot_losses(ax: plt.Axes, result: TrainResult) -> None:
     ax.grid(alpha=0.3)
 
 
-def _plot_validation(ax: plt.Axes, result: TrainResult, j: int, name: str,
+def _plot_validation(ax: Axes, result: TrainResult, j: int, name: str,
                      max_points: int) -> None:
     v = result.validation
     n = min(max_points, v.actual.shape[0])

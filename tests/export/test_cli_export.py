@@ -79,7 +79,26 @@ def test_inspect_refuses_a_non_model(tmp_path, capsys):
     bad = tmp_path / "x.onnx"
     bad.write_bytes(b"not onnx")
     assert main(["inspect", str(bad)]) == 1
-    assert "onnxruntime cannot load it" in capsys.readouterr().err
+    assert "x.onnx: not a valid ONNX file" in capsys.readouterr().err
+
+
+def test_inspect_refuses_damaged_weights(exported, tmp_path, capsys):
+    """inspect loads through the runtime's loader, so it checks the weights' fingerprint."""
+    import onnx
+
+    ckpt, out = exported
+    if not out.exists():
+        assert main(["export", str(ckpt), "--out", str(out)]) == 0
+    graph = onnx.load(str(out))
+    weight = graph.graph.initializer[0]
+    data = bytearray(weight.raw_data)
+    data[0] ^= 0x01  # one flipped bit, as on a bad disk or in transit
+    weight.raw_data = bytes(data)
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(graph, str(damaged))
+    capsys.readouterr()
+    assert main(["inspect", str(damaged)]) == 1
+    assert "do not match the fingerprint in its contract" in capsys.readouterr().err
 
 
 def test_export_parity_failure_exits_1_listing_every_output(tmp_path, monkeypatch, capsys):

@@ -28,3 +28,17 @@ def test_missing_dependency_names_the_extra(blocked):
                       "import rnnstream.runtime.spark")
     assert done.returncode != 0
     assert "pip install 'rnnstream[spark]'" in done.stderr
+
+
+def test_old_module_name_is_a_deprecated_alias():
+    code = ("import warnings, sys\n"
+            "with warnings.catch_warnings(record=True) as seen:\n"
+            "    warnings.simplefilter('always')\n"
+            "    import rnnstream.runtime.spark as old\n"
+            "import rnnstream.spark as new\n"
+            "print(old is new, [str(w.message) for w in seen if w.category is DeprecationWarning])")
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    same, messages = done.stdout.strip().split(" ", 1)
+    assert same == "True"
+    assert "rnnstream.runtime.spark moved to rnnstream.spark" in messages

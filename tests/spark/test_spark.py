@@ -30,7 +30,7 @@ from pyspark.errors import StreamingQueryException  # noqa: E402
 
 from rnnstream.runtime import Predictor  # noqa: E402
 from rnnstream.runtime.errors import InputError  # noqa: E402
-from rnnstream.runtime.spark import STATE_SCHEMA, predict_stream  # noqa: E402
+from rnnstream.spark import STATE_SCHEMA, predict_stream  # noqa: E402
 
 pytestmark = pytest.mark.spark
 
@@ -192,7 +192,7 @@ def test_state_schema_is_the_same_for_every_model():
 def test_shipped_model_streams_and_resolves_to_the_spark_files_copy(spark, model, tmp_path):
     """ship_model=True sends the model and its step graph with addFile; an executor on which
     the model's path does not exist reads the shipped copy (SparkFiles) instead."""
-    from rnnstream.runtime.spark import _resolve
+    from rnnstream.spark import _resolve
 
     run = Run(tmp_path)
     write_files(run.source, PARTS[:2])

@@ -140,3 +140,18 @@ def test_fuzzed_checkpoints_only_raise_checkpoint_error(saved: Path, tmp_path: P
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"nope\.pt: no such checkpoint file"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_failed_save_keeps_the_old_checkpoint_and_no_temp_file(
+        saved: Path, sine_result: TrainResult, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = saved.read_bytes()
+
+    def torch_save_fails_halfway(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(torch, "save", torch_save_fails_halfway)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(saved, sine_result)
+    assert saved.read_bytes() == before
+    assert sorted(p.name for p in saved.parent.iterdir()) == [saved.name]
