@@ -167,9 +167,11 @@ def multi_step_errors(model: Forecaster, split: Split, steps: int, season: int |
     result = {"steps": k.tolist(), "origins": int(origins.size),
               "model": _per_step(forecast - truth, var),
               "persistence": _per_step(persist - truth, var), "seasonal_naive": None}
-    if season and season >= steps and origins.min() + 1 - season >= 0:
-        snaive = series[origins[:, None] + k[None, :] - season]
-        result["seasonal_naive"] = _per_step(snaive - truth, var)
+    if season:  # the same phase in the latest season before the origin: lag s * ceil(k / s)
+        lag = season * np.ceil(k / season).astype(int)
+        if origins.min() + 1 - lag.max() >= 0:
+            snaive = series[origins[:, None] + k[None, :] - lag[None, :]]
+            result["seasonal_naive"] = _per_step(snaive - truth, var)
     return result
 
 
