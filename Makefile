@@ -54,7 +54,12 @@ pytest: $(VENV)/.stamp-test js-deps
 
 test: lint pytest
 
-bench: $(VENV)/.stamp-test
+# + what bench/quality.py needs (real series in pmdarima, statsmodels' ETS)
+$(VENV)/.stamp-bench: $(VENV)/.stamp-test
+	$(PIP) install --quiet -e ".[train,test,spark,bench]"
+	touch $@
+
+bench: $(VENV)/.stamp-bench
 	$(PY) bench/run_all.py
 
 clean:
