@@ -107,7 +107,11 @@ def delta_input_nodes(nodes: list, inits: list, x: str, n_features: int, time_ax
                       "delta_xl")
     else:
         shifted, newest = first, x
-    ones = node("Expand", [one, node("Shape", [seen], "delta_seen_shape")], "delta_ones")
+    # a column of ones [B, 1] from plain element-wise ops (seen * 0 + 1 is exactly 1 for a
+    # finite flag): Shape/Expand would do it too, but onnxruntime-web's WebGL backend lacks
+    # Expand, and the step graph is meant to run there
+    zero = const("delta_zero", np.array([[0.0]], np.float32))
+    ones = node("Add", [node("Mul", [seen, zero], "delta_seen0"), one], "delta_ones")
     node("Concat", [newest, ones], last_out, axis=1)
     return node("Sub", [x, shifted], "delta_x")
 
