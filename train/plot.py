@@ -72,8 +72,8 @@ def _plot_validation(ax: Axes, result: TrainResult, j: int, name: str,
             label="persistence (last value)")
     m = result.metrics
     s = m.get("per_target", {}).get(name)
-    figures = (f"MSE {s['mse']:.3g} = {s['vs_persistence']:.3f}x persistence"
-               + (f", {s['vs_seasonal_naive']:.3f}x seasonal naive"
+    figures = (f"MSE {s['mse']:.3g} = {s['vs_persistence']:.3g}x persistence"
+               + (f", {s['vs_seasonal_naive']:.3g}x seasonal naive"
                   if s.get("vs_seasonal_naive") is not None else "")) if s else ""
     ax.set_title(f"validation, target {name!r}, {m.get('horizon', 1)} step(s) ahead: {figures}",
                  fontsize="medium")
@@ -92,6 +92,7 @@ def _plot_multi_step(ax: Axes, multi: dict, season: int | None) -> None:
         ax.plot(steps, multi["seasonal_naive"], "^--", color="tab:green",
                 label=f"seasonal naive (season {season})")
     ax.set_xlabel("steps ahead")
+    ax.set_yscale("log")  # a good model sits orders of magnitude below persistence
     ax.set_ylabel("MSE / target variance")
     ax.set_title(f"forecasting further ahead: error by horizon over {multi['origins']} "
                  "validation origins", fontsize="medium")
