@@ -56,6 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="hold onnxruntime to max |torch float32 - onnxruntime| <= A per output "
                         "instead of the default bound derived from a float64 run")
     p.add_argument("--seed", type=int, default=0, help="seed of the parity inputs (default 0)")
+    p.add_argument("--sample", metavar="SERIES.csv",
+                   help="prove parity on windows of this CSV (the model's feature columns, by "
+                        "name; e.g. the training data) instead of random inputs at the model's "
+                        "scale")
     p.add_argument("--no-step-graph", action="store_true",
                    help="do not write MODEL.step.onnx (the runtime then uses MODEL.onnx for "
                         "every call)")
@@ -67,16 +71,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     require_train_extra("export")
     from rnnstream.export import ExportError, export_checkpoint
+    from rnnstream.train import DataError, load_checkpoint, load_csv
     from rnnstream.train.errors import CheckpointError
 
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
     try:
+        sample = None
+        if args.sample:
+            features = load_checkpoint(args.checkpoint)[0].config.feature_names
+            sample = load_csv(args.sample, features).features
         report = export_checkpoint(
             args.checkpoint, out, opset=args.opset, quantize=args.quantize,
             exporter=args.exporter, atol=args.atol, seed=args.seed,
-            step_graph=not args.no_step_graph,
+            step_graph=not args.no_step_graph, sample=sample,
         )
-    except (ExportError, CheckpointError) as exc:
+    except (ExportError, CheckpointError, DataError) as exc:
         return fail(str(exc))
     print(report.summary())
     print(f"wrote {report.path} ({report.path.stat().st_size:,} bytes, "

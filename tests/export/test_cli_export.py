@@ -138,3 +138,25 @@ def test_help_has_examples(capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "examples:" in capsys.readouterr().out
+
+
+def test_export_proves_parity_on_a_sample_of_the_series(exported, tmp_path, capsys):
+    import numpy as np
+
+    from rnnstream.train.checkpoint import load_checkpoint
+
+    ckpt, _ = exported
+    names = load_checkpoint(ckpt)[0].config.feature_names
+    rows = 12 + np.random.default_rng(0).normal(0, 2, (80, len(names)))
+    sample = tmp_path / "series.csv"
+    sample.write_text(",".join(["date", *names]) + "\n" + "\n".join(
+        ",".join([f"d{i}", *map(str, row)]) for i, row in enumerate(rows)) + "\n")
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "m.onnx"),
+                 "--sample", str(sample)]) == 0
+    assert "ok" in capsys.readouterr().out
+    short = tmp_path / "short.csv"
+    short.write_text(",".join(names) + "\n" + "1," * (len(names) - 1) + "1\n")
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "m2.onnx"),
+                 "--sample", str(short)]) == 1
+    assert "sample of shape (1," in capsys.readouterr().err
+    assert not (tmp_path / "m2.onnx").exists()
