@@ -59,8 +59,9 @@ __all__ = ["StreamPool"]
 # Step graph vs sequence graph, measured by bench/bench_runtime.py (LSTM, one thread,
 # onnxruntime 1.32, a shared 2-core x86 box, p50; its "graph" rows and the pool rows' raw
 # columns):
-#   B=1, raw IOBinding ping-pong: hidden 32 / 1 layer 8.43 vs 9.03 µs (1.07x);
-#                                 hidden 128 / 2 layers 26.65 vs 27.80 µs (1.04x)
+#   B=1, raw IOBinding ping-pong: hidden 32 / 1 layer 8.33-8.43 vs 9.01-9.03 µs (1.07x);
+#                                 hidden 128 / 2 layers 26.58-26.65 vs 27.32-27.80 µs (1.03x)
+#   (undisturbed runs; on a busy box single runs can swing 30% either way: rerun the bench)
 #   hidden 32, raw run(): B=64 2.41 vs 2.05 M steps/s; B=1024 4.55 vs 3.55; B=16384 2.19 vs 1.44
 # The step graph was faster at every size measured, so it is used whenever the model has one
 # (there is no batch threshold).
