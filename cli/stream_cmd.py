@@ -136,12 +136,12 @@ class LineParser:
     def _csv(self, cells: list[str]) -> tuple[Any, Any]:
         key = None
         if self.columns is not None:  # a header named the features: take those, by name
-            if len(cells) != len(self.header or []):
+            header = self.header or []
+            if len(cells) != len(header):
                 raise LineError(f"{len(cells)} columns, but the header has "
-                                f"{len(self.header or [])}: {self.header}")
+                                f"{len(header)}: {header}")
             if self.key is not None:
-                key = cells[self.header.index(self.key) if self.key in self.header
-                            else int(self.key)]
+                key = cells[header.index(self.key) if self.key in header else int(self.key)]
             values = [_number(cells[i]) for i in self.columns]
             return key, values[0] if len(values) == 1 else values
         if self.key is not None:
@@ -200,6 +200,7 @@ def _lines(source: str) -> Iterator[str]:
 def run(args: argparse.Namespace) -> int:
     from rnnstream.runtime import Predictor, RnnStreamError, StreamPool
 
+    target: Predictor | StreamPool
     try:
         if args.key is not None:
             target = StreamPool(args.model, auto_add=True)

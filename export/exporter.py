@@ -230,7 +230,8 @@ def export_model(
             graph = quantize_graph(graph, model)
             check_graph(graph, model)
             qparity = quantized_parity(model, graph, seed=seed, sample=sample)
-        step_bytes, sparity = None, {}
+        step_bytes: bytes | None = None
+        sparity: dict[str, ParityReport] = {}
         if step_graph and not quantize:
             step_bytes, sparity = _step_graph(model, graph, path, opset, atol, seed, sample)
     contract = _final_contract(model, graph, metrics, parity, qparity, exporter, opset, sparity)
@@ -280,11 +281,11 @@ def _final_contract(model, graph, metrics, parity, qparity, exporter, opset,
 
 
 def export_checkpoint(
-    checkpoint_path: str | os.PathLike, out_path: str | os.PathLike, **kwargs: Any
+    checkpoint_path: str | os.PathLike[str], out_path: str | os.PathLike[str], **kwargs: Any
 ) -> ExportReport:
     """Load a training checkpoint and :func:`export_model` it with its stored metrics."""
     from rnnstream.train.checkpoint import load_checkpoint
 
-    model, info = load_checkpoint(checkpoint_path)
+    model, info = load_checkpoint(os.fspath(checkpoint_path))
     kwargs.setdefault("metrics", info.get("metrics") or {})
     return export_model(model, out_path, **kwargs)

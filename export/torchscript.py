@@ -78,7 +78,9 @@ def build_graph_torchscript(model, opset: int = 17) -> onnx.ModelProto:
         for category, message in _KNOWN_WARNINGS:
             warnings.filterwarnings("ignore", category=category, message=message)
         torch.onnx.export(
-            _FlatForecaster(model).eval(), (x, *states), buffer, dynamo=False,
+            # a file object is accepted (torch.onnx.utils), though the stubs say a path only
+            _FlatForecaster(model).eval(), (x, *states), buffer,  # type: ignore[arg-type]
+            dynamo=False,
             input_names=inputs, output_names=outputs, dynamic_axes=axes, opset_version=opset,
         )
     return onnx.load_from_string(buffer.getvalue())

@@ -21,13 +21,14 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Mapping
-from typing import IO
+from typing import IO, TypeVar, cast
 
 __all__ = ["TEMP_SUFFIX", "write_bytes", "write_file", "write_files"]
 
 TEMP_SUFFIX = ".rnnstream-tmp"
 
 Writer = Callable[[IO[bytes]], None]
+P = TypeVar("P", bound="str | os.PathLike[str]")
 
 
 def write_file(path: str | os.PathLike[str], write: Writer) -> None:
@@ -40,13 +41,13 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     write_files({path: data})
 
 
-def write_files(files: Mapping[str | os.PathLike[str], bytes | Writer]) -> None:
+def write_files(files: Mapping[P, bytes | Writer]) -> None:
     """Write every file (bytes, or a callback that writes to the open file) to a temp file in
     its folder and fsync it; only then replace the destinations, in the order given."""
     temps: list[tuple[str, str]] = []
     try:
-        for dest, content in files.items():
-            dest = os.fspath(dest)
+        for name, content in files.items():
+            dest = os.fspath(cast("str | os.PathLike[str]", name))
             temps.append((_write_temp(dest, content), dest))
         for tmp, dest in temps:
             os.replace(tmp, dest)

@@ -323,7 +323,7 @@ class BoundStream(Stream):
         x = self._y.copy()
         out = np.empty((n, c.n_targets), np.float32)
         for i in range(n):
-            feeds = {io.input: x}
+            feeds: dict[str, np.ndarray] = {io.input: x}
             feeds.update((s.input, a) for s, a in zip(io.states, state, strict=True))
             x, *state = engine.run(feeds)
             out[i] = x[0, 0]

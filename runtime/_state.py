@@ -94,8 +94,8 @@ def check_fingerprint(found: str, expected: str, source: str) -> None:
 def write_snapshot(path: str | os.PathLike[str], meta: Mapping[str, Any],
                    arrays: Mapping[str, np.ndarray]) -> None:
     """Write ``arrays`` and ``meta`` to ``path`` atomically (see :mod:`._atomic`)."""
-    payload = {_META: np.array(json.dumps({"format": SNAPSHOT_FORMAT,
-                                           "version": SNAPSHOT_VERSION, **meta}))}
+    payload: dict[str, Any] = {_META: np.array(json.dumps({"format": SNAPSHOT_FORMAT,
+                                                           "version": SNAPSHOT_VERSION, **meta}))}
     payload.update(arrays)
     write_file(path, lambda f: np.savez(f, **payload))
 

@@ -60,8 +60,9 @@ __all__ = ["StreamPool"]
 # Step graph vs sequence graph, measured by bench/bench_runtime.py (LSTM, one thread,
 # onnxruntime 1.32, a shared 2-core x86 box, p50; its "graph" rows and the pool rows' raw
 # columns):
-#   B=1, raw IOBinding ping-pong: hidden 32 / 1 layer 8.43 vs 9.03 µs (1.07x);
-#                                 hidden 128 / 2 layers 26.65 vs 27.80 µs (1.04x)
+#   B=1, raw IOBinding ping-pong: hidden 32 / 1 layer 8.33-8.43 vs 9.01-9.03 µs (1.07x);
+#                                 hidden 128 / 2 layers 26.58-26.65 vs 27.32-27.80 µs (1.03x)
+#   (undisturbed runs; on a busy box single runs can swing 30% either way: rerun the bench)
 #   hidden 32, raw run(): B=64 2.41 vs 2.05 M steps/s; B=1024 4.55 vs 3.55; B=16384 2.19 vs 1.44
 # The step graph was faster at every size measured, so it is used whenever the model has one
 # (there is no batch threshold).
@@ -181,7 +182,8 @@ class StreamPool(_EngineFacts):
             fixed_inputs=fixed_inputs)
         io = self._io = engine.io
         self._reader = engine.reader
-        if self._reader.n is None:
+        n_in = self._reader.n
+        if n_in is None:
             raise UnsupportedError(f"{self.path}: input {io.input!r} has a free axis besides "
                                    "the batch axis; a pool needs fixed-size points")
         if io.input_batch_axis is None or any(s.batch_axis is None for s in io.states):
@@ -200,12 +202,16 @@ class StreamPool(_EngineFacts):
         self._cache_keys: list[Hashable] | None = None
         self._cache_rows: np.ndarray | slice = slice(0, 0)
         self._last_sweep = clock()
-        self._n_in = self._reader.n
+        self._n_in = n_in
         self._generation = 0  # bumped whenever self._bufs are reallocated
         self._zeros: dict[int, np.ndarray] = {}  # size -> zeros, for the finiteness check
-        self._runner: _BoundBatches | _ForeignBatches = (
-            _BoundBatches(engine) if isinstance(engine, BoundEngine)
-            else _ForeignBatches(engine))
+        self._runner: _BoundBatches | _ForeignBatches
+        if isinstance(engine, BoundEngine):
+            self._runner = _BoundBatches(engine)
+        elif isinstance(engine, ForeignEngine):
+            self._runner = _ForeignBatches(engine, n_in)
+        else:  # pragma: no cover - open_engine returns one of the two
+            raise TypeError(f"no batch runner for {type(engine).__name__}")
 
     # -- facts ----------------------------------------------------------------------------------
     @property
@@ -389,7 +395,11 @@ class StreamPool(_EngineFacts):
         if rows is None or len(set(keys)) != len(keys):
             if len(set(map(_hashable_or_raise, keys))) != len(keys):
                 seen: set[Hashable] = set()
-                dup = [k for k in keys if k in seen or seen.add(k)]
+                dup = []
+                for k in keys:
+                    if k in seen:
+                        dup.append(k)
+                    seen.add(k)
                 raise StreamKeyError(f"duplicate stream key{'s' if len(dup) > 1 else ''} "
                                      f"{_show(dup)} in one step; each stream takes one point "
                                      "per call")
@@ -567,10 +577,12 @@ class _ForeignBatches:
     """Batched calls for foreign models: one ``run()`` with the batch moved to the model's own
     batch axes (and back), fixed inputs added."""
 
-    def __init__(self, engine: ForeignEngine) -> None:
+    def __init__(self, engine: ForeignEngine, n_in: int) -> None:
         io = self._io = engine.io
         self._engine = engine
-        self._n_in = engine.reader.n
+        self._n_in = n_in
+        # batch axis of each state (the pool refused models whose states have none)
+        self._axes = [s.batch_axis if s.batch_axis is not None else 0 for s in io.states]
         self._plain = all(s.batch_axis == 0 for s in io.states) and io.input_batch_axis == 0
         out_arg = next(o for o in engine.session.get_outputs() if o.name == io.output)
         out_batch = next((i for i, d in enumerate(declared_shape(out_arg)) if d is None), None)
@@ -581,13 +593,13 @@ class _ForeignBatches:
         io = self._io
         n = arr.shape[0]
         feeds = {io.input: arr.reshape(input_shape(io, self._n_in, n))}
-        for s in io.states:
+        for s, axis in zip(io.states, self._axes, strict=True):
             feeds[s.input] = (bufs[s.name][rows] if self._plain else np.ascontiguousarray(
-                np.moveaxis(bufs[s.name][rows], 0, s.batch_axis)))
+                np.moveaxis(bufs[s.name][rows], 0, axis)))
         feeds.update(io.fixed)
         y, *new = self._engine.run(feeds)
-        for s, a in zip(io.states, new, strict=True):
-            bufs[s.name][rows] = a if s.batch_axis == 0 else np.moveaxis(a, s.batch_axis, 0)
+        for s, axis, a in zip(io.states, self._axes, new, strict=True):
+            bufs[s.name][rows] = a if axis == 0 else np.moveaxis(a, axis, 0)
         if self._y_axis:
             y = np.moveaxis(y, self._y_axis, 0)
         return y.reshape(n, -1)

@@ -309,9 +309,9 @@ class KeyStep:
         if state.hasTimedOut:  # idle past the watermark: forget the key, emit nothing
             state.remove()
             return
-        frames = list(frames)
-        cols, x64 = self._sorted(frames[0] if len(frames) == 1
-                                 else pd.concat(frames, ignore_index=True))
+        parts = list(frames)
+        cols, x64 = self._sorted(parts[0] if len(parts) == 1
+                                 else pd.concat(parts, ignore_index=True))
         if not len(x64):
             return
         loaded = worker_model(_resolve(self.path, self.shipped), self.fingerprint)

@@ -62,7 +62,6 @@ def test_bad_point_is_refused_and_state_unchanged(multi, point, exc, match):
     with pytest.raises(exc, match=match):
         p.step(point)
     _same(before, p.get_state())
-    assert issubclass(exc, ValueError)  # InputError is also a ValueError
 
 
 def test_scalar_fast_path_refuses_nan_and_inf(lstm):
@@ -263,3 +262,25 @@ def test_onnxruntime_failure_is_an_inference_error_and_changes_nothing(multi, mo
         with pytest.raises(InferenceError, match="injected kernel"):
             pool.step_many(["a"], np.zeros((1, 3)))
         _same(pool.get_state("a"), kept)
+
+
+def test_the_drawn_error_tree_is_the_class_tree():
+    """errors.py draws the hierarchy in its docstring; a class added or moved without the
+    drawing (or the other way round) fails here."""
+    import re
+
+    from rnnstream.runtime import errors
+
+    drawn: dict[str, str | None] = {}
+    stack: list[str] = []
+    for line in (errors.__doc__ or "").splitlines():
+        found = re.match(r"^    ([│├└─ ]*)(\w+Error)\b", line)
+        if not found:
+            continue
+        depth = len(found.group(1)) // 4
+        del stack[depth:]
+        drawn[found.group(2)] = stack[-1] if stack else None
+        stack.append(found.group(2))
+    actual = {name: (getattr(errors, name).__bases__[0].__name__
+                     if name != "RnnStreamError" else None) for name in errors.__all__}
+    assert drawn == actual

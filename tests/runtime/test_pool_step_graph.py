@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-from runtime_helpers import contract_for, make_forecaster, write_model
+from model_files import contract_for, make_forecaster, write_model
 
 from rnnstream.export.graph import build_graph
 from rnnstream.export.step_graph import build_step_graph, step_path

@@ -42,3 +42,29 @@ def test_old_module_name_is_a_deprecated_alias():
     same, messages = done.stdout.strip().split(" ", 1)
     assert same == "True"
     assert "rnnstream.runtime.spark moved to rnnstream.spark" in messages
+
+
+def test_spark_uses_only_the_public_runtime_api():
+    """rnnstream.spark is an integration: it imports rnnstream.runtime's __all__, nothing
+    private (read from its source, so no pyspark is needed)."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    import rnnstream.runtime
+
+    spec = importlib.util.find_spec("rnnstream.spark")
+    assert spec is not None
+    assert spec.origin is not None
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    imported = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rnnstream"):
+            imported += [(node.module, alias.name) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            imported += [(alias.name, "") for alias in node.names
+                         if alias.name.startswith("rnnstream")]
+    assert imported, "found no import of the runtime"
+    for module, name in imported:
+        assert module == "rnnstream.runtime", module
+        assert name in rnnstream.runtime.__all__, name

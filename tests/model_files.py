@@ -1,12 +1,16 @@
-"""Helpers shared by the runtime tests: small forecasters written as rnnstream ONNX files.
+"""rnnstream model files built from seeded torch forecasters (helpers shared by the tests;
+``tests/`` is on sys.path through pytest's ``pythonpath`` setting).
 
-A plain module (not conftest.py), so that test files import it by a unique name.
+The files are made with ``build_graph`` plus the contract written here, so the runtime tests do
+not depend on the exporter's parity step; ``rnnstream.export.export_model`` can replace
+``write_model`` once it is stable.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 from onnx import helper
@@ -58,3 +62,9 @@ def write_model(model: Forecaster, path: Path, contract: ModelContract | None = 
     return path
 
 
+def torch_run(model: Forecaster, xs: np.ndarray, state=None):
+    """Full-sequence torch reference: xs [B, T, F] -> (y [B, T, Tg], state arrays [B, L, H])."""
+    with torch.no_grad():
+        st = None if state is None else tuple(torch.from_numpy(s) for s in state)
+        y, new = model(torch.from_numpy(xs), st)
+    return y.numpy(), [s.numpy() for s in new]
