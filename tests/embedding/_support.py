@@ -126,23 +126,28 @@ def parse_predictions(stdout: str, keyed: bool = False):
 
 def missing_tool(reason: str) -> None:
     if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI is set, so the JavaScript embedding test may not be skipped")
+        pytest.fail(f"{reason}; CI is set, so the JavaScript and browser tests may not be skipped")
     pytest.skip(reason)
 
 
 def install_js_deps() -> None:
-    """``npm ci`` from the lock file, once; offline-safe once the npm cache has the packages.
+    """The Node example's packages (see :func:`install_npm_deps`).
 
     ONNXRUNTIME_NODE_INSTALL=skip: onnxruntime-node's install script otherwise downloads optional
     CUDA files from outside the npm registry, which fails offline. The CPU build
     is inside the npm package itself.
     """
-    if (JS_DIR / "node_modules" / "onnxruntime-node").is_dir():
+    install_npm_deps(JS_DIR, "onnxruntime-node", {"ONNXRUNTIME_NODE_INSTALL": "skip"})
+
+
+def install_npm_deps(folder: Path, package: str, env: dict[str, str] | None = None) -> None:
+    """``npm ci`` in ``folder`` from its lock file, unless ``package`` is installed already;
+    offline-safe once the npm cache has the packages."""
+    if (folder / "node_modules" / package).is_dir():
         return
-    env = {**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"}
     cmd = ["npm", "ci", "--prefer-offline", "--no-audit", "--no-fund"]
-    done = subprocess.run(cmd, cwd=JS_DIR, env=env, capture_output=True, text=True,
-                          timeout=NPM_TIMEOUT_S, check=False)
+    done = subprocess.run(cmd, cwd=folder, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=NPM_TIMEOUT_S, check=False)
     if done.returncode != 0:
-        pytest.fail(f"`{' '.join(cmd)}` in {JS_DIR} failed ({done.returncode}):\n"
+        pytest.fail(f"`{' '.join(cmd)}` in {folder} failed ({done.returncode}):\n"
                     f"{done.stdout}\n{done.stderr}")
