@@ -7,7 +7,9 @@
  *   node headless.mjs SCRIPT.json OUT.json
  *
  * SCRIPT.json: {"url": "http://127.0.0.1:PORT/", "chromium": "/usr/bin/chromium",
- *               "actions": [ACTION, ...]}
+ *               "ready": SELECTOR, "actions": [ACTION, ...]}
+ * "ready": what to wait for before the first action (default: the page's
+ * html[data-ready="true"]; any page can be driven, e.g. a page from `rnnstream inspect --code web`).
  * ACTION, run in order; each gives one entry of OUT.json's "results" ({"label", "value"} or
  * {"label", "error"}; an action that fails does not stop the next one; "label" is the
  * action's own "label", for finding its result):
@@ -15,8 +17,11 @@
  *   {"files": SELECTOR, "paths": [...]}     choose files in an <input type=file>, as a user does
  *   {"fill": SELECTOR, "text": "..."}       type into a field
  *   {"click": SELECTOR}                     click a control
+ *   {"waitFor": SELECTOR}                   wait until an element matches
+ *   {"text": SELECTOR}                      an element's text
  *   {"screenshot": PATH}                    the page as PNG
- * After "files" and "click" the driver waits for the control's action to finish.
+ * After "files" and "click" on a page with the hook the driver waits for the control's action
+ * to finish (window.rnnstream.settled).
  * OUT.json also holds "console": the page's console errors and uncaught exceptions.
  */
 import fs from 'node:fs';
@@ -48,7 +53,7 @@ async function main([scriptPath, outPath]) {
     page.on('console', (m) => { if (m.type() === 'error') out.console.push(m.text()); });
     page.on('pageerror', (err) => out.console.push(`uncaught: ${err.message}`));
     await page.goto(script.url);
-    await page.waitForSelector('html[data-ready="true"]');
+    await page.waitForSelector(script.ready ?? 'html[data-ready="true"]');
     out.userAgent = await page.evaluate(() => navigator.userAgent);
     for (const action of script.actions) {
       out.results.push({ label: action.label ?? null, ...(await run(page, action)) });
@@ -60,7 +65,7 @@ async function main([scriptPath, outPath]) {
 }
 
 async function run(page, action) {
-  const settled = () => page.evaluate(() => window.rnnstream.settled());
+  const settled = () => page.evaluate(() => window.rnnstream?.settled());
   try {
     if ('call' in action) {
       const value = await page.evaluate(([name, args]) => window.rnnstream[name](...args),
@@ -75,6 +80,10 @@ async function run(page, action) {
     } else if ('click' in action) {
       await page.click(action.click);
       await settled();
+    } else if ('waitFor' in action) {
+      await page.waitForSelector(action.waitFor);
+    } else if ('text' in action) {
+      return { value: await page.textContent(action.text) };
     } else if ('screenshot' in action) {
       await page.evaluate(() => window.rnnstream.draw());
       await page.screenshot({ path: action.screenshot, fullPage: false });

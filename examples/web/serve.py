@@ -20,19 +20,19 @@ HERE = Path(__file__).resolve().parent
 MODELS_PREFIX = "/models/"
 
 
-def handler(models: Path | None) -> type[http.server.SimpleHTTPRequestHandler]:
-    """A static file handler for this folder, with ``models`` served under /models/."""
+def handler(models: Path | None, root: Path = HERE) -> type[http.server.SimpleHTTPRequestHandler]:
+    """A static file handler for ``root`` (this folder), with ``models`` under /models/."""
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, directory=str(HERE), **kwargs)
+            super().__init__(*args, directory=str(root), **kwargs)
 
         def translate_path(self, path: str) -> str:
             if models is not None and path.startswith(MODELS_PREFIX):
                 # the parent class resolves the rest against `directory`, refusing "..";
                 # re-root it at the models folder
                 rest = super().translate_path("/" + path[len(MODELS_PREFIX):])
-                return str(models / Path(rest).relative_to(HERE))
+                return str(models / Path(rest).relative_to(root))
             return super().translate_path(path)
 
         def log_message(self, format: str, *args) -> None:
@@ -41,10 +41,11 @@ def handler(models: Path | None) -> type[http.server.SimpleHTTPRequestHandler]:
     return Handler
 
 
-def start(models: Path | None = None, port: int = 0) -> http.server.ThreadingHTTPServer:
-    """Serve in a daemon thread; ``port=0`` takes a free port (``server.server_port``).
-    Call ``server.shutdown()`` when done."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler(models))
+def start(models: Path | None = None, port: int = 0,
+          root: Path = HERE) -> http.server.ThreadingHTTPServer:
+    """Serve ``root`` in a daemon thread; ``port=0`` takes a free port (``server.server_port``).
+    Call ``server.shutdown()`` and ``server.server_close()`` when done."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler(models, root))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 

@@ -7,6 +7,8 @@ a failure: CI must prove the embedding example, not silently skip it.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import subprocess
 from dataclasses import dataclass
@@ -24,7 +26,10 @@ from rnnstream.train.model import Forecaster, ForecasterConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 JS_DIR = REPO / "examples" / "javascript"
+WEB_DIR = REPO / "examples" / "web"
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `make test` installs it where it can
 NPM_TIMEOUT_S = 300
+BROWSER_TIMEOUT_S = 120
 
 
 @dataclass(frozen=True)
@@ -151,3 +156,30 @@ def install_npm_deps(folder: Path, package: str, env: dict[str, str] | None = No
     if done.returncode != 0:
         pytest.fail(f"`{' '.join(cmd)}` in {folder} failed ({done.returncode}):\n"
                     f"{done.stdout}\n{done.stderr}")
+
+
+# -- the browser -------------------------------------------------------------------------------
+
+def serve(root: Path, models: Path | None = None):
+    """examples/web/serve.py's server for ``root`` (``models`` at /models/), on a free port of
+    127.0.0.1; the caller shuts it down."""
+    spec = importlib.util.spec_from_file_location("rnnstream_web_serve", WEB_DIR / "serve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.start(models, root=root)
+
+
+def run_headless(node: str, script: dict, workdir: Path) -> dict:
+    """Run examples/web/headless.mjs on ``script`` (see its docstring); its JSON report, with
+    "results" keyed by the actions' labels."""
+    script_path, out = workdir / "script.json", workdir / "out.json"
+    script_path.write_text(json.dumps({"chromium": str(CHROMIUM), **script}))
+    done = subprocess.run([node, str(WEB_DIR / "headless.mjs"), str(script_path), str(out)],
+                          capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S, check=False)
+    if done.returncode != 0:
+        pytest.fail(f"headless.mjs exited {done.returncode}:\n{done.stderr}")
+    report = json.loads(out.read_text())
+    uncaught = [c for c in report["console"] if c.startswith("uncaught")]
+    assert not uncaught, uncaught
+    report["results"] = {r["label"]: r for r in report["results"]}
+    return report

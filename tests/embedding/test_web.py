@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,22 +38,19 @@ from rnnstream.train.model import Forecaster
 
 from ._support import (
     CASES,
-    REPO,
+    WEB_DIR,
     Case,
     export,
-    install_npm_deps,
     make_forecaster,
-    missing_tool,
     python_stream,
+    run_headless,
     series,
+    serve,
     to_csv,
 )
 
 pytestmark = [pytest.mark.js, pytest.mark.web]
 
-WEB_DIR = REPO / "examples" / "web"
-CHROMIUM = Path("/usr/bin/chromium")
-BROWSER_TIMEOUT_S = 120
 ULPS = ULPS_Y
 N_POINTS = 200  # held-out points streamed per model and graph
 N_MORE = 20  # streamed after the refused inputs: the stream must go on exactly
@@ -133,19 +129,6 @@ def without_split(folder: Path, out: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory) -> str:
-    """``node``, with examples/web's packages installed and Chromium present."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        missing_tool("node and npm are needed for the browser test (install Node.js >= 18)")
-    if not CHROMIUM.exists():
-        missing_tool(f"{CHROMIUM} is needed for the browser test: apt-get install chromium "
-                     "(make test does it where apt-get is allowed)")
-    install_npm_deps(WEB_DIR, "playwright-core")
-    return node
-
-
-@pytest.fixture(scope="module")
 def web_run(browser: str, tmp_path_factory):
     """Export the models, serve them, run one browser session over all of them; return
     (results by label, models, points, the screenshot's path)."""
@@ -213,34 +196,14 @@ def web_run(browser: str, tmp_path_factory):
         {"label": "screenshot", "screenshot": str(shot)},
     ]
 
-    server = serve(root)
+    server = serve(WEB_DIR, models=root)
     try:
-        script = root / "script.json"
-        script.write_text(json.dumps({"url": f"http://127.0.0.1:{server.server_port}/",
-                                      "chromium": str(CHROMIUM), "actions": actions}))
-        out = root / "out.json"
-        done = subprocess.run([browser, str(WEB_DIR / "headless.mjs"), str(script), str(out)],
-                              capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S,
-                              check=False)
+        report = run_headless(browser, {"url": f"http://127.0.0.1:{server.server_port}/",
+                                        "actions": actions}, root)
     finally:
         server.shutdown()
         server.server_close()
-    if done.returncode != 0:
-        pytest.fail(f"headless.mjs exited {done.returncode}:\n{done.stderr}")
-    report = json.loads(out.read_text())
-    results = {r["label"]: r for r in report["results"]}
-    uncaught = [c for c in report["console"] if c.startswith("uncaught")]
-    assert not uncaught, uncaught
-    return results, models, points, shot
-
-
-def serve(models: Path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("rnnstream_web_serve", WEB_DIR / "serve.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.start(models)
+    return report["results"], models, points, shot
 
 
 def value(results: dict, label: str):
