@@ -16,6 +16,7 @@ BENCHES = {
     "runtime": ["bench_runtime.py"],  # Predictor / StreamPool vs raw onnxruntime and torch eager
     "export": ["export_compare.py"],  # native graph vs torch's TorchScript exporter
     "spark": ["bench_spark.py"],  # Spark local mode vs StreamPool in one process
+    "web": ["bench_web.py"],  # step latency in the browser (onnxruntime-web) vs Node vs Python
 }
 
 

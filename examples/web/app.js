@@ -261,7 +261,9 @@ function simulation(kind, contract) {
         return price[i];
       });
     }
-    return mean.map((m, i) => m + std[i] * (Math.sin(0.12 * t + i) + 0.1 * gaussian()));
+    // a sine spans +-sqrt(2) std; period 40 steps, like `rnnstream train --data sine`
+    return mean.map((m, i) => m + std[i] * (Math.SQRT2 * Math.sin((Math.PI * t) / 20 + i) +
+      0.05 * gaussian()));
   };
 }
 
