@@ -22,7 +22,6 @@ Needs node/npm (make js-deps web-deps) and /usr/bin/chromium (make browser).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import os
@@ -80,10 +79,11 @@ def sh(cmd: list[str], **kwargs) -> str:
 
 
 def train_and_export(folder: Path) -> Path:
-    """The sine LSTM (1 layer x 32, the CLI's defaults), trained briefly, exported."""
+    """The sine LSTM (1 layer x 32, the CLI's defaults), trained briefly, exported. Levels in
+    and out (no `last` state): the same graphs in every run, whatever auto would pick."""
     cli = [sys.executable, "-c", "from rnnstream.cli.main import main; raise SystemExit(main())"]
-    sh([*cli, "train", "--data", "sine", "--epochs", "15", "--no-progress", "--threads", "1",
-        "--out", str(folder)])
+    sh([*cli, "train", "--data", "sine", "--target-mode", "level", "--epochs", "15",
+        "--no-progress", "--threads", "1", "--out", str(folder)])
     model = folder / "model.onnx"
     sh([*cli, "export", str(folder / "model.pt"), "--out", str(model)])
     return model
@@ -95,44 +95,6 @@ def sine_points(n: int) -> list[list[float]]:
     t = np.arange(n)
     noise = np.random.default_rng(0).normal(0, 0.03, n)
     return [[float(v)] for v in (np.sin(np.pi * t / 20) + noise).astype(np.float32)]
-
-
-def step_graph_without_split(folder: Path, out: Path) -> Path:
-    """The step graph with each Split written as Slice nodes (same weights, same function) and a
-    sidecar naming its bytes: onnxruntime-web's WebGL backend has Split only up to opset 12.
-    The same rewrite is in tests/embedding/test_web.py; both go once step_graph.py emits Slice."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    out.mkdir()
-    step = onnx.load(str(folder / "model.step.onnx"))
-    graph = step.graph
-    arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    nodes = []
-    for node in graph.node:
-        if node.op_type != "Split":
-            nodes.append(node)
-            continue
-        axis = next(a.i for a in node.attribute if a.name == "axis")
-        start = 0
-        for name, size in zip(node.output, arrays[node.input[1]], strict=True):
-            bounds = [f"{name}_start", f"{name}_end", f"{name}_axis"]
-            for b, v in zip(bounds, (start, start + int(size), axis), strict=True):
-                graph.initializer.append(numpy_helper.from_array(np.array([v], np.int64), b))
-            nodes.append(helper.make_node("Slice", [node.input[0], *bounds], [name]))
-            start += int(size)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {i for n in graph.node for i in n.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    data = step.SerializeToString()
-    (out / "model.step.onnx").write_bytes(data)
-    sidecar = json.loads((folder / "model.onnx.json").read_text())
-    sidecar["step_model"]["sha256"] = hashlib.sha256(data).hexdigest()
-    (out / "model.onnx.json").write_text(json.dumps(sidecar))
-    return out / "model.step.onnx"
 
 
 # -- Python ------------------------------------------------------------------------------------
@@ -197,10 +159,13 @@ def node_figures(model: Path, points, n: int) -> dict[str, float]:
 
 def browser_figures(model: Path, points, n: int, folder: Path,
                     screenshot: Path | None) -> tuple[dict[str, float | str], str]:
-    step_graph_without_split(model.parent, folder / "no-split")
+    sys.path.insert(0, str(REPO))  # the tests' rewrite, shared rather than copied
+    from tests.embedding._support import webgl_variant
+
+    webgl_variant(model.parent, folder / "webgl")
     runs = [("sequence", "model.onnx", "wasm"), ("step", "model.step.onnx", "wasm"),
             ("sequence", "model.onnx", "webgl"), ("step", "model.step.onnx", "webgl"),
-            ("step, Split as Slice", "no-split/model.step.onnx", "webgl"),
+            ("step, rewritten for WebGL", "webgl/model.step.onnx", "webgl"),
             ("step", "model.step.onnx", "webgpu")]
     warm, timed = points[:200], [points[i % len(points)] for i in range(n)]
     actions: list[dict] = [{"label": "backends", "call": "backends"}]

@@ -7,15 +7,19 @@ a failure: CI must prove the embedding example, not silently skip it.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import helper, numpy_helper
 
 torch = pytest.importorskip(
     "torch", reason="exporting a model needs torch: pip install 'rnnstream[train]'")
@@ -43,16 +47,21 @@ class Case:
     hidden: int = 8
     target_mode: str = "level"
     target_index: tuple[int, ...] = ()
+    input_mode: str = "level"
 
     @property
     def id(self) -> str:
-        return f"{self.cell}-F{self.n_features}-T{self.n_targets}-L{self.layers}-{self.target_mode}"
+        return (f"{self.cell}-F{self.n_features}-T{self.n_targets}-L{self.layers}-"
+                f"{self.target_mode}" + ("-delta-in" if self.input_mode == "delta" else ""))
 
 
 CASES = [
     Case("rnn", n_features=1, n_targets=1, layers=2),
     Case("lstm", n_features=2, n_targets=2, layers=2),
     Case("gru", n_features=3, n_targets=2, layers=1, target_mode="delta", target_index=(0, 2)),
+    # fed changes: a `last` state [batch, F + 1] beside h and c
+    Case("lstm", n_features=2, n_targets=1, layers=1, target_mode="delta", target_index=(1,),
+         input_mode="delta"),
 ]
 
 
@@ -63,13 +72,18 @@ def make_forecaster(case: Case, seed: int = 0) -> Forecaster:
         cell=case.cell, n_features=case.n_features, n_targets=case.n_targets,
         hidden=case.hidden, layers=case.layers, target_mode=case.target_mode,
         target_index=list(case.target_index),
+        input_mode=case.input_mode,
         feature_names=[f"sensor_{i}" for i in range(case.n_features)],
         target_names=[f"sensor_{i}_next" for i in range(case.n_targets)],
     )
     model = Forecaster(config).eval()
     f, t = case.n_features, case.n_targets
-    model.set_normalization(np.linspace(10, 20, f), np.linspace(2, 3, f),
-                            np.linspace(-5, 5, t), np.linspace(0.5, 4, t))
+    if case.input_mode == "delta":  # changes of a level near 15 (see series())
+        model.set_normalization(np.zeros(f), np.linspace(0.5, 0.8, f), np.linspace(-1, 1, t),
+                                np.linspace(0.5, 1, t), np.full(f, 15.0), np.full(f, 3.0))
+    else:
+        model.set_normalization(np.linspace(10, 20, f), np.linspace(2, 3, f),
+                                np.linspace(-5, 5, t), np.linspace(0.5, 4, t))
     return model
 
 
@@ -183,3 +197,59 @@ def run_headless(node: str, script: dict, workdir: Path) -> dict:
     assert not uncaught, uncaught
     report["results"] = {r["label"]: r for r in report["results"]}
     return report
+
+
+# Ops of the step graph that onnxruntime-web 1.30's WebGL backend cannot run at opset 17:
+# Split (it has Split only up to opset 12) and, for models fed with differences, Expand.
+WEBGL_MISSING = ("Split", "Expand")
+
+
+def webgl_variant(folder: Path, out: Path) -> Path:
+    """The export in ``folder`` with its step graph rewritten into ops WebGL runs, computing
+    the same function exactly (Split -> one Slice per part; Expand(a, Shape(b)) ->
+    Add(Mul(b, 0), a), a broadcast of ``a`` to b's shape, b finite), and a sidecar naming the new
+    bytes. Returns the new step graph's path. What export/step_graph.py could emit itself."""
+    out.mkdir()
+    step = onnx.load(str(folder / "model.step.onnx"))
+    graph = step.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    shape_of = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Shape"}
+
+    def const(name: str, value: np.ndarray) -> str:
+        graph.initializer.append(numpy_helper.from_array(value, name))
+        return name
+
+    nodes = []
+    for node in graph.node:
+        if node.op_type == "Split":
+            axis = next(a.i for a in node.attribute if a.name == "axis")
+            start = 0
+            for name, size in zip(node.output, consts[node.input[1]], strict=True):
+                bounds = [const(f"{name}_{k}", np.array([v], np.int64)) for k, v in
+                          (("start", start), ("end", start + int(size)), ("axis", axis))]
+                nodes.append(helper.make_node("Slice", [node.input[0], *bounds], [name]))
+                start += int(size)
+        elif node.op_type == "Expand" and node.input[1] in shape_of:
+            like, name = shape_of[node.input[1]], node.output[0]
+            zero = const(f"{name}_zero", np.zeros((), np.float32))
+            nodes.append(helper.make_node("Mul", [like, zero], [f"{name}_zeros"]))
+            nodes.append(helper.make_node("Add", [f"{name}_zeros", node.input[0]], [name]))
+        else:
+            nodes.append(node)
+    used = {i for n in nodes for i in n.input}
+    nodes = [n for n in nodes if n.op_type != "Shape" or n.output[0] in used]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in nodes for i in n.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.checker.check_model(step, full_check=True)
+    assert not {n.op_type for n in graph.node} & set(WEBGL_MISSING)
+    data = step.SerializeToString()
+    (out / "model.step.onnx").write_bytes(data)
+    sidecar = json.loads((folder / "model.onnx.json").read_text())
+    sidecar["step_model"]["sha256"] = hashlib.sha256(data).hexdigest()
+    (out / "model.onnx.json").write_text(json.dumps(sidecar))
+    shutil.copy(folder / "model.onnx", out / "model.onnx")
+    return out / "model.step.onnx"

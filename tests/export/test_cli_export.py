@@ -29,7 +29,9 @@ def test_export_prints_parity_line_and_paths(exported, capsys):
     ckpt, out = exported
     assert main(["export", str(ckpt), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "parity torch vs onnxruntime: max |diff| = " in text
+    assert "parity onnxruntime vs torch float64: max |diff| = " in text
+    assert "torch float32 " in text
+    assert "% of the bound)" in text
     assert "ok" in text
     assert str(out) in text
     assert f"{out}.json" in text
@@ -50,6 +52,7 @@ def test_inspect_prints_what_the_file_holds(exported, capsys):
                      "h_out    [batch, 2, 16]", "h_out -> h_in", "features:    f0, f1, f2",
                      "target mode: level", "val_mae: 0.0123", contract.fingerprint,
                      f"max |diff| {contract.parity['max_abs_diff']:.6g}", "stream1000_batch3",
+                     "torch float32 ", "of the bound", "(torch ", ", bound ",
                      f"onnxruntime: {contract.versions['onnxruntime']}", "sidecar:     matches",
                      "step graph:  model.step.onnx",
                      "step graph vs torch: max |diff| "
