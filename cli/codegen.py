@@ -5,9 +5,11 @@ stdin line, with the model's real names and sizes spelled out: feature and targe
 state tensors (``h_in``/``h_out``, and ``c_in``/``c_out`` for LSTM) and their ``[batch, layers,
 hidden]`` shapes. The code depends only on onnxruntime (plus numpy in Python), never on
 rnnstream: it is a teaching snippet that shows the whole contract in ~30 lines. Each program
-reads CSV lines of ``F`` raw values, prints the ``T`` raw predictions per line, comma-separated.
+reads CSV lines of ``F`` raw values, prints the ``T`` raw predictions per line, comma-separated
+(``web``: an HTML page with onnxruntime-web, lines from a textarea, predictions in the page).
 
-Names from the model reach the generated code only as string literals (``json.dumps``/``repr``),
+Names from the model reach the generated code only as string literals (``json.dumps``/``repr``;
+in the page also with ``<``, ``>``, ``&`` escaped, so that no name can close its ``<script>``),
 so a feature called ``"a\\nb"`` cannot break the program. Supported languages: :data:`LANGS`.
 """
 
