@@ -142,5 +142,6 @@ function range(values) {
 
 function formatTick(v, span) {
   const digits = Math.max(0, Math.min(6, 2 - Math.floor(Math.log10(span || 1))));
-  return v.toFixed(digits);
+  const text = v.toFixed(digits);
+  return /^-0\.?0*$/.test(text) ? text.slice(1) : text; // no "-0.00"
 }
