@@ -17,6 +17,7 @@ BENCHES = {
     "export": ["export_compare.py"],  # native graph vs torch's TorchScript exporter
     "spark": ["bench_spark.py"],  # Spark local mode vs StreamPool in one process
     "quality": ["quality.py"],  # default training on real series vs persistence and ETS
+    "web": ["bench_web.py"],  # step latency in the browser (onnxruntime-web) vs Node vs Python
 }
 
 
