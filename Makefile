@@ -26,9 +26,10 @@ $(VENV)/.stamp-train: pyproject.toml | $(PY)
 	$(PIP) install --quiet -e ".[train]"
 	touch $@
 
-# + test tools and the optional Spark integration (pyspark, pandas, pyarrow)
+# + test tools, the optional Spark integration (pyspark, pandas, pyarrow) and the server
+# (httptools, grpcio, tritonclient)
 $(VENV)/.stamp-test: $(VENV)/.stamp-train
-	$(PIP) install --quiet -e ".[train,test,spark]"
+	$(PIP) install --quiet -e ".[train,test,spark,serve]"
 	touch $@
 
 install: $(VENV)/.stamp-test

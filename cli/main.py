@@ -1,4 +1,4 @@
-"""``rnnstream`` command line: train | export | inspect | stream | demo.
+"""``rnnstream`` command line: train | export | inspect | stream | serve | demo.
 
 Each command lives in its own module exposing ``register(subparsers)`` and ``run(args) -> int``.
 Modules are imported lazily so that runtime commands (``stream``, ``inspect``) work on a base
@@ -17,6 +17,7 @@ COMMANDS = {
     "train": "train_cmd",
     "export": "export_cmd",
     "stream": "stream_cmd",
+    "serve": "serve_cmd",
     "inspect": "inspect_cmd",
     "demo": "demo_cmd",
 }

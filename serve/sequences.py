@@ -1,0 +1,353 @@
+"""Sequences of one model, kept between requests, stepped in batches: :class:`ModelService`.
+
+A request (:class:`Infer`) carries points ``x [B, T, F]`` for ``B`` sequences (``keys``) and
+the sequence flags. Everything is checked when it arrives (:meth:`ModelService.submit`), before
+any state changes: a refused request changes nothing. An accepted request becomes one
+:class:`_Item` per sequence, queued behind that sequence's earlier items.
+
+Scheduling (all on the event loop thread, so no lock is needed here; StreamPool's own lock is
+uncontended). A sequence is *ready* when it has queued items; a round takes up to ``max_batch``
+ready sequences in arrival order, one point from the head item of each, and advances them all
+in one ``StreamPool.step_many`` call. So requests of one sequence apply in arrival order, a
+second request for a sequence waits for the first, and requests of different sequences that
+arrive within ``queue_delay`` of the first ready one share a step (like Triton's sequence
+batcher ``max_queue_delay_microseconds``). ``T > 1`` points (priming) take ``T`` rounds, each
+one point, which is exactly what stepping the pool point by point gives.
+
+Flags. ``start`` gives the sequence a fresh state when its first point is applied (a new key is
+added, a live one reset); ``end`` removes it after its last point. A request without ``start``
+for a sequence that is neither live nor started by a queued request is refused; so is one for a
+sequence evicted for idleness (the message says so, instead of starting it afresh).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rnnstream.runtime import RnnStreamError, StreamPool
+
+from .errors import ServeError
+from .metrics import Metrics
+
+__all__ = ["Infer", "Limits", "ModelService"]
+
+log = logging.getLogger("rnnstream.serve")
+
+# How many evicted ids are remembered to answer "evicted" rather than "never started".
+EVICTED_MEMORY = 100_000
+
+
+@dataclass
+class Limits:
+    """Per-model limits and batching knobs (the CLI's flags)."""
+
+    max_sequences: int = 100_000
+    max_idle_seconds: float | None = 3600.0
+    max_batch: int = 1024
+    queue_delay_us: int = 0  # 0: batch what arrives within one event-loop turn
+
+
+@dataclass
+class Infer:
+    """One inference request, protocol-free: ``x`` [B, T, F] float32, one key per row."""
+
+    x: np.ndarray
+    keys: list[Hashable]
+    start: bool = False
+    end: bool = False
+    protocol: str = "http"
+
+
+@dataclass
+class _Gather:
+    """The answer being assembled for one request."""
+
+    future: asyncio.Future
+    y: np.ndarray  # [B, T, targets]
+    left: int
+    arrived: float
+
+
+@dataclass
+class _Item:
+    """One sequence's share of a request: points x [T, F], written into gather.y[row]."""
+
+    key: Hashable
+    x: np.ndarray
+    gather: _Gather
+    row: int
+    start: bool
+    end: bool
+    pos: int = 0
+
+
+@dataclass
+class _Queued:
+    items: collections.deque = field(default_factory=collections.deque)
+
+
+class ModelService:
+    """One model's sequences: checks requests, queues them per sequence, steps them in batches."""
+
+    def __init__(self, name: str, path: str, limits: Limits, metrics: Metrics,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self.pool = StreamPool(path)
+        contract = self.pool.contract
+        if contract is None:
+            raise ServeError("bad_request", f"{path}: not an rnnstream model (no contract); "
+                             "rnnstream serve needs the contract to know the state")
+        self.contract = contract
+        self.n_features = contract.n_features
+        self.n_targets = contract.n_targets
+        self.limits = limits
+        self.metrics = metrics
+        self._clock = clock
+        self._queues: dict[Hashable, collections.deque] = {}
+        self._ready: collections.OrderedDict[Hashable, None] = collections.OrderedDict()
+        self._starting: dict[Hashable, int] = {}  # key -> queued start items not yet applied
+        self._last_seen: dict[Hashable, float] = {}
+        self._evicted: collections.OrderedDict[Hashable, float] = collections.OrderedDict()
+        self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle_waiters: list[asyncio.Future] = []
+
+    # -- facts ----------------------------------------------------------------------------------
+    @property
+    def live(self) -> int:
+        return len(self.pool)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queues)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": ["1"],
+            "platform": "rnnstream_onnx",
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, -1, self.n_features]},
+                       {"name": "sequence_id", "datatype": "INT64", "shape": [-1],
+                        "optional": True}],
+            "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, -1, self.n_targets]}],
+        }
+
+    # -- admission ------------------------------------------------------------------------------
+    def submit(self, req: Infer) -> asyncio.Future:
+        """Check ``req`` whole, then queue it; the future gets y [B, T, targets]."""
+        self._check(req)
+        loop = self._loop or asyncio.get_running_loop()
+        self._loop = loop
+        b, t = req.x.shape[:2]
+        gather = _Gather(loop.create_future(), np.empty((b, t, self.n_targets), np.float32), b,
+                         time.perf_counter())
+        for row, key in enumerate(req.keys):
+            item = _Item(key, req.x[row], gather, row, req.start, req.end)
+            if req.start:
+                self._starting[key] = self._starting.get(key, 0) + 1
+                self._evicted.pop(key, None)
+            queue = self._queues.get(key)
+            if queue is None:
+                queue = self._queues[key] = collections.deque()
+                self._ready[key] = None
+            queue.append(item)
+        self._schedule()
+        return gather.future
+
+    def _check(self, req: Infer) -> None:
+        x = req.x
+        if x.ndim != 3 or x.shape[2] != self.n_features or x.shape[0] < 1 or x.shape[1] < 1:
+            raise ServeError("bad_request", f"model {self.name!r}: input 'x' has shape "
+                             f"{list(x.shape)}; expected [sequences, time, {self.n_features}] "
+                             "with sequences >= 1 and time >= 1 (FP32)")
+        if len(req.keys) != x.shape[0]:
+            raise ServeError("bad_request", f"model {self.name!r}: {len(req.keys)} sequence "
+                             f"id(s) for {x.shape[0]} rows of 'x'; expected one id per row")
+        if len(set(req.keys)) != len(req.keys):
+            raise ServeError("bad_request", f"model {self.name!r}: a sequence id appears twice "
+                             "in one request; send a sequence's points along the time axis")
+        if not np.isfinite(x).all():
+            b, t, f = np.argwhere(~np.isfinite(x))[0]
+            raise ServeError("bad_request", f"model {self.name!r}: x[{b}, {t}, {f}] is "
+                             f"{x[b, t, f]}; expected finite FP32 values")
+        if req.start:
+            new = [k for k in req.keys if k not in self.pool and k not in self._starting]
+            room = self.limits.max_sequences - len(self.pool) - len(self._starting)
+            if len(new) > room:
+                raise ServeError("too_many", f"model {self.name!r}: {len(new)} new sequence(s) "
+                                 f"would exceed --max-sequences {self.limits.max_sequences} "
+                                 f"({len(self.pool)} live, {len(self._starting)} starting); "
+                                 "end finished sequences (sequence_end=true) or retry later")
+            return
+        for k in req.keys:
+            if k in self.pool or k in self._starting:
+                continue
+            if k in self._evicted:
+                raise ServeError("not_started", f"model {self.name!r}: sequence {k!r} was "
+                                 f"evicted after {self.limits.max_idle_seconds:g} s without "
+                                 "requests (--max-idle); its state is gone: send "
+                                 "sequence_start=true to begin it again")
+            raise ServeError("not_started", f"model {self.name!r}: sequence {k!r} is not live "
+                             "(never started, or already ended); its first request must "
+                             "carry sequence_start=true")
+
+    # -- rounds ---------------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        if self._scheduled is not None or not self._ready:
+            return
+        delay = self.limits.queue_delay_us
+        if delay <= 0 or len(self._ready) >= self.limits.max_batch:
+            self._scheduled = self._loop.call_soon(self._round)
+        else:
+            self._scheduled = self._loop.call_later(delay / 1e6, self._round)
+
+    def _round(self) -> None:
+        """Advance up to max_batch ready sequences by one point each, in one pool step."""
+        self._scheduled = None
+        n = min(len(self._ready), self.limits.max_batch)
+        ready = self._ready
+        keys = [ready.popitem(last=False)[0] for _ in range(n)]
+        items = [self._queues[k][0] for k in keys]
+        now = time.perf_counter()
+        lost = [i for i, item in enumerate(items)
+                if item.pos == 0 and not item.start and item.key not in self.pool]
+        if lost:  # ended (sequence_end) by a request queued before this one
+            self._fail([keys[i] for i in lost], [items[i] for i in lost], ServeError(
+                "not_started", f"model {self.name!r}: sequence {keys[lost[0]]!r} was ended by "
+                "an earlier request; send sequence_start=true to begin it again"))
+            keep = [i for i in range(n) if i not in set(lost)]
+            keys, items = [keys[i] for i in keep], [items[i] for i in keep]
+            n = len(keys)
+            if not n:
+                self._schedule()
+                return
+        for item in items:
+            if item.pos == 0:
+                if item.start:
+                    self._begin(item.key)
+                self.metrics.queue_seconds.observe(now - item.gather.arrived)
+        if n == 1:
+            x = items[0].x[items[0].pos:items[0].pos + 1]  # a contiguous [1, F] view
+        else:
+            x = np.stack([item.x[item.pos] for item in items])
+        try:
+            y = self.pool.step_many(keys, x)
+        except RnnStreamError as exc:  # onnxruntime failed: the pool left every state as it was
+            log.error("step failed", extra={"event": "step_failed", "model": self.name,
+                                            "error": str(exc)})
+            self._fail(keys, items, ServeError("internal", f"model {self.name!r}: the step "
+                                               f"failed ({exc}); no state changed"))
+            self._schedule()
+            return
+        done = time.perf_counter()
+        self.metrics.step_seconds.observe(done - now)
+        self.metrics.batch_size.observe(n)
+        seen = self._clock()
+        for i, (key, item) in enumerate(zip(keys, items, strict=True)):
+            item.gather.y[item.row, item.pos] = y[i]
+            item.pos += 1
+            self._last_seen[key] = seen
+            if item.pos < item.x.shape[0]:
+                ready[key] = None
+                continue
+            queue = self._queues[key]
+            queue.popleft()
+            if item.end:
+                self.pool.remove(key)
+                self._last_seen.pop(key, None)
+            if queue:
+                ready[key] = None
+            else:
+                del self._queues[key]
+            self._answer(item.gather)
+        if not self._queues:
+            self._wake_idle()
+        self._schedule()
+
+    def _begin(self, key: Hashable) -> None:
+        left = self._starting[key] - 1
+        if left:
+            self._starting[key] = left
+        else:
+            del self._starting[key]
+        if key in self.pool:
+            self.pool.reset(key)
+        else:
+            self.pool.add(key)
+        self.metrics.sequences_started.inc(self.name)
+
+    @staticmethod
+    def _answer(gather: _Gather) -> None:
+        gather.left -= 1
+        if gather.left == 0 and not gather.future.done():
+            gather.future.set_result(gather.y)
+
+    def _fail(self, keys: list[Hashable], items: list[_Item], error: ServeError) -> None:
+        """Drop the failed items (their requests get ``error``); keep later ones queued."""
+        for key, item in zip(keys, items, strict=True):
+            if not item.gather.future.done():
+                item.gather.future.set_exception(error)
+            queue = self._queues[key]
+            queue.popleft()
+            if queue:
+                self._ready[key] = None
+            else:
+                del self._queues[key]
+
+    # -- idleness, eviction, shutdown -------------------------------------------------------------
+    def evict_idle(self) -> list[Hashable]:
+        """Remove sequences idle longer than max_idle_seconds (none with queued requests)."""
+        limit = self.limits.max_idle_seconds
+        if limit is None:
+            return []
+        now = self._clock()
+        gone = [k for k, t in self._last_seen.items()
+                if now - t > limit and k not in self._queues]
+        for key in gone:
+            del self._last_seen[key]
+            if key in self.pool:
+                self.pool.remove(key)
+            self._evicted[key] = now
+        while len(self._evicted) > EVICTED_MEMORY:
+            self._evicted.popitem(last=False)
+        if gone:
+            self.metrics.sequences_evicted.inc(self.name, len(gone))
+            log.info("evicted idle sequences", extra={"event": "evicted", "model": self.name,
+                                                      "count": len(gone)})
+        return gone
+
+    async def drained(self) -> None:
+        """Wait until no request is queued (for a graceful stop)."""
+        while self._queues:
+            fut = asyncio.get_running_loop().create_future()
+            self._idle_waiters.append(fut)
+            await fut
+
+    def _wake_idle(self) -> None:
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- snapshots --------------------------------------------------------------------------------
+    def save(self, path: str) -> None:
+        """Every live sequence's state, atomically (StreamPool.save)."""
+        self.pool.save(path)
+
+    def load(self, path: str) -> int:
+        """Continue the sequences of a snapshot written by :meth:`save`; returns their count."""
+        if not os.path.exists(path):
+            return 0
+        self.pool.load(path)
+        now = self._clock()
+        self._last_seen = dict.fromkeys(self.pool.keys(), now)
+        return len(self.pool)
