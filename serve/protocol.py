@@ -7,9 +7,10 @@ after every point.
 Sequences (Triton's sequence extension). ``B == 1``: the request parameters ``sequence_id``
 (uint64 > 0 or a non-empty string), ``sequence_start``, ``sequence_end``. ``B > 1`` (many
 sequences in one request): an input ``sequence_id`` of shape ``[B]`` (INT64/UINT64/INT32 or
-BYTES) names the sequence of each row of ``x``; the ``sequence_start``/``sequence_end``
-parameters then apply to every row. Integer and string ids are different sequences, as in
-Triton.
+BYTES) names the sequence of each row of ``x``, and optional BOOL inputs ``sequence_start`` /
+``sequence_end`` of shape ``[B]`` flag each row (tritonclient refuses those reserved names as
+custom parameters, so per-row inputs are the way it can send them); without them the request
+parameters apply to every row. Integer and string ids are different sequences, as in Triton.
 
 HTTP bodies are JSON, or JSON followed by binary tensor data (the binary data extension:
 header ``Inference-Header-Content-Length``, input parameter ``binary_data_size``; an output is
@@ -32,6 +33,7 @@ from .sequences import Infer
 __all__ = ["grpc_request", "grpc_response", "http_request", "http_response"]
 
 INPUT, OUTPUT, IDS = "x", "y", "sequence_id"
+FLAGS = ("sequence_start", "sequence_end")  # optional BOOL [B] inputs: per-row flags
 ID_TYPES = {"INT64": np.dtype("<i8"), "UINT64": np.dtype("<u8"), "INT32": np.dtype("<i4")}
 MAX_ID_BYTES = 256
 
@@ -46,11 +48,12 @@ def _shape(value: Any, name: str) -> list[int]:
 
 
 def _check_names(names: list[str]) -> None:
-    unknown = [n for n in names if n not in (INPUT, IDS)]
+    unknown = [n for n in names if n not in (INPUT, IDS, *FLAGS)]
     if unknown:
         raise ServeError("bad_request", f"unknown input(s) {unknown}; this model takes {INPUT!r} "
                          f"(FP32 [sequences, time, features]) and optionally {IDS!r} "
-                         "([sequences] INT64 or BYTES)")
+                         "([sequences] INT64 or BYTES), 'sequence_start' and 'sequence_end' "
+                         "([sequences] BOOL)")
     if INPUT not in names:
         raise ServeError("bad_request", f"no input {INPUT!r} in the request (got {names}); "
                          "expected FP32 [sequences, time, features]")
@@ -119,6 +122,46 @@ def _keys(param_id: Hashable | None, ids: list[Hashable] | None, batch: int) -> 
         raise ServeError("bad_request", f"'x' has {batch} sequences but one sequence_id "
                          "parameter; give an input 'sequence_id' with one id per row")
     return [param_id]
+
+
+def _bools(name: str, datatype: str, shape: list[int], raw: bytes | None, listed: Any
+           ) -> list[bool]:
+    if datatype != "BOOL":
+        raise ServeError("bad_request", f"input {name!r} has datatype {datatype!r}; expected "
+                         "'BOOL' (one flag per sequence)")
+    if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+        raise ServeError("bad_request", f"input {name!r} has shape {shape}; expected "
+                         "[sequences]")
+    if raw is not None:
+        values = list(raw)
+        if any(v not in (0, 1) for v in values):
+            raise ServeError("bad_request", f"input {name!r}: BOOL bytes must be 0 or 1")
+        values = [bool(v) for v in values]
+    else:
+        values = list(_leaves(listed)) if isinstance(listed, list) else [None]
+        if any(type(v) is not bool for v in values):
+            raise ServeError("bad_request", f"input {name!r}: expected true/false values")
+    if len(values) != shape[0]:
+        raise ServeError("bad_request", f"input {name!r}: {len(values)} values for shape "
+                         f"{shape}")
+    return values
+
+
+def _flags(params: Mapping[str, Any], given: dict[str, list[bool]], batch: int
+           ) -> tuple[list[bool], list[bool]]:
+    out = []
+    for name in FLAGS:
+        if name in given:
+            if name in params:
+                raise ServeError("bad_request", f"both the {name!r} parameter and input are "
+                                 "given; use one")
+            if len(given[name]) != batch:
+                raise ServeError("bad_request", f"input {name!r} has {len(given[name])} flags "
+                                 f"for {batch} rows of 'x'")
+            out.append(given[name])
+        else:
+            out.append([_flag(params, name)] * batch)
+    return out[0], out[1]
 
 
 def _ids_array(datatype: str, shape: list[int], raw: bytes | None, listed: Any) -> list:
@@ -222,6 +265,7 @@ def http_request(body: bytes, header_length: int | None) -> tuple[Infer, str, bo
         raise ServeError("bad_request", "every entry of 'inputs' must be a JSON object")
     _check_names([t.get("name") for t in inputs])
     offset, x, ids = 0, None, None
+    flags: dict[str, list[bool]] = {}
     for t in inputs:
         name, datatype = t["name"], t.get("datatype")
         shape = _shape(t.get("shape"), name)
@@ -247,8 +291,10 @@ def http_request(body: bytes, header_length: int | None) -> tuple[Infer, str, bo
                 values = (_numbers(t["data"], np.float32, INPUT) if datatype == "FP32"
                           else np.empty(0))
             x = _x_array(datatype, shape, values)
-        else:
+        elif name == IDS:
             ids = _ids_array(datatype, shape, raw, t.get("data"))
+        else:
+            flags[name] = _bools(name, datatype, shape, raw, t.get("data"))
     if offset != len(binary):
         raise ServeError("bad_request", f"{len(binary) - offset} binary bytes after the JSON "
                          "header are not claimed by any input's binary_data_size")
@@ -262,8 +308,8 @@ def http_request(body: bytes, header_length: int | None) -> tuple[Infer, str, bo
     if not isinstance(request_id, str):
         raise ServeError("bad_request", "'id' must be a string")
     x = np.ascontiguousarray(x, np.float32)
-    return (Infer(x, keys, _flag(params, "sequence_start"), _flag(params, "sequence_end"),
-                  "http"), request_id, as_binary)
+    starts, ends = _flags(params, flags, x.shape[0])
+    return Infer(x, keys, starts, ends, "http"), request_id, as_binary
 
 
 def _check_outputs(names: list[Any]) -> None:
@@ -305,6 +351,7 @@ def grpc_request(request: Any) -> Infer:
         raise ServeError("bad_request", f"{len(raws)} raw_input_contents for "
                          f"{len(request.inputs)} inputs; expected one per input")
     x, ids = None, None
+    flags: dict[str, list[bool]] = {}
     for i, t in enumerate(request.inputs):
         shape = _shape(list(t.shape), t.name)
         raw = raws[i] if raws else None
@@ -317,6 +364,9 @@ def grpc_request(request: Any) -> Infer:
             else:
                 values = np.array(t.contents.fp32_contents, np.float32)
             x = _x_array(t.datatype, shape, values)
+        elif t.name in FLAGS:
+            flags[t.name] = _bools(t.name, t.datatype, shape, raw,
+                                   None if raw is not None else list(t.contents.bool_contents))
         else:
             listed: list = []
             if raw is None:
@@ -328,8 +378,8 @@ def grpc_request(request: Any) -> Infer:
     _check_outputs([o.name for o in request.outputs])
     params = {k: _grpc_param(v) for k, v in request.parameters.items()}
     keys = _keys(_param_id(params.get("sequence_id")), ids, x.shape[0])
-    return Infer(np.ascontiguousarray(x, np.float32), keys,
-                 _flag(params, "sequence_start"), _flag(params, "sequence_end"), "grpc")
+    starts, ends = _flags(params, flags, x.shape[0])
+    return Infer(np.ascontiguousarray(x, np.float32), keys, starts, ends, "grpc")
 
 
 def grpc_response(pb: Any, model: str, request_id: str, y: np.ndarray) -> Any:

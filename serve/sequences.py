@@ -62,8 +62,8 @@ class Infer:
 
     x: np.ndarray
     keys: list[Hashable]
-    start: bool = False
-    end: bool = False
+    starts: list[bool]  # per row: fresh state before its first point
+    ends: list[bool]  # per row: release the sequence after its last point
     protocol: str = "http"
 
 
@@ -137,6 +137,10 @@ class ModelService:
             "platform": "rnnstream_onnx",
             "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, -1, self.n_features]},
                        {"name": "sequence_id", "datatype": "INT64", "shape": [-1],
+                        "optional": True},
+                       {"name": "sequence_start", "datatype": "BOOL", "shape": [-1],
+                        "optional": True},
+                       {"name": "sequence_end", "datatype": "BOOL", "shape": [-1],
                         "optional": True}],
             "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, -1, self.n_targets]}],
         }
@@ -151,8 +155,9 @@ class ModelService:
         gather = _Gather(loop.create_future(), np.empty((b, t, self.n_targets), np.float32), b,
                          time.perf_counter())
         for row, key in enumerate(req.keys):
-            item = _Item(key, req.x[row], gather, row, req.start, req.end)
-            if req.start:
+            start = req.starts[row]
+            item = _Item(key, req.x[row], gather, row, start, req.ends[row])
+            if start:
                 self._starting[key] = self._starting.get(key, 0) + 1
                 self._evicted.pop(key, None)
             queue = self._queues.get(key)
@@ -179,17 +184,20 @@ class ModelService:
             b, t, f = np.argwhere(~np.isfinite(x))[0]
             raise ServeError("bad_request", f"model {self.name!r}: x[{b}, {t}, {f}] is "
                              f"{x[b, t, f]}; expected finite FP32 values")
-        if req.start:
-            new = [k for k in req.keys if k not in self.pool and k not in self._starting]
-            room = self.limits.max_sequences - len(self.pool) - len(self._starting)
-            if len(new) > room:
-                raise ServeError("too_many", f"model {self.name!r}: {len(new)} new sequence(s) "
-                                 f"would exceed --max-sequences {self.limits.max_sequences} "
-                                 f"({len(self.pool)} live, {len(self._starting)} starting); "
-                                 "end finished sequences (sequence_end=true) or retry later")
-            return
-        for k in req.keys:
-            if k in self.pool or k in self._starting:
+        if len(req.starts) != len(req.keys) or len(req.ends) != len(req.keys):
+            raise ServeError("bad_request", f"model {self.name!r}: {len(req.starts)} start and "
+                             f"{len(req.ends)} end flags for {len(req.keys)} sequences; "
+                             "expected one of each per sequence")
+        new = [k for k, s in zip(req.keys, req.starts, strict=True)
+               if s and k not in self.pool and k not in self._starting]
+        room = self.limits.max_sequences - len(self.pool) - len(self._starting)
+        if len(new) > room:
+            raise ServeError("too_many", f"model {self.name!r}: {len(new)} new sequence(s) "
+                             f"would exceed --max-sequences {self.limits.max_sequences} "
+                             f"({len(self.pool)} live, {len(self._starting)} starting); "
+                             "end finished sequences (sequence_end=true) or retry later")
+        for k, s in zip(req.keys, req.starts, strict=True):
+            if s or k in self.pool or k in self._starting:
                 continue
             if k in self._evicted:
                 raise ServeError("not_started", f"model {self.name!r}: sequence {k!r} was "
