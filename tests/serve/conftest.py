@@ -52,6 +52,7 @@ class Running:
     http_port: int
     grpc_port: int
     lines: list = field(default_factory=list)  # stderr JSON lines seen so far
+    pumper: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -64,7 +65,10 @@ class Running:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
+        code = self.proc.wait(timeout)
+        if self.pumper is not None:
+            self.pumper.join(timeout)  # every line the process wrote is in self.lines
+        return code
 
 
 @contextlib.contextmanager
@@ -94,7 +98,7 @@ def serving(models: list[Path], *args: str, names: list[str] | None = None):
                 raise RuntimeError(f"serve exited early:\n{''.join(seen)}")
             doc = json.loads(line)
             if doc.get("event") == "serving":
-                running = Running(proc, doc["http_port"], doc["grpc_port"], seen)
+                running = Running(proc, doc["http_port"], doc["grpc_port"], seen, pumper)
         yield running
     finally:
         if proc.poll() is None:
@@ -117,10 +121,11 @@ def server(multi_model):
 def post(url: str, doc: dict | bytes, headers: dict | None = None) -> tuple[int, dict]:
     """POST JSON with urllib; returns (status, decoded JSON body)."""
     body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
-    req = urllib.request.Request(url, body, {"Content-Type": "application/json",
+    # S310: these tests open http://127.0.0.1 URLs only
+    req = urllib.request.Request(url, body, {"Content-Type": "application/json",  # noqa: S310
                                              **(headers or {})})
     try:
-        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 (http://127.0.0.1 only)
+        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310
             return r.status, json.loads(r.read() or b"{}")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")

@@ -23,8 +23,10 @@ def _input(x: np.ndarray) -> grpcclient.InferInput:
 
 def test_unary_interleaved_sequences_match_pool(server):
     client = grpcclient.InferenceServerClient(server.grpc_url)
-    assert client.is_server_live() and client.is_server_ready()
-    assert client.is_model_ready("multi") and not client.is_model_ready("nope")
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("multi")
+    assert not client.is_model_ready("nope")
     meta = client.get_model_metadata("multi")
     assert [i.name for i in meta.inputs] == ["x", "sequence_id", "sequence_start", "sequence_end"]
     assert "sequence" in client.get_server_metadata().extensions
@@ -68,7 +70,9 @@ def test_stream_infer_interleaved_in_order_with_errors_inline(server, multi_mode
             got[result.get_response().id] = result.as_numpy("y")
     client.stop_stream()
     client.close()
-    assert len(errors) == 1 and "99999" in errors[0] and "sequence_start" in errors[0]
+    assert len(errors) == 1
+    assert "99999" in errors[0]
+    assert "sequence_start" in errors[0]
     for i, (seq, x, start) in enumerate(sent):
         same_bits(got[str(i)], ref.run([seq], x, start))
 
@@ -103,9 +107,9 @@ def test_grpc_batched_request_with_per_row_ids_and_flags(server, multi_model):
 def test_grpc_status_codes(server):
     client = grpcclient.InferenceServerClient(server.grpc_url)
     x = np.zeros((1, 1, 1), np.float32)
-    with pytest.raises(InferenceServerException, match="FAILED_PRECONDITION.*never started"):
+    with pytest.raises(InferenceServerException, match=r"FAILED_PRECONDITION.*never started"):
         client.infer("lstm", [_input(x)], sequence_id=424242)
-    with pytest.raises(InferenceServerException, match="NOT_FOUND.*unknown model 'nope'"):
+    with pytest.raises(InferenceServerException, match=r"NOT_FOUND.*unknown model 'nope'"):
         client.infer("nope", [_input(x)], sequence_id=1, sequence_start=True)
     bad = np.zeros((1, 1, 2), np.float32)
     with pytest.raises(InferenceServerException,

@@ -26,7 +26,8 @@ def _client_infer(client, model, x, seq, start=False, end=False, binary=True):
 
 def test_tritonclient_interleaved_sequences_match_pool(server):
     client = httpclient.InferenceServerClient(f"127.0.0.1:{server.http_port}")
-    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_server_live()
+    assert client.is_server_ready()
     assert client.is_model_ready("lstm")
     meta = client.get_model_metadata("lstm")
     assert meta["inputs"][0] == {"name": "x", "datatype": "FP32", "shape": [-1, -1, 1]}
@@ -34,8 +35,7 @@ def test_tritonclient_interleaved_sequences_match_pool(server):
     rng = np.random.default_rng(1)
     seqs = [101, 102, "s-103"]  # int and string ids side by side
     started: set = set()
-    calls = 0
-    for _ in range(60):
+    for calls in range(60):
         seq = random.Random(calls).choice(seqs)
         t = int(rng.integers(1, 4))  # T > 1 primes several points in one request
         x = (rng.standard_normal((1, t, 1)) * 3).astype(np.float32)
@@ -46,7 +46,6 @@ def test_tritonclient_interleaved_sequences_match_pool(server):
         started.add(seq)
         if end:
             started.discard(seq)
-        calls += 1
     client.close()
 
 
@@ -58,7 +57,9 @@ def test_urllib_json_multi_feature_and_batched_request(server, multi_model):
     status, body = post(url, infer_doc(x, seq="one", start=True))
     assert status == 200, body
     out = body["outputs"][0]
-    assert out["name"] == "y" and out["datatype"] == "FP32" and out["shape"] == [1, 3, 2]
+    assert out["name"] == "y"
+    assert out["datatype"] == "FP32"
+    assert out["shape"] == [1, 3, 2]
     same_bits(np.array(out["data"], np.float32).reshape(1, 3, 2), ref.run(["one"], x, True))
     # many sequences in one request: the input sequence_id names each row
     ids = [7, 8, 9, 10]
@@ -96,7 +97,8 @@ def test_health_metadata_and_metrics(server):
     assert get(f"{server.url}/v2/health/ready")[0] == 200
     status, body = get(f"{server.url}/v2")
     doc = json.loads(body)
-    assert status == 200 and "sequence" in doc["extensions"]
+    assert status == 200
+    assert "sequence" in doc["extensions"]
     assert "binary_tensor_data" in doc["extensions"]
     assert get(f"{server.url}/v2/models/lstm/versions/1/ready")[0] == 200
     assert get(f"{server.url}/v2/models/nope/ready")[0] == 404
@@ -119,5 +121,6 @@ def test_health_metadata_and_metrics(server):
 
 def test_logs_are_json_lines_of_the_serve_logger(server):
     lines = [json.loads(line) for line in list(server.lines)]
-    assert lines and all(d["logger"] == "rnnstream.serve" for d in lines)
+    assert lines
+    assert all(d["logger"] == "rnnstream.serve" for d in lines)
     assert any(d.get("event") == "serving" for d in lines)
