@@ -86,8 +86,9 @@ class Gauge:
             yield f"{self.name}{_labels(self.label_names, labels)} {v:g}"
 
 
-_SECONDS = [25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3,
-            0.1, 0.25, 0.5, 1.0]
+# 10 µs steps up to 200 µs (where a one-point request lands), then coarser
+_SECONDS = [i * 1e-5 for i in range(1, 21)] + [3e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2,
+                                                5e-2, 0.1, 0.25, 0.5, 1.0]
 
 
 class Metrics:

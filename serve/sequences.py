@@ -42,6 +42,8 @@ __all__ = ["Infer", "Limits", "ModelService"]
 
 log = logging.getLogger("rnnstream.serve")
 
+# Event-loop turns a round may wait for more requests while they keep arriving (see _settle).
+SETTLE_TURNS = 8
 # How many evicted ids are remembered to answer "evicted" rather than "never started".
 EVICTED_MEMORY = 100_000
 
@@ -67,14 +69,24 @@ class Infer:
     protocol: str = "http"
 
 
+# called once with (y, None) or (None, error), on the event loop, as soon as the answer is known
+Answer = Callable[[np.ndarray | None, Exception | None], None]
+
+
 @dataclass
 class _Gather:
     """The answer being assembled for one request."""
 
-    future: asyncio.Future
+    answer: Answer
     y: np.ndarray  # [B, T, targets]
     left: int
     arrived: float
+    done: bool = False
+
+    def finish(self, y: np.ndarray | None, error: Exception | None) -> None:
+        if not self.done:
+            self.done = True
+            self.answer(y, error)
 
 
 @dataclass
@@ -120,6 +132,7 @@ class ModelService:
         self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle_waiters: list[asyncio.Future] = []
+        self._arrivals = 0  # requests submitted so far (see _settle)
 
     # -- facts ----------------------------------------------------------------------------------
     @property
@@ -148,11 +161,26 @@ class ModelService:
     # -- admission ------------------------------------------------------------------------------
     def submit(self, req: Infer) -> asyncio.Future:
         """Check ``req`` whole, then queue it; the future gets y [B, T, targets]."""
+        loop = self._loop or asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def answer(y: np.ndarray | None, error: Exception | None) -> None:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(y)
+
+        self.submit_with(req, answer)
+        return future
+
+    def submit_with(self, req: Infer, answer: Answer) -> None:
+        """Check ``req`` whole (ServeError when refused), then queue it; ``answer`` is called
+        in the round that computes its last point, with no event-loop turn in between."""
         self._check(req)
         loop = self._loop or asyncio.get_running_loop()
         self._loop = loop
         b, t = req.x.shape[:2]
-        gather = _Gather(loop.create_future(), np.empty((b, t, self.n_targets), np.float32), b,
+        gather = _Gather(answer, np.empty((b, t, self.n_targets), np.float32), b,
                          time.perf_counter())
         for row, key in enumerate(req.keys):
             start = req.starts[row]
@@ -165,8 +193,8 @@ class ModelService:
                 queue = self._queues[key] = collections.deque()
                 self._ready[key] = None
             queue.append(item)
+        self._arrivals += 1
         self._schedule()
-        return gather.future
 
     def _check(self, req: Infer) -> None:
         x = req.x
@@ -213,10 +241,22 @@ class ModelService:
         if self._scheduled is not None or not self._ready:
             return
         delay = self.limits.queue_delay_us
-        if delay <= 0 or len(self._ready) >= self.limits.max_batch:
+        if len(self._ready) >= self.limits.max_batch:
             self._scheduled = self._loop.call_soon(self._round)
+        elif delay <= 0:
+            self._scheduled = self._loop.call_soon(self._settle, self._arrivals, 0)
         else:
             self._scheduled = self._loop.call_later(delay / 1e6, self._round)
+
+    def _settle(self, seen: int, turns: int) -> None:
+        """With no queue delay: run the round at the first event-loop turn that brought no new
+        request (at most SETTLE_TURNS turns). A lone request runs at once; requests that keep
+        arriving turn after turn (a gRPC stream delivers one message per turn) share a step."""
+        if (self._arrivals != seen and turns < SETTLE_TURNS
+                and len(self._ready) < self.limits.max_batch):
+            self._scheduled = self._loop.call_soon(self._settle, self._arrivals, turns + 1)
+        else:
+            self._round()
 
     def _round(self) -> None:
         """Advance up to max_batch ready sequences by one point each, in one pool step."""
@@ -296,14 +336,13 @@ class ModelService:
     @staticmethod
     def _answer(gather: _Gather) -> None:
         gather.left -= 1
-        if gather.left == 0 and not gather.future.done():
-            gather.future.set_result(gather.y)
+        if gather.left == 0:
+            gather.finish(gather.y, None)
 
     def _fail(self, keys: list[Hashable], items: list[_Item], error: ServeError) -> None:
         """Drop the failed items (their requests get ``error``); keep later ones queued."""
         for key, item in zip(keys, items, strict=True):
-            if not item.gather.future.done():
-                item.gather.future.set_exception(error)
+            item.gather.finish(None, error)
             queue = self._queues[key]
             queue.popleft()
             if queue:
