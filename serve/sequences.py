@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -103,8 +103,17 @@ class _Item:
 
 
 @dataclass
-class _Queued:
-    items: collections.deque = field(default_factory=collections.deque)
+class _Block:
+    """A many-sequence request whose sequences had nothing queued: stepped as one unit (its
+    rows stay together, so a round does per-request work, not per-sequence work). Each of its
+    keys has the block at the head of its queue until the block is done."""
+
+    keys: list[Hashable]
+    x: np.ndarray  # [B, T, F]
+    gather: _Gather
+    starts: list[bool]
+    ends: list[bool]
+    pos: int = 0
 
 
 class ModelService:
@@ -126,6 +135,7 @@ class ModelService:
         self._clock = clock
         self._queues: dict[Hashable, collections.deque] = {}
         self._ready: collections.OrderedDict[Hashable, None] = collections.OrderedDict()
+        self._blocks: collections.deque[_Block] = collections.deque()
         self._starting: dict[Hashable, int] = {}  # key -> queued start items not yet applied
         self._last_seen: dict[Hashable, float] = {}
         self._evicted: collections.OrderedDict[Hashable, float] = collections.OrderedDict()
@@ -180,6 +190,10 @@ class ModelService:
         loop = self._loop or asyncio.get_running_loop()
         self._loop = loop
         b, t = req.x.shape[:2]
+        queues = self._queues
+        if 1 < b <= self.limits.max_batch and queues.keys().isdisjoint(req.keys):
+            self._submit_block(req, answer)
+            return
         gather = _Gather(answer, np.empty((b, t, self.n_targets), np.float32), b,
                          time.perf_counter())
         for row, key in enumerate(req.keys):
@@ -193,6 +207,22 @@ class ModelService:
                 queue = self._queues[key] = collections.deque()
                 self._ready[key] = None
             queue.append(item)
+        self._arrivals += 1
+        self._schedule()
+
+    def _submit_block(self, req: Infer, answer: Answer) -> None:
+        b, t = req.x.shape[:2]
+        gather = _Gather(answer, np.empty((b, t, self.n_targets), np.float32), 1,
+                         time.perf_counter())
+        block = _Block(list(req.keys), req.x, gather, list(req.starts), list(req.ends))
+        for key, start in zip(req.keys, req.starts, strict=True):
+            if start:
+                self._starting[key] = self._starting.get(key, 0) + 1
+                self._evicted.pop(key, None)
+        queues = self._queues
+        for key in req.keys:
+            queues[key] = collections.deque((block,))
+        self._blocks.append(block)
         self._arrivals += 1
         self._schedule()
 
@@ -238,7 +268,7 @@ class ModelService:
 
     # -- rounds ---------------------------------------------------------------------------------
     def _schedule(self) -> None:
-        if self._scheduled is not None or not self._ready:
+        if self._scheduled is not None or not (self._ready or self._blocks):
             return
         delay = self.limits.queue_delay_us
         if len(self._ready) >= self.limits.max_batch:
@@ -259,47 +289,96 @@ class ModelService:
             self._round()
 
     def _round(self) -> None:
-        """Advance up to max_batch ready sequences by one point each, in one pool step."""
+        """Advance queued blocks and up to max_batch ready sequences by one point each, in one
+        pool step."""
         self._scheduled = None
-        n = min(len(self._ready), self.limits.max_batch)
+        now = time.perf_counter()
+        blocks = self._take_blocks()
+        budget = self.limits.max_batch - sum(len(blk.keys) for blk in blocks)
+        keys, items = self._take_singles(max(0, min(len(self._ready), budget)))
+        if not blocks and not keys:
+            self._schedule()
+            return
+        parts: list[np.ndarray] = []
+        all_keys: list[Hashable] = []
+        for blk in blocks:
+            if blk.pos == 0:
+                for key, start in zip(blk.keys, blk.starts, strict=True):
+                    if start:
+                        self._begin(key)
+                self.metrics.queue_seconds.observe(now - blk.gather.arrived)
+            parts.append(blk.x[:, blk.pos])
+            all_keys += blk.keys
+        for item in items:
+            if item.pos == 0:
+                if item.start:
+                    self._begin(item.key)
+                self.metrics.queue_seconds.observe(now - item.gather.arrived)
+        if len(items) == 1 and not blocks:
+            x = items[0].x[items[0].pos:items[0].pos + 1]  # a contiguous [1, F] view
+        else:
+            parts.extend(item.x[item.pos][None] for item in items)
+            x = np.concatenate(parts) if len(parts) > 1 else np.ascontiguousarray(parts[0])
+        all_keys += keys
+        try:
+            y = self.pool.step_many(all_keys, x)
+        except RnnStreamError as exc:  # onnxruntime failed: the pool left every state as it was
+            log.error("step failed", extra={"event": "step_failed", "model": self.name,
+                                            "error": str(exc)})
+            error = ServeError("internal", f"model {self.name!r}: the step failed ({exc}); no "
+                               "state changed")
+            for blk in blocks:
+                self._release_block(blk, error)
+            self._fail(keys, items, error)
+            self._schedule()
+            return
+        self.metrics.step_seconds.observe(time.perf_counter() - now)
+        self.metrics.batch_size.observe(len(all_keys))
+        seen = self._clock()
+        offset = 0
+        for blk in blocks:
+            n = len(blk.keys)
+            blk.gather.y[:, blk.pos] = y[offset:offset + n]
+            offset += n
+            blk.pos += 1
+            self._last_seen.update(dict.fromkeys(blk.keys, seen))
+            if blk.pos < blk.x.shape[1]:
+                self._blocks.append(blk)
+            else:
+                self._release_block(blk, None)
+        self._advance(keys, items, y[offset:], seen)
+        if not self._queues:
+            self._wake_idle()
+        self._schedule()
+
+    def _take_blocks(self) -> list[_Block]:
+        """Whole blocks, oldest first, while they fit max_batch (at least one)."""
+        out: list[_Block] = []
+        room = self.limits.max_batch
+        while self._blocks and (not out or len(self._blocks[0].keys) <= room):
+            blk = self._blocks.popleft()
+            room -= len(blk.keys)
+            out.append(blk)
+        return out
+
+    def _take_singles(self, n: int) -> tuple[list[Hashable], list[_Item]]:
         ready = self._ready
         keys = [ready.popitem(last=False)[0] for _ in range(n)]
         items = [self._queues[k][0] for k in keys]
-        now = time.perf_counter()
         lost = [i for i, item in enumerate(items)
                 if item.pos == 0 and not item.start and item.key not in self.pool]
         if lost:  # ended (sequence_end) by a request queued before this one
             self._fail([keys[i] for i in lost], [items[i] for i in lost], ServeError(
                 "not_started", f"model {self.name!r}: sequence {keys[lost[0]]!r} was ended by "
                 "an earlier request; send sequence_start=true to begin it again"))
-            keep = [i for i in range(n) if i not in set(lost)]
-            keys, items = [keys[i] for i in keep], [items[i] for i in keep]
-            n = len(keys)
-            if not n:
-                self._schedule()
-                return
-        for item in items:
-            if item.pos == 0:
-                if item.start:
-                    self._begin(item.key)
-                self.metrics.queue_seconds.observe(now - item.gather.arrived)
-        if n == 1:
-            x = items[0].x[items[0].pos:items[0].pos + 1]  # a contiguous [1, F] view
-        else:
-            x = np.stack([item.x[item.pos] for item in items])
-        try:
-            y = self.pool.step_many(keys, x)
-        except RnnStreamError as exc:  # onnxruntime failed: the pool left every state as it was
-            log.error("step failed", extra={"event": "step_failed", "model": self.name,
-                                            "error": str(exc)})
-            self._fail(keys, items, ServeError("internal", f"model {self.name!r}: the step "
-                                               f"failed ({exc}); no state changed"))
-            self._schedule()
-            return
-        done = time.perf_counter()
-        self.metrics.step_seconds.observe(done - now)
-        self.metrics.batch_size.observe(n)
-        seen = self._clock()
+            gone = set(lost)
+            keys = [k for i, k in enumerate(keys) if i not in gone]
+            items = [it for i, it in enumerate(items) if i not in gone]
+        return keys, items
+
+    def _advance(self, keys: list[Hashable], items: list[_Item], y: np.ndarray,
+                 seen: float) -> None:
+        ready = self._ready
         for i, (key, item) in enumerate(zip(keys, items, strict=True)):
             item.gather.y[item.row, item.pos] = y[i]
             item.pos += 1
@@ -317,9 +396,24 @@ class ModelService:
             else:
                 del self._queues[key]
             self._answer(item.gather)
-        if not self._queues:
-            self._wake_idle()
-        self._schedule()
+
+    def _release_block(self, blk: _Block, error: ServeError | None) -> None:
+        """The block is done (or failed): its keys' queues move on; answer its request."""
+        queues, ready = self._queues, self._ready
+        for key, end in zip(blk.keys, blk.ends, strict=True):
+            queue = queues[key]
+            queue.popleft()
+            if end and error is None:
+                self.pool.remove(key)
+                self._last_seen.pop(key, None)
+            if queue:
+                ready[key] = None
+            else:
+                del queues[key]
+        if error is None:
+            blk.gather.finish(blk.gather.y, None)
+        else:
+            blk.gather.finish(None, error)
 
     def _begin(self, key: Hashable) -> None:
         left = self._starting[key] - 1

@@ -61,3 +61,45 @@ def test_concurrent_sequences_share_steps_and_keep_order():
         steps_total, steps = _histogram(text, "rnnstream_serve_batch_size")
         assert steps_total == len(sent)  # every point stepped once
         assert steps < len(sent) / 4  # ... in far fewer, batched, steps
+
+
+def test_many_sequence_requests_and_single_ones_keep_each_sequence_in_order():
+    """A many-sequence request, then single requests for its sequences, then another
+    many-sequence request, all in flight at once: each sequence sees its points in order."""
+    with serving([LEGACY]) as running:
+        client = grpcclient.InferenceServerClient(running.grpc_url)
+        answers: queue.Queue = queue.Queue()
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        rng = np.random.default_rng(12)
+        ids = list(range(7001, 7009))
+        sent = []
+
+        def send(keys, tag, start=False):
+            x = rng.standard_normal((len(keys), 2, 1)).astype(np.float32)
+            inputs = [grpcclient.InferInput("x", list(x.shape), "FP32")]
+            inputs[0].set_data_from_numpy(x)
+            if len(keys) > 1:
+                inputs.append(grpcclient.InferInput("sequence_id", [len(keys)], "INT64"))
+                inputs[1].set_data_from_numpy(np.array(keys, np.int64))
+                inputs.append(grpcclient.InferInput("sequence_start", [len(keys)], "BOOL"))
+                inputs[2].set_data_from_numpy(np.full(len(keys), start))
+                client.async_stream_infer("model", inputs, request_id=tag)
+            else:
+                client.async_stream_infer("model", inputs, sequence_id=keys[0],
+                                          request_id=tag)
+            sent.append((tag, keys, x, start))
+
+        send(ids, "block-1", start=True)
+        for k in ids[::2]:
+            send([k], f"single-{k}")
+        send(ids[::-1], "block-2")
+        got = {}
+        for _ in range(len(sent)):
+            result, error = answers.get(timeout=60)
+            assert error is None, error
+            got[result.get_response().id] = result.as_numpy("y")
+        client.stop_stream()
+        client.close()
+    ref = Reference(LEGACY)
+    for tag, keys, x, start in sent:
+        same_bits(got[tag], ref.run(keys, x, start))
