@@ -9,7 +9,8 @@ machine (it competes with the server for the cores) and is bounded in requests a
    request_seconds histogram, from the parsed request to the encoded answer).
 2. throughput: 256 sequences, each with one request in flight (closed loop), one point per
    request, over HTTP (256 keep-alive connections) and one gRPC stream; predictions/s with
-   cross-request batching (default) and without (--max-batch 1), same run.
+   cross-request batching (default; and with --queue-delay-us 1000) and without
+   (--max-batch 1), same run.
 3. batch dimension: one request carries 1,000 sequences' points (x [1000, 1, F] + INT64
    sequence_id [1000], binary); stream-steps/s against StreamPool.step_many in-process.
 4. soak (--soak-seconds > 0): a steady request rate over HTTP from 64 sequences; per window,
@@ -25,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import http.client
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -45,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LEGACY = ROOT / "tests" / "data" / "legacy_v0_1_0" / "model.onnx"
 
 
-# -- model and server -------------------------------------------------------------------------------
+# -- model and server -----------------------------------------------------------------------------
 def build_model(folder: str) -> tuple[Path, str]:
     try:
         import torch
@@ -129,7 +131,7 @@ def body(seq: int, value: float, start: bool = False) -> bytes:
             % (seq, b"true" if start else b"false", value))
 
 
-# -- 1. latency ---------------------------------------------------------------------------------------
+# -- 1. latency -----------------------------------------------------------------------------------
 def latency_http(port: int, n: int) -> np.ndarray:
     conn = http.client.HTTPConnection("127.0.0.1", port)
     headers = {"Content-Type": "application/json"}
@@ -344,7 +346,7 @@ def load(kind: str, port: int, seqs: int, seconds: float, rate: float | None = N
     return stats
 
 
-# -- 3. batch dimension -------------------------------------------------------------------------------
+# -- 3. batch dimension ---------------------------------------------------------------------------
 def batched_request(n: int, first: bool) -> tuple[bytes, dict]:
     x = np.random.default_rng(0).standard_normal((n, 1, 1)).astype(np.float32)
     ids = np.arange(1, n + 1, dtype=np.int64)
@@ -393,7 +395,7 @@ def batch_inprocess(model: Path, n: int, reps: int) -> float:
     return n * reps / (time.perf_counter() - t)
 
 
-# -- report -------------------------------------------------------------------------------------------
+# -- report ---------------------------------------------------------------------------------------
 def pct(a, q) -> float:
     return float(np.percentile(np.asarray(a), q) * 1e6)
 
@@ -411,7 +413,7 @@ def main() -> int:
         model, what = build_model(folder)
         print(f"model: {what}; load generator in its own process on the same machine "
               f"({os.cpu_count()} cores)\n")
-        with server(model) as (proc, hp, gp):
+        with server(model) as (_, hp, gp):
             before = metrics(hp)
             lat_h = latency_http(hp, n_lat)
             mid = metrics(hp)
@@ -427,30 +429,31 @@ def main() -> int:
                       f"{quantile_between(a, b, name, 0.5) * 1e6:14.0f}"
                       f"{quantile_between(a, b, name, 0.99) * 1e6:14.0f}")
         print("\n2. 256 sequences, one request each in flight, one point per request")
-        print(f"   {'protocol':<10}{'batching':<22}{'predictions/s':>14}{'p50 ms':>8}"
+        print(f"   {'protocol':<10}{'batching':<24}{'predictions/s':>14}{'p50 ms':>8}"
               f"{'p99 ms':>8}{'mean batch':>11}{'errors':>7}")
         rates = {}
-        for flags, label in (((), "on (default)"), (("--max-batch", "1"), "off (--max-batch 1)")):
-            for kind in ("http", "grpc"):
-                with server(model, *flags) as (proc, hp, gp):
-                    before = metrics(hp)
+        modes = (((), "on, delay 0 (default)"), (("--queue-delay-us", "1000"), "on, delay 1 ms"),
+                 (("--max-batch", "1"), "off (--max-batch 1)"))
+        for kind in ("http", "grpc"):
+            for flags, label in modes:
+                with server(model, *flags) as (_, hp, gp):
                     st = load(kind, hp if kind == "http" else gp, 256, seconds)
                     after = metrics(hp)
                 bsum = float(re.search(r"^rnnstream_serve_batch_size_sum (\S+)", after,
                                        re.M).group(1))
                 bcount = float(re.search(r"^rnnstream_serve_batch_size_count (\S+)", after,
                                          re.M).group(1))
-                del before
                 rate = st["ok"] / st["seconds"]
                 rates[kind, label] = rate
-                print(f"   {kind.upper():<10}{label:<22}{rate:14,.0f}"
+                print(f"   {kind.upper():<10}{label:<24}{rate:14,.0f}"
                       f"{pct(st['lat'], 50) / 1e3:8.2f}{pct(st['lat'], 99) / 1e3:8.2f}"
                       f"{bsum / max(bcount, 1):11.1f}{st['errors']:7d}")
         for kind in ("http", "grpc"):
-            on, off = rates[kind, "on (default)"], rates[kind, "off (--max-batch 1)"]
-            print(f"   {kind.upper()}: batching {on / off:.2f}x unbatched")
+            off = rates[kind, modes[2][1]]
+            print(f"   {kind.upper()}: batching {rates[kind, modes[0][1]] / off:.2f}x unbatched "
+                  f"(delay 0), {rates[kind, modes[1][1]] / off:.2f}x (delay 1 ms)")
         n, reps = 1000, 50 if args.quick else 200
-        with server(model) as (proc, hp, gp):
+        with server(model) as (_proc, hp, gp):
             served = batch_http(hp, n, reps)
         local = batch_inprocess(model, n, reps)
         print(f"\n3. one request carrying {n} sequences' points (binary, HTTP)")
@@ -463,7 +466,7 @@ def main() -> int:
 
 def soak(model: Path, seconds: float, rate: float) -> None:
     print(f"\n4. soak: {rate:.0f} requests/s for {seconds:.0f} s over HTTP, 64 sequences")
-    with server(model) as (proc, hp, gp):
+    with server(model) as (proc, hp, _gp):
         samples = []
         stop = threading.Event()
 
@@ -484,7 +487,7 @@ def soak(model: Path, seconds: float, rate: float) -> None:
           f"{st['ok'] / st['seconds']:,.0f}/s; server RSS at start {rss0 / 1024:.1f} MiB")
     edges = np.linspace(0, seconds, 11)
     print(f"   {'window s':>10}{'p99 ms':>8}{'RSS MiB':>9}")
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
+    for a, b in itertools.pairwise(edges):
         sel = lat[(lat[:, 0] >= a) & (lat[:, 0] < b), 1] if len(lat) else []
         rss = [r for t, r in samples if a <= t < b + 1e-9]
         print(f"   {a:5.0f}-{b:<4.0f}{pct(sel, 99) / 1e3 if len(sel) else float('nan'):8.2f}"

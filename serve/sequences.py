@@ -5,6 +5,10 @@ the sequence flags. Everything is checked when it arrives (:meth:`ModelService.s
 any state changes: a refused request changes nothing. An accepted request becomes one
 :class:`_Item` per sequence, queued behind that sequence's earlier items.
 
+Many-sequence requests whose sequences have nothing queued skip the per-sequence items: they
+form one block (see :class:`_Block`) that a round steps whole, so 1,000 sequences in one request
+cost about one request's bookkeeping, not 1,000.
+
 Scheduling (all on the event loop thread, so no lock is needed here; StreamPool's own lock is
 uncontended). A sequence is *ready* when it has queued items; a round takes up to ``max_batch``
 ready sequences in arrival order, one point from the head item of each, and advances them all
@@ -105,8 +109,9 @@ class _Item:
 @dataclass
 class _Block:
     """A many-sequence request whose sequences had nothing queued: stepped as one unit (its
-    rows stay together, so a round does per-request work, not per-sequence work). Each of its
-    keys has the block at the head of its queue until the block is done."""
+    rows stay together, so a round does per-request work, not per-sequence work). Its keys are
+    *held* (``ModelService._held``) until it is done; requests for them that arrive meanwhile
+    queue as usual and become ready when the block releases its keys."""
 
     keys: list[Hashable]
     x: np.ndarray  # [B, T, F]
@@ -134,6 +139,7 @@ class ModelService:
         self.metrics = metrics
         self._clock = clock
         self._queues: dict[Hashable, collections.deque] = {}
+        self._held: dict[Hashable, _Block] = {}  # key -> the block it is part of, until done
         self._ready: collections.OrderedDict[Hashable, None] = collections.OrderedDict()
         self._blocks: collections.deque[_Block] = collections.deque()
         self._starting: dict[Hashable, int] = {}  # key -> queued start items not yet applied
@@ -151,7 +157,7 @@ class ModelService:
 
     @property
     def busy(self) -> bool:
-        return bool(self._queues)
+        return bool(self._queues or self._held)
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -191,7 +197,8 @@ class ModelService:
         self._loop = loop
         b, t = req.x.shape[:2]
         queues = self._queues
-        if 1 < b <= self.limits.max_batch and queues.keys().isdisjoint(req.keys):
+        if (1 < b <= self.limits.max_batch and queues.keys().isdisjoint(req.keys)
+                and self._held.keys().isdisjoint(req.keys)):
             self._submit_block(req, answer)
             return
         gather = _Gather(answer, np.empty((b, t, self.n_targets), np.float32), b,
@@ -202,10 +209,11 @@ class ModelService:
             if start:
                 self._starting[key] = self._starting.get(key, 0) + 1
                 self._evicted.pop(key, None)
-            queue = self._queues.get(key)
+            queue = queues.get(key)
             if queue is None:
-                queue = self._queues[key] = collections.deque()
-                self._ready[key] = None
+                queue = queues[key] = collections.deque()
+                if key not in self._held:  # else it becomes ready when its block is done
+                    self._ready[key] = None
             queue.append(item)
         self._arrivals += 1
         self._schedule()
@@ -215,13 +223,12 @@ class ModelService:
         gather = _Gather(answer, np.empty((b, t, self.n_targets), np.float32), 1,
                          time.perf_counter())
         block = _Block(list(req.keys), req.x, gather, list(req.starts), list(req.ends))
-        for key, start in zip(req.keys, req.starts, strict=True):
-            if start:
-                self._starting[key] = self._starting.get(key, 0) + 1
-                self._evicted.pop(key, None)
-        queues = self._queues
-        for key in req.keys:
-            queues[key] = collections.deque((block,))
+        if any(req.starts):
+            for key, start in zip(req.keys, req.starts, strict=True):
+                if start:
+                    self._starting[key] = self._starting.get(key, 0) + 1
+                    self._evicted.pop(key, None)
+        self._held.update(dict.fromkeys(req.keys, block))
         self._blocks.append(block)
         self._arrivals += 1
         self._schedule()
@@ -347,7 +354,7 @@ class ModelService:
             else:
                 self._release_block(blk, None)
         self._advance(keys, items, y[offset:], seen)
-        if not self._queues:
+        if not self._queues and not self._held:
             self._wake_idle()
         self._schedule()
 
@@ -398,18 +405,19 @@ class ModelService:
             self._answer(item.gather)
 
     def _release_block(self, blk: _Block, error: ServeError | None) -> None:
-        """The block is done (or failed): its keys' queues move on; answer its request."""
-        queues, ready = self._queues, self._ready
-        for key, end in zip(blk.keys, blk.ends, strict=True):
-            queue = queues[key]
-            queue.popleft()
-            if end and error is None:
-                self.pool.remove(key)
-                self._last_seen.pop(key, None)
-            if queue:
-                ready[key] = None
-            else:
-                del queues[key]
+        """The block is done (or failed): requests queued behind it become ready; answer it."""
+        held_pop, queues, ready = self._held.pop, self._queues, self._ready
+        for key in blk.keys:
+            held_pop(key)
+        if error is None and any(blk.ends):
+            for key, end in zip(blk.keys, blk.ends, strict=True):
+                if end:
+                    self.pool.remove(key)
+                    self._last_seen.pop(key, None)
+        if queues:
+            for key in blk.keys:
+                if key in queues:
+                    ready[key] = None
         if error is None:
             blk.gather.finish(blk.gather.y, None)
         else:
@@ -452,7 +460,7 @@ class ModelService:
             return []
         now = self._clock()
         gone = [k for k, t in self._last_seen.items()
-                if now - t > limit and k not in self._queues]
+                if now - t > limit and k not in self._queues and k not in self._held]
         for key in gone:
             del self._last_seen[key]
             if key in self.pool:
@@ -468,7 +476,7 @@ class ModelService:
 
     async def drained(self) -> None:
         """Wait until no request is queued (for a graceful stop)."""
-        while self._queues:
+        while self._queues or self._held:
             fut = asyncio.get_running_loop().create_future()
             self._idle_waiters.append(fut)
             await fut
