@@ -124,3 +124,29 @@ def test_logs_are_json_lines_of_the_serve_logger(server):
     assert lines
     assert all(d["logger"] == "rnnstream.serve" for d in lines)
     assert any(d.get("event") == "serving" for d in lines)
+
+
+def test_pipelined_requests_answer_in_order(server):
+    """HTTP/1.1 pipelining: requests written back to back on one connection are answered in
+    order, each sequence's points applied in order."""
+    import socket
+
+    rng = np.random.default_rng(13)
+    xs = [rng.standard_normal((1, 1, 1)).astype(np.float32) for _ in range(4)]
+    wire = b""
+    for i, x in enumerate(xs):
+        payload = json.dumps(infer_doc(x, seq=8800, start=i == 0)).encode()
+        wire += (b"POST /v2/models/lstm/infer HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n"
+                 % len(payload)) + payload
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as s:
+        s.sendall(wire)
+        data = b""
+        while data.count(b"HTTP/1.1 200") < 4 or not data.endswith(b"}]}"):
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+    bodies = [json.loads(part[part.index(b"{"):]) for part in data.split(b"HTTP/1.1 ")[1:]]
+    ref = Reference(LEGACY)
+    for i, (x, body) in enumerate(zip(xs, bodies, strict=True)):
+        same_bits(np.array(body["outputs"][0]["data"]).reshape(1, 1, 1),
+                  ref.run([8800], x, start=i == 0))
