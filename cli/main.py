@@ -29,6 +29,7 @@ typical session:
   rnnstream inspect runs/sine/model.onnx
   printf '0.1\\n0.2\\n0.3\\n' | rnnstream stream runs/sine/model.onnx
   rnnstream demo            # all of the above on the built-in sine data
+  rnnstream serve runs/sine/model.onnx --state seqs.npz   # KServe v2 over HTTP and gRPC
 
 'rnnstream COMMAND --help' explains each command.
 """
