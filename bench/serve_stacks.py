@@ -2,8 +2,9 @@
 JSON infer request answered with a fixed ~200-byte JSON body (no model: the stack's own cost).
 
 Candidates: uvicorn (httptools parser) + a bare ASGI callable; aiohttp's web server; a raw
-asyncio.Protocol with httptools' parser. Client: one keep-alive http.client connection, in a
-second process, N sequential requests; p50/p99 of the client-measured round trip.
+asyncio.Protocol with httptools' parser; each on asyncio's own event loop and on uvloop. Client:
+one keep-alive http.client connection, in a second process, N sequential requests; p50/p99 of
+the client-measured round trip.
 
     python bench/serve_stacks.py [--requests 3000]
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
+import itertools
 import json
 import multiprocessing as mp
 import socket
@@ -32,7 +34,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_uvicorn(port: int) -> None:
+def run_uvicorn(port: int, loop: str) -> None:
     import uvicorn
 
     async def app(scope, receive, send):
@@ -47,11 +49,16 @@ def run_uvicorn(port: int) -> None:
         await send({"type": "http.response.body", "body": REPLY})
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", http="httptools",
-                lifespan="off", access_log=False)
+                lifespan="off", access_log=False, loop=loop)
 
 
-def run_aiohttp(port: int) -> None:
+def run_aiohttp(port: int, loop: str) -> None:
     from aiohttp import web
+
+    if loop == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
     async def infer(request):
         await request.read()
@@ -62,7 +69,7 @@ def run_aiohttp(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
-def run_raw(port: int) -> None:
+def run_raw(port: int, loop: str) -> None:
     import httptools
 
     class Proto(asyncio.Protocol):
@@ -86,7 +93,12 @@ def run_raw(port: int) -> None:
         server = await asyncio.get_running_loop().create_server(Proto, "127.0.0.1", port)
         await server.serve_forever()
 
-    asyncio.run(main())
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
 
 
 def client(port: int, n: int) -> list[float]:
@@ -113,11 +125,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=3000)
     args = ap.parse_args()
-    print(f"{'stack':<28} {'p50 µs':>8} {'p99 µs':>8}")
-    for name, target in (("uvicorn+httptools, ASGI", run_uvicorn), ("aiohttp", run_aiohttp),
-                         ("asyncio + httptools", run_raw)):
+    print(f"{'stack':<28} {'loop':<8} {'p50 µs':>8} {'p99 µs':>8}")
+    for (name, target), loop in itertools.product(
+            (("uvicorn+httptools, ASGI", run_uvicorn), ("aiohttp", run_aiohttp),
+             ("asyncio.Protocol+httptools", run_raw)), ("asyncio", "uvloop")):
         port = free_port()
-        proc = mp.get_context("spawn").Process(target=target, args=(port,), daemon=True)
+        proc = mp.get_context("spawn").Process(target=target, args=(port, loop), daemon=True)
         proc.start()
         try:
             lat = sorted(client(port, args.requests))
@@ -126,7 +139,7 @@ def main() -> None:
             proc.join(5)
         p50 = statistics.median(lat) * 1e6
         p99 = lat[int(0.99 * len(lat))] * 1e6
-        print(f"{name:<28} {p50:8.0f} {p99:8.0f}")
+        print(f"{name:<28} {loop:<8} {p50:8.0f} {p99:8.0f}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The HTTP/1.1 front end: an asyncio protocol around httptools' parser (uvicorn's parser).
 
 Chosen by measurement (bench/serve_stacks.py, README "Serving"): a bare asyncio protocol
-answers a keep-alive round trip faster than uvicorn + ASGI or aiohttp on the same machine,
-and the protocol here needs nothing else (no routing framework, no middleware).
+answers a keep-alive round trip faster than uvicorn + ASGI or aiohttp on the same machine and
+the same event loop, and the protocol here needs nothing else (no routing framework, no
+middleware). The command runs it on uvloop where installed (cli/serve_cmd.py).
 
 Per connection, requests are answered in order (HTTP/1.1 pipelining): each parsed request gets
 an entry in ``pending``; an infer request's entry is filled when the model's batch that holds

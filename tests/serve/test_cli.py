@@ -38,3 +38,26 @@ def test_serve_imports_only_the_public_runtime_api():
     for path in sources:
         text = path.read_text()
         assert not re.search(r"rnnstream\.runtime\._|from \.\.runtime", text), path.name
+
+
+def test_asyncio_loop_serves_too():
+    """uvloop is the default where installed; --loop asyncio must serve the same answers."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    from .conftest import LEGACY, Reference, infer_doc, post, same_bits, serving
+
+    x = np.array([[[0.5], [1.5]]], np.float32)
+    ref = Reference(LEGACY)
+    with serving([LEGACY], "--loop", "asyncio") as running:
+        status, body = post(f"{running.url}/v2/models/model/infer",
+                            infer_doc(x, seq=1, start=True))
+        assert status == 200, body
+        same_bits(np.array(body["outputs"][0]["data"]).reshape(1, 2, 1),
+                  ref.run([1], x, start=True))
+        client = grpcclient.InferenceServerClient(running.grpc_url)
+        inp = grpcclient.InferInput("x", [1, 2, 1], "FP32")
+        inp.set_data_from_numpy(x)
+        same_bits(client.infer("model", [inp], sequence_id=1).as_numpy("y"), ref.run([1], x))
+        client.close()
+        assert running.stop() == 0
