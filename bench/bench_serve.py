@@ -70,9 +70,10 @@ def server(model: Path, *flags: str):
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stderr:
-            doc = json.loads(line)
-            if doc.get("event") == "serving":
-                break
+            with contextlib.suppress(ValueError):
+                doc = json.loads(line)
+                if isinstance(doc, dict) and doc.get("event") == "serving":
+                    break
         else:
             raise RuntimeError("the server did not start")
         drain = threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True)

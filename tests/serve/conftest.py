@@ -96,8 +96,11 @@ def serving(models: list[Path], *args: str, names: list[str] | None = None):
             line = lines.get(timeout=START_TIMEOUT)
             if line is None:
                 raise RuntimeError(f"serve exited early:\n{''.join(seen)}")
-            doc = json.loads(line)
-            if doc.get("event") == "serving":
+            try:
+                doc = json.loads(line)
+            except ValueError:  # not a log line (a warning printed by a library): keep going
+                continue
+            if isinstance(doc, dict) and doc.get("event") == "serving":
                 running = Running(proc, doc["http_port"], doc["grpc_port"], seen, pumper)
         yield running
     finally:
