@@ -78,7 +78,7 @@ def single_stream(path, model, cell, hidden, layers, iters, rows):
     from rnnstream.runtime import Predictor
 
     p = Predictor(path)
-    sess = p._session
+    sess = p._engine.session
     names = ("h", "c") if cell == "lstm" else ("h",)
     states = {n: (1, layers, hidden) for n in names}
     io_step, _keep = raw_iobinding(sess, states)
@@ -103,13 +103,35 @@ def single_stream(path, model, cell, hidden, layers, iters, rows):
     rows.append((f"step  {tag}", t_step, f"{t_step / base:.2f}x raw IOBinding ({base:.2f})",
                  f"{t_run / t_step:.1f}x faster than run() ({t_run:.2f})",
                  f"{t_torch / t_step:.1f}x faster than torch ({t_torch:.1f})"))
+    graph_choice(path, states, iters, tag, rows)
+
+
+def graph_choice(path, states, iters, tag, rows):
+    """Raw IOBinding ping-pong at batch 1 on the single-step graph vs the sequence graph: the
+    figure behind the runtime's choice of graph (interleaved 3 times, medians)."""
+    import onnxruntime as ort
+
+    from rnnstream.export.step_graph import step_path
+    from rnnstream.runtime._session import default_session_options
+
+    opts = default_session_options()
+    sessions = {name: ort.InferenceSession(p, opts, providers=["CPUExecutionProvider"])
+                for name, p in (("seq", path), ("step", step_path(path)))}
+    steps = {name: raw_iobinding(sess, states) for name, sess in sessions.items()}
+    t = {name: [] for name in steps}
+    for _ in range(3):
+        for name, (fn, _keep) in steps.items():
+            t[name].append(p50(fn, iters // 2))
+    seq, step = (float(np.median(t[k])) for k in ("seq", "step"))
+    rows.append((f"graph {tag} B=1", step, f"step graph {step:.2f} vs sequence graph {seq:.2f} "
+                 f"(raw IOBinding): step graph {seq / step:.2f}x as fast", "", ""))
 
 
 def prime_bench(path, iters, rows, n=10_000):
     from rnnstream.runtime import Predictor
 
     p = Predictor(path)
-    sess = p._session
+    sess = p._engine.session
     hist = np.random.default_rng(0).normal(size=(n, 1)).astype(np.float32)
     feeds = {"x": hist[None], "h_in": np.zeros((1, 1, 32), np.float32),
              "c_in": np.zeros((1, 1, 32), np.float32)}

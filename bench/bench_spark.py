@@ -71,7 +71,7 @@ def write_batches(rows: pd.DataFrame, folder: Path, batches: int) -> None:
 
 
 def time_spark(spark, model: Path, source: Path, checkpoint: Path, features: list[str]) -> float:
-    from rnnstream.runtime.spark import predict_stream
+    from rnnstream.spark import predict_stream
 
     schema = f"{KEY} string, {ORDER} bigint, " + ", ".join(f"{f} double" for f in features)
     events = (spark.readStream.schema(schema).option("header", True)
@@ -122,6 +122,7 @@ def main() -> None:
     from pyspark.sql import SparkSession
 
     from rnnstream.runtime import Predictor
+    from rnnstream.spark import loopback_builder
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -130,7 +131,8 @@ def main() -> None:
         rows = make_rows(features, args.keys, args.rows)
         write_batches(make_rows(features, 8, 20), root / "warm", 2)
         write_batches(rows, root / "in", args.batches)
-        spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
+        spark = (loopback_builder(SparkSession.builder).master("local[2]")
+                 .config("spark.ui.enabled", "false")
                  .config("spark.sql.shuffle.partitions", "2").getOrCreate())
         spark.sparkContext.setLogLevel("ERROR")
         time_spark(spark, model, root / "warm", root / "ck-warm", features)

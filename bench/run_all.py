@@ -18,6 +18,7 @@ BENCHES = {
     "spark": ["bench_spark.py"],  # Spark local mode vs StreamPool in one process
     # rnnstream serve on loopback: latency, batching, many sequences per request, short soak
     "serve": ["bench_serve.py", "--soak-seconds", "20"],
+    "quality": ["quality.py"],  # default training on real series vs persistence and ETS
 }
 
 
@@ -34,7 +35,7 @@ def main() -> int:
             print(f"== {name}: {script.name} not found, skipped")
             continue
         print(f"\n== {name}: {script.name}", flush=True)
-        quick = ["--quick"] if args.quick and name != "export" else []
+        quick = ["--quick"] if args.quick and name not in ("export", "quality") else []
         cmd = [sys.executable, str(script), *BENCHES[name][1:], *quick]
         if subprocess.run(cmd, check=False).returncode != 0:
             failed.append(name)

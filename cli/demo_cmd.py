@@ -80,7 +80,9 @@ def _demo(args: argparse.Namespace) -> int:
     model = trained.result.model
 
     print("[2/4] export with parity proof")
-    report = export_model(model, out / "model.onnx", metrics=trained.result.metrics)
+    # parity proven on windows of the training part of the real series, as it will be used
+    report = export_model(model, out / "model.onnx", metrics=trained.result.metrics,
+                          sample=series.features[:trained.result.validation.start])
     for line in report.summary().splitlines():
         print(f"      {line}")
     print(f"      model: {report.path}  contract: {report.sidecar}")
@@ -129,15 +131,14 @@ def _stream(model, path: Path, values, start: int, horizon: int) -> dict:
 
 
 def _plot(path: Path, f: dict) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from rnnstream.train.plot import agg_figure  # Agg, no pyplot: no global backend switch
 
     series, start, streamed, future = f["series"], f["start"], f["streamed"], f["future"]
     t = np.arange(len(series))
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig = agg_figure(figsize=(10, 4))
+    ax = fig.subplots()
     lo = max(0, start - 60)
     ax.plot(t[lo:], series[lo:], color="0.6", lw=3, label="truth")
     ax.plot(t[start + 1:], streamed, color="tab:blue", lw=1.2,
@@ -153,5 +154,4 @@ def _plot(path: Path, f: dict) -> Path:
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -83,34 +83,21 @@ def _renderer_name(args: argparse.Namespace) -> str:
 
 # -- reading --------------------------------------------------------------------------------
 def read_model(path: Path) -> Inspection:
-    """Contract and graph I/O of ``path`` via onnxruntime; ModelLoadError/ContractError."""
-    import onnxruntime as ort
+    """Contract and graph I/O of ``path``, loaded by the runtime's own loader (so a damaged
+    file -- weights that fail the contract's fingerprint included -- is refused here as
+    everywhere); ModelLoadError/ContractError."""
+    from rnnstream.runtime._session import load_model
 
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: no such file")
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except _ort_load_errors() as exc:
-        raise ModelLoadError(f"{path}: onnxruntime cannot load it ({exc})") from exc
-    text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    if text is None:
+    model = load_model(path)
+    if model.contract is None:
         raise ContractError(f"{path}: no {METADATA_KEY!r} metadata; was it exported by "
                             "rnnstream? Re-export it with `rnnstream export CHECKPOINT`.")
-    found = Inspection(path, ModelContract.from_json(text, source=str(path)))
+    session = model.session
+    found = Inspection(path, model.contract)
     found.inputs = [(i.name, list(i.shape)) for i in session.get_inputs()]
     found.outputs = [(o.name, list(o.shape)) for o in session.get_outputs()]
     found.sidecar = _sidecar_state(path, found.contract)
     return found
-
-
-def _ort_load_errors() -> tuple[type[Exception], ...]:
-    # onnxruntime's load errors are pybind classes deriving straight from Exception.
-    from onnxruntime.capi import onnxruntime_pybind11_state as state
-
-    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile",
-             "NoModel", "NotImplemented", "RuntimeException")
-    found = tuple(getattr(state, n) for n in names if hasattr(state, n))
-    return (*found, RuntimeError, OSError)
 
 
 def _sidecar_state(path: Path, contract: ModelContract) -> str:
@@ -198,18 +185,33 @@ def _value(v) -> str:
     return str(v)
 
 
+def _criterion(report: dict) -> str:
+    """How a parity report was judged: the derived bound's figures, or its atol (old files)."""
+    if report.get("criterion") == "derived" or "baseline_error" in report:
+        text = f"{report.get('baseline', 'baseline')} {_value(report.get('max_baseline_error'))}"
+        return f"{text}, {_value(report.get('bound_used'))} of the bound"
+    return f"atol {_value(report.get('atol'))}"
+
+
 def _parity_lines(parity: dict) -> list[str]:
     if not parity:
         return ["parity: (none recorded)"]
-    lines = [f"parity ({parity.get('reference')} vs {parity.get('candidate')}, "
+    lines = [f"parity ({parity.get('candidate')} vs {parity.get('reference')}, "
              f"exporter {parity.get('exporter', '?')}): max |diff| "
-             f"{_value(parity.get('max_abs_diff'))}, atol {_value(parity.get('atol'))}"]
-    lines += [f"  {case}: " + ", ".join(f"{k} {_value(v)}" for k, v in diffs.items())
-              for case, diffs in parity.get("cases", {}).items()]
+             f"{_value(parity.get('max_abs_diff'))}, {_criterion(parity)}"]
+    errors, bounds = parity.get("baseline_error", {}), parity.get("bound", {})
+    for case, diffs in parity.get("cases", {}).items():
+        figures = []
+        for k, v in diffs.items():
+            extra = ""
+            if k in errors.get(case, {}) and k in bounds.get(case, {}):
+                extra = f" (torch {_value(errors[case][k])}, bound {_value(bounds[case][k])})"
+            figures.append(f"{k} {_value(v)}{extra}")
+        lines.append(f"  {case}: " + ", ".join(figures))
     quant = parity.get("quantized")
     if quant:
         lines.append(f"  int8 vs float: max |diff| {_value(quant.get('max_abs_diff'))}, "
-                     f"atol {_value(quant.get('atol'))}")
+                     f"{_criterion(quant)}")
     for key, report in (parity.get("step_graph") or {}).items():
         lines.append(f"  step graph {key.replace('_', ' ')}: max |diff| "
                      f"{_value(report.get('max_abs_diff'))} over {len(report.get('cases', {}))} "

@@ -7,6 +7,7 @@ that pulls in torch or onnx.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import signal
@@ -85,7 +86,7 @@ class LineParser:
             return None
         if text[0] in "[{":
             return self._json(text)
-        cells = [c.strip() for c in text.split(",")]
+        cells = _csv_cells(text)
         if first and not _all_numeric(cells):
             self._set_header(cells)
             return None
@@ -135,12 +136,12 @@ class LineParser:
     def _csv(self, cells: list[str]) -> tuple[Any, Any]:
         key = None
         if self.columns is not None:  # a header named the features: take those, by name
-            if len(cells) != len(self.header or []):
+            header = self.header or []
+            if len(cells) != len(header):
                 raise LineError(f"{len(cells)} columns, but the header has "
-                                f"{len(self.header or [])}: {self.header}")
+                                f"{len(header)}: {header}")
             if self.key is not None:
-                key = cells[self.header.index(self.key) if self.key in self.header
-                            else int(self.key)]
+                key = cells[header.index(self.key) if self.key in header else int(self.key)]
             values = [_number(cells[i]) for i in self.columns]
             return key, values[0] if len(values) == 1 else values
         if self.key is not None:
@@ -162,6 +163,16 @@ class LineParser:
         return key, values[0] if len(values) == 1 else values
 
 
+def _csv_cells(text: str) -> list[str]:
+    """One CSV line's cells, by the csv module (as training's load_csv reads files): a quoted
+    field may hold a comma (``"Smith, J",1.5``)."""
+    try:
+        cells = next(csv.reader([text]))
+    except csv.Error as exc:
+        raise LineError(f"not a valid CSV line ({exc})") from None
+    return [c.strip() for c in cells]
+
+
 def _all_numeric(cells: list[str]) -> bool:
     try:
         for c in cells:
@@ -181,13 +192,15 @@ def _lines(source: str) -> Iterator[str]:
     if source == "-":
         yield from sys.stdin
         return
-    with open(source, encoding="utf-8") as f:
+    # utf-8-sig: spreadsheets often write a byte-order mark before the header (as load_csv)
+    with open(source, encoding="utf-8-sig") as f:
         yield from f
 
 
 def run(args: argparse.Namespace) -> int:
     from rnnstream.runtime import Predictor, RnnStreamError, StreamPool
 
+    target: Predictor | StreamPool
     try:
         if args.key is not None:
             target = StreamPool(args.model, auto_add=True)

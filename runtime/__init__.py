@@ -23,6 +23,7 @@ from ._state import State
 from .contract import ModelContract, StateSpec
 from .errors import (
     ContractError,
+    InferenceError,
     InputError,
     ModelLoadError,
     RnnStreamError,
@@ -35,6 +36,7 @@ from .predictor import Predictor
 
 __all__ = [
     "ContractError",
+    "InferenceError",
     "InputError",
     "ModelContract",
     "ModelLoadError",

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from ._session import ORT_DTYPES, Dim, ModelIO, StatePair, declared_shape
+from ._io import ORT_DTYPES, Dim, ModelIO, StateBinding, declared_shape
 from .errors import ContractError
 
 
@@ -106,7 +106,7 @@ def generic_io(
         arg = inputs[name]
         dtype = _dtype(arg, path)
         shape = declared_shape(arg)
-        states.append(StatePair(name, name, out, shape, dtype,
+        states.append(StateBinding(name, name, out, shape, dtype,
                                 next((i for i, d in enumerate(shape) if d is None), None)))
     x = inputs[data[0]]
     io = ModelIO(data[0], declared_shape(x), _dtype(x, path), ys[0], tuple(states), fixed)

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
+from ._generic import generic_io
 from ._integrity import WireError, initializers
 from ._integrity import fingerprint as weights_fingerprint
-from .contract import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelContract
+from ._io import ORT_ERRORS, ModelIO, StatePair, declared_shape
+from .contract import METADATA_KEY, ModelContract
 from .errors import ContractError, ModelLoadError, UnsupportedError
 
 
@@ -26,30 +27,6 @@ def _logger():  # logging is imported on first use: `import rnnstream.runtime` s
     import logging
 
     return logging.getLogger("rnnstream.runtime")
-
-# onnxruntime's Python exceptions do not share a base class beyond Exception; these are the
-# ones its pybind layer raises (some are missing from older releases, hence getattr).
-ORT_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, *(
-    getattr(_ort_state, n) for n in (
-        "EPFail", "EngineError", "Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf",
-        "ModelLoaded", "NoModel", "NoSuchFile", "NotFound", "NotImplemented", "RuntimeException",
-    ) if hasattr(_ort_state, n)
-))
-
-# onnxruntime type strings -> numpy dtypes for the tensors the runtime allocates or converts.
-ORT_DTYPES: dict[str, np.dtype] = {
-    "tensor(float)": np.dtype(np.float32),
-    "tensor(double)": np.dtype(np.float64),
-    "tensor(float16)": np.dtype(np.float16),
-    "tensor(int64)": np.dtype(np.int64),
-    "tensor(int32)": np.dtype(np.int32),
-    "tensor(int8)": np.dtype(np.int8),
-    "tensor(uint8)": np.dtype(np.uint8),
-    "tensor(bool)": np.dtype(np.bool_),
-}
-
-Dim = int | None  # None: dynamic (symbolic or unknown) dimension
-
 
 def default_session_options() -> ort.SessionOptions:
     """Options chosen for single-step latency: one thread, sequential, full graph optimisation."""
@@ -60,49 +37,6 @@ def default_session_options() -> ort.SessionOptions:
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
     return so
-
-
-@dataclass(frozen=True)
-class StatePair:
-    """One recurrent tensor: read from ``output`` after a call, fed to ``input`` on the next."""
-
-    name: str  # the name snapshots use: "h"/"c" for rnnstream models, the input name otherwise
-    input: str
-    output: str
-    shape: tuple[Dim, ...]  # declared input shape
-    dtype: np.dtype
-    batch_axis: int | None  # first dynamic axis; None when every axis is fixed
-
-    def full_shape(self, batch: int) -> tuple[int, ...]:
-        """The declared shape with the batch axis set to ``batch`` and other free axes to 1."""
-        return tuple(
-            batch if i == self.batch_axis else (1 if d is None else d)
-            for i, d in enumerate(self.shape)
-        )
-
-    @property
-    def row_shape(self) -> tuple[int, ...]:
-        """One stream's part of the state: the full shape without its batch axis."""
-        full = self.full_shape(1)
-        if self.batch_axis is None:
-            return full
-        return full[:self.batch_axis] + full[self.batch_axis + 1:]
-
-
-@dataclass(frozen=True)
-class ModelIO:
-    """How to stream a model: data input, prediction output, state pairs, constant inputs."""
-
-    input: str
-    input_shape: tuple[Dim, ...]
-    input_dtype: np.dtype
-    output: str
-    states: tuple[StatePair, ...]
-    fixed: Mapping[str, np.ndarray] = field(default_factory=dict)
-
-    @property
-    def input_batch_axis(self) -> int | None:
-        return _first_dynamic(self.input_shape)
 
 
 @dataclass
@@ -145,8 +79,6 @@ def load_model(
             verify_weights(path, contract)
         fingerprint = contract.fingerprint or file_fingerprint(path)
         return LoadedModel(path, session, io, contract, fingerprint, note)
-    from ._generic import generic_io  # foreign models only
-
     io, note = generic_io(session, path, state_map, fixed_inputs)
     _logger().info("%s", note)
     return LoadedModel(path, session, io, None, file_fingerprint(path), note)
@@ -233,50 +165,42 @@ def file_fingerprint(path: str) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def declared_shape(arg: Any) -> tuple[Dim, ...]:
-    return tuple(d if isinstance(d, int) and d >= 0 else None for d in (arg.shape or ()))
-
-
-def _first_dynamic(shape: Sequence[Dim]) -> int | None:
-    return next((i for i, d in enumerate(shape) if d is None), None)
-
-
 def contract_io(contract: ModelContract, session: ort.InferenceSession, path: str) -> ModelIO:
-    """Check the graph against its contract (metadata that lies is refused) and describe it."""
+    """Check the graph against its contract (metadata that lies is refused) and describe it.
+
+    Every name and shape comes from the contract's :meth:`~ModelContract.graph_io` (the one
+    spec); a symbolic dimension (batch, time) matches anything the graph declares there.
+    """
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
-    specs = contract.states
-    want_in = [INPUT_NAME, *(s.input for s in specs)]
-    want_out = [OUTPUT_NAME, *(s.output for s in specs)]
-    if sorted(inputs) != sorted(want_in) or not set(want_out) <= set(outputs):
+    want_in, want_out = contract.graph_io()
+    if (sorted(inputs) != sorted(t.name for t in want_in)
+            or not {t.name for t in want_out} <= set(outputs)):
         raise ContractError(
-            f"{path}: the contract (cell={contract.cell}) implies inputs {want_in} and outputs "
-            f"{want_out}, but the graph has inputs {sorted(inputs)} and outputs {sorted(outputs)}"
+            f"{path}: the contract (cell={contract.cell}"
+            f"{', input_mode=' + contract.input_mode if contract.input_mode != 'level' else ''}) "
+            f"implies inputs {[t.name for t in want_in]} and outputs "
+            f"{[t.name for t in want_out]}, but the graph has inputs {sorted(inputs)} and "
+            f"outputs {sorted(outputs)}"
         )
-    expected = {
-        INPUT_NAME: (None, None, contract.n_features),
-        OUTPUT_NAME: (None, None, contract.n_targets),
-    }
-    for s in specs:
-        expected[s.input] = expected[s.output] = (None, contract.layers, contract.hidden)
-    for name, want in expected.items():
-        arg = inputs.get(name) or outputs[name]
+    for want in (*want_in, *want_out):
+        arg = inputs.get(want.name) or outputs[want.name]
         shape = declared_shape(arg)
-        fits = len(shape) == 3 and all(w is None or d is None or d == w
-                                       for d, w in zip(shape, want, strict=True))
+        fixed = tuple(d if isinstance(d, int) else None for d in want.shape)
+        fits = len(shape) == len(fixed) and all(
+            w is None or d is None or d == w for d, w in zip(shape, fixed, strict=True))
         if not fits or arg.type != "tensor(float)":
             raise ContractError(
-                f"{path}: the graph declares {name!r} as {arg.type} {list(arg.shape)}, but the "
-                f"contract implies float32 [batch, "
-                f"{'time' if want[1] is None else want[1]}, {want[2]}]"
+                f"{path}: the graph declares {want.name!r} as {arg.type} {list(arg.shape)}, but "
+                f"the contract implies float32 [{', '.join(str(d) for d in want.shape)}]"
             )
     states = tuple(
-        StatePair(s.name, s.input, s.output, (None, contract.layers, contract.hidden),
-                  np.dtype(np.float32), 0)
-        for s in specs
+        StatePair(s.name, s.input, s.output, (None, *s.row_shape), np.dtype(np.float32), 0)
+        for s in contract.states
     )
-    return ModelIO(INPUT_NAME, (None, None, contract.n_features), np.dtype(np.float32),
-                   OUTPUT_NAME, states)
+    x = want_in[0]
+    return ModelIO(x.name, (None, None, contract.n_features), np.dtype(np.float32),
+                   want_out[0].name, states)
 
 
 def load_step_session(
@@ -300,7 +224,7 @@ def load_step_session(
             data = f.read()
     except OSError as exc:
         _logger().warning("%s: its step graph %s cannot be read (%s); using the sequence graph "
-                       "for every call (slower for large batches)", model.path, path,
+                       "for every call (slower at every batch size measured)", model.path, path,
                        exc.strerror or exc)
         return None
     import hashlib

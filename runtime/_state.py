@@ -8,13 +8,13 @@ A snapshot file is an ``.npz`` archive (read with ``allow_pickle=False``: data, 
     state.<name>     one array per state: [*row] for a stream, [streams, *row] for a pool
     last_output      stream only, optional: the latest prediction (what forecast feeds back)
 
-Files are written atomically: a temporary file in the same folder, flushed and fsync'ed, then
-``os.replace``'d over the target, so a crash leaves the old snapshot or the new one, never half.
+Files are written atomically by :mod:`._atomic`: a temporary file in the same folder, flushed
+and fsync'ed, then ``os.replace``'d over the target, so a crash leaves the old snapshot or the
+new one, never half.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ._session import StatePair
+from ._atomic import write_file
+from ._io import StateBinding
 from .errors import StateError
 
 SNAPSHOT_FORMAT = "rnnstream-state"
@@ -55,7 +56,7 @@ class State(Mapping[str, np.ndarray]):
         return f"State({{{shapes}}}, fingerprint={self.fingerprint[:19]!r})"
 
 
-def check_tensors(given: Any, pairs: Sequence[StatePair], source: str,
+def check_tensors(given: Any, pairs: Sequence[StateBinding], source: str,
                   streams: int | None = None) -> dict[str, np.ndarray]:
     """Validated copies of ``given`` (name -> array) for ``pairs``; ``streams`` adds a
     leading axis of that many rows (pool snapshots)."""
@@ -92,79 +93,11 @@ def check_fingerprint(found: str, expected: str, source: str) -> None:
 # -- files -------------------------------------------------------------------------------------
 def write_snapshot(path: str | os.PathLike[str], meta: Mapping[str, Any],
                    arrays: Mapping[str, np.ndarray]) -> None:
-    """Write ``arrays`` and ``meta`` to ``path`` atomically."""
-    path = os.fspath(path)
-    payload = {_META: np.array(json.dumps({"format": SNAPSHOT_FORMAT,
-                                           "version": SNAPSHOT_VERSION, **meta}))}
+    """Write ``arrays`` and ``meta`` to ``path`` atomically (see :mod:`._atomic`)."""
+    payload: dict[str, Any] = {_META: np.array(json.dumps({"format": SNAPSHOT_FORMAT,
+                                                           "version": SNAPSHOT_VERSION, **meta}))}
     payload.update(arrays)
-    folder = os.path.dirname(os.path.abspath(path))
-    prefix = _temp_prefix(path)
-    _sweep_dead_temps(folder, prefix)
-    import tempfile  # only when saving: keeps `import rnnstream.runtime` light
-
-    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=_TEMP_SUFFIX, dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
-
-
-_TEMP_SUFFIX = ".rnnstream-tmp"
-
-
-def _temp_prefix(path: str) -> str:
-    return f".{os.path.basename(path)}."
-
-
-def _sweep_dead_temps(folder: str, prefix: str) -> None:
-    """Remove temp files of this snapshot left by writers killed mid-save (their pid is gone).
-
-    A SIGKILL inside ``write_snapshot`` leaves its temp file behind (the snapshot itself is
-    intact: it is only ever replaced by a rename). Without this sweep a stream that crashes
-    repeatedly over months would pile them up. Temp names carry the writer's pid; a live pid
-    (another process saving the same snapshot right now) is left alone.
-    """
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return
-    for name in names:
-        if not (name.startswith(prefix) and name.endswith(_TEMP_SUFFIX)):
-            continue
-        pid = name[len(prefix):].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            with contextlib.suppress(OSError):  # another sweeper may have removed it first
-                os.unlink(os.path.join(folder, name))
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid() or os.name != "posix":  # Windows' os.kill(pid, 0) would kill it
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. PermissionError: it exists, owned by someone else
-        return True
-    return True
-
-
-def _fsync_dir(folder: str) -> None:
-    """Make the rename durable (POSIX); Windows cannot open folders, and needs no such step."""
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_file(path, lambda f: np.savez(f, **payload))
 
 
 def read_snapshot(path: str | os.PathLike[str], kind: str) -> tuple[dict[str, Any],
@@ -192,7 +125,7 @@ def read_snapshot(path: str | os.PathLike[str], kind: str) -> tuple[dict[str, An
         raise StateError(f"{path}: snapshot version {meta.get('version')!r}; this runtime "
                          f"reads version {SNAPSHOT_VERSION}")
     if meta.get("kind") != kind:
-        other = "StreamPool.load" if meta.get("kind") == "pool" else "Predictor.load_state"
+        other = "StreamPool.load_state" if meta.get("kind") == "pool" else "Predictor.load_state"
         raise StateError(f"{path}: is a {meta.get('kind')!r} snapshot, expected {kind!r} "
                          f"(use {other})")
     return meta, arrays

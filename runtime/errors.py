@@ -13,6 +13,8 @@ says what was given, what was expected and, where there is one, how to fix it::
     ├── StreamKeyError          unknown or duplicate stream key; also a KeyError
     ├── StateError              a state or snapshot does not fit this model (shape, dtype,
     │                           fingerprint) or the snapshot file is unreadable
+    ├── InferenceError          onnxruntime failed while running the model (the original
+    │                           onnxruntime exception is its __cause__)
     └── UnsupportedError        the operation makes no sense for this model (e.g. forecast when
                                 the targets are not the features)
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "ContractError",
+    "InferenceError",
     "InputError",
     "ModelLoadError",
     "RnnStreamError",
@@ -58,6 +61,10 @@ class StreamKeyError(RnnStreamError, KeyError):
 
 class StateError(RnnStreamError):
     """A state or snapshot does not belong to this model, or cannot be read."""
+
+
+class InferenceError(RnnStreamError):
+    """onnxruntime raised while running a loaded model (its exception is ``__cause__``)."""
 
 
 class UnsupportedError(RnnStreamError):

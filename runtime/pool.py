@@ -10,8 +10,8 @@ cached, and when it is exactly ``0..n-1`` the gather is a view (no copy).
 Calls (rnnstream models). Each call picks a graph and a way to call it by its batch size ``n``;
 the constants below hold the thresholds and the measurements behind them:
 
-* the single-step graph (``model.step.onnx``, when the contract names one) for
-  ``n >= STEP_GRAPH_MIN_BATCH``, the sequence graph otherwise or when there is none;
+* the single-step graph (``model.step.onnx``) whenever the contract names one (it was faster
+  at every batch size measured, see below), the sequence graph when there is none;
 * batches larger than :func:`chunk_rows` are run as several chunks, so that each chunk's
   working set stays in cache (one 16,384-row call is 3-7x slower per row than 1,024-row ones);
 * a batch size seen :data:`BIND_AFTER` times gets a :class:`_Plan`: input/output buffers and
@@ -38,7 +38,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from ._session import ORT_ERRORS, declared_shape, load_model, load_step_session
+from . import spec
+from ._engine import BoundEngine, ForeignEngine, open_engine
+from ._io import declared_shape, input_shape
 from ._state import (
     State,
     check_fingerprint,
@@ -49,24 +51,26 @@ from ._state import (
     write_snapshot,
 )
 from .contract import ModelContract
-from .errors import InputError, RnnStreamError, StateError, StreamKeyError, UnsupportedError
-from .predictor import input_reader, input_shape
+from .errors import InputError, StateError, StreamKeyError, UnsupportedError
+from .predictor import _EngineFacts
 
 __all__ = ["StreamPool"]
 
 # -- per-call strategy: every threshold in one place ----------------------------------------------
-# Measured with bench/bench_runtime.py and the raw-session sweep behind it (LSTM, one thread,
-# onnxruntime 1.32, 2-core x86 box, p50 of noisy runs). Step graph vs sequence graph, bound calls:
-#   hidden 32, 1 layer:   B=1 5.8 vs 6.0 µs;  B=64 5.1 vs 4.0 M steps/s;  B=1024 8.7 vs 5.9 M/s
-#   hidden 128, 2 layers: B=1 19.2 vs 18.7 µs; B=64..2048 within 5% (compute-bound Gemm)
-# The step graph is never measurably slower, so it is used from batch 1.
-STEP_GRAPH_MIN_BATCH = 1
+# Step graph vs sequence graph, measured by bench/bench_runtime.py (LSTM, one thread,
+# onnxruntime 1.32, a shared 2-core x86 box, p50; its "graph" rows and the pool rows' raw
+# columns):
+#   B=1, raw IOBinding ping-pong: hidden 32 / 1 layer 8.33-8.43 vs 9.01-9.03 µs (1.07x);
+#                                 hidden 128 / 2 layers 26.58-26.65 vs 27.32-27.80 µs (1.03x)
+#   (undisturbed runs; on a busy box single runs can swing 30% either way: rerun the bench)
+#   hidden 32, raw run(): B=64 2.41 vs 2.05 M steps/s; B=1024 4.55 vs 3.55; B=16384 2.19 vs 1.44
+# The step graph was faster at every size measured, so it is used whenever the model has one
+# (there is no batch threshold).
 # Rows per chunk = CHUNK_GATE_FLOATS // (gate columns per row), at least MIN_CHUNK_ROWS. Best
 # single-call rates: hidden 32 LSTM (128 gate columns) at 512-1024 rows (7.3-7.5 M/s, vs 0.8
 # at 16,384); hidden 128 LSTM at 128-256 rows (0.43-0.45 M/s, vs 0.17 at 16,384).
 CHUNK_GATE_FLOATS = 1 << 17
 MIN_CHUNK_ROWS = 64
-GATE_COLUMNS = {"rnn": 1, "lstm": 4, "gru": 4}  # per hidden unit, in the step graph's Gemm
 # A batch size gets bound buffers on its second sighting (binding costs ~2.4 µs per tensor per
 # chunk, repaid after a few calls); at most MAX_PLANS sizes are kept (oldest dropped first).
 BIND_AFTER = 2
@@ -75,7 +79,7 @@ MAX_PLANS = 8
 
 def chunk_rows(contract: ModelContract) -> int:
     """Rows per session call for this model (see CHUNK_GATE_FLOATS)."""
-    columns = GATE_COLUMNS[contract.cell] * contract.hidden
+    columns = spec.CELLS[contract.cell].step_columns * contract.hidden
     return max(MIN_CHUNK_ROWS, CHUNK_GATE_FLOATS // columns)
 
 
@@ -137,12 +141,16 @@ def _show(keys: Iterable[Any], limit: int = 10) -> str:
     return text + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
-class StreamPool:
+class StreamPool(_EngineFacts):
     """Independent streams, each with its own state, advanced together in batched calls.
 
     ``auto_add=True`` adds unknown keys on step (otherwise they raise StreamKeyError).
-    ``max_idle_seconds`` evicts streams that have not stepped for that long (checked by
+    ``idle_timeout_s`` evicts streams that have not stepped for that many seconds (checked by
     :meth:`evict_idle` and during steps); ``clock`` is the monotonic clock used for it.
+
+    Deprecated names, kept for one release (each warns): ``max_idle_seconds=`` (now
+    ``idle_timeout_s``, the name :mod:`rnnstream.spark` uses too), :meth:`save` and
+    :meth:`load` (now :meth:`save_state` / :meth:`load_state`, as on Predictor).
     """
 
     def __init__(
@@ -150,37 +158,42 @@ class StreamPool:
         model: str | os.PathLike[str],
         *,
         auto_add: bool = False,
-        max_idle_seconds: float | None = None,
+        idle_timeout_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         capacity: int = 64,
         session_options: ort.SessionOptions | None = None,
         providers: Sequence[Any] | None = None,
         state_map: Mapping[str, str] | None = None,
         fixed_inputs: Mapping[str, Any] | None = None,
+        **deprecated: Any,
     ) -> None:
-        if max_idle_seconds is not None and not max_idle_seconds > 0:
-            raise ValueError(f"max_idle_seconds={max_idle_seconds!r}: expected a positive "
+        if "max_idle_seconds" in deprecated:
+            _deprecated("StreamPool(max_idle_seconds=...)", "StreamPool(idle_timeout_s=...)")
+            if idle_timeout_s is not None:
+                raise TypeError("give idle_timeout_s or its old name max_idle_seconds, not both")
+            idle_timeout_s = deprecated.pop("max_idle_seconds")
+        if deprecated:
+            raise TypeError(f"StreamPool() got unexpected keyword argument(s) {sorted(deprecated)}")
+        if idle_timeout_s is not None and not idle_timeout_s > 0:
+            raise ValueError(f"idle_timeout_s={idle_timeout_s!r}: expected a positive "
                              "number of seconds, or None")
-        self._model = load_model(model, session_options=session_options, providers=providers,
-                                 state_map=state_map, fixed_inputs=fixed_inputs)
-        self._step_session = load_step_session(self._model, session_options, providers)
-        io = self._io = self._model.io
-        self._reader = input_reader(self._model)
-        if self._reader.n is None:
+        self._engine = engine = open_engine(
+            model, session_options=session_options, providers=providers, state_map=state_map,
+            fixed_inputs=fixed_inputs)
+        io = self._io = engine.io
+        self._reader = engine.reader
+        n_in = self._reader.n
+        if n_in is None:
             raise UnsupportedError(f"{self.path}: input {io.input!r} has a free axis besides "
                                    "the batch axis; a pool needs fixed-size points")
         if io.input_batch_axis is None or any(s.batch_axis is None for s in io.states):
             raise UnsupportedError(
                 f"{self.path}: a pool batches streams along a dynamic batch axis, and this "
                 "model's input or state has none; use one Predictor per stream")
-        out_arg = next(o for o in self._model.session.get_outputs() if o.name == io.output)
-        out_batch = next((i for i, d in enumerate(declared_shape(out_arg)) if d is None), None)
-        self._y_axis = 0 if out_batch is None else out_batch
         self.auto_add = bool(auto_add)
-        self.max_idle_seconds = max_idle_seconds
+        self.idle_timeout_s = idle_timeout_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._fetch = [io.output, *(s.output for s in io.states)]
         self._bufs = {s.name: np.zeros((max(1, int(capacity)), *s.row_shape), s.dtype)
                       for s in io.states}
         self._seen = np.zeros(max(1, int(capacity)), np.float64)
@@ -189,37 +202,18 @@ class StreamPool:
         self._cache_keys: list[Hashable] | None = None
         self._cache_rows: np.ndarray | slice = slice(0, 0)
         self._last_sweep = clock()
-        self._n_in = self._reader.n
-        self._plain = all(s.batch_axis == 0 for s in io.states) and io.input_batch_axis == 0
-        contract = self._model.contract
-        self._chunk = chunk_rows(contract) if contract is not None else 0  # 0: foreign, unchunked
-        self._plans: dict[int, _Plan] = {}
-        self._sightings: dict[int, int] = {}
+        self._n_in = n_in
         self._generation = 0  # bumped whenever self._bufs are reallocated
         self._zeros: dict[int, np.ndarray] = {}  # size -> zeros, for the finiteness check
-
-    @property
-    def uses_step_graph(self) -> bool:
-        """True when the model's single-step graph was found and is used for streaming steps."""
-        return self._step_session is not None
+        self._runner: _BoundBatches | _ForeignBatches
+        if isinstance(engine, BoundEngine):
+            self._runner = _BoundBatches(engine)
+        elif isinstance(engine, ForeignEngine):
+            self._runner = _ForeignBatches(engine, n_in)
+        else:  # pragma: no cover - open_engine returns one of the two
+            raise TypeError(f"no batch runner for {type(engine).__name__}")
 
     # -- facts ----------------------------------------------------------------------------------
-    @property
-    def path(self) -> str:
-        return self._model.path
-
-    @property
-    def contract(self) -> ModelContract | None:
-        return self._model.contract
-
-    @property
-    def fingerprint(self) -> str:
-        return self._model.fingerprint
-
-    @property
-    def state_pairs(self) -> dict[str, str]:
-        return {s.input: s.output for s in self._io.states}
-
     @property
     def capacity(self) -> int:
         return len(self._seen)
@@ -248,7 +242,7 @@ class StreamPool:
         with self._lock:
             if key in self._rows:
                 raise StreamKeyError(f"stream {key!r} already exists")
-            self._add([key], self._clock() if self.max_idle_seconds else 0.0)
+            self._add([key], self._clock() if self.idle_timeout_s else 0.0)
             if tensors is not None:
                 row = self._rows[key]
                 for name, t in tensors.items():
@@ -266,7 +260,7 @@ class StreamPool:
                 buf[row] = 0
 
     def evict_idle(self) -> list[Hashable]:
-        """Remove the streams idle for longer than ``max_idle_seconds``; return their keys."""
+        """Remove the streams idle for longer than ``idle_timeout_s``; return their keys."""
         with self._lock:
             return self._evict(self._clock())
 
@@ -317,10 +311,10 @@ class StreamPool:
 
     def _evict(self, now: float) -> list[Hashable]:
         self._last_sweep = now
-        if self.max_idle_seconds is None:
+        if self.idle_timeout_s is None:
             return []
         n = len(self._keys)
-        idle = np.flatnonzero(now - self._seen[:n] > self.max_idle_seconds)
+        idle = np.flatnonzero(now - self._seen[:n] > self.idle_timeout_s)
         gone = [self._keys[r] for r in idle]
         for key in gone:
             self._remove(self._rows[key])
@@ -383,11 +377,11 @@ class StreamPool:
     def _step(self, keys: list[Hashable], arr: np.ndarray) -> np.ndarray:
         with self._lock:
             rows = self._cache_rows if keys == self._cache_keys else self._lookup(keys)
-            y = self._run(rows, arr)
-            if self.max_idle_seconds is not None:
+            y = self._runner.run(rows, arr, self._bufs, self._generation)
+            if self.idle_timeout_s is not None:
                 now = self._clock()
                 self._seen[rows] = now
-                if now - self._last_sweep >= self.max_idle_seconds / 4:
+                if now - self._last_sweep >= self.idle_timeout_s / 4:
                     self._evict(now)
             return y
 
@@ -401,7 +395,11 @@ class StreamPool:
         if rows is None or len(set(keys)) != len(keys):
             if len(set(map(_hashable_or_raise, keys))) != len(keys):
                 seen: set[Hashable] = set()
-                dup = [k for k in keys if k in seen or seen.add(k)]
+                dup = []
+                for k in keys:
+                    if k in seen:
+                        dup.append(k)
+                    seen.add(k)
                 raise StreamKeyError(f"duplicate stream key{'s' if len(dup) > 1 else ''} "
                                      f"{_show(dup)} in one step; each stream takes one point "
                                      "per call")
@@ -411,7 +409,7 @@ class StreamPool:
                     f"unknown stream key{'s' if len(unknown) > 1 else ''} {_show(unknown)} "
                     f"({len(self._keys)} streams in the pool); add them first, or create the "
                     "pool with auto_add=True")
-            self._add(unknown, self._clock() if self.max_idle_seconds else 0.0)
+            self._add(unknown, self._clock() if self.idle_timeout_s else 0.0)
             rows = [rows_of[k] for k in keys]
         n = len(rows)
         arr = np.array(rows, np.intp)
@@ -421,94 +419,6 @@ class StreamPool:
         self._cache_keys = list(keys)
         self._cache_rows = out
         return out
-
-    def _run(self, rows: np.ndarray | slice, arr: np.ndarray) -> np.ndarray:
-        if not self._chunk:
-            return self._run_foreign(rows, arr)
-        n = arr.shape[0]
-        plan = self._plans.get(n)
-        if plan is not None:
-            return self._run_plan(plan, rows, arr)
-        seen = self._sightings.get(n, 0) + 1
-        if seen < BIND_AFTER:
-            if len(self._sightings) > 1024:  # many one-off sizes: forget them all
-                self._sightings.clear()
-            self._sightings[n] = seen
-            return self._run_chunks(rows, arr)
-        if len(self._plans) >= MAX_PLANS:
-            del self._plans[next(iter(self._plans))]
-        plan = self._plans[n] = _Plan(self._session_for(n), self._io, n, self._chunk,
-                                      self._model.contract.n_targets)
-        return self._run_plan(plan, rows, arr)
-
-    def _session_for(self, n: int) -> ort.InferenceSession:
-        if self._step_session is not None and n >= STEP_GRAPH_MIN_BATCH:
-            return self._step_session
-        return self._model.session
-
-    def _run_plan(self, plan: _Plan, rows: np.ndarray | slice, arr: np.ndarray) -> np.ndarray:
-        """Feed the bound inputs, run each chunk, and only then scatter the state."""
-        plan.x2[...] = arr
-        bufs = [self._bufs[s.name] for s in self._io.states]
-        if type(rows) is slice:  # always 0..n-1 (see _lookup): read the pool's rows in place
-            bindings = plan.direct_bindings(bufs, self._generation)
-        else:
-            for buf, dst in zip(bufs, plan.ins, strict=True):
-                np.take(buf, rows, axis=0, out=dst, mode="clip")  # valid rows; clip: unbuffered
-            bindings = plan.gathered
-        try:
-            for b in bindings:
-                plan.run(b)
-        except ORT_ERRORS as exc:
-            raise RnnStreamError(f"{self.path}: onnxruntime failed: {exc}") from exc
-        for buf, new in zip(bufs, plan.outs, strict=True):
-            buf[rows] = new
-        return plan.y2.copy()
-
-    def _run_chunks(self, rows: np.ndarray | slice, arr: np.ndarray) -> np.ndarray:
-        """``run()`` per chunk (batch sizes without a plan); state scattered after the last."""
-        io = self._io
-        n = arr.shape[0]
-        session = self._session_for(n)
-        x = arr.reshape(input_shape(io, self._n_in, n))
-        ins = [self._bufs[s.name][rows] for s in io.states]
-        parts = []
-        try:
-            for i in range(0, n, self._chunk):
-                feeds = {io.input: x[i:i + self._chunk]}
-                feeds.update((s.input, a[i:i + self._chunk])
-                             for s, a in zip(io.states, ins, strict=True))
-                parts.append(session.run(self._fetch, feeds))
-        except ORT_ERRORS as exc:
-            raise RnnStreamError(f"{self.path}: onnxruntime failed: {exc}") from exc
-        outs = parts[0] if len(parts) == 1 else [np.concatenate(p) for p in zip(*parts,
-                                                                                strict=True)]
-        for s, new in zip(io.states, outs[1:], strict=True):
-            self._bufs[s.name][rows] = new
-        return outs[0].reshape(n, -1)
-
-    def _run_foreign(self, rows: np.ndarray | slice, arr: np.ndarray) -> np.ndarray:
-        io = self._io
-        n = arr.shape[0]
-        if self._plain:
-            feeds = {io.input: arr.reshape(input_shape(io, self._n_in, n))}
-            for s in io.states:
-                feeds[s.input] = self._bufs[s.name][rows]
-        else:
-            feeds = {io.input: arr.reshape(input_shape(io, self._n_in, n))}
-            for s in io.states:
-                feeds[s.input] = np.ascontiguousarray(
-                    np.moveaxis(self._bufs[s.name][rows], 0, s.batch_axis))
-        feeds.update(io.fixed)
-        try:
-            y, *new = self._model.session.run(self._fetch, feeds)
-        except ORT_ERRORS as exc:
-            raise RnnStreamError(f"{self.path}: onnxruntime failed: {exc}") from exc
-        for s, a in zip(io.states, new, strict=True):
-            self._bufs[s.name][rows] = a if s.batch_axis == 0 else np.moveaxis(a, s.batch_axis, 0)
-        if self._y_axis:
-            y = np.moveaxis(y, self._y_axis, 0)
-        return y.reshape(n, -1)
 
     # -- state ----------------------------------------------------------------------------------
     def get_state(self, key: Hashable) -> State:
@@ -528,12 +438,12 @@ class StreamPool:
             for name, t in tensors.items():
                 self._bufs[name][row] = t
 
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save_state(self, path: str | os.PathLike[str]) -> None:
         """Write every stream's key and state to ``path`` (.npz) atomically."""
         with self._lock:
             bad = [k for k in self._keys if type(k) not in (str, int)]
             if bad:
-                raise StateError(f"save: stream keys must be str or int to be saved, got "
+                raise StateError(f"save_state: stream keys must be str or int to be saved, got "
                                  f"{_show(bad)}")
             n = len(self._keys)
             arrays = state_arrays({name: buf[:n].copy() for name, buf in self._bufs.items()})
@@ -541,8 +451,8 @@ class StreamPool:
                     "states": [s.name for s in self._io.states]}
         write_snapshot(path, meta, arrays)
 
-    def load(self, path: str | os.PathLike[str]) -> None:
-        """Replace every stream with those in a snapshot written by :meth:`save`."""
+    def load_state(self, path: str | os.PathLike[str]) -> None:
+        """Replace every stream with those in a snapshot written by :meth:`save_state`."""
         source = os.fspath(path)
         meta, arrays = read_snapshot(source, "pool")
         check_fingerprint(str(meta.get("fingerprint", "")), self.fingerprint, source)
@@ -555,13 +465,33 @@ class StreamPool:
             for key in list(self._keys):
                 del self._rows[key]
             self._keys.clear()
-            self._add(keys, self._clock() if self.max_idle_seconds else 0.0)
+            self._add(keys, self._clock() if self.idle_timeout_s else 0.0)
             for name, t in tensors.items():
                 self._bufs[name][:len(keys)] = t
 
-    # whole-pool snapshots, by the names Predictor uses
-    save_state = save
-    load_state = load
+    # -- deprecated names (one release) -------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Deprecated: :meth:`save_state`."""
+        _deprecated("StreamPool.save", "StreamPool.save_state")
+        self.save_state(path)
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Deprecated: :meth:`load_state`."""
+        _deprecated("StreamPool.load", "StreamPool.load_state")
+        self.load_state(path)
+
+    @property
+    def max_idle_seconds(self) -> float | None:
+        """Deprecated: :attr:`idle_timeout_s`."""
+        _deprecated("StreamPool.max_idle_seconds", "StreamPool.idle_timeout_s")
+        return self.idle_timeout_s
+
+
+def _deprecated(old: str, new: str) -> None:
+    import warnings
+
+    warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new}",
+                  DeprecationWarning, stacklevel=3)
 
 
 def _hashable_or_raise(key: Any) -> Hashable:
@@ -571,3 +501,105 @@ def _hashable_or_raise(key: Any) -> Hashable:
         raise StreamKeyError(f"stream key {key!r} is not hashable; use a str or int") from None
     return key
 
+
+# -- execution: how a batch of rows goes through the model ----------------------------------------
+class _BoundBatches:
+    """Batched calls for rnnstream models: bound plans for recurring batch sizes, ``run()`` per
+    chunk for the others (see the module docstring). Holds no stream state: it reads the rows
+    of the pool's buffers and writes the new state back only after every chunk succeeded."""
+
+    def __init__(self, engine: BoundEngine) -> None:
+        self._engine = engine
+        self._io = engine.io
+        self._n_in = engine.contract.n_features
+        self._n_out = engine.contract.n_targets
+        self._chunk = chunk_rows(engine.contract)
+        # the step graph when there is one: faster at every size measured (figures above)
+        self._session = engine.step_session or engine.session
+        self._plans: dict[int, _Plan] = {}
+        self._sightings: dict[int, int] = {}
+
+    def run(self, rows: np.ndarray | slice, arr: np.ndarray, bufs: dict[str, np.ndarray],
+            generation: int) -> np.ndarray:
+        n = arr.shape[0]
+        plan = self._plans.get(n)
+        if plan is not None:
+            return self._run_plan(plan, rows, arr, bufs, generation)
+        seen = self._sightings.get(n, 0) + 1
+        if seen < BIND_AFTER:
+            if len(self._sightings) > 1024:  # many one-off sizes: forget them all
+                self._sightings.clear()
+            self._sightings[n] = seen
+            return self._run_chunks(rows, arr, bufs)
+        if len(self._plans) >= MAX_PLANS:
+            del self._plans[next(iter(self._plans))]
+        plan = self._plans[n] = _Plan(self._session, self._io, n, self._chunk, self._n_out)
+        return self._run_plan(plan, rows, arr, bufs, generation)
+
+    def _run_plan(self, plan: _Plan, rows: np.ndarray | slice, arr: np.ndarray,
+                  pool_bufs: dict[str, np.ndarray], generation: int) -> np.ndarray:
+        """Feed the bound inputs, run each chunk, and only then scatter the state."""
+        plan.x2[...] = arr
+        bufs = [pool_bufs[s.name] for s in self._io.states]
+        if type(rows) is slice:  # always 0..n-1 (see _lookup): read the pool's rows in place
+            bindings = plan.direct_bindings(bufs, generation)
+        else:
+            for buf, dst in zip(bufs, plan.ins, strict=True):
+                np.take(buf, rows, axis=0, out=dst, mode="clip")  # valid rows; clip: unbuffered
+            bindings = plan.gathered
+        call = self._engine.call
+        for b in bindings:
+            call(plan.run, b)
+        for buf, new in zip(bufs, plan.outs, strict=True):
+            buf[rows] = new
+        return plan.y2.copy()
+
+    def _run_chunks(self, rows: np.ndarray | slice, arr: np.ndarray,
+                    bufs: dict[str, np.ndarray]) -> np.ndarray:
+        """``run()`` per chunk (batch sizes without a plan); state scattered after the last."""
+        io, chunk = self._io, self._chunk
+        n = arr.shape[0]
+        x = arr.reshape(input_shape(io, self._n_in, n))
+        ins = [bufs[s.name][rows] for s in io.states]
+        parts = []
+        for i in range(0, n, chunk):
+            feeds = {io.input: x[i:i + chunk]}
+            feeds.update((s.input, a[i:i + chunk]) for s, a in zip(io.states, ins, strict=True))
+            parts.append(self._engine.run(feeds, self._session))
+        outs = parts[0] if len(parts) == 1 else [np.concatenate(p) for p in zip(*parts,
+                                                                                strict=True)]
+        for s, new in zip(io.states, outs[1:], strict=True):
+            bufs[s.name][rows] = new
+        return outs[0].reshape(n, -1)
+
+
+class _ForeignBatches:
+    """Batched calls for foreign models: one ``run()`` with the batch moved to the model's own
+    batch axes (and back), fixed inputs added."""
+
+    def __init__(self, engine: ForeignEngine, n_in: int) -> None:
+        io = self._io = engine.io
+        self._engine = engine
+        self._n_in = n_in
+        # batch axis of each state (the pool refused models whose states have none)
+        self._axes = [s.batch_axis if s.batch_axis is not None else 0 for s in io.states]
+        self._plain = all(s.batch_axis == 0 for s in io.states) and io.input_batch_axis == 0
+        out_arg = next(o for o in engine.session.get_outputs() if o.name == io.output)
+        out_batch = next((i for i, d in enumerate(declared_shape(out_arg)) if d is None), None)
+        self._y_axis = 0 if out_batch is None else out_batch
+
+    def run(self, rows: np.ndarray | slice, arr: np.ndarray, bufs: dict[str, np.ndarray],
+            generation: int) -> np.ndarray:
+        io = self._io
+        n = arr.shape[0]
+        feeds = {io.input: arr.reshape(input_shape(io, self._n_in, n))}
+        for s, axis in zip(io.states, self._axes, strict=True):
+            feeds[s.input] = (bufs[s.name][rows] if self._plain else np.ascontiguousarray(
+                np.moveaxis(bufs[s.name][rows], 0, axis)))
+        feeds.update(io.fixed)
+        y, *new = self._engine.run(feeds)
+        for s, axis, a in zip(io.states, self._axes, new, strict=True):
+            bufs[s.name][rows] = a if axis == 0 else np.moveaxis(a, axis, 0)
+        if self._y_axis:
+            y = np.moveaxis(y, self._y_axis, 0)
+        return y.reshape(n, -1)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import platform
 import warnings
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from rnnstream.runtime._atomic import write_file
 
 from .errors import CheckpointError
 from .loop import TrainConfig, TrainResult
@@ -52,8 +53,9 @@ def save_checkpoint(
 ) -> Path:
     """Write ``result`` (or a bare model plus optional metrics/history) to ``path``.
 
-    The file is written next to its destination and renamed into place, so an interrupted
-    save never leaves a half-written checkpoint under the final name.
+    The file is written next to its destination, fsync'ed and renamed into place
+    (:mod:`rnnstream.runtime._atomic`): an interrupted save never leaves a half-written
+    checkpoint under the final name, and a failed one leaves no temporary file.
     """
     if isinstance(result, TrainResult):
         model, metrics, history = result.model, result.metrics, result.history
@@ -75,9 +77,7 @@ def save_checkpoint(
     payload["checksum"] = _checksum(payload)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    write_file(path, lambda f: torch.save(payload, f))
     return path
 
 

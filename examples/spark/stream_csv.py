@@ -66,12 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     from pyspark.sql import SparkSession
 
     from rnnstream.runtime import Predictor
-    from rnnstream.runtime.spark import predict_stream
+    from rnnstream.spark import loopback_builder, predict_stream
 
     features = Predictor(args.model).features
     if args.demo:
         write_demo(Path(args.input), features, args.demo, args.key, args.order)
-    spark = (SparkSession.builder.master("local[2]").appName("rnnstream-stream-csv")
+    # local mode: the driver listens on 127.0.0.1 only, not on the machine's network address
+    spark = (loopback_builder(SparkSession.builder).master("local[2]")
+             .appName("rnnstream-stream-csv")
              .config("spark.ui.enabled", "false")
              .config("spark.sql.shuffle.partitions", "4")  # state partitions; fixed per checkpoint
              .getOrCreate())

@@ -93,6 +93,10 @@ def pytest_terminal_summary(terminalreporter) -> None:
     if not FIGURES:
         return
     terminalreporter.section("hardening figures")
+    bad_input = [n for t, n in FIGURES.items() if t.startswith("bad_input.")]
+    if bad_input:
+        FIGURES["bad_input.total"] = {k: sum(n.get(k, 0) for n in bad_input)
+                                      for k in ("calls", "invalid")}
     for test, numbers in FIGURES.items():
         terminalreporter.write_line(f"{test}: " + ", ".join(f"{k}={v}" for k, v in numbers.items()))
     target = os.environ.get("RNNSTREAM_HARDENING_FIGURES")

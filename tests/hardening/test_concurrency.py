@@ -56,9 +56,9 @@ def _worker(pool: StreamPool, path, tid: int, folder, failures: list, counts: li
                 state = pool.get_state(key)
                 pool.set_state(key, state)  # must put back exactly what it read
             else:
-                pool.save(folder / f"t{tid}.npz")
+                pool.save_state(folder / f"t{tid}.npz")
                 other = StreamPool(path)
-                other.load(folder / f"t{tid}.npz")  # a consistent snapshot of everything
+                other.load_state(folder / f"t{tid}.npz")  # a consistent snapshot of everything
                 for k in refs:  # this thread's keys cannot move while it is saving
                     np.testing.assert_allclose(other.get_state(k)["h"],
                                                refs[k].get_state()["h"], atol=ATOL)

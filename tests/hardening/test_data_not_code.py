@@ -128,7 +128,7 @@ BAD_SNAPSHOTS = {
     "wrong_dtype": (_set("state.h", np.zeros((1, 8), np.float64)), "expected float32"),
     "nan": (_set("state.h", np.full((1, 8), np.nan, np.float32)), "NaN or infinity"),
     "fingerprint": (_meta_edit(fingerprint="sha256:" + "f" * 64), "belongs to another model"),
-    "kind": (_meta_edit(kind="pool"), "use StreamPool.load"),
+    "kind": (_meta_edit(kind="pool"), "use StreamPool.load_state"),
     "version": (_meta_edit(version=2), "snapshot version 2"),
     "last_output": (_set("last_output", np.zeros(5, np.float32)), "last_output must be"),
 }
@@ -152,7 +152,7 @@ def test_pool_snapshot_with_object_keys_is_refused(models, tmp_path):
     pool = StreamPool(models["multi"].path)
     pool.add("a")
     pool.step_many(["a"], np.ones((1, 3), np.float32))
-    pool.save(tmp_path / "p.npz")
+    pool.save_state(tmp_path / "p.npz")
     before = pool.get_state("a")
     with zipfile.ZipFile(tmp_path / "p.npz") as z:
         names = z.namelist()
@@ -160,6 +160,6 @@ def test_pool_snapshot_with_object_keys_is_refused(models, tmp_path):
     bad = _rewrite(tmp_path / "p.npz", tmp_path / "bad.npz",
                    _set("state.h", np.array([None], dtype=object)))
     with pytest.raises(StateError, match="not a readable rnnstream snapshot"):
-        pool.load(bad)
+        pool.load_state(bad)
     assert pool.keys() == ["a"]
     assert_same_state(before, pool.get_state("a"))

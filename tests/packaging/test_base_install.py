@@ -39,7 +39,7 @@ def base_env(tmp_path_factory) -> Path:
     # a copy of the source, so the build leaves nothing in the working tree
     src = tmp_path_factory.mktemp("src")
     for name in ("pyproject.toml", "README.md", "LICENSE", "train", "export", "runtime", "cli",
-                 "serve"):
+                 "spark", "serve"):
         _run(["cp", "-r", str(ROOT / name), str(src / name)]).check_returncode()
     done = _run([str(bindir / "python"), "-m", "pip", "install", "--quiet",
                  "--disable-pip-version-check", str(src)])
@@ -64,6 +64,16 @@ def test_base_install_has_no_torch_or_onnx(base_env: Path) -> None:
     done = _run([str(base_env / "python"), "-c", "import json; " + code])
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [False, False, True, True]
+
+
+def test_every_package_ships_its_type_hints(base_env: Path) -> None:
+    """PEP 561: py.typed in each package, so mypy checks code that uses rnnstream."""
+    code = ("import importlib.util as u, json, os; print(json.dumps([os.path.isfile(os.path.join("
+            "u.find_spec(f'rnnstream.{p}').submodule_search_locations[0], 'py.typed')) "
+            "for p in ('runtime', 'train', 'export', 'cli', 'spark')]))")  # found, not imported
+    done = _run([str(base_env / "python"), "-c", code])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [True] * 5
 
 
 def test_base_install_streams_from_the_cli(base_env: Path, model_file: Path) -> None:

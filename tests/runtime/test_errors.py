@@ -11,11 +11,13 @@ from onnx import helper
 
 from rnnstream.runtime import (
     ContractError,
+    InferenceError,
     InputError,
     ModelLoadError,
     Predictor,
     StateError,
     StreamKeyError,
+    StreamPool,
 )
 from rnnstream.runtime.contract import METADATA_KEY, SCHEMA_VERSION
 
@@ -60,7 +62,6 @@ def test_bad_point_is_refused_and_state_unchanged(multi, point, exc, match):
     with pytest.raises(exc, match=match):
         p.step(point)
     _same(before, p.get_state())
-    assert issubclass(exc, ValueError)  # InputError is also a ValueError
 
 
 def test_scalar_fast_path_refuses_nan_and_inf(lstm):
@@ -178,7 +179,7 @@ def test_hostile_files(lstm, tmp_path):
         (tmp_path / "random.onnx", ModelLoadError, "random.onnx: not a valid ONNX file"),
         (tmp_path / "badjson.onnx", ContractError, "badjson.onnx: the rnnstream metadata is not"),
         (_rewrite_contract(good, tmp_path / "newer.onnx", schema_version=SCHEMA_VERSION + 1),
-         ContractError, "newer.onnx: contract schema version 2 is newer"),
+         ContractError, f"newer.onnx: contract schema version {SCHEMA_VERSION + 1} is newer"),
         (_rewrite_contract(good, tmp_path / "hidden.onnx", hidden=16, states=None),
          ContractError, "hidden.onnx: .*'h_in'.*\\[batch, 1, 16\\]"),
         (_rewrite_contract(good, tmp_path / "feat.onnx", features=["a", "b"], input=None),
@@ -227,3 +228,59 @@ def test_external_data_outside_the_folder_is_refused(tmp_path):
     onnx.save(m, str(sub / "escape.onnx"))
     with pytest.raises(ModelLoadError, match=r"escape\.onnx: refused its external data"):
         Predictor(sub / "escape.onnx")
+
+
+def _ort_failure(*args, **kwargs):
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    raise Fail("injected kernel failure")
+
+
+def test_onnxruntime_failure_is_an_inference_error_and_changes_nothing(multi, monkeypatch):
+    path = multi[0]
+    p = Predictor(path)
+    p.step([0.1, 0.2, 0.3])
+    before = p.get_state()
+    monkeypatch.setattr(p._stream, "_run_bound", _ort_failure)  # the step's bound call
+    monkeypatch.setattr(p._engine.session, "run", _ort_failure)  # prime, forecast, sequences
+    calls = [lambda: p.step([1.0, 2.0, 3.0]), lambda: p.prime(np.ones((4, 3))),
+             lambda: p.run_sequence(np.ones((4, 3)), before)]
+    for call in calls:
+        with pytest.raises(InferenceError, match=r"onnxruntime failed: .*injected kernel") as info:
+            call()
+        assert type(info.value.__cause__).__name__ == "Fail"
+        _same(p.get_state(), before)
+    pool = StreamPool(path)
+    for key in ("a", "b"):
+        pool.add(key)
+    pool.step_many(["a", "b"], np.ones((2, 3)))  # a non-zero state; batch size 1 not seen yet
+    kept = pool.get_state("a")
+    session = pool._engine.step_session or pool._engine.session
+    monkeypatch.setattr(session, "run", _ort_failure)  # batch sizes seen once
+    monkeypatch.setattr(session, "run_with_iobinding", _ort_failure)  # bound plans
+    for _ in range(2):  # 1st sighting of 1 row: run(); 2nd: a bound plan
+        with pytest.raises(InferenceError, match="injected kernel"):
+            pool.step_many(["a"], np.zeros((1, 3)))
+        _same(pool.get_state("a"), kept)
+
+
+def test_the_drawn_error_tree_is_the_class_tree():
+    """errors.py draws the hierarchy in its docstring; a class added or moved without the
+    drawing (or the other way round) fails here."""
+    import re
+
+    from rnnstream.runtime import errors
+
+    drawn: dict[str, str | None] = {}
+    stack: list[str] = []
+    for line in (errors.__doc__ or "").splitlines():
+        found = re.match(r"^    ([│├└─ ]*)(\w+Error)\b", line)
+        if not found:
+            continue
+        depth = len(found.group(1)) // 4
+        del stack[depth:]
+        drawn[found.group(2)] = stack[-1] if stack else None
+        stack.append(found.group(2))
+    actual = {name: (getattr(errors, name).__bases__[0].__name__
+                     if name != "RnnStreamError" else None) for name in errors.__all__}
+    assert drawn == actual

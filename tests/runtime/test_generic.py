@@ -83,6 +83,18 @@ def test_accumulator_pairs_by_convention_and_streams(accumulator):
         p.forecast(2)
 
 
+def test_run_sequence_of_a_foreign_model_equals_its_steps(accumulator):
+    p = Predictor(accumulator)
+    xs = np.arange(20, dtype=np.float32).reshape(5, 4)
+    stepped = np.stack([p.step(v) for v in xs])
+    y, after = Predictor(accumulator).run_sequence(xs)
+    assert y.shape == (5, 4)
+    assert y.tobytes() == stepped.tobytes()
+    assert y[-1].tolist() == (2 * xs.sum(axis=0)).tolist()
+    for name in after:
+        assert after[name].tobytes() == p.get_state()[name].tobytes()
+
+
 def test_accumulator_pool_batches_streams(accumulator):
     pool = StreamPool(accumulator, auto_add=True)
     a = np.arange(4, dtype=np.float32)

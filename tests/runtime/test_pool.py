@@ -98,7 +98,7 @@ def test_bad_steps_change_nothing(lstm):
 
 def test_auto_add_and_eviction_with_injected_clock(lstm):
     now = [100.0]
-    pool = StreamPool(lstm[0], auto_add=True, max_idle_seconds=10, clock=lambda: now[0])
+    pool = StreamPool(lstm[0], auto_add=True, idle_timeout_s=10, clock=lambda: now[0])
     pool.step({"a": 1.0, "b": 1.0})
     now[0] += 6
     pool.step({"a": 1.0})
@@ -147,12 +147,41 @@ def test_threads_never_cross_talk(lstm):
 def test_pool_snapshot_round_trip(lstm, tmp_path):
     pool = StreamPool(lstm[0], auto_add=True)
     pool.step({"a": 0.1, 2: 0.5})
-    pool.save(tmp_path / "pool.npz")
+    pool.save_state(tmp_path / "pool.npz")
     y_next = pool.step({"a": 0.3, 2: -0.1})
     fresh = StreamPool(lstm[0])
-    fresh.load(tmp_path / "pool.npz")
+    fresh.load_state(tmp_path / "pool.npz")
     assert sorted(map(str, fresh.keys())) == ["2", "a"]
     assert fresh.step({"a": 0.3, 2: -0.1}) == y_next
     s = pool.get_state("a")
     fresh.set_state(2, s)
     np.testing.assert_array_equal(fresh.get_state(2)["h"], s["h"])
+
+
+def test_pool_states_the_same_facts_as_a_predictor(model_file):
+    path, _ = model_file(cell="gru", features=3, targets=2, hidden=8, seed=6)
+    pool, p = StreamPool(path), Predictor(path)
+    for fact in ("path", "contract", "features", "targets", "fingerprint", "state_pairs",
+                 "uses_step_graph", "pairing"):
+        assert getattr(pool, fact) == getattr(p, fact), fact
+    assert pool.features == ["f0", "f1", "f2"]
+
+
+def test_old_names_warn_and_still_work(lstm, tmp_path):
+    with pytest.warns(DeprecationWarning, match="use StreamPool\\(idle_timeout_s=...\\)"):
+        pool = StreamPool(lstm[0], auto_add=True, max_idle_seconds=5)
+    assert pool.idle_timeout_s == 5
+    with pytest.warns(DeprecationWarning, match="use StreamPool.idle_timeout_s"):
+        assert pool.max_idle_seconds == 5
+    pool.step({"a": 0.5})
+    with pytest.warns(DeprecationWarning, match="use StreamPool.save_state"):
+        pool.save(tmp_path / "p.npz")
+    other = StreamPool(lstm[0])
+    with pytest.warns(DeprecationWarning, match="use StreamPool.load_state"):
+        other.load(tmp_path / "p.npz")
+    assert other.get_state("a")["h"].tobytes() == pool.get_state("a")["h"].tobytes()
+    with (pytest.raises(TypeError, match="not both"),
+          pytest.warns(DeprecationWarning, match="max_idle_seconds")):
+        StreamPool(lstm[0], idle_timeout_s=1, max_idle_seconds=1)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument.*'max_idle'"):
+        StreamPool(lstm[0], max_idle=1)

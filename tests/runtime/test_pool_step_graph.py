@@ -10,11 +10,11 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-from conftest import contract_for, make_forecaster, write_model
+from model_files import contract_for, make_forecaster, write_model
 
 from rnnstream.export.graph import build_graph
 from rnnstream.export.step_graph import build_step_graph, step_path
-from rnnstream.runtime import ContractError, Predictor, RnnStreamError, StreamPool
+from rnnstream.runtime import ContractError, InferenceError, Predictor, StreamPool
 from rnnstream.runtime import pool as pool_module
 from rnnstream.runtime.contract import ModelContract
 from rnnstream.train.model import CELLS
@@ -35,8 +35,7 @@ def write_with_step(model, folder):
 
 @pytest.fixture
 def small_thresholds(monkeypatch):
-    """Tiny thresholds so that few streams cross them: step graph from 3 rows, 4-row chunks."""
-    monkeypatch.setattr(pool_module, "STEP_GRAPH_MIN_BATCH", 3)
+    """Tiny thresholds so that few streams cross them: 4-row chunks."""
     monkeypatch.setattr(pool_module, "CHUNK_GATE_FLOATS", 1)
     monkeypatch.setattr(pool_module, "MIN_CHUNK_ROWS", 4)
 
@@ -78,7 +77,7 @@ def test_step_graph_pool_equals_plain_pool_and_predictors(pair, small_thresholds
         for name in a.tensors:
             np.testing.assert_allclose(a[name], b[name], atol=1e-5)
             np.testing.assert_allclose(a[name], c[name], atol=1e-5)
-    assert set(fast._plans) == set(BATCHES)  # each size seen twice got bound buffers
+    assert set(fast._runner._plans) == set(BATCHES)  # each size seen twice got bound buffers
 
 
 def test_capacity_growth_rebinds(pair, small_thresholds):
@@ -142,15 +141,15 @@ def test_failure_in_a_middle_chunk_leaves_every_state_unchanged(pair, small_thre
     x = np.random.default_rng(2).normal(size=(10, 2)).astype(np.float32)
     pool.step_many(keys, x)  # a non-zero state
     before = {k: pool.get_state(k) for k in keys}
-    session = pool._step_session
+    session = pool._engine.step_session
     monkeypatch.setattr(session, "run", _failing_on_second_chunk(session.run))
     monkeypatch.setattr(session, "run_with_iobinding",
                         _failing_on_second_chunk(session.run_with_iobinding))
     chosen = keys if in_order else keys[::-1]
     for _ in range(3):  # first sighting of 10 rows: run(); then bound buffers
-        with pytest.raises(RnnStreamError, match="injected failure in chunk 2"):
+        with pytest.raises(InferenceError, match="injected failure in chunk 2"):
             pool.step_many(chosen, x)
-    assert 10 in pool._plans
+    assert 10 in pool._runner._plans
     for k in keys:
         after = pool.get_state(k)
         for name in before[k].tensors:

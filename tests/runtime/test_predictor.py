@@ -60,13 +60,13 @@ def test_step_accepts_numbers_sequences_arrays_and_mappings(model_file):
 def test_iobinding_writes_into_the_bound_buffers(lstm, torch_run):
     path, model = lstm
     p = Predictor(path)
-    before = [b.copy() for b in p._bufs[1]]
+    before = [b.copy() for b in p._stream._bufs[1]]
     p.step(0.5)
-    assert p._parity == 1
-    assert any(not np.array_equal(a, b) for a, b in zip(before, p._bufs[1], strict=True))
+    assert p._stream._parity == 1
+    assert any(not np.array_equal(a, b) for a, b in zip(before, p._stream._bufs[1], strict=True))
     y_ref, s_ref = torch_run(model, np.full((1, 1, 1), 0.5, np.float32))
-    np.testing.assert_allclose(p._y[0, 0, 0], y_ref[0, 0, 0], atol=1e-6)
-    np.testing.assert_allclose(p._bufs[1][0], s_ref[0], atol=1e-6)
+    np.testing.assert_allclose(p._stream._y[0, 0, 0], y_ref[0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(p._stream._bufs[1][0], s_ref[0], atol=1e-6)
 
 
 def test_prime_equals_steps(lstm):
@@ -80,6 +80,24 @@ def test_prime_equals_steps(lstm):
     for name in ("h", "c"):
         np.testing.assert_allclose(a.get_state()[name], b.get_state()[name], atol=1e-5)
     np.testing.assert_allclose(a.step(0.3), b.step(0.3), atol=1e-5)
+
+
+def test_run_sequence_is_prime_from_a_given_state_and_leaves_the_stream(model_file):
+    path, _ = model_file(cell="gru", features=2, targets=2, hidden=8, layers=2, seed=4)
+    xs = np.random.default_rng(5).normal(size=(40, 2)).astype(np.float32)
+    p = Predictor(path)
+    p.prime(xs[:10])
+    start = p.get_state()
+    y, after = p.run_sequence(xs[10:], start)
+    assert p.get_state()["h"].tobytes() == start["h"].tobytes()  # the stream is untouched
+    ys = p.prime(xs[10:])  # the same sequence call, from the same state
+    assert y.tobytes() == ys.tobytes()
+    assert after["h"].tobytes() == p.get_state()["h"].tobytes()
+    assert after.fingerprint == p.fingerprint
+    assert after.last_output.tobytes() == y[-1].tobytes()
+    zero, _ = p.run_sequence(xs[:10])  # None: the initial state
+    fresh = Predictor(path)
+    assert zero.tobytes() == fresh.prime(xs[:10]).tobytes()
 
 
 def test_forecast_equals_manual_feedback_and_leaves_state(lstm):

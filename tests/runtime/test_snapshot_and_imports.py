@@ -53,12 +53,12 @@ def test_pool_snapshot_in_new_process(lstm, tmp_path):
     path = lstm[0]
     pool = StreamPool(path, auto_add=True)
     pool.step({"a": 0.5, "b": -0.5})
-    pool.save(tmp_path / "pool.npz")
+    pool.save_state(tmp_path / "pool.npz")
     expected = pool.step({"a": 0.25, "b": 0.75})
     out = _py(f"""
         from rnnstream.runtime import StreamPool
         pool = StreamPool({str(path)!r})
-        pool.load({str(tmp_path / "pool.npz")!r})
+        pool.load_state({str(tmp_path / "pool.npz")!r})
         y = pool.step({{"a": 0.25, "b": 0.75}})
         print(repr(y["a"]), repr(y["b"]))
     """)

@@ -51,7 +51,9 @@ def spark_session():
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     from pyspark.sql import SparkSession
 
-    spark = (SparkSession.builder.master("local[2]").appName("rnnstream-tests")
+    from rnnstream.spark import loopback_builder
+
+    spark = (loopback_builder(SparkSession.builder).master("local[2]").appName("rnnstream-tests")
              .config("spark.ui.enabled", "false")
              .config("spark.sql.shuffle.partitions", "2")  # keys spread over 2 state partitions
              .config("spark.sql.session.timeZone", "UTC")
@@ -106,7 +108,7 @@ def run_query(spark, model: Path, source: Path, checkpoint: Path, out: Path, *,
               schema: str = SCHEMA, watermark: str | None = None, **options) -> list[int]:
     """Process every file now in ``source`` (one file per micro-batch), append to the parquet
     sink ``out``, stop; return the ids of the micro-batches that ran."""
-    from rnnstream.runtime.spark import predict_stream
+    from rnnstream.spark import predict_stream
 
     events = (spark.readStream.schema(schema).option("header", True)
               .option("maxFilesPerTrigger", 1).csv(str(source)))

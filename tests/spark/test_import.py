@@ -28,3 +28,43 @@ def test_missing_dependency_names_the_extra(blocked):
                       "import rnnstream.runtime.spark")
     assert done.returncode != 0
     assert "pip install 'rnnstream[spark]'" in done.stderr
+
+
+def test_old_module_name_is_a_deprecated_alias():
+    code = ("import warnings, sys\n"
+            "with warnings.catch_warnings(record=True) as seen:\n"
+            "    warnings.simplefilter('always')\n"
+            "    import rnnstream.runtime.spark as old\n"
+            "import rnnstream.spark as new\n"
+            "print(old is new, [str(w.message) for w in seen if w.category is DeprecationWarning])")
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    same, messages = done.stdout.strip().split(" ", 1)
+    assert same == "True"
+    assert "rnnstream.runtime.spark moved to rnnstream.spark" in messages
+
+
+def test_spark_uses_only_the_public_runtime_api():
+    """rnnstream.spark is an integration: it imports rnnstream.runtime's __all__, nothing
+    private (read from its source, so no pyspark is needed)."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    import rnnstream.runtime
+
+    spec = importlib.util.find_spec("rnnstream.spark")
+    assert spec is not None
+    assert spec.origin is not None
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    imported = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rnnstream"):
+            imported += [(node.module, alias.name) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            imported += [(alias.name, "") for alias in node.names
+                         if alias.name.startswith("rnnstream")]
+    assert imported, "found no import of the runtime"
+    for module, name in imported:
+        assert module == "rnnstream.runtime", module
+        assert name in rnnstream.runtime.__all__, name

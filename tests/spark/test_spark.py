@@ -30,7 +30,7 @@ from pyspark.errors import StreamingQueryException  # noqa: E402
 
 from rnnstream.runtime import Predictor  # noqa: E402
 from rnnstream.runtime.errors import InputError  # noqa: E402
-from rnnstream.runtime.spark import STATE_SCHEMA, predict_stream  # noqa: E402
+from rnnstream.spark import STATE_SCHEMA, predict_stream  # noqa: E402
 
 pytestmark = pytest.mark.spark
 
@@ -60,6 +60,17 @@ def test_spark_predictions_equal_stream_pool(uninterrupted, model):
     assert batches == list(range(FILES))  # one micro-batch per file: keys spread over 4
     assert got["error"].isna().all()
     assert_same_predictions(got.drop(columns="error"), pool_predictions(model, ALL_ROWS))
+
+
+def test_delta_input_model_carries_its_last_point_across_micro_batches(spark, delta_model,
+                                                                      tmp_path):
+    run = Run(tmp_path)
+    write_files(run.source, PARTS)
+    batches = run_query(spark, delta_model, run.source, run.checkpoint, run.out)
+    assert batches == list(range(FILES))
+    got = read_sink(spark, run.out)
+    assert got["error"].isna().all()
+    assert_same_predictions(got.drop(columns="error"), pool_predictions(delta_model, ALL_ROWS))
 
 
 def test_restart_from_checkpoint_equals_uninterrupted_run(spark, model, uninterrupted,
@@ -185,14 +196,14 @@ def test_idle_timeout_needs_a_timestamp_order(spark, model):
 
 def test_state_schema_is_the_same_for_every_model():
     assert STATE_SCHEMA.simpleString() == (
-        "struct<fingerprint:string,steps:bigint,bad_rows:bigint,h:binary,c:binary>")
+        "struct<fingerprint:string,steps:bigint,bad_rows:bigint,h:binary,c:binary,last:binary>")
 
 
 
 def test_shipped_model_streams_and_resolves_to_the_spark_files_copy(spark, model, tmp_path):
     """ship_model=True sends the model and its step graph with addFile; an executor on which
     the model's path does not exist reads the shipped copy (SparkFiles) instead."""
-    from rnnstream.runtime.spark import _resolve
+    from rnnstream.spark import _resolve
 
     run = Run(tmp_path)
     write_files(run.source, PARTS[:2])

@@ -13,7 +13,7 @@ from ._support import FEATURES, KEY, ORDER, keyed_rows, pool_predictions, requir
 require_toolchain()
 
 from rnnstream.runtime import ModelLoadError, Predictor, StateError  # noqa: E402
-from rnnstream.runtime.spark import KeyStep, worker_model  # noqa: E402
+from rnnstream.spark import KeyStep, worker_model  # noqa: E402
 
 
 class FakeState:

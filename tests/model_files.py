@@ -1,4 +1,5 @@
-"""Fixtures: rnnstream model files built from seeded torch forecasters.
+"""rnnstream model files built from seeded torch forecasters (helpers shared by the tests;
+``tests/`` is on sys.path through pytest's ``pythonpath`` setting).
 
 The files are made with ``build_graph`` plus the contract written here, so the runtime tests do
 not depend on the exporter's parity step; ``rnnstream.export.export_model`` can replace
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import pytest
 import torch
 from onnx import helper
 
@@ -62,34 +62,7 @@ def write_model(model: Forecaster, path: Path, contract: ModelContract | None = 
     return path
 
 
-@pytest.fixture(scope="session")
-def model_file(tmp_path_factory):
-    """make(cell=..., features=..., ...) -> (path, torch model); cached per argument set."""
-    cache: dict = {}
-    folder = tmp_path_factory.mktemp("models")
-
-    def make(**kw):
-        key = tuple(sorted(kw.items()))
-        if key not in cache:
-            model = make_forecaster(**kw)
-            path = folder / ("m" + str(len(cache)) + ".onnx")
-            cache[key] = (write_model(model, path), model)
-        return cache[key]
-
-    return make
-
-
-@pytest.fixture
-def lstm(model_file):
-    return model_file(cell="lstm", hidden=8, seed=3)
-
-
-@pytest.fixture(scope="session")
-def torch_run():
-    return _torch_run
-
-
-def _torch_run(model: Forecaster, xs: np.ndarray, state=None):
+def torch_run(model: Forecaster, xs: np.ndarray, state=None):
     """Full-sequence torch reference: xs [B, T, F] -> (y [B, T, Tg], state arrays [B, L, H])."""
     with torch.no_grad():
         st = None if state is None else tuple(torch.from_numpy(s) for s in state)

@@ -74,7 +74,7 @@ def test_key_serves_many_streams(lstm, tmp_path):
                 for k, v in rows]
     assert out.stdout.split() == expected
     pool = StreamPool(path)
-    pool.load(state)
+    pool.load_state(state)
     assert sorted(pool.keys()) == ["A", "B", "C"]
     np.testing.assert_array_equal(pool.get_state("A")["h"], solo["A"].get_state()["h"])
     js = _stream(path, '{"ticker": "A", "f0": 0.1, "ts": 1}\n{"ticker": "B", "f0": 0.5}\n'
@@ -138,3 +138,13 @@ def test_json_objects_pick_the_features_by_name(model_file):
     missing = _stream(path, '{"f0": 1, "f1": 2}\n')
     assert missing.returncode == 1
     assert "line 1: no field for the model's feature(s) ['f2']" in missing.stderr
+
+
+def test_csv_lines_are_read_by_the_csv_module():
+    """A quoted field may hold a comma (a name, an address): the csv module, not split(",")."""
+    from rnnstream.cli.stream_cmd import LineParser
+
+    parser = LineParser(key="name", features=["price"])
+    assert parser.parse("name,price,note\n") is None  # header
+    assert parser.parse('"Smith, J",1.5,"a, b, c"\n') == ("Smith, J", 1.5)
+    assert parser.parse('Doe , 2.5 ,x\n') == ("Doe", 2.5)
