@@ -18,7 +18,7 @@ JSDIR  := examples/javascript
 # cannot see). A file added or removed needs a relink: the LINKED stamp is named after the list
 # of package files, so a changed list relinks (a quick --no-deps install).
 EDITABLE := --config-settings editable_mode=strict
-PKG_FILES := $(sort $(wildcard train/*.py export/*.py runtime/*.py cli/*.py spark/*.py */py.typed))
+PKG_FILES := $(sort $(wildcard train/*.py export/*.py runtime/*.py cli/*.py spark/*.py serve/*.py */py.typed))
 LINKED := $(VENV)/.stamp-linked-$(shell echo $(PKG_FILES) | cksum | cut -d' ' -f1)
 
 WEBDIR := examples/web
@@ -36,9 +36,10 @@ $(VENV)/.stamp-train: pyproject.toml | $(PY)
 	$(PIP) install --quiet $(EDITABLE) -e ".[train]"
 	touch $@
 
-# + test tools and the optional Spark integration (pyspark, pandas, pyarrow)
+# + test tools, the optional Spark integration (pyspark, pandas, pyarrow) and the server
+# (httptools, grpcio, tritonclient)
 $(VENV)/.stamp-test: $(VENV)/.stamp-train
-	$(PIP) install --quiet $(EDITABLE) -e ".[train,test,spark]"
+	$(PIP) install --quiet $(EDITABLE) -e ".[train,test,spark,serve]"
 	touch $@
 
 $(LINKED): $(VENV)/.stamp-train

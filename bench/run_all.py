@@ -16,6 +16,8 @@ BENCHES = {
     "runtime": ["bench_runtime.py"],  # Predictor / StreamPool vs raw onnxruntime and torch eager
     "export": ["export_compare.py"],  # native graph vs torch's TorchScript exporter
     "spark": ["bench_spark.py"],  # Spark local mode vs StreamPool in one process
+    # rnnstream serve on loopback: latency, batching, many sequences per request, short soak
+    "serve": ["bench_serve.py", "--soak-seconds", "20"],
     "quality": ["quality.py"],  # default training on real series vs persistence and ETS
     "web": ["bench_web.py"],  # step latency in the browser (onnxruntime-web) vs Node vs Python
 }
@@ -35,7 +37,7 @@ def main() -> int:
             continue
         print(f"\n== {name}: {script.name}", flush=True)
         quick = ["--quick"] if args.quick and name not in ("export", "quality") else []
-        cmd = [sys.executable, str(script), *quick]
+        cmd = [sys.executable, str(script), *BENCHES[name][1:], *quick]
         if subprocess.run(cmd, check=False).returncode != 0:
             failed.append(name)
     if failed:

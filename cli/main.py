@@ -1,4 +1,4 @@
-"""``rnnstream`` command line: train | export | inspect | stream | demo.
+"""``rnnstream`` command line: train | export | inspect | stream | serve | demo.
 
 Each command lives in its own module exposing ``register(subparsers)`` and ``run(args) -> int``.
 Modules are imported lazily so that runtime commands (``stream``, ``inspect``) work on a base
@@ -17,6 +17,7 @@ COMMANDS = {
     "train": "train_cmd",
     "export": "export_cmd",
     "stream": "stream_cmd",
+    "serve": "serve_cmd",
     "inspect": "inspect_cmd",
     "demo": "demo_cmd",
 }
@@ -28,6 +29,7 @@ typical session:
   rnnstream inspect runs/sine/model.onnx
   printf '0.1\\n0.2\\n0.3\\n' | rnnstream stream runs/sine/model.onnx
   rnnstream demo            # all of the above on the built-in sine data
+  rnnstream serve runs/sine/model.onnx --state seqs.npz   # KServe v2 over HTTP and gRPC
 
 'rnnstream COMMAND --help' explains each command.
 """

@@ -39,7 +39,7 @@ def base_env(tmp_path_factory) -> Path:
     # a copy of the source, so the build leaves nothing in the working tree
     src = tmp_path_factory.mktemp("src")
     for name in ("pyproject.toml", "README.md", "LICENSE", "train", "export", "runtime", "cli",
-                 "spark"):
+                 "spark", "serve"):
         _run(["cp", "-r", str(ROOT / name), str(src / name)]).check_returncode()
     done = _run([str(bindir / "python"), "-m", "pip", "install", "--quiet",
                  "--disable-pip-version-check", str(src)])
@@ -109,6 +109,12 @@ def test_training_commands_say_which_extra_to_install(base_env: Path, command: s
     done = _run(argv)
     assert done.returncode == 2
     assert "pip install 'rnnstream[train]'" in done.stderr
+
+
+def test_serve_says_which_extra_to_install(base_env: Path, model_file: Path) -> None:
+    done = _run([str(base_env / "rnnstream"), "serve", str(model_file)])
+    assert done.returncode == 2
+    assert "pip install 'rnnstream[serve]'" in done.stderr
 
 
 def test_inspect_works_on_a_base_install(base_env: Path, model_file: Path) -> None:

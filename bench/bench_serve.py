@@ -1,0 +1,501 @@
+"""`rnnstream serve` on loopback: latency, throughput with and without batching, many sequences
+per request, and an optional soak. The load generator runs in its own process on the same
+machine (it competes with the server for the cores) and is bounded in requests and seconds.
+
+    .venv/bin/python bench/bench_serve.py [--quick] [--soak-seconds S] [--soak-rate R]
+
+1. latency: one sequence, one point per request, keep-alive; client p50/p99 over HTTP (JSON,
+   http.client) and gRPC (the generated stub, unary), and the server-side time (the server's
+   request_seconds histogram, from the parsed request to the encoded answer).
+2. throughput: 256 sequences, each with one request in flight (closed loop), one point per
+   request, over HTTP (256 keep-alive connections) and one gRPC stream; predictions/s with
+   cross-request batching (default; and with --queue-delay-us 1000) and without
+   (--max-batch 1), same run.
+3. batch dimension: one request carries 1,000 sequences' points (x [1000, 1, F] + INT64
+   sequence_id [1000], binary); stream-steps/s against StreamPool.step_many in-process.
+4. soak (--soak-seconds > 0): a steady request rate over HTTP from 64 sequences; per window,
+   the server's RSS, errors and the client p99.
+
+Model: an exported LSTM (hidden 64, 2 layers, one feature) made here, or the repository's
+release-0.1.0 fixture (LSTM 8 x 2) without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import http.client
+import itertools
+import json
+import multiprocessing as mp
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+LEGACY = ROOT / "tests" / "data" / "legacy_v0_1_0" / "model.onnx"
+
+
+# -- model and server -----------------------------------------------------------------------------
+def build_model(folder: str) -> tuple[Path, str]:
+    try:
+        import torch
+
+        from rnnstream.export import export_model
+        from rnnstream.train.model import Forecaster, ForecasterConfig
+    except ImportError:
+        return LEGACY, "LSTM hidden 8, 2 layers (release 0.1.0 fixture)"
+    torch.manual_seed(0)
+    model = Forecaster(ForecasterConfig(cell="lstm", hidden=64, layers=2)).eval()
+    path = Path(folder) / "model.onnx"
+    export_model(model, path)
+    return path, "LSTM hidden 64, 2 layers"
+
+
+@contextlib.contextmanager
+def server(model: Path, *flags: str):
+    argv = [sys.executable, "-m", "rnnstream.cli.main", "serve", str(model), "--http-port", "0",
+            "--grpc-port", "0", "--max-idle", "0", *flags]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            with contextlib.suppress(ValueError):
+                doc = json.loads(line)
+                if isinstance(doc, dict) and doc.get("event") == "serving":
+                    break
+        else:
+            raise RuntimeError("the server did not start")
+        drain = threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True)
+        drain.start()
+        yield proc, doc["http_port"], doc["grpc_port"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
+def metrics(port: int) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    return text
+
+
+def histogram(text: str, name: str) -> tuple[list[float], list[float]]:
+    bounds, counts = [], []
+    for le, c in re.findall(rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', text, re.M):
+        bounds.append(float(le))
+        counts.append(float(c))
+    return bounds, counts
+
+
+def quantile_between(before: str, after: str, name: str, q: float) -> float:
+    """q-quantile of the observations made between two scrapes (linear within a bucket)."""
+    bounds, c1 = histogram(after, name)
+    _, c0 = histogram(before, name)
+    counts = np.array(c1) - np.array(c0)
+    total = counts[-1]
+    if total <= 0:
+        return float("nan")
+    target = q * total
+    i = int(np.searchsorted(counts, target))
+    lo = bounds[i - 1] if i else 0.0
+    below = counts[i - 1] if i else 0.0
+    width = counts[i] - below
+    return lo + (bounds[i] - lo) * ((target - below) / width if width else 0.0)
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("VmRSS")).split()[1])
+
+
+def body(seq: int, value: float, start: bool = False) -> bytes:
+    return (b'{"parameters":{"sequence_id":%d,"sequence_start":%s},"inputs":[{"name":"x",'
+            b'"datatype":"FP32","shape":[1,1,1],"data":[%r]}]}'
+            % (seq, b"true" if start else b"false", value))
+
+
+# -- 1. latency -----------------------------------------------------------------------------------
+def latency_http(port: int, n: int) -> np.ndarray:
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    headers = {"Content-Type": "application/json"}
+    out = np.empty(n)
+    for i in range(n + 200):
+        data = body(1, 0.001 * (i % 100), start=i == 0)
+        t = time.perf_counter()
+        conn.request("POST", "/v2/models/model/infer", data, headers)
+        r = conn.getresponse()
+        r.read()
+        if r.status != 200:
+            raise RuntimeError(r.status)
+        if i >= 200:
+            out[i - 200] = time.perf_counter() - t
+    conn.close()
+    return out
+
+
+def grpc_request(pb, seq: int, value: float, start: bool = False):
+    req = pb.ModelInferRequest(model_name="model")
+    req.parameters["sequence_id"].int64_param = seq
+    req.parameters["sequence_start"].bool_param = start
+    t = req.inputs.add(name="x", datatype="FP32")
+    t.shape.extend([1, 1, 1])
+    req.raw_input_contents.append(np.float32(value).tobytes())
+    return req
+
+
+def latency_grpc(port: int, n: int) -> np.ndarray:
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+    out = np.empty(n)
+    for i in range(n + 200):
+        req = grpc_request(pb, 2, 0.001 * (i % 100), start=i == 0)
+        t = time.perf_counter()
+        stub.ModelInfer(req)
+        if i >= 200:
+            out[i - 200] = time.perf_counter() - t
+    channel.close()
+    return out
+
+
+# -- 2. throughput (load generator process) -------------------------------------------------------
+class _HttpSeq(asyncio.Protocol):
+    """One keep-alive connection driving one sequence: next request when the answer is in."""
+
+    def __init__(self, seq: int, stats: dict, stop_at: float) -> None:
+        import httptools
+
+        self.seq, self.stats, self.stop_at = seq, stats, stop_at
+        self.parser = httptools.HttpResponseParser(self)
+        self.done = asyncio.get_running_loop().create_future()
+        self.first = True
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self._send()
+
+    def _send(self) -> None:
+        self.sent = time.perf_counter()
+        self.transport.write(
+            b"POST /v2/models/model/infer HTTP/1.1\r\nhost: b\r\ncontent-type: "
+            b"application/json\r\ncontent-length: %d\r\n\r\n%s"
+            % (len(b := body(self.seq, 0.25, self.first)), b))
+        self.first = False
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_message_complete(self) -> None:
+        now = time.perf_counter()
+        st = self.stats
+        if self.parser.get_status_code() == 200:
+            st["ok"] += 1
+            st["lat"].append(now - self.sent)
+        else:
+            st["errors"] += 1
+        if now < self.stop_at:
+            self._send()
+        else:
+            self.transport.close()
+            if not self.done.done():
+                self.done.set_result(None)
+
+
+async def _http_load(port: int, seqs: int, seconds: float, rate: float | None,
+                     base: int) -> dict:
+    loop = asyncio.get_running_loop()
+    stats = {"ok": 0, "errors": 0, "lat": []}
+    if rate:  # open loop at a steady rate, 64 connections round robin
+        return await _http_steady(port, seqs, seconds, rate, base)
+    stop_at = time.perf_counter() + seconds
+    conns = [await loop.create_connection(lambda s=s: _HttpSeq(base + s, stats, stop_at),
+                                          "127.0.0.1", port) for s in range(seqs)]
+    start = time.perf_counter()
+    await asyncio.gather(*(p.done for _, p in conns))
+    stats["seconds"] = time.perf_counter() - start
+    return stats
+
+
+async def _http_steady(port: int, seqs: int, seconds: float, rate: float, base: int) -> dict:
+    """Steady-rate requests; per window of 5 s: ok, errors, p99."""
+    stats = {"ok": 0, "errors": 0, "lat": []}
+    readers = []
+    for s in range(seqs):
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        readers.append((r, w, base + s))
+    windows = []
+    start = time.perf_counter()
+    period = seqs / rate  # each connection sends once per period
+
+    async def one(r, w, seq, first):
+        payload = body(seq, 0.5, first)
+        t = time.perf_counter()
+        w.write(b"POST /v2/models/model/infer HTTP/1.1\r\nhost: b\r\ncontent-length: %d\r\n\r\n%s"
+                % (len(payload), payload))
+        head = await r.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"content-length: (\d+)", head).group(1))
+        await r.readexactly(length)
+        ok = head.startswith(b"HTTP/1.1 200")
+        return ok, time.perf_counter() - t
+
+    async def drive(r, w, seq, offset):
+        await asyncio.sleep(offset)
+        first = True
+        nxt = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            ok, lat = await one(r, w, seq, first)
+            first = False
+            stats["ok" if ok else "errors"] += 1
+            stats["lat"].append((time.perf_counter() - start, lat))
+            nxt += period
+            await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
+
+    await asyncio.gather(*(drive(r, w, seq, i * period / seqs)
+                           for i, (r, w, seq) in enumerate(readers)))
+    for _, w, _ in readers:
+        w.close()
+    stats["windows"] = windows
+    stats["seconds"] = time.perf_counter() - start
+    return stats
+
+
+async def _grpc_load(port: int, seqs: int, seconds: float, base: int) -> dict:
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    stats = {"ok": 0, "errors": 0, "lat": []}
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        outbox: asyncio.Queue = asyncio.Queue()
+        sent: dict[str, float] = {}
+        stop_at = time.perf_counter() + seconds
+
+        def enqueue(s: int, first: bool) -> None:
+            req = grpc_request(pb, base + s, 0.25, first)
+            req.id = str(s)
+            sent[req.id] = time.perf_counter()
+            outbox.put_nowait(req)
+
+        async def requests():
+            while (req := await outbox.get()) is not None:
+                yield req
+
+        for s in range(seqs):
+            enqueue(s, True)
+        live = seqs
+        start = time.perf_counter()
+        call = stub.ModelStreamInfer(requests())
+        async for resp in call:
+            now = time.perf_counter()
+            rid = resp.infer_response.id
+            if resp.error_message:
+                stats["errors"] += 1
+                live -= 1
+            else:
+                stats["ok"] += 1
+                stats["lat"].append(now - sent[rid])
+                if now < stop_at:
+                    enqueue(int(rid), False)
+                else:
+                    live -= 1
+            if live == 0:
+                outbox.put_nowait(None)
+                break
+        stats["seconds"] = time.perf_counter() - start
+    return stats
+
+
+def _loadgen(kind: str, port: int, seqs: int, seconds: float, rate: float | None, base: int,
+             conn) -> None:
+    if kind == "http":
+        stats = asyncio.run(_http_load(port, seqs, seconds, rate, base))
+    else:
+        stats = asyncio.run(_grpc_load(port, seqs, seconds, base))
+    conn.send(stats)
+
+
+def load(kind: str, port: int, seqs: int, seconds: float, rate: float | None = None,
+         base: int = 10_000) -> dict:
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=_loadgen, args=(kind, port, seqs, seconds, rate, base, child))
+    p.start()
+    stats = parent.recv()
+    p.join(60)
+    return stats
+
+
+# -- 3. batch dimension ---------------------------------------------------------------------------
+def batched_request(n: int, first: bool) -> tuple[bytes, dict]:
+    x = np.random.default_rng(0).standard_normal((n, 1, 1)).astype(np.float32)
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    head = {"inputs": [
+        {"name": "x", "datatype": "FP32", "shape": [n, 1, 1],
+         "parameters": {"binary_data_size": x.nbytes}},
+        {"name": "sequence_id", "datatype": "INT64", "shape": [n],
+         "parameters": {"binary_data_size": ids.nbytes}}],
+        "parameters": {"sequence_start": first, "binary_data_output": True}}
+    h = json.dumps(head).encode()
+    return h + x.tobytes() + ids.tobytes(), {"Inference-Header-Content-Length": str(len(h)),
+                                             "Content-Type": "application/octet-stream"}
+
+
+def batch_http(port: int, n: int, reps: int) -> float:
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    data, headers = batched_request(n, True)
+    conn.request("POST", "/v2/models/model/infer", data, headers)
+    assert conn.getresponse().read()
+    data, headers = batched_request(n, False)
+    t = time.perf_counter()
+    for _ in range(reps):
+        conn.request("POST", "/v2/models/model/infer", data, headers)
+        r = conn.getresponse()
+        r.read()
+        if r.status != 200:
+            raise RuntimeError(r.status)
+    elapsed = time.perf_counter() - t
+    conn.close()
+    return n * reps / elapsed
+
+
+def batch_inprocess(model: Path, n: int, reps: int) -> float:
+    from rnnstream.runtime import StreamPool
+
+    pool = StreamPool(model)
+    keys = list(range(1, n + 1))
+    for k in keys:
+        pool.add(k)
+    x = np.random.default_rng(0).standard_normal((n, 1)).astype(np.float32)
+    for _ in range(5):
+        pool.step_many(keys, x)
+    t = time.perf_counter()
+    for _ in range(reps):
+        pool.step_many(keys, x)
+    return n * reps / (time.perf_counter() - t)
+
+
+# -- report ---------------------------------------------------------------------------------------
+def pct(a, q) -> float:
+    return float(np.percentile(np.asarray(a), q) * 1e6)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer requests, shorter runs")
+    ap.add_argument("--soak-seconds", type=float, default=0.0,
+                    help="run the soak this long (0: skip; make bench runs a short one)")
+    ap.add_argument("--soak-rate", type=float, default=1000.0, help="soak requests per second")
+    args = ap.parse_args()
+    n_lat = 1500 if args.quick else 5000
+    seconds = 2.0 if args.quick else 5.0
+    with tempfile.TemporaryDirectory() as folder:
+        model, what = build_model(folder)
+        print(f"model: {what}; load generator in its own process on the same machine "
+              f"({os.cpu_count()} cores)\n")
+        with server(model) as (_, hp, gp):
+            before = metrics(hp)
+            lat_h = latency_http(hp, n_lat)
+            mid = metrics(hp)
+            lat_g = latency_grpc(gp, n_lat)
+            after = metrics(hp)
+            name = "rnnstream_serve_request_seconds"
+            print("1. one sequence, one point per request, keep-alive")
+            print(f"   {'protocol':<14}{'client p50 µs':>14}{'client p99 µs':>14}"
+                  f"{'server p50 µs':>14}{'server p99 µs':>14}")
+            for label, lat, a, b in (("HTTP JSON", lat_h, before, mid),
+                                     ("gRPC unary", lat_g, mid, after)):
+                print(f"   {label:<14}{pct(lat, 50):14.0f}{pct(lat, 99):14.0f}"
+                      f"{quantile_between(a, b, name, 0.5) * 1e6:14.0f}"
+                      f"{quantile_between(a, b, name, 0.99) * 1e6:14.0f}")
+        print("\n2. 256 sequences, one request each in flight, one point per request")
+        print(f"   {'protocol':<10}{'batching':<24}{'predictions/s':>14}{'p50 ms':>8}"
+              f"{'p99 ms':>8}{'mean batch':>11}{'errors':>7}")
+        rates = {}
+        modes = (((), "on, delay 0 (default)"), (("--queue-delay-us", "1000"), "on, delay 1 ms"),
+                 (("--max-batch", "1"), "off (--max-batch 1)"))
+        for kind in ("http", "grpc"):
+            for flags, label in modes:
+                with server(model, *flags) as (_, hp, gp):
+                    st = load(kind, hp if kind == "http" else gp, 256, seconds)
+                    after = metrics(hp)
+                bsum = float(re.search(r"^rnnstream_serve_batch_size_sum (\S+)", after,
+                                       re.M).group(1))
+                bcount = float(re.search(r"^rnnstream_serve_batch_size_count (\S+)", after,
+                                         re.M).group(1))
+                rate = st["ok"] / st["seconds"]
+                rates[kind, label] = rate
+                print(f"   {kind.upper():<10}{label:<24}{rate:14,.0f}"
+                      f"{pct(st['lat'], 50) / 1e3:8.2f}{pct(st['lat'], 99) / 1e3:8.2f}"
+                      f"{bsum / max(bcount, 1):11.1f}{st['errors']:7d}")
+        for kind in ("http", "grpc"):
+            off = rates[kind, modes[2][1]]
+            print(f"   {kind.upper()}: batching {rates[kind, modes[0][1]] / off:.2f}x unbatched "
+                  f"(delay 0), {rates[kind, modes[1][1]] / off:.2f}x (delay 1 ms)")
+        n, reps = 1000, 50 if args.quick else 200
+        with server(model) as (_proc, hp, gp):
+            served = batch_http(hp, n, reps)
+        local = batch_inprocess(model, n, reps)
+        print(f"\n3. one request carrying {n} sequences' points (binary, HTTP)")
+        print(f"   served: {served:,.0f} stream-steps/s; in-process StreamPool.step_many: "
+              f"{local:,.0f}/s; served/in-process = {served / local:.2f}")
+        if args.soak_seconds > 0:
+            soak(model, args.soak_seconds, args.soak_rate)
+    return 0
+
+
+def soak(model: Path, seconds: float, rate: float) -> None:
+    print(f"\n4. soak: {rate:.0f} requests/s for {seconds:.0f} s over HTTP, 64 sequences")
+    with server(model) as (proc, hp, _gp):
+        samples = []
+        stop = threading.Event()
+
+        def watch():
+            t0 = time.perf_counter()
+            while not stop.wait(min(5.0, seconds / 10)):
+                samples.append((time.perf_counter() - t0, rss_kib(proc.pid)))
+
+        w = threading.Thread(target=watch, daemon=True)
+        rss0 = rss_kib(proc.pid)
+        w.start()
+        st = load("http", hp, 64, seconds, rate=rate, base=50_000)
+        stop.set()
+        w.join()
+        text = metrics(hp)
+    lat = np.array(st["lat"])
+    print(f"   requests ok {st['ok']:,}, errors {st['errors']}, achieved "
+          f"{st['ok'] / st['seconds']:,.0f}/s; server RSS at start {rss0 / 1024:.1f} MiB")
+    edges = np.linspace(0, seconds, 11)
+    print(f"   {'window s':>10}{'p99 ms':>8}{'RSS MiB':>9}")
+    for a, b in itertools.pairwise(edges):
+        sel = lat[(lat[:, 0] >= a) & (lat[:, 0] < b), 1] if len(lat) else []
+        rss = [r for t, r in samples if a <= t < b + 1e-9]
+        print(f"   {a:5.0f}-{b:<4.0f}{pct(sel, 99) / 1e3 if len(sel) else float('nan'):8.2f}"
+              f"{(rss[-1] / 1024 if rss else float('nan')):9.1f}")
+    live = re.search(r'^rnnstream_serve_live_sequences\{model="model"\} (\S+)', text, re.M)
+    print(f"   live sequences at the end: {live.group(1) if live else '?'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

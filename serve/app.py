@@ -1,0 +1,238 @@
+"""The server: models, both front ends, housekeeping and a graceful stop, on one event loop.
+
+Everything runs on one asyncio loop in one thread: the HTTP protocol, grpc.aio, the batching
+rounds of each :class:`~rnnstream.serve.sequences.ModelService`, eviction and snapshots. A pool
+step runs inline on the loop (tens of microseconds): handing it to a thread would cost more
+than it takes.
+
+Stop (SIGTERM/SIGINT, or :meth:`Server.stop`): stop accepting connections and new requests
+(503 / UNAVAILABLE), finish every queued request, save every sequence (``--state``), close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ServeError
+from .http import JSON, HttpProtocol, metadata_body
+from .metrics import Metrics
+from .sequences import Limits, ModelService
+
+__all__ = ["ServeConfig", "Server", "state_paths"]
+
+log = logging.getLogger("rnnstream.serve")
+
+EXTENSIONS = ["binary_tensor_data", "sequence", "sequence(string_id)"]
+
+
+@dataclass
+class ServeConfig:
+    models: dict[str, str]  # name -> .onnx path
+    host: str = "127.0.0.1"
+    http_port: int | None = 8000
+    grpc_port: int | None = 8001
+    state: str | None = None
+    save_every: float = 30.0
+    max_request_bytes: int = 16 << 20
+    limits: Limits = field(default_factory=Limits)
+
+
+def state_paths(state: str | None, names: list[str]) -> dict[str, str]:
+    """Snapshot file per model: ``state`` itself for one model, ``<stem>.<name><ext>`` for
+    several (``pool.npz`` -> ``pool.a.npz``, ``pool.b.npz``)."""
+    if not state:
+        return {}
+    if len(names) == 1:
+        return {names[0]: state}
+    stem, ext = os.path.splitext(state)
+    return {n: f"{stem}.{n}{ext or '.npz'}" for n in names}
+
+
+class Server:
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.services = {name: ModelService(name, path, config.limits, self.metrics)
+                         for name, path in config.models.items()}
+        self.metrics.watch_live(lambda: {(n, ): s.live for n, s in self.services.items()})
+        self.max_request_bytes = config.max_request_bytes
+        self.connections: set[HttpProtocol] = set()
+        self.ready = False
+        self.http_port: int | None = None
+        self.grpc_port: int | None = None
+        self._http: asyncio.base_events.Server | None = None
+        self._grpc: Any = None
+        self._tasks: list[asyncio.Task] = []
+        self._stopped = asyncio.Event()
+        self._stopping = False
+        self._paths = state_paths(config.state, list(self.services))
+
+    # -- lookup -----------------------------------------------------------------------------------
+    def model(self, name: str, version: str = "") -> ModelService:
+        service = self.services.get(name)
+        if service is None:
+            raise ServeError("not_found", f"unknown model {name!r}; this server has "
+                             f"{sorted(self.services)}")
+        if version not in ("", "1"):
+            raise ServeError("not_found", f"model {name!r} has no version {version!r}; its "
+                             "only version is 1")
+        if self._stopping:
+            raise ServeError("unavailable", "the server is shutting down; retry on another "
+                             "instance or after the restart")
+        return service
+
+    def count_error(self, model: str, protocol: str, exc: ServeError) -> None:
+        self.metrics.errors.inc(model if model in self.services else "", protocol, exc.kind)
+        log.info("request refused", extra={"event": "refused", "model": model,
+                                           "protocol": protocol, "kind": exc.kind,
+                                           "error": str(exc)})
+
+    def server_metadata(self) -> dict[str, Any]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("rnnstream")
+        except PackageNotFoundError:
+            v = "unknown"
+        return {"name": "rnnstream", "version": v, "extensions": EXTENSIONS}
+
+    def get(self, parts: list[str]) -> tuple[int, bytes, bytes]:
+        """GET routes: health, metadata, readiness, metrics."""
+        if parts == ["metrics"]:
+            return 200, self.metrics.render().encode(), b"text/plain; version=0.0.4"
+        if parts == ["v2", "health", "live"]:
+            return 200, b"", JSON
+        if parts == ["v2", "health", "ready"]:
+            return (200 if self.ready else 503), b"", JSON
+        if parts == ["v2"]:
+            return 200, metadata_body(self.server_metadata()), JSON
+        if len(parts) >= 3 and parts[:2] == ["v2", "models"]:
+            rest = parts[3:]
+            version = ""
+            if len(rest) >= 2 and rest[0] == "versions":
+                version, rest = rest[1], rest[2:]
+            if rest == ["ready"]:
+                try:
+                    self.model(parts[2], version)
+                except ServeError as exc:
+                    return exc.http_status, metadata_body({"error": str(exc)}), JSON
+                return 200, b"", JSON
+            if not rest:
+                return 200, metadata_body(self.model(parts[2], version).metadata()), JSON
+        raise ServeError("not_found", f"no such path /{'/'.join(parts)}")
+
+    # -- life cycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for name, path in self._paths.items():
+            n = self.services[name].load(path)
+            if n:
+                log.info("state restored", extra={"event": "restored", "model": name,
+                                                   "path": path, "sequences": n})
+        cfg = self.config
+        if cfg.http_port is not None:
+            self._http = await loop.create_server(lambda: HttpProtocol(self), cfg.host,
+                                                  cfg.http_port)
+            self.http_port = self._http.sockets[0].getsockname()[1]
+        if cfg.grpc_port is not None:
+            await self._start_grpc()
+        self._tasks = [asyncio.ensure_future(self._evict_loop())]
+        if self._paths and cfg.save_every > 0:
+            self._tasks.append(asyncio.ensure_future(self._save_loop()))
+        self.ready = True
+        log.info("serving", extra={"event": "serving", "models": sorted(self.services),
+                                   "http_port": self.http_port, "grpc_port": self.grpc_port})
+
+    async def _start_grpc(self) -> None:
+        import grpc
+
+        from .grpc_service import InferenceService, add_to_server
+
+        size = self.max_request_bytes
+        self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", size),
+                                              ("grpc.max_send_message_length", size)])
+        add_to_server(InferenceService(self), self._grpc)
+        port = self._grpc.add_insecure_port(f"{self.config.host}:{self.config.grpc_port}")
+        if port == 0:
+            raise OSError(f"cannot listen for gRPC on {self.config.host}:"
+                          f"{self.config.grpc_port}")
+        self.grpc_port = port
+        await self._grpc.start()
+
+    async def _evict_loop(self) -> None:
+        idle = self.config.limits.max_idle_seconds
+        if idle is None:
+            return
+        period = max(0.05, min(idle / 4, 10.0))
+        while True:
+            await asyncio.sleep(period)
+            for service in self.services.values():
+                service.evict_idle()
+
+    async def _save_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.save_every)
+            self.save()
+
+    def save(self) -> bool:
+        """Snapshot every model's sequences (between rounds: each one is consistent)."""
+        ok = True
+        for name, path in self._paths.items():
+            started = time.perf_counter()
+            try:
+                self.services[name].save(path)
+            except (OSError, RuntimeError, ValueError) as exc:
+                log.error("save failed", extra={"event": "save_failed", "model": name,
+                                                "path": path, "error": str(exc)})
+                ok = False
+                continue
+            log.info("state saved", extra={"event": "saved", "model": name, "path": path,
+                                           "sequences": self.services[name].live,
+                                           "ms": round((time.perf_counter() - started) * 1e3,
+                                                       2)})
+        return ok
+
+    async def stop(self) -> None:
+        """Graceful stop: refuse new work, finish queued requests, save, close."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.ready = False
+        log.info("stopping", extra={"event": "stopping"})
+        if self._http is not None:
+            self._http.close()
+        for service in self.services.values():
+            await service.drained()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+        self.save()
+        for conn in list(self.connections):
+            conn.close()
+        if self._http is not None:
+            await self._http.wait_closed()
+        log.info("stopped", extra={"event": "stopped"})
+        self._stopped.set()
+
+    async def serve_until_signal(self) -> None:
+        """start(), then stop() on SIGTERM or SIGINT."""
+        loop = asyncio.get_running_loop()
+        await self.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self.stop()))
+        try:
+            await self._stopped.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)

@@ -1,0 +1,502 @@
+"""Sequences of one model, kept between requests, stepped in batches: :class:`ModelService`.
+
+A request (:class:`Infer`) carries points ``x [B, T, F]`` for ``B`` sequences (``keys``) and
+the sequence flags. Everything is checked when it arrives (:meth:`ModelService.submit`), before
+any state changes: a refused request changes nothing. An accepted request becomes one
+:class:`_Item` per sequence, queued behind that sequence's earlier items.
+
+Many-sequence requests whose sequences have nothing queued skip the per-sequence items: they
+form one block (see :class:`_Block`) that a round steps whole, so 1,000 sequences in one request
+cost about one request's bookkeeping, not 1,000.
+
+Scheduling (all on the event loop thread, so no lock is needed here; StreamPool's own lock is
+uncontended). A sequence is *ready* when it has queued items; a round takes up to ``max_batch``
+ready sequences in arrival order, one point from the head item of each, and advances them all
+in one ``StreamPool.step_many`` call. So requests of one sequence apply in arrival order, a
+second request for a sequence waits for the first, and requests of different sequences that
+arrive within ``queue_delay`` of the first ready one share a step (like Triton's sequence
+batcher ``max_queue_delay_microseconds``). ``T > 1`` points (priming) take ``T`` rounds, each
+one point, which is exactly what stepping the pool point by point gives.
+
+Flags. ``start`` gives the sequence a fresh state when its first point is applied (a new key is
+added, a live one reset); ``end`` removes it after its last point. A request without ``start``
+for a sequence that is neither live nor started by a queued request is refused; so is one for a
+sequence evicted for idleness (the message says so, instead of starting it afresh).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rnnstream.runtime import RnnStreamError, StreamPool
+
+from .errors import ServeError
+from .metrics import Metrics
+
+__all__ = ["Infer", "Limits", "ModelService"]
+
+log = logging.getLogger("rnnstream.serve")
+
+# Event-loop turns a round may wait for more requests while they keep arriving (see _settle).
+SETTLE_TURNS = 8
+# How many evicted ids are remembered to answer "evicted" rather than "never started".
+EVICTED_MEMORY = 100_000
+
+
+@dataclass
+class Limits:
+    """Per-model limits and batching knobs (the CLI's flags)."""
+
+    max_sequences: int = 100_000
+    max_idle_seconds: float | None = 3600.0
+    max_batch: int = 1024
+    queue_delay_us: int = 0  # 0: batch what arrives within one event-loop turn
+
+
+@dataclass
+class Infer:
+    """One inference request, protocol-free: ``x`` [B, T, F] float32, one key per row."""
+
+    x: np.ndarray
+    keys: list[Hashable]
+    starts: list[bool]  # per row: fresh state before its first point
+    ends: list[bool]  # per row: release the sequence after its last point
+    protocol: str = "http"
+
+
+# called once with (y, None) or (None, error), on the event loop, as soon as the answer is known
+Answer = Callable[[np.ndarray | None, Exception | None], None]
+
+
+@dataclass
+class _Gather:
+    """The answer being assembled for one request."""
+
+    answer: Answer
+    y: np.ndarray  # [B, T, targets]
+    left: int
+    arrived: float
+    done: bool = False
+
+    def finish(self, y: np.ndarray | None, error: Exception | None) -> None:
+        if not self.done:
+            self.done = True
+            self.answer(y, error)
+
+
+@dataclass
+class _Item:
+    """One sequence's share of a request: points x [T, F], written into gather.y[row]."""
+
+    key: Hashable
+    x: np.ndarray
+    gather: _Gather
+    row: int
+    start: bool
+    end: bool
+    pos: int = 0
+
+
+@dataclass
+class _Block:
+    """A many-sequence request whose sequences had nothing queued: stepped as one unit (its
+    rows stay together, so a round does per-request work, not per-sequence work). Its keys are
+    *held* (``ModelService._held``) until it is done; requests for them that arrive meanwhile
+    queue as usual and become ready when the block releases its keys."""
+
+    keys: list[Hashable]
+    x: np.ndarray  # [B, T, F]
+    gather: _Gather
+    starts: list[bool]
+    ends: list[bool]
+    pos: int = 0
+
+
+class ModelService:
+    """One model's sequences: checks requests, queues them per sequence, steps them in batches."""
+
+    def __init__(self, name: str, path: str, limits: Limits, metrics: Metrics,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self.pool = StreamPool(path)
+        contract = self.pool.contract
+        if contract is None:
+            raise ServeError("bad_request", f"{path}: not an rnnstream model (no contract); "
+                             "rnnstream serve needs the contract to know the state")
+        self.contract = contract
+        self.n_features = contract.n_features
+        self.n_targets = contract.n_targets
+        self.limits = limits
+        self.metrics = metrics
+        self._clock = clock
+        self._queues: dict[Hashable, collections.deque] = {}
+        self._held: dict[Hashable, _Block] = {}  # key -> the block it is part of, until done
+        self._ready: collections.OrderedDict[Hashable, None] = collections.OrderedDict()
+        self._blocks: collections.deque[_Block] = collections.deque()
+        self._starting: dict[Hashable, int] = {}  # key -> queued start items not yet applied
+        self._last_seen: dict[Hashable, float] = {}
+        self._evicted: collections.OrderedDict[Hashable, float] = collections.OrderedDict()
+        self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle_waiters: list[asyncio.Future] = []
+        self._arrivals = 0  # requests submitted so far (see _settle)
+
+    # -- facts ----------------------------------------------------------------------------------
+    @property
+    def live(self) -> int:
+        return len(self.pool)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queues or self._held)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": ["1"],
+            "platform": "rnnstream_onnx",
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, -1, self.n_features]},
+                       {"name": "sequence_id", "datatype": "INT64", "shape": [-1],
+                        "optional": True},
+                       {"name": "sequence_start", "datatype": "BOOL", "shape": [-1],
+                        "optional": True},
+                       {"name": "sequence_end", "datatype": "BOOL", "shape": [-1],
+                        "optional": True}],
+            "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, -1, self.n_targets]}],
+        }
+
+    # -- admission ------------------------------------------------------------------------------
+    def submit(self, req: Infer) -> asyncio.Future:
+        """Check ``req`` whole, then queue it; the future gets y [B, T, targets]."""
+        loop = self._loop or asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def answer(y: np.ndarray | None, error: Exception | None) -> None:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(y)
+
+        self.submit_with(req, answer)
+        return future
+
+    def submit_with(self, req: Infer, answer: Answer) -> None:
+        """Check ``req`` whole (ServeError when refused), then queue it; ``answer`` is called
+        in the round that computes its last point, with no event-loop turn in between."""
+        self._check(req)
+        loop = self._loop or asyncio.get_running_loop()
+        self._loop = loop
+        b, t = req.x.shape[:2]
+        queues = self._queues
+        if (1 < b <= self.limits.max_batch and queues.keys().isdisjoint(req.keys)
+                and self._held.keys().isdisjoint(req.keys)):
+            self._submit_block(req, answer)
+            return
+        gather = _Gather(answer, np.empty((b, t, self.n_targets), np.float32), b,
+                         time.perf_counter())
+        for row, key in enumerate(req.keys):
+            start = req.starts[row]
+            item = _Item(key, req.x[row], gather, row, start, req.ends[row])
+            if start:
+                self._starting[key] = self._starting.get(key, 0) + 1
+                self._evicted.pop(key, None)
+            queue = queues.get(key)
+            if queue is None:
+                queue = queues[key] = collections.deque()
+                if key not in self._held:  # else it becomes ready when its block is done
+                    self._ready[key] = None
+            queue.append(item)
+        self._arrivals += 1
+        self._schedule()
+
+    def _submit_block(self, req: Infer, answer: Answer) -> None:
+        b, t = req.x.shape[:2]
+        gather = _Gather(answer, np.empty((b, t, self.n_targets), np.float32), 1,
+                         time.perf_counter())
+        block = _Block(list(req.keys), req.x, gather, list(req.starts), list(req.ends))
+        if any(req.starts):
+            for key, start in zip(req.keys, req.starts, strict=True):
+                if start:
+                    self._starting[key] = self._starting.get(key, 0) + 1
+                    self._evicted.pop(key, None)
+        self._held.update(dict.fromkeys(req.keys, block))
+        self._blocks.append(block)
+        self._arrivals += 1
+        self._schedule()
+
+    def _check(self, req: Infer) -> None:
+        x = req.x
+        if x.ndim != 3 or x.shape[2] != self.n_features or x.shape[0] < 1 or x.shape[1] < 1:
+            raise ServeError("bad_request", f"model {self.name!r}: input 'x' has shape "
+                             f"{list(x.shape)}; expected [sequences, time, {self.n_features}] "
+                             "with sequences >= 1 and time >= 1 (FP32)")
+        if len(req.keys) != x.shape[0]:
+            raise ServeError("bad_request", f"model {self.name!r}: {len(req.keys)} sequence "
+                             f"id(s) for {x.shape[0]} rows of 'x'; expected one id per row")
+        if len(set(req.keys)) != len(req.keys):
+            raise ServeError("bad_request", f"model {self.name!r}: a sequence id appears twice "
+                             "in one request; send a sequence's points along the time axis")
+        if not np.isfinite(x).all():
+            b, t, f = np.argwhere(~np.isfinite(x))[0]
+            raise ServeError("bad_request", f"model {self.name!r}: x[{b}, {t}, {f}] is "
+                             f"{x[b, t, f]}; expected finite FP32 values")
+        if len(req.starts) != len(req.keys) or len(req.ends) != len(req.keys):
+            raise ServeError("bad_request", f"model {self.name!r}: {len(req.starts)} start and "
+                             f"{len(req.ends)} end flags for {len(req.keys)} sequences; "
+                             "expected one of each per sequence")
+        new = [k for k, s in zip(req.keys, req.starts, strict=True)
+               if s and k not in self.pool and k not in self._starting]
+        room = self.limits.max_sequences - len(self.pool) - len(self._starting)
+        if len(new) > room:
+            raise ServeError("too_many", f"model {self.name!r}: {len(new)} new sequence(s) "
+                             f"would exceed --max-sequences {self.limits.max_sequences} "
+                             f"({len(self.pool)} live, {len(self._starting)} starting); "
+                             "end finished sequences (sequence_end=true) or retry later")
+        for k, s in zip(req.keys, req.starts, strict=True):
+            if s or k in self.pool or k in self._starting:
+                continue
+            if k in self._evicted:
+                raise ServeError("not_started", f"model {self.name!r}: sequence {k!r} was "
+                                 f"evicted after {self.limits.max_idle_seconds:g} s without "
+                                 "requests (--max-idle); its state is gone: send "
+                                 "sequence_start=true to begin it again")
+            raise ServeError("not_started", f"model {self.name!r}: sequence {k!r} is not live "
+                             "(never started, or already ended); its first request must "
+                             "carry sequence_start=true")
+
+    # -- rounds ---------------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        if self._scheduled is not None or not (self._ready or self._blocks):
+            return
+        delay = self.limits.queue_delay_us
+        if len(self._ready) >= self.limits.max_batch:
+            self._scheduled = self._loop.call_soon(self._round)
+        elif delay <= 0:
+            self._scheduled = self._loop.call_soon(self._settle, self._arrivals, 0)
+        else:
+            self._scheduled = self._loop.call_later(delay / 1e6, self._round)
+
+    def _settle(self, seen: int, turns: int) -> None:
+        """With no queue delay: run the round at the first event-loop turn that brought no new
+        request (at most SETTLE_TURNS turns). A lone request runs at once; requests that keep
+        arriving turn after turn (a gRPC stream delivers one message per turn) share a step."""
+        if (self._arrivals != seen and turns < SETTLE_TURNS
+                and len(self._ready) < self.limits.max_batch):
+            self._scheduled = self._loop.call_soon(self._settle, self._arrivals, turns + 1)
+        else:
+            self._round()
+
+    def _round(self) -> None:
+        """Advance queued blocks and up to max_batch ready sequences by one point each, in one
+        pool step."""
+        self._scheduled = None
+        now = time.perf_counter()
+        blocks = self._take_blocks()
+        budget = self.limits.max_batch - sum(len(blk.keys) for blk in blocks)
+        keys, items = self._take_singles(max(0, min(len(self._ready), budget)))
+        if not blocks and not keys:
+            self._schedule()
+            return
+        parts: list[np.ndarray] = []
+        all_keys: list[Hashable] = []
+        for blk in blocks:
+            if blk.pos == 0:
+                for key, start in zip(blk.keys, blk.starts, strict=True):
+                    if start:
+                        self._begin(key)
+                self.metrics.queue_seconds.observe(now - blk.gather.arrived)
+            parts.append(blk.x[:, blk.pos])
+            all_keys += blk.keys
+        for item in items:
+            if item.pos == 0:
+                if item.start:
+                    self._begin(item.key)
+                self.metrics.queue_seconds.observe(now - item.gather.arrived)
+        if len(items) == 1 and not blocks:
+            x = items[0].x[items[0].pos:items[0].pos + 1]  # a contiguous [1, F] view
+        else:
+            parts.extend(item.x[item.pos][None] for item in items)
+            x = np.concatenate(parts) if len(parts) > 1 else np.ascontiguousarray(parts[0])
+        all_keys += keys
+        try:
+            y = self.pool.step_many(all_keys, x)
+        except RnnStreamError as exc:  # onnxruntime failed: the pool left every state as it was
+            log.error("step failed", extra={"event": "step_failed", "model": self.name,
+                                            "error": str(exc)})
+            error = ServeError("internal", f"model {self.name!r}: the step failed ({exc}); no "
+                               "state changed")
+            for blk in blocks:
+                self._release_block(blk, error)
+            self._fail(keys, items, error)
+            self._schedule()
+            return
+        self.metrics.step_seconds.observe(time.perf_counter() - now)
+        self.metrics.batch_size.observe(len(all_keys))
+        seen = self._clock()
+        offset = 0
+        for blk in blocks:
+            n = len(blk.keys)
+            blk.gather.y[:, blk.pos] = y[offset:offset + n]
+            offset += n
+            blk.pos += 1
+            self._last_seen.update(dict.fromkeys(blk.keys, seen))
+            if blk.pos < blk.x.shape[1]:
+                self._blocks.append(blk)
+            else:
+                self._release_block(blk, None)
+        self._advance(keys, items, y[offset:], seen)
+        if not self._queues and not self._held:
+            self._wake_idle()
+        self._schedule()
+
+    def _take_blocks(self) -> list[_Block]:
+        """Whole blocks, oldest first, while they fit max_batch (at least one)."""
+        out: list[_Block] = []
+        room = self.limits.max_batch
+        while self._blocks and (not out or len(self._blocks[0].keys) <= room):
+            blk = self._blocks.popleft()
+            room -= len(blk.keys)
+            out.append(blk)
+        return out
+
+    def _take_singles(self, n: int) -> tuple[list[Hashable], list[_Item]]:
+        ready = self._ready
+        keys = [ready.popitem(last=False)[0] for _ in range(n)]
+        items = [self._queues[k][0] for k in keys]
+        lost = [i for i, item in enumerate(items)
+                if item.pos == 0 and not item.start and item.key not in self.pool]
+        if lost:  # ended (sequence_end) by a request queued before this one
+            self._fail([keys[i] for i in lost], [items[i] for i in lost], ServeError(
+                "not_started", f"model {self.name!r}: sequence {keys[lost[0]]!r} was ended by "
+                "an earlier request; send sequence_start=true to begin it again"))
+            gone = set(lost)
+            keys = [k for i, k in enumerate(keys) if i not in gone]
+            items = [it for i, it in enumerate(items) if i not in gone]
+        return keys, items
+
+    def _advance(self, keys: list[Hashable], items: list[_Item], y: np.ndarray,
+                 seen: float) -> None:
+        ready = self._ready
+        for i, (key, item) in enumerate(zip(keys, items, strict=True)):
+            item.gather.y[item.row, item.pos] = y[i]
+            item.pos += 1
+            self._last_seen[key] = seen
+            if item.pos < item.x.shape[0]:
+                ready[key] = None
+                continue
+            queue = self._queues[key]
+            queue.popleft()
+            if item.end:
+                self.pool.remove(key)
+                self._last_seen.pop(key, None)
+            if queue:
+                ready[key] = None
+            else:
+                del self._queues[key]
+            self._answer(item.gather)
+
+    def _release_block(self, blk: _Block, error: ServeError | None) -> None:
+        """The block is done (or failed): requests queued behind it become ready; answer it."""
+        held_pop, queues, ready = self._held.pop, self._queues, self._ready
+        for key in blk.keys:
+            held_pop(key)
+        if error is None and any(blk.ends):
+            for key, end in zip(blk.keys, blk.ends, strict=True):
+                if end:
+                    self.pool.remove(key)
+                    self._last_seen.pop(key, None)
+        if queues:
+            for key in blk.keys:
+                if key in queues:
+                    ready[key] = None
+        if error is None:
+            blk.gather.finish(blk.gather.y, None)
+        else:
+            blk.gather.finish(None, error)
+
+    def _begin(self, key: Hashable) -> None:
+        left = self._starting[key] - 1
+        if left:
+            self._starting[key] = left
+        else:
+            del self._starting[key]
+        if key in self.pool:
+            self.pool.reset(key)
+        else:
+            self.pool.add(key)
+        self.metrics.sequences_started.inc(self.name)
+
+    @staticmethod
+    def _answer(gather: _Gather) -> None:
+        gather.left -= 1
+        if gather.left == 0:
+            gather.finish(gather.y, None)
+
+    def _fail(self, keys: list[Hashable], items: list[_Item], error: ServeError) -> None:
+        """Drop the failed items (their requests get ``error``); keep later ones queued."""
+        for key, item in zip(keys, items, strict=True):
+            item.gather.finish(None, error)
+            queue = self._queues[key]
+            queue.popleft()
+            if queue:
+                self._ready[key] = None
+            else:
+                del self._queues[key]
+
+    # -- idleness, eviction, shutdown -------------------------------------------------------------
+    def evict_idle(self) -> list[Hashable]:
+        """Remove sequences idle longer than max_idle_seconds (none with queued requests)."""
+        limit = self.limits.max_idle_seconds
+        if limit is None:
+            return []
+        now = self._clock()
+        gone = [k for k, t in self._last_seen.items()
+                if now - t > limit and k not in self._queues and k not in self._held]
+        for key in gone:
+            del self._last_seen[key]
+            if key in self.pool:
+                self.pool.remove(key)
+            self._evicted[key] = now
+        while len(self._evicted) > EVICTED_MEMORY:
+            self._evicted.popitem(last=False)
+        if gone:
+            self.metrics.sequences_evicted.inc(self.name, len(gone))
+            log.info("evicted idle sequences", extra={"event": "evicted", "model": self.name,
+                                                      "count": len(gone)})
+        return gone
+
+    async def drained(self) -> None:
+        """Wait until no request is queued (for a graceful stop)."""
+        while self._queues or self._held:
+            fut = asyncio.get_running_loop().create_future()
+            self._idle_waiters.append(fut)
+            await fut
+
+    def _wake_idle(self) -> None:
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- snapshots --------------------------------------------------------------------------------
+    def save(self, path: str) -> None:
+        """Every live sequence's state, atomically (StreamPool.save)."""
+        self.pool.save(path)
+
+    def load(self, path: str) -> int:
+        """Continue the sequences of a snapshot written by :meth:`save`; returns their count."""
+        if not os.path.exists(path):
+            return 0
+        self.pool.load(path)
+        now = self._clock()
+        self._last_seen = dict.fromkeys(self.pool.keys(), now)
+        return len(self.pool)

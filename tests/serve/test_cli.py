@@ -1,0 +1,63 @@
+"""The command's edges: the missing extra names the pip command; serve uses only the runtime's
+public API (another part of the project may reorganise its private modules)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+from rnnstream.cli import serve_cmd
+from rnnstream.cli.main import build_parser
+
+pytestmark = pytest.mark.serve
+
+SERVE = Path(__file__).parent.parent.parent / "serve"
+
+
+def test_without_the_extra_it_names_the_pip_command(monkeypatch, capsys):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "grpc" else real(name, *a))
+    args = build_parser().parse_args(["serve", "model.onnx"])
+    assert serve_cmd.run(args) == 2
+    assert "pip install 'rnnstream[serve]'" in capsys.readouterr().err
+
+
+def test_names_must_match_models(capsys):
+    args = build_parser().parse_args(["serve", "a.onnx", "b.onnx", "--name", "x"])
+    assert serve_cmd.run(args) == 2
+    assert "1 --name for 2 models" in capsys.readouterr().err
+
+
+def test_serve_imports_only_the_public_runtime_api():
+    sources = sorted(SERVE.glob("*.py"))
+    assert sources
+    for path in sources:
+        text = path.read_text()
+        assert not re.search(r"rnnstream\.runtime\._|from \.\.runtime", text), path.name
+
+
+def test_asyncio_loop_serves_too():
+    """uvloop is the default where installed; --loop asyncio must serve the same answers."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    from .conftest import LEGACY, Reference, infer_doc, post, same_bits, serving
+
+    x = np.array([[[0.5], [1.5]]], np.float32)
+    ref = Reference(LEGACY)
+    with serving([LEGACY], "--loop", "asyncio") as running:
+        status, body = post(f"{running.url}/v2/models/model/infer",
+                            infer_doc(x, seq=1, start=True))
+        assert status == 200, body
+        same_bits(np.array(body["outputs"][0]["data"]).reshape(1, 2, 1),
+                  ref.run([1], x, start=True))
+        client = grpcclient.InferenceServerClient(running.grpc_url)
+        inp = grpcclient.InferInput("x", [1, 2, 1], "FP32")
+        inp.set_data_from_numpy(x)
+        same_bits(client.infer("model", [inp], sequence_id=1).as_numpy("y"), ref.run([1], x))
+        client.close()
+        assert running.stop() == 0
