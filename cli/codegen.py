@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable
 
 from rnnstream.runtime.contract import ModelContract
+from rnnstream.runtime.spec import LAST_STATE
 
 __all__ = ["LANGS", "generate"]
 
@@ -56,7 +57,7 @@ def _one_stream(s) -> tuple[int, ...]:
 
 
 def _shape_note(c: ModelContract, s) -> str:
-    if s.name == "last":
+    if s.name == LAST_STATE:
         return f"[batch=1, F+1={c.n_features + 1}]: the last point and a seen flag"
     return f"[batch=1, layers={c.layers}, hidden={c.hidden}]"
 

@@ -376,14 +376,28 @@ class StreamPool(_EngineFacts):
 
     def _step(self, keys: list[Hashable], arr: np.ndarray) -> np.ndarray:
         with self._lock:
+            before = len(self._keys)
             rows = self._cache_rows if keys == self._cache_keys else self._lookup(keys)
-            y = self._runner.run(rows, arr, self._bufs, self._generation)
+            try:
+                y = self._runner.run(rows, arr, self._bufs, self._generation)
+            except BaseException:  # streams auto-added for this call go again: nothing changed
+                self._drop_added(before)
+                raise
             if self.idle_timeout_s is not None:
                 now = self._clock()
                 self._seen[rows] = now
                 if now - self._last_sweep >= self.idle_timeout_s / 4:
                     self._evict(now)
             return y
+
+    def _drop_added(self, before: int) -> None:
+        """Forget the streams added since there were ``before`` (they are the last rows)."""
+        if len(self._keys) == before:
+            return
+        for key in self._keys[before:]:
+            del self._rows[key]
+        del self._keys[before:]
+        self._cache_keys = None
 
     def _lookup(self, keys: list[Hashable]) -> np.ndarray | slice:
         """Rows for ``keys`` (adding unknown ones when auto_add); caches the answer."""

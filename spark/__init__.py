@@ -115,7 +115,9 @@ STATE_SCHEMA = T.StructType([
     T.StructField("fingerprint", T.StringType(), False),
     T.StructField("steps", T.LongType(), False),
     T.StructField("bad_rows", T.LongType(), False),
-    *(T.StructField(name, T.BinaryType(), name != "h") for name in STATE_COLUMNS),
+    # a column is nullable unless every cell carries that state
+    *(T.StructField(name, T.BinaryType(), not all(name in c.states for c in CELLS.values()))
+      for name in STATE_COLUMNS),
 ])
 _STATE_DTYPE = np.dtype("<f4")
 _EVENT_MS = "_rnnstream_event_ms"  # the order timestamp as epoch ms, computed by Spark (exact)

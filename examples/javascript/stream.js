@@ -16,15 +16,16 @@
  * and each output line is "key,prediction...".
  * Output: one line per point, T comma-separated predictions, each the shortest decimal that
  * reads back as the same float32.
- * --dump-state FILE writes the final state of every stream as JSON (shape [layers, hidden] per
- * state, and the model fingerprint so the snapshot is never loaded into another model).
+ * --dump-state FILE writes the final state of every stream as JSON (each state's shape without its
+ * batch axis, and the model fingerprint so the snapshot is never loaded into another model).
  *
  * Everything about the model comes from its sidecar, MODEL.onnx.json: onnxruntime's JavaScript
  * API cannot read an ONNX file's custom metadata, so rnnstream writes the same contract beside
  * the model. The contract (see docs/embedding.md):
  *   input  x       float32 [batch, time, F]          raw units (normalisation is in the graph)
  *   output y       float32 [batch, time, T]          raw units
- *   state  <s>_in  float32 [batch, layers, hidden]   one per state: h (rnn, gru) or h, c (lstm)
+ *   state  <s>_in  float32 [batch, layers, hidden]   one per state: h (rnn, gru) or h, c (lstm),
+ *                  plus last [batch, F + 1] for models fed changes; shapes come from `states`
  *          <s>_out is the <s>_in of the next call; the first call gets zeros.
  *
  * Install: ONNXRUNTIME_NODE_INSTALL=skip npm ci

@@ -185,3 +185,28 @@ def test_old_names_warn_and_still_work(lstm, tmp_path):
         StreamPool(lstm[0], idle_timeout_s=1, max_idle_seconds=1)
     with pytest.raises(TypeError, match=r"unexpected keyword argument.*'max_idle'"):
         StreamPool(lstm[0], max_idle=1)
+
+
+def test_failed_call_forgets_the_streams_it_auto_added(lstm, monkeypatch):
+    """onnxruntime failing mid-call: streams the call added for its new keys are gone again,
+    and the existing ones keep their state bit for bit."""
+    from rnnstream.runtime import InferenceError
+
+    pool = StreamPool(lstm[0], auto_add=True)
+    pool.step({"a": 0.5, "b": 0.1})
+    before = {k: pool.get_state(k) for k in "ab"}
+
+    def broken(*args, **kwargs):
+        raise InferenceError("onnxruntime failed (injected)")
+
+    monkeypatch.setattr(pool._runner, "run", broken)
+    with pytest.raises(InferenceError, match="injected"):
+        pool.step({"a": 1.0, "new": 2.0, "other": 3.0})
+    assert pool.keys() == ["a", "b"]
+    assert "new" not in pool
+    monkeypatch.undo()
+    for k in "ab":
+        for name in ("h", "c"):
+            np.testing.assert_array_equal(pool.get_state(k)[name], before[k][name])
+    pool.step({"new": 2.0})  # the key can be added again, from a fresh state
+    assert pool.keys() == ["a", "b", "new"]
