@@ -91,3 +91,31 @@ def test_snapshot_restores_the_last_point(exported, tmp_path: Path) -> None:
     bad["last"] = np.zeros(5, np.float32)
     with pytest.raises(StateError, match="state 'last'"):
         q.set_state(bad)
+
+
+@pytest.mark.parametrize("relative", [1e-3, 1e-4])
+def test_a_slightly_wrong_delta_graph_is_still_refused(tmp_path, monkeypatch, relative) -> None:
+    """The nudged float32 baseline must not hide a real fault at a price's scale: one recurrent
+    weight off by a small fraction of its size is refused."""
+    from rnnstream.export import EXPORTERS, ParityError, build_graph
+    from rnnstream.train import TrainConfig as TC
+
+    series = from_arrays(PRICE, feature_names=["px"])
+    model = train(series, ForecasterConfig(cell="lstm", hidden=16),
+                  TC(epochs=2, input_mode="delta", target_mode="delta", progress=False)).model
+    export_model(model, tmp_path / "good.onnx")  # the unbroken graph passes
+
+    def off_by_a_little(m, opset):
+        graph = build_graph(m, opset)
+        for init in graph.graph.initializer:
+            if init.name == "R0":
+                w = onnx.numpy_helper.to_array(init).copy()
+                i = np.unravel_index(np.argmax(np.abs(w)), w.shape)
+                w[i] *= 1 + relative
+                init.CopyFrom(onnx.numpy_helper.from_array(w, "R0"))
+        return graph
+
+    monkeypatch.setitem(EXPORTERS, "native", off_by_a_little)
+    with pytest.raises(ParityError):
+        export_model(model, tmp_path / "bad.onnx")
+    assert not (tmp_path / "bad.onnx").exists()
