@@ -208,7 +208,7 @@ class HttpProtocol(asyncio.Protocol):
         pending = self.pending
         while pending and pending[0].data is not None:
             entry = pending.popleft()
-            if self.transport is None:
+            if self.transport is None or entry.data is None:
                 continue
             self.transport.write(entry.data)
             if entry.close:
