@@ -21,7 +21,10 @@ EDITABLE := --config-settings editable_mode=strict
 PKG_FILES := $(sort $(wildcard train/*.py export/*.py runtime/*.py cli/*.py spark/*.py serve/*.py */py.typed))
 LINKED := $(VENV)/.stamp-linked-$(shell echo $(PKG_FILES) | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck pytest bench js-deps clean install
+WEBDIR := examples/web
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: demo test lint typecheck pytest bench js-deps web-deps browser web-screenshot clean install
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +59,25 @@ $(JSDIR)/node_modules/.stamp: $(JSDIR)/package-lock.json
 
 js-deps: $(JSDIR)/node_modules/.stamp
 
+# The web page's onnxruntime-web and the browser test's playwright-core (no install scripts
+# that download anything: the wasm files ship inside the npm package).
+$(WEBDIR)/node_modules/.stamp: $(WEBDIR)/package-lock.json
+	@if command -v npm >/dev/null; then \
+	  cd $(WEBDIR) && npm ci --prefer-offline --no-audit --no-fund --loglevel=error \
+	  && touch node_modules/.stamp; \
+	else echo "npm not found: the browser test will be skipped (outside CI)"; fi
+
+web-deps: $(WEBDIR)/node_modules/.stamp
+
+# Debian's Chromium for the browser test, where this machine allows installing it (root and
+# apt-get); elsewhere the test is skipped with the reason, except under CI, where it fails.
+browser:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else echo "$(CHROMIUM) is missing and apt-get is not usable here: the browser test will be skipped (outside CI)"; fi
+
 demo: $(VENV)/.stamp-train $(LINKED)
 	$(VENV)/bin/rnnstream demo --out $(OUT)
 
@@ -66,7 +88,7 @@ lint: $(VENV)/.stamp-test $(LINKED)
 typecheck: $(VENV)/.stamp-test $(LINKED)
 	$(VENV)/bin/mypy
 
-pytest: $(VENV)/.stamp-test $(LINKED) js-deps
+pytest: $(VENV)/.stamp-test $(LINKED) js-deps web-deps browser
 	$(PY) -m pytest -q
 
 test: lint typecheck pytest
@@ -76,8 +98,13 @@ $(VENV)/.stamp-bench: $(VENV)/.stamp-test
 	$(PIP) install --quiet $(EDITABLE) -e ".[train,test,spark,bench]"
 	touch $@
 
-bench: $(VENV)/.stamp-bench $(LINKED)
+bench: $(VENV)/.stamp-bench $(LINKED) js-deps web-deps browser
 	$(PY) bench/run_all.py
 
+# the README's picture of the page: a trained sine model streamed in headless Chromium
+web-screenshot: $(VENV)/.stamp-test web-deps browser
+	$(PY) bench/bench_web.py --quick --screenshot docs/images/web.png
+
 clean:
-	rm -rf $(VENV) $(OUT) build .pytest_cache .ruff_cache .mypy_cache .hypothesis $(JSDIR)/node_modules
+	rm -rf $(VENV) $(OUT) build .pytest_cache .ruff_cache .mypy_cache .hypothesis $(JSDIR)/node_modules \
+	  $(WEBDIR)/node_modules

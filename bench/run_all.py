@@ -19,6 +19,7 @@ BENCHES = {
     # rnnstream serve on loopback: latency, batching, many sequences per request, short soak
     "serve": ["bench_serve.py", "--soak-seconds", "20"],
     "quality": ["quality.py"],  # default training on real series vs persistence and ETS
+    "web": ["bench_web.py"],  # step latency in the browser (onnxruntime-web) vs Node vs Python
 }
 
 

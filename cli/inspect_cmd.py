@@ -4,7 +4,7 @@ Works on a base install (onnxruntime + the stdlib-only contract): no torch, no o
 import of :mod:`rnnstream.export`.
 
 Output formats are entries in :data:`RENDERERS` (``name -> render(Inspection) -> str``); the
-``--json`` flag picks ``"json"``, ``--code js|python`` a ready-to-paste streaming loop for this
+``--json`` flag picks ``"json"``, ``--code js|python|web`` a ready-to-paste streaming loop for this
 model (its real names and shapes, from :mod:`rnnstream.cli.codegen`).
 """
 
@@ -33,6 +33,7 @@ examples:
   rnnstream inspect runs/sine/model.onnx --json | jq .parity
   rnnstream inspect runs/sine/model.onnx --code js > stream.js      # Node.js loop
   rnnstream inspect runs/sine/model.onnx --code python > loop.py    # plain onnxruntime loop
+  rnnstream inspect runs/sine/model.onnx --code web > index.html    # browser page (onnxruntime-web)
 """
 
 

@@ -33,7 +33,7 @@ from rnnstream.runtime._atomic import write_files
 from rnnstream.runtime.contract import ModelContract, sidecar_path
 
 from .errors import ExportError, GraphError
-from .graph import DEFAULT_OPSET, build_graph
+from .graph import DEFAULT_OPSET, build_graph, pin_ir_version
 from .metadata import (
     PRODUCER_NAME,
     attach_metadata,
@@ -258,7 +258,9 @@ def export_model(
 def _step_graph(model, graph, path: Path, opset: int, atol: float | None, seed: int,
                 sample) -> tuple[bytes, dict[str, ParityReport]]:
     """Build, check and prove the single-step graph; its serialised bytes and parity reports."""
-    step = build_step_graph(model, opset)
+    # the sequence graph's rule (lowest IR for the opset), so every runtime that loads one
+    # loads the other: onnxruntime-node/-web 1.30 refuse the IR 14 onnx stamps by default
+    step = pin_ir_version(build_step_graph(model, opset))
     check_step_graph(step, model)
     reports = verify_step_parity(model, graph, step, atol=atol, seed=seed, sample=sample)
     step.producer_name = PRODUCER_NAME

@@ -108,6 +108,8 @@ def _layer(b: _Builder, cell: str, layer: int, x: str, h: str, c: str | None,
     b.op("Sigmoid", [p + "g_iof"], p + "iof")
     b.split(p + "iof", [hh, hh, hh], 1, [p + "i", p + "o", p + "f"])
     b.op("Tanh", [p + "g_u"], p + "u")
+    if c is None:  # a developer's mistake: only the lstm branch gets here
+        raise ValueError("an LSTM layer needs its c state")
     b.op("Mul", [p + "f", c], p + "fc")
     b.op("Mul", [p + "i", p + "u"], p + "iu")
     b.op("Add", [p + "fc", p + "iu"], p + "c")
@@ -136,7 +138,7 @@ def build_step_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
             parts = b.split(name, [1] * layers, 1, [f"{s}_in{i}" for i in range(layers)])
         per_layer[s] = [b.op("Reshape", [p, "shape_bh"], f"{s}_l{i}")[0]
                         for i, p in enumerate(parts)]
-    seq, finals = seen, {s: [] for s in states}
+    seq, finals = seen, {s: list[str]() for s in states}
     for layer in range(layers):
         c = per_layer["c"][layer] if cfg.cell == "lstm" else None
         new_h, new_c = _layer(b, cfg.cell, layer, seq, per_layer["h"][layer], c, w, hidden)

@@ -315,8 +315,8 @@ def random_inputs(
         time = min(time, spec.sample.shape[0])
         starts = rng.integers(0, spec.sample.shape[0] - time + 1, batch)
         x = np.stack([spec.sample[s:s + time] for s in starts])
-    elif spec.level_mean is not None:  # delta inputs: random walks at the level's scale
-        size = spec.level_mean.size
+    elif spec.level_mean is not None and spec.level_std is not None:  # delta inputs: random
+        size = spec.level_mean.size  # walks at the level's scale
         start = spec.level_mean + spec.level_std * rng.standard_normal((batch, 1, size))
         steps = spec.feature_mean + spec.feature_std * rng.standard_normal(
             (batch, time, spec.feature_mean.size))
@@ -520,7 +520,7 @@ def measure_candidates(
             base = _baseline_errors(want, baseline, x, states, spec.state_names, nudges)
         if base is not None:
             bounds = {o: rule.bound(base[o], want[o]) for o in want}
-        else:
+        elif tolerance is not None:
             bounds = {o: tolerance[o] for o in want}
         got = {key: stream_outputs(run, x, states, spec.state_names) if streamed
                else run(x, states) for key, run in candidates.items()}
@@ -529,7 +529,7 @@ def measure_candidates(
             report.bounds[case] = dict(bounds)
             if base is not None:
                 report.baseline_error[case] = dict(base)
-        if pair is not None:
+        if pair is not None and consistency is not None:
             pair.cases[case] = max_abs_diffs(got[consistency[0]], got[consistency[1]])
             # derived: both are within the bound of the reference, so within twice of each other
             pair.bounds[case] = {o: b * (2 if base is not None else 1) for o, b in bounds.items()}

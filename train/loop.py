@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -355,8 +356,28 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
 
 
 # -- one run --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Schedule:
+    """The fitted (never None) window, batch and stopping settings of one run."""
+
+    epochs: int
+    segments: int
+    bptt: int
+    patience: int
+    lr_patience: int
+
+    @classmethod
+    def of(cls, config: TrainConfig) -> _Schedule:
+        values = {f: getattr(config, f) for f in cls.__dataclass_fields__}
+        missing = [f for f, v in values.items() if v is None]
+        if missing:  # a developer's mistake: train() always fits the defaults first
+            raise ConfigError(f"TrainConfig {missing} unset; call fit_defaults() first")
+        return cls(**values)
+
+
 def _fit(split: Split, mcfg: ForecasterConfig, config: TrainConfig, device: torch.device,
          callbacks: Sequence[Callback]) -> _Run:
+    plan = _Schedule.of(config)
     model = _normalized_model(split, mcfg).to(device)
     x_all = torch.as_tensor(split.x, dtype=torch.float32, device=device)[None]  # [1, n, F]
     y_all = torch.as_tensor(split.y, dtype=torch.float32, device=device)[None]  # [1, n, T]
@@ -364,27 +385,27 @@ def _fit(split: Split, mcfg: ForecasterConfig, config: TrainConfig, device: torc
     rng = np.random.default_rng(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=0.5, patience=config.lr_patience)
+        optimizer, factor=0.5, patience=plan.lr_patience)
     history: dict[str, list] = {"epoch": [], "train_loss": [], "val_loss": [], "lr": []}
     best = (0, float("inf"), _copy_state(model))
     mode = _mode_key(mcfg.input_mode, mcfg.target_mode)
     with _progress(mode, config) as bar:
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(1, plan.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
-            drop = int(rng.integers(0, config.bptt)) if epoch > 1 else 0
+            drop = int(rng.integers(0, plan.bptt)) if epoch > 1 else 0
             xs, us, first = _segments(x_all[0, : split.n_train], u_all[0, : split.n_train],
-                                      config.segments, config.bptt, drop)
-            train_loss = train_epoch(model, optimizer, xs, us, config.bptt, config.clip, first)
+                                      plan.segments, plan.bptt, drop)
+            train_loss = train_epoch(model, optimizer, xs, us, plan.bptt, config.clip, first)
             val_loss = _val_loss(model, x_all, u_all, split.n_train)
             scheduler.step(val_loss)
             if val_loss < best[1]:
                 best = (epoch, val_loss, _copy_state(model))
             for key, value in zip(history, (epoch, train_loss, val_loss, lr), strict=True):
                 history[key].append(value)
-            report = EpochReport(mode, epoch, config.epochs, train_loss, val_loss, best[1], lr)
+            report = EpochReport(mode, epoch, plan.epochs, train_loss, val_loss, best[1], lr)
             for callback in (bar, *callbacks):
                 callback(report)
-            if epoch - best[0] >= config.patience:
+            if epoch - best[0] >= plan.patience:
                 break
     model.load_state_dict(best[2])
     return _Run(model, history, best[0], best[1])
@@ -422,10 +443,11 @@ def _shrink_toward_persistence(model: Forecaster, split: Split,
         se = gain.std(ddof=1) / np.sqrt(gain.size) if gain.size > 1 else 0.0
         if not (se > 0 and gain.mean() / se > SIGNIFICANT_T):
             factor[j] = 0.0
-    a = torch.as_tensor(factor, dtype=model.head.weight.dtype, device=model.head.weight.device)
-    model.head.weight.mul_(a[:, None])
-    model.head.bias.mul_(a)
-    model.y_mean.mul_(a)
+    head: torch.nn.Linear = model.head
+    a = torch.as_tensor(factor, dtype=head.weight.dtype, device=head.weight.device)
+    head.weight.mul_(a[:, None])
+    head.bias.mul_(a)
+    model.get_buffer("y_mean").mul_(a)
     return [float(f) for f in factor]
 
 
@@ -536,7 +558,7 @@ def _evaluate(model: Forecaster, split: Split, device: torch.device,
     actual, last = split.y[n:], split.last[n:]
     _, level_std = fit_mean_std(split.y[:n])  # one scale for every mode and baseline
     scores = score_targets(pred, split, model.config.target_names, season)
-    metrics = {
+    metrics: dict[str, Any] = {
         # pooled raw figures: meaningful for one target (or targets of one unit) only; the
         # per-target table and the *_norm figures are what reports use
         "val_mse": _mse(pred - actual),

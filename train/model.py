@@ -105,11 +105,20 @@ class ForecasterConfig:
 class Forecaster(nn.Module):
     """Recurrent layers + a linear head, with normalisation inside; state passed explicitly."""
 
+    # buffers (registered in __init__), declared for type checkers
+    x_mean: Tensor
+    x_std: Tensor
+    y_mean: Tensor
+    y_std: Tensor
+    target_index: Tensor
+    x_level_mean: Tensor
+    x_level_std: Tensor
+
     def __init__(self, config: ForecasterConfig) -> None:
         super().__init__()
         self.config = config
         c = config
-        self.rnn = CELLS[c.cell](
+        self.rnn: nn.RNNBase = CELLS[c.cell](  # type: ignore[call-arg]  # subclasses set mode
             input_size=c.n_features,
             hidden_size=c.hidden,
             num_layers=c.layers,
@@ -138,7 +147,7 @@ class Forecaster(nn.Module):
                                  dtype=dtype)
                      for name in self.config.state_names)
 
-    def _to_torch_state(self, state: StateTensors) -> Tensor | tuple[Tensor, Tensor]:
+    def _to_torch_state(self, state: StateTensors) -> Tensor | tuple[Tensor, ...]:
         s = tuple(t.transpose(0, 1).contiguous() for t in state)  # [B,L,H] -> [L,B,H]
         return s if self.config.cell == "lstm" else s[0]
 

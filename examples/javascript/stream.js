@@ -6,6 +6,9 @@
  *
  *   node stream.js MODEL.onnx [POINTS.csv|-] [--key] [--dump-state FILE]
  *
+ * MODEL.onnx may also be the step graph MODEL.step.onnx (the same model for one time step,
+ * from plain ops); its contract is MODEL.onnx.json all the same.
+ *
  * Input (POINTS.csv, or stdin when absent or "-"): one point per line, F comma-separated raw
  * values in the order of the model's features. An optional first line of feature names (a
  * header) maps columns by name, so columns may be reordered and extra columns are ignored.
@@ -30,6 +33,7 @@
  */
 'use strict';
 
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const readline = require('node:readline');
 const ort = require('onnxruntime-node');
@@ -58,9 +62,13 @@ function parseArgs(argv) {
 
 // ---- the contract ---------------------------------------------------------------------------
 
-/** Read and check the sidecar MODEL.onnx.json written by `rnnstream export`. */
+/**
+ * Read and check the sidecar written by `rnnstream export`: MODEL.onnx.json, also for the step
+ * graph MODEL.step.onnx, which the sidecar names with the SHA-256 of its bytes.
+ */
 function loadContract(modelPath) {
-  const sidecar = `${modelPath}.json`;
+  const step = modelPath.endsWith('.step.onnx');
+  const sidecar = step ? `${modelPath.slice(0, -'.step.onnx'.length)}.onnx.json` : `${modelPath}.json`;
   let contract;
   try {
     contract = JSON.parse(fs.readFileSync(sidecar, 'utf8'));
@@ -75,7 +83,18 @@ function loadContract(modelPath) {
     throw new Error(`${sidecar}: contract schema version ${contract.schema_version} is not ` +
       `supported (this program reads version ${SCHEMA_VERSION}); update the example`);
   }
+  if (step) checkStepGraph(modelPath, sidecar, contract);
   return contract;
+}
+
+/** The step graph must be the very file the sidecar names: a stale one computes another model. */
+function checkStepGraph(modelPath, sidecar, contract) {
+  const want = contract.step_model?.sha256;
+  const have = crypto.createHash('sha256').update(fs.readFileSync(modelPath)).digest('hex');
+  if (have !== want) {
+    throw new Error(`${modelPath}: SHA-256 ${have.slice(0, 16)}... is not the step graph ` +
+      `${sidecar} names (${want ? `${want.slice(0, 16)}...` : 'none'}); re-export the model`);
+  }
 }
 
 /** The session must have exactly the inputs and outputs the sidecar promises. */

@@ -7,13 +7,19 @@ a failure: CI must prove the embedding example, not silently skip it.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import json
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import helper, numpy_helper
 
 torch = pytest.importorskip(
     "torch", reason="exporting a model needs torch: pip install 'rnnstream[train]'")
@@ -24,7 +30,10 @@ from rnnstream.train.model import Forecaster, ForecasterConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 JS_DIR = REPO / "examples" / "javascript"
+WEB_DIR = REPO / "examples" / "web"
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `make test` installs it where it can
 NPM_TIMEOUT_S = 300
+BROWSER_TIMEOUT_S = 120
 
 
 @dataclass(frozen=True)
@@ -136,23 +145,111 @@ def parse_predictions(stdout: str, keyed: bool = False):
 
 def missing_tool(reason: str) -> None:
     if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI is set, so the JavaScript embedding test may not be skipped")
+        pytest.fail(f"{reason}; CI is set, so the JavaScript and browser tests may not be skipped")
     pytest.skip(reason)
 
 
 def install_js_deps() -> None:
-    """``npm ci`` from the lock file, once; offline-safe once the npm cache has the packages.
+    """The Node example's packages (see :func:`install_npm_deps`).
 
     ONNXRUNTIME_NODE_INSTALL=skip: onnxruntime-node's install script otherwise downloads optional
     CUDA files from outside the npm registry, which fails offline. The CPU build
     is inside the npm package itself.
     """
-    if (JS_DIR / "node_modules" / "onnxruntime-node").is_dir():
+    install_npm_deps(JS_DIR, "onnxruntime-node", {"ONNXRUNTIME_NODE_INSTALL": "skip"})
+
+
+def install_npm_deps(folder: Path, package: str, env: dict[str, str] | None = None) -> None:
+    """``npm ci`` in ``folder`` from its lock file, unless ``package`` is installed already;
+    offline-safe once the npm cache has the packages."""
+    if (folder / "node_modules" / package).is_dir():
         return
-    env = {**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"}
     cmd = ["npm", "ci", "--prefer-offline", "--no-audit", "--no-fund"]
-    done = subprocess.run(cmd, cwd=JS_DIR, env=env, capture_output=True, text=True,
-                          timeout=NPM_TIMEOUT_S, check=False)
+    done = subprocess.run(cmd, cwd=folder, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=NPM_TIMEOUT_S, check=False)
     if done.returncode != 0:
-        pytest.fail(f"`{' '.join(cmd)}` in {JS_DIR} failed ({done.returncode}):\n"
+        pytest.fail(f"`{' '.join(cmd)}` in {folder} failed ({done.returncode}):\n"
                     f"{done.stdout}\n{done.stderr}")
+
+
+# -- the browser -------------------------------------------------------------------------------
+
+def serve(root: Path, models: Path | None = None):
+    """examples/web/serve.py's server for ``root`` (``models`` at /models/), on a free port of
+    127.0.0.1; the caller shuts it down."""
+    spec = importlib.util.spec_from_file_location("rnnstream_web_serve", WEB_DIR / "serve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.start(models, root=root)
+
+
+def run_headless(node: str, script: dict, workdir: Path) -> dict:
+    """Run examples/web/headless.mjs on ``script`` (see its docstring); its JSON report, with
+    "results" keyed by the actions' labels."""
+    script_path, out = workdir / "script.json", workdir / "out.json"
+    script_path.write_text(json.dumps({"chromium": str(CHROMIUM), **script}))
+    done = subprocess.run([node, str(WEB_DIR / "headless.mjs"), str(script_path), str(out)],
+                          capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S, check=False)
+    if done.returncode != 0:
+        pytest.fail(f"headless.mjs exited {done.returncode}:\n{done.stderr}")
+    report = json.loads(out.read_text())
+    uncaught = [c for c in report["console"] if c.startswith("uncaught")]
+    assert not uncaught, uncaught
+    report["results"] = {r["label"]: r for r in report["results"]}
+    return report
+
+
+# Ops of the step graph that onnxruntime-web 1.30's WebGL backend cannot run at opset 17:
+# Split (it has Split only up to opset 12) and, for models fed with differences, Expand.
+WEBGL_MISSING = ("Split", "Expand")
+
+
+def webgl_variant(folder: Path, out: Path) -> Path:
+    """The export in ``folder`` with its step graph rewritten into ops WebGL runs, computing
+    the same function exactly (Split -> one Slice per part; Expand(a, Shape(b)) ->
+    Add(Mul(b, 0), a), a broadcast of ``a`` to b's shape, b finite), and a sidecar naming the new
+    bytes. Returns the new step graph's path. What export/step_graph.py could emit itself."""
+    out.mkdir()
+    step = onnx.load(str(folder / "model.step.onnx"))
+    graph = step.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    shape_of = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Shape"}
+
+    def const(name: str, value: np.ndarray) -> str:
+        graph.initializer.append(numpy_helper.from_array(value, name))
+        return name
+
+    nodes = []
+    for node in graph.node:
+        if node.op_type == "Split":
+            axis = next(a.i for a in node.attribute if a.name == "axis")
+            start = 0
+            for name, size in zip(node.output, consts[node.input[1]], strict=True):
+                bounds = [const(f"{name}_{k}", np.array([v], np.int64)) for k, v in
+                          (("start", start), ("end", start + int(size)), ("axis", axis))]
+                nodes.append(helper.make_node("Slice", [node.input[0], *bounds], [name]))
+                start += int(size)
+        elif node.op_type == "Expand" and node.input[1] in shape_of:
+            like, name = shape_of[node.input[1]], node.output[0]
+            zero = const(f"{name}_zero", np.zeros((), np.float32))
+            nodes.append(helper.make_node("Mul", [like, zero], [f"{name}_zeros"]))
+            nodes.append(helper.make_node("Add", [f"{name}_zeros", node.input[0]], [name]))
+        else:
+            nodes.append(node)
+    used = {i for n in nodes for i in n.input}
+    nodes = [n for n in nodes if n.op_type != "Shape" or n.output[0] in used]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in nodes for i in n.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.checker.check_model(step, full_check=True)
+    assert not {n.op_type for n in graph.node} & set(WEBGL_MISSING)
+    data = step.SerializeToString()
+    (out / "model.step.onnx").write_bytes(data)
+    sidecar = json.loads((folder / "model.onnx.json").read_text())
+    sidecar["step_model"]["sha256"] = hashlib.sha256(data).hexdigest()
+    (out / "model.onnx.json").write_text(json.dumps(sidecar))
+    shutil.copy(folder / "model.onnx", out / "model.onnx")
+    return out / "model.step.onnx"

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from ._support import CASES, Case, export, install_js_deps, make_forecaster, missing_tool
+from ._support import (
+    CASES,
+    CHROMIUM,
+    WEB_DIR,
+    Case,
+    export,
+    install_js_deps,
+    install_npm_deps,
+    make_forecaster,
+    missing_tool,
+)
 
 
 @pytest.fixture(scope="session", params=CASES, ids=lambda c: c.id)
@@ -33,4 +43,17 @@ def node() -> str:
         missing_tool("node and npm are needed for the JavaScript embedding test "
                      "(install Node.js >= 18)")
     install_js_deps()
+    return node
+
+
+@pytest.fixture(scope="session")
+def browser() -> str:
+    """Path of ``node``, with examples/web's packages installed and Chromium present."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        missing_tool("node and npm are needed for the browser tests (install Node.js >= 18)")
+    if not CHROMIUM.exists():
+        missing_tool(f"{CHROMIUM} is needed for the browser tests: apt-get install chromium "
+                     "(make test does it where apt-get is allowed)")
+    install_npm_deps(WEB_DIR, "playwright-core")
     return node

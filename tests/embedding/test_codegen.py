@@ -14,7 +14,18 @@ import pytest
 from rnnstream.cli.codegen import LANGS, generate
 from rnnstream.runtime.contract import ModelContract, sidecar_path
 
-from ._support import JS_DIR, Case, parse_predictions, python_stream, series, to_csv
+from ._support import (
+    CASES,
+    JS_DIR,
+    WEB_DIR,
+    Case,
+    parse_predictions,
+    python_stream,
+    run_headless,
+    series,
+    serve,
+    to_csv,
+)
 
 ATOL = 1e-5
 TIMEOUT_S = 60
@@ -53,6 +64,33 @@ def test_js_loop_predicts_like_runtime(node: str, exported: tuple[Case, Path],
     np.testing.assert_allclose(parse_predictions(out), expected, atol=ATOL, rtol=0)
 
 
+@pytest.mark.web
+@pytest.mark.parametrize("exported", [CASES[1]], ids=["lstm"], indirect=True)
+def test_web_loop_predicts_like_runtime(browser: str, exported: tuple[Case, Path],
+                                        tmp_path: Path) -> None:
+    """The generated page, beside its model and onnxruntime-web, in headless Chromium (one
+    browser start: the LSTM, with two states, two features and two targets)."""
+    case, model = exported
+    points = series(case, n=25)
+    (tmp_path / "index.html").write_text(generate(contract_of(model), "web", str(model)))
+    shutil.copy(model, tmp_path / model.name)
+    (tmp_path / "node_modules").symlink_to(WEB_DIR / "node_modules")  # `npm install` there
+    server = serve(tmp_path)
+    try:
+        report = run_headless(browser, {
+            "url": f"http://127.0.0.1:{server.server_port}/", "ready": "#run:enabled",
+            "actions": [{"fill": "#points", "text": to_csv(points)}, {"click": "#run"},
+                        {"waitFor": "#status.done"}, {"label": "out", "text": "#out"}],
+        }, tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    out = report["results"]["out"]
+    assert "error" not in out, out
+    expected, _ = python_stream(model, points)
+    np.testing.assert_allclose(parse_predictions(out["value"]), expected, atol=ATOL, rtol=0)
+
+
 def test_code_names_the_real_model(exported: tuple[Case, Path]) -> None:
     case, model = exported
     contract = contract_of(model)
@@ -85,13 +123,20 @@ def test_hostile_names_stay_inert(tmp_path: Path) -> None:
                              targets=HOSTILE[4:], fingerprint="x'\"y")
     model_path = "dir with 'quotes\"/m.onnx"
     compile(generate(contract, "python", model_path), "loop.py", "exec")
+    page = generate(contract, "web", model_path)
+    # no name may end a <script> element or open a comment in it: exactly the two closing tags
+    assert page.count("</script") == 2
+    assert page.count("<!--") == 1  # the page's own header comment
     node = shutil.which("node")
     if node:  # optional: the JS syntax check needs only node, not the example's install
         js = tmp_path / "loop.js"
         js.write_text(generate(contract, "js", model_path))
-        done = subprocess.run([node, "--check", str(js)], capture_output=True, text=True,
-                              timeout=TIMEOUT_S, check=False)
-        assert done.returncode == 0, done.stderr
+        module = tmp_path / "page.mjs"
+        module.write_text(page.split('<script type="module">')[1].split("</script>")[0])
+        for path in (js, module):
+            done = subprocess.run([node, "--check", str(path)], capture_output=True, text=True,
+                                  timeout=TIMEOUT_S, check=False)
+            assert done.returncode == 0, f"{path.name}: {done.stderr}"
 
 
 def test_unknown_language_is_refused(rnn_model: Path) -> None:

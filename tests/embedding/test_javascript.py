@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from rnnstream.export.step_graph import step_path
 
 from ._support import (
     JS_DIR,
@@ -40,17 +43,21 @@ def run_js(node: str, model: Path, text: str, *args: str, check: bool = True):
     return done
 
 
-def test_stream_matches_runtime(node: str, exported: tuple[Case, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("graph", ["sequence", "step"])
+def test_stream_matches_runtime(node: str, exported: tuple[Case, Path], tmp_path: Path,
+                                graph: str) -> None:
+    """Both graphs load in onnxruntime-node (one IR rule) and stream what Python streams."""
     case, model = exported
     points = series(case)
     dump = tmp_path / "state.json"
-    done = run_js(node, model, to_csv(points), "-", "--dump-state", str(dump))
+    path = model if graph == "sequence" else Path(step_path(str(model)))
+    done = run_js(node, path, to_csv(points), "-", "--dump-state", str(dump))
     js = parse_predictions(done.stdout)
     py, py_state = python_stream(model, points)
 
     assert js.shape == (len(points), case.n_targets)
     diff = float(np.max(np.abs(js - py)))
-    print(f"{case.id}: max |js - python| = {diff:.3g} over {js.size} predictions")
+    print(f"{case.id} {graph}: max |js - python| = {diff:.3g} over {js.size} predictions")
     np.testing.assert_allclose(js, py, atol=ATOL, rtol=0)
 
     snapshot = json.loads(dump.read_text())
@@ -114,6 +121,17 @@ def test_bad_input_says_which_line(node: str, rnn_model: Path, text: str, messag
     done = run_js(node, rnn_model, text, check=False)
     assert done.returncode == 1
     assert re.search(message, done.stderr), done.stderr
+
+
+def test_stale_step_graph_is_refused(node: str, rnn_model: Path, tmp_path: Path) -> None:
+    """A step graph whose bytes are not the ones its sidecar names is never streamed."""
+    step = tmp_path / "model.step.onnx"
+    step.write_bytes(Path(step_path(str(rnn_model))).read_bytes() + b"\0")  # one byte more
+    shutil.copy(f"{rnn_model}.json", tmp_path / "model.onnx.json")
+    done = run_js(node, step, "1\n", check=False)
+    assert done.returncode == 1
+    assert re.search(r"model\.step\.onnx: SHA-256 \w{16}\.\.\. is not the step graph "
+                     r".*model\.onnx\.json names", done.stderr), done.stderr
 
 
 def test_missing_sidecar_is_explained(node: str, rnn_model: Path, tmp_path: Path) -> None:
