@@ -95,7 +95,7 @@ test: lint typecheck pytest
 
 # + what bench/quality.py needs (real series in pmdarima, statsmodels' ETS)
 $(VENV)/.stamp-bench: $(VENV)/.stamp-test
-	$(PIP) install --quiet $(EDITABLE) -e ".[train,test,spark,bench]"
+	$(PIP) install --quiet $(EDITABLE) -e ".[train,test,spark,serve,bench]"
 	touch $@
 
 bench: $(VENV)/.stamp-bench $(LINKED) js-deps web-deps browser

@@ -12,7 +12,6 @@ from rnnstream.runtime.contract import (
     SCHEMA_VERSION,
     ModelContract,
     StateSpec,
-    finite_floats,
     sidecar_path,
 )
 
@@ -70,6 +69,3 @@ def test_not_json_and_not_an_object():
 
 def test_helpers():
     assert sidecar_path("dir/model.onnx") == "dir/model.onnx.json"
-    assert finite_floats([1, 2.5]) == [1.0, 2.5]
-    with pytest.raises(ValueError, match="non-finite value"):
-        finite_floats([1.0, float("nan")])
