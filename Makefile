@@ -37,7 +37,7 @@ $(VENV)/.stamp-train: pyproject.toml | $(PY)
 	touch $@
 
 # + test tools, the optional Spark integration (pyspark, pandas, pyarrow) and the server
-# (httptools, grpcio, tritonclient)
+# (httptools, grpcio, tritonclient, uvloop)
 $(VENV)/.stamp-test: $(VENV)/.stamp-train
 	$(PIP) install --quiet $(EDITABLE) -e ".[train,test,spark,serve]"
 	touch $@

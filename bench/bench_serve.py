@@ -179,6 +179,50 @@ def latency_grpc(port: int, n: int) -> np.ndarray:
     return out
 
 
+def cpu_per_request(model: Path, n: int) -> np.ndarray:
+    """In-process CPU of one HTTP JSON request, by stage (µs, p50): parse, queue + round (the
+    pool step included), encode; and the bare StreamPool.step_many of one row for scale. The
+    round is called directly, so no event-loop or socket time is in these figures."""
+    from rnnstream.runtime import StreamPool
+    from rnnstream.serve import Limits, ModelService
+    from rnnstream.serve.metrics import Metrics
+    from rnnstream.serve.protocol import http_request, http_response
+
+    loop = asyncio.new_event_loop()
+    service = ModelService("model", str(model), Limits(max_idle_seconds=None), Metrics())
+    answers: list = []
+
+    def one(data: bytes) -> None:
+        req, rid, binary = http_request(data, None)
+        service.submit_with(req, lambda y, error: answers.append((y, rid, binary)))
+        service._scheduled.cancel()  # run the round now, not on the (idle) loop
+        service._scheduled = None
+        service._round()
+
+    service._loop = loop
+    one(body(5, 0.25, True))
+    pool = StreamPool(model)
+    pool.add(5)
+    x = np.ones((1, 1), np.float32)
+    ts = np.empty((n, 4))
+    for i in range(n):
+        data = body(5, 0.25)
+        t0 = time.perf_counter()
+        req, rid, binary = http_request(data, None)
+        t1 = time.perf_counter()
+        service.submit_with(req, lambda y, error: answers.append(y))
+        service._scheduled.cancel()
+        service._scheduled = None
+        service._round()
+        t2 = time.perf_counter()
+        http_response("model", rid, answers.pop(), binary)
+        t3 = time.perf_counter()
+        pool.step_many([5], x)
+        ts[i] = (t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3)
+    loop.close()
+    return np.median(ts, axis=0) * 1e6
+
+
 # -- 2. throughput (load generator process) -------------------------------------------------------
 class _HttpSeq(asyncio.Protocol):
     """One keep-alive connection driving one sequence: next request when the answer is in."""
@@ -422,6 +466,10 @@ def main() -> int:
             after = metrics(hp)
             name = "rnnstream_serve_request_seconds"
             print("1. one sequence, one point per request, keep-alive")
+            cpu = cpu_per_request(model, 2000 if args.quick else 5000)
+            print(f"   server CPU per request, in-process p50: parse {cpu[0]:.1f} µs, queue + "
+                  f"step {cpu[1]:.1f} µs (the pool step alone: {cpu[3]:.1f} µs), encode "
+                  f"{cpu[2]:.1f} µs; total {cpu[:3].sum():.1f} µs")
             print(f"   {'protocol':<14}{'client p50 µs':>14}{'client p99 µs':>14}"
                   f"{'server p50 µs':>14}{'server p99 µs':>14}")
             for label, lat, a, b in (("HTTP JSON", lat_h, before, mid),

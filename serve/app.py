@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from rnnstream.runtime import RnnStreamError
+
 from .errors import ServeError
 from .http import JSON, HttpProtocol, metadata_body
 from .metrics import Metrics
@@ -156,13 +158,19 @@ class Server:
         from .grpc_service import InferenceService, add_to_server
 
         size = self.max_request_bytes
+        # so_reuseport 0: grpc's default lets a second server bind a port in use, silently
         self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", size),
-                                              ("grpc.max_send_message_length", size)])
+                                              ("grpc.max_send_message_length", size),
+                                              ("grpc.so_reuseport", 0)])
         add_to_server(InferenceService(self), self._grpc)
-        port = self._grpc.add_insecure_port(f"{self.config.host}:{self.config.grpc_port}")
+        address = f"{self.config.host}:{self.config.grpc_port}"
+        try:
+            port = self._grpc.add_insecure_port(address)
+        except RuntimeError:  # grpc's way of saying the bind failed
+            port = 0
         if port == 0:
-            raise OSError(f"cannot listen for gRPC on {self.config.host}:"
-                          f"{self.config.grpc_port}")
+            raise OSError(f"cannot listen for gRPC on {address} (in use? --grpc-port 0 picks a "
+                          "free port, -1 turns gRPC off)")
         self.grpc_port = port
         await self._grpc.start()
 
@@ -188,7 +196,7 @@ class Server:
             started = time.perf_counter()
             try:
                 self.services[name].save(path)
-            except (OSError, RuntimeError, ValueError) as exc:
+            except (OSError, RnnStreamError) as exc:
                 log.error("save failed", extra={"event": "save_failed", "model": name,
                                                 "path": path, "error": str(exc)})
                 ok = False

@@ -34,7 +34,8 @@ __all__ = ["grpc_request", "grpc_response", "http_request", "http_response"]
 
 INPUT, OUTPUT, IDS = "x", "y", "sequence_id"
 FLAGS = ("sequence_start", "sequence_end")  # optional BOOL [B] inputs: per-row flags
-ID_TYPES = {"INT64": np.dtype("<i8"), "UINT64": np.dtype("<u8"), "INT32": np.dtype("<i4")}
+ID_TYPES: dict[str, np.dtype] = {"INT64": np.dtype("<i8"), "UINT64": np.dtype("<u8"),
+                                 "INT32": np.dtype("<i4")}
 MAX_ID_BYTES = 256
 
 
@@ -133,14 +134,14 @@ def _bools(name: str, datatype: str, shape: list[int], raw: bytes | None, listed
         raise ServeError("bad_request", f"input {name!r} has shape {shape}; expected "
                          "[sequences]")
     if raw is not None:
-        values = list(raw)
-        if any(v not in (0, 1) for v in values):
+        if any(v not in (0, 1) for v in raw):
             raise ServeError("bad_request", f"input {name!r}: BOOL bytes must be 0 or 1")
-        values = [bool(v) for v in values]
+        values = [bool(v) for v in raw]
     else:
-        values = list(_leaves(listed)) if isinstance(listed, list) else [None]
-        if any(type(v) is not bool for v in values):
+        given = list(_leaves(listed)) if isinstance(listed, list) else [None]
+        if any(type(v) is not bool for v in given):
             raise ServeError("bad_request", f"input {name!r}: expected true/false values")
+        values = [bool(v) for v in given]
     if len(values) != shape[0]:
         raise ServeError("bad_request", f"input {name!r}: {len(values)} values for shape "
                          f"{shape}")
@@ -303,6 +304,8 @@ def http_request(body: bytes, header_length: int | None) -> tuple[Infer, str, bo
     as_binary = bool(params.get("binary_data_output", False)) or any(
         isinstance(o, dict) and (o.get("parameters") or {}).get("binary_data")
         for o in doc.get("outputs") or [])
+    if x is None:  # _check_names made sure there is an 'x'; this tells the type checker
+        raise ServeError("bad_request", f"no input {INPUT!r} in the request")
     keys = _keys(_param_id(params.get("sequence_id")), ids, x.shape[0])
     request_id = doc.get("id", "")
     if not isinstance(request_id, str):
@@ -377,6 +380,8 @@ def grpc_request(request: Any) -> Infer:
             ids = _ids_array(t.datatype, shape, raw, listed)
     _check_outputs([o.name for o in request.outputs])
     params = {k: _grpc_param(v) for k, v in request.parameters.items()}
+    if x is None:  # _check_names made sure there is an 'x'; this tells the type checker
+        raise ServeError("bad_request", f"no input {INPUT!r} in the request")
     keys = _keys(_param_id(params.get("sequence_id")), ids, x.shape[0])
     starts, ends = _flags(params, flags, x.shape[0])
     return Infer(np.ascontiguousarray(x, np.float32), keys, starts, ends, "grpc")

@@ -275,21 +275,22 @@ class ModelService:
 
     # -- rounds ---------------------------------------------------------------------------------
     def _schedule(self) -> None:
-        if self._scheduled is not None or not (self._ready or self._blocks):
+        loop = self._loop
+        if self._scheduled is not None or not (self._ready or self._blocks) or loop is None:
             return
         delay = self.limits.queue_delay_us
         if len(self._ready) >= self.limits.max_batch:
-            self._scheduled = self._loop.call_soon(self._round)
+            self._scheduled = loop.call_soon(self._round)
         elif delay <= 0:
-            self._scheduled = self._loop.call_soon(self._settle, self._arrivals, 0)
+            self._scheduled = loop.call_soon(self._settle, self._arrivals, 0)
         else:
-            self._scheduled = self._loop.call_later(delay / 1e6, self._round)
+            self._scheduled = loop.call_later(delay / 1e6, self._round)
 
     def _settle(self, seen: int, turns: int) -> None:
         """With no queue delay: run the round at the first event-loop turn that brought no new
         request (at most SETTLE_TURNS turns). A lone request runs at once; requests that keep
         arriving turn after turn (a gRPC stream delivers one message per turn) share a step."""
-        if (self._arrivals != seen and turns < SETTLE_TURNS
+        if (self._arrivals != seen and turns < SETTLE_TURNS and self._loop is not None
                 and len(self._ready) < self.limits.max_batch):
             self._scheduled = self._loop.call_soon(self._settle, self._arrivals, turns + 1)
         else:

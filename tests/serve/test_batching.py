@@ -106,3 +106,22 @@ def test_many_sequence_requests_and_single_ones_keep_each_sequence_in_order():
     ref = Reference(LEGACY)
     for tag, keys, x, start in sent:
         same_bits(got[tag], ref.run(keys, x, start))
+
+
+def test_request_queued_behind_the_end_of_its_sequence_is_refused_at_its_turn():
+    with serving([LEGACY], "--queue-delay-us", "50000") as running:  # both queue first
+        client = grpcclient.InferenceServerClient(running.grpc_url)
+        answers: queue.Queue = queue.Queue()
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        inp = grpcclient.InferInput("x", [1, 1, 1], "FP32")
+        inp.set_data_from_numpy(np.ones((1, 1, 1), np.float32))
+        client.async_stream_infer("model", [inp], sequence_id=61, sequence_start=True,
+                                  sequence_end=True, request_id="a")
+        client.async_stream_infer("model", [inp], sequence_id=61, request_id="b")
+        got = [answers.get(timeout=30) for _ in range(2)]
+        client.stop_stream()
+        client.close()
+    assert got[0][1] is None
+    assert got[0][0].get_response().id == "a"
+    assert got[1][0] is None
+    assert "sequence 61 was ended by an earlier request" in str(got[1][1])

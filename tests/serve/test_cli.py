@@ -61,3 +61,23 @@ def test_asyncio_loop_serves_too():
         same_bits(client.infer("model", [inp], sequence_id=1).as_numpy("y"), ref.run([1], x))
         client.close()
         assert running.stop() == 0
+
+
+def test_a_port_in_use_is_an_error_not_a_shared_port():
+    """grpc's default SO_REUSEPORT would let a second server share the port silently."""
+    import subprocess
+    import sys
+
+    from .conftest import LEGACY, serving
+
+    with serving([LEGACY]) as running:
+        for flags, message in (
+            (["--http-port", str(running.http_port), "--grpc-port", "0"], "address already in use"),
+            (["--http-port", "0", "--grpc-port", str(running.grpc_port)],
+             f"cannot listen for gRPC on 127.0.0.1:{running.grpc_port}"),
+        ):
+            done = subprocess.run([sys.executable, "-m", "rnnstream.cli.main", "serve",
+                                   str(LEGACY), *flags], capture_output=True, text=True,
+                                  timeout=60, check=False)
+            assert done.returncode == 1, done.stderr
+            assert message in done.stderr

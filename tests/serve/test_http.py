@@ -150,3 +150,26 @@ def test_pipelined_requests_answer_in_order(server):
     for i, (x, body) in enumerate(zip(xs, bodies, strict=True)):
         same_bits(np.array(body["outputs"][0]["data"]).reshape(1, 1, 1),
                   ref.run([8800], x, start=i == 0))
+
+
+def test_head_has_no_body_and_expect_100_continue_is_answered(server):
+    import socket
+
+    payload = json.dumps(infer_doc(np.full((1, 300, 1), 0.5, np.float32), seq=8900,
+                                   start=True)).encode()
+    assert len(payload) > 1024  # curl asks "Expect: 100-continue" above 1 KiB
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as s:
+        s.sendall(b"HEAD /v2 HTTP/1.1\r\nhost: t\r\n\r\n")
+        head = s.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert head.endswith(b"\r\n\r\n")  # headers only
+        s.sendall(b"POST /v2/models/lstm/infer HTTP/1.1\r\nhost: t\r\nexpect: 100-continue\r\n"
+                  b"content-length: %d\r\n\r\n" % len(payload))
+        assert s.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(payload)
+        reply = b""
+        while not reply.endswith(b"]}]}"):
+            chunk = s.recv(65536)
+            assert chunk, reply
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200")
