@@ -31,7 +31,10 @@ class JsonFormatter(logging.Formatter):
 def json_lines(level: int = logging.INFO, stream: TextIO | None = None) -> logging.Handler:
     """Send the rnnstream.serve logger's records to ``stream`` (stderr) as JSON lines."""
     logger = logging.getLogger("rnnstream.serve")
+    for old in [h for h in logger.handlers if getattr(h, "_rnnstream_json", False)]:
+        logger.removeHandler(old)  # called again (a second server in one process): one copy
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler._rnnstream_json = True  # type: ignore[attr-defined]
     handler.setFormatter(JsonFormatter())
     logger.addHandler(handler)
     logger.setLevel(level)

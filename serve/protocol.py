@@ -22,6 +22,7 @@ tensors in ``raw_input_contents`` (tritonclient) or typed ``contents``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -73,7 +74,7 @@ def _x_array(datatype: str, shape: list[int], values: Any) -> np.ndarray:
 
 
 def _reshape(values: np.ndarray, shape: list[int], name: str) -> np.ndarray:
-    count = int(np.prod(shape))
+    count = math.prod(shape)  # Python ints: a shape such as [2**32, 2**32, 1] cannot wrap to 0
     if values.size != count:
         raise ServeError("bad_request", f"input {name!r}: {values.size} values for shape "
                          f"{shape}, which holds {count}")

@@ -181,6 +181,8 @@ class ModelService:
         future = loop.create_future()
 
         def answer(y: np.ndarray | None, error: Exception | None) -> None:
+            if future.done():  # cancelled (a gRPC client's deadline or cancel): nobody waits,
+                return  # and the round that computed it must go on for the others
             if error is not None:
                 future.set_exception(error)
             else:
@@ -309,18 +311,19 @@ class ModelService:
             return
         parts: list[np.ndarray] = []
         all_keys: list[Hashable] = []
+        begun: list[tuple[Hashable, Any]] = []  # what _begin changed, undone if the step fails
         for blk in blocks:
             if blk.pos == 0:
                 for key, start in zip(blk.keys, blk.starts, strict=True):
                     if start:
-                        self._begin(key)
+                        begun.append(self._begin(key))
                 self.metrics.queue_seconds.observe(now - blk.gather.arrived)
             parts.append(blk.x[:, blk.pos])
             all_keys += blk.keys
         for item in items:
             if item.pos == 0:
                 if item.start:
-                    self._begin(item.key)
+                    begun.append(self._begin(item.key))
                 self.metrics.queue_seconds.observe(now - item.gather.arrived)
         if len(items) == 1 and not blocks:
             x = items[0].x[items[0].pos:items[0].pos + 1]  # a contiguous [1, F] view
@@ -330,7 +333,8 @@ class ModelService:
         all_keys += keys
         try:
             y = self.pool.step_many(all_keys, x)
-        except RnnStreamError as exc:  # onnxruntime failed: the pool left every state as it was
+        except RnnStreamError as exc:  # onnxruntime failed: the pool left every state as it was,
+            self._undo_begins(begun)  # and the starts of this round are undone too
             log.error("step failed", extra={"event": "step_failed", "model": self.name,
                                             "error": str(exc)})
             error = ServeError("internal", f"model {self.name!r}: the step failed ({exc}); no "
@@ -424,17 +428,31 @@ class ModelService:
         else:
             blk.gather.finish(None, error)
 
-    def _begin(self, key: Hashable) -> None:
+    def _begin(self, key: Hashable) -> tuple[Hashable, Any]:
+        """Start (or restart) ``key`` at the initial state; returns what :meth:`_undo_begins`
+        needs to put it back: the key and its previous state (None: it was not live)."""
         left = self._starting[key] - 1
         if left:
             self._starting[key] = left
         else:
             del self._starting[key]
+        previous = None
         if key in self.pool:
+            previous = self.pool.get_state(key)
             self.pool.reset(key)
         else:
             self.pool.add(key)
         self.metrics.sequences_started.inc(self.name)
+        return key, previous
+
+    def _undo_begins(self, begun: list[tuple[Hashable, Any]]) -> None:
+        """The round's step failed: sequences it started are as they were before the round (the
+        failed requests are dropped, so their starts are not queued again)."""
+        for key, previous in reversed(begun):
+            if previous is None:
+                self.pool.remove(key)
+            else:
+                self.pool.set_state(key, previous)
 
     @staticmethod
     def _answer(gather: _Gather) -> None:
@@ -490,14 +508,14 @@ class ModelService:
 
     # -- snapshots --------------------------------------------------------------------------------
     def save(self, path: str) -> None:
-        """Every live sequence's state, atomically (StreamPool.save)."""
-        self.pool.save(path)
+        """Every live sequence's state, atomically (StreamPool.save_state)."""
+        self.pool.save_state(path)
 
     def load(self, path: str) -> int:
         """Continue the sequences of a snapshot written by :meth:`save`; returns their count."""
         if not os.path.exists(path):
             return 0
-        self.pool.load(path)
+        self.pool.load_state(path)
         now = self._clock()
         self._last_seen = dict.fromkeys(self.pool.keys(), now)
         return len(self.pool)

@@ -27,12 +27,13 @@ def _infer(running, x, **kw):
 
 def test_eviction_and_sequence_limit():
     one = np.ones((1, 1, 1), np.float32)
-    with serving([LEGACY], "--max-idle", "0.4", "--max-sequences", "2") as running:
+    # an idle limit long enough that a loaded machine never evicts between two requests below
+    with serving([LEGACY], "--max-idle", "3", "--max-sequences", "2") as running:
         assert _infer(running, one, seq=1, start=True)[0] == 200
-        time.sleep(1.5)  # > max-idle + one sweep period
+        time.sleep(4.5)  # > max-idle + one sweep period
         status, body = _infer(running, one, seq=1)
         assert status == 400
-        assert "sequence 1 was evicted after 0.4 s without requests" in body["error"]
+        assert "sequence 1 was evicted after 3 s without requests" in body["error"]
         assert "sequence_start=true" in body["error"]
         # starting it again gives a fresh state, like any new sequence
         status, y = _infer(running, one, seq=1, start=True)
