@@ -70,7 +70,12 @@ pytest: $(VENV)/.stamp-test $(LINKED) js-deps
 
 test: lint typecheck pytest
 
-bench: $(VENV)/.stamp-test $(LINKED)
+# + what bench/quality.py needs (real series in pmdarima, statsmodels' ETS)
+$(VENV)/.stamp-bench: $(VENV)/.stamp-test
+	$(PIP) install --quiet $(EDITABLE) -e ".[train,test,spark,bench]"
+	touch $@
+
+bench: $(VENV)/.stamp-bench $(LINKED)
 	$(PY) bench/run_all.py
 
 clean:

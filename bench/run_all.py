@@ -16,6 +16,7 @@ BENCHES = {
     "runtime": ["bench_runtime.py"],  # Predictor / StreamPool vs raw onnxruntime and torch eager
     "export": ["export_compare.py"],  # native graph vs torch's TorchScript exporter
     "spark": ["bench_spark.py"],  # Spark local mode vs StreamPool in one process
+    "quality": ["quality.py"],  # default training on real series vs persistence and ETS
 }
 
 
@@ -32,7 +33,7 @@ def main() -> int:
             print(f"== {name}: {script.name} not found, skipped")
             continue
         print(f"\n== {name}: {script.name}", flush=True)
-        quick = ["--quick"] if args.quick and name != "export" else []
+        quick = ["--quick"] if args.quick and name not in ("export", "quality") else []
         cmd = [sys.executable, str(script), *quick]
         if subprocess.run(cmd, check=False).returncode != 0:
             failed.append(name)

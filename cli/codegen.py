@@ -14,6 +14,7 @@ so a feature called ``"a\\nb"`` cannot break the program. Supported languages: :
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 
 from rnnstream.runtime.contract import ModelContract
@@ -45,12 +46,23 @@ def _summary(c: ModelContract) -> str:
 
 # -- Python -------------------------------------------------------------------------------------
 
+def _one_stream(s) -> tuple[int, ...]:
+    """A state's shape for one stream: its declared shape with the batch axis set to 1."""
+    return tuple(1 if i == s.batch_axis else int(d) for i, d in enumerate(s.shape))
+
+
+def _shape_note(c: ModelContract, s) -> str:
+    if s.name == "last":
+        return f"[batch=1, F+1={c.n_features + 1}]: the last point and a seen flag"
+    return f"[batch=1, layers={c.layers}, hidden={c.hidden}]"
+
+
 def _python(c: ModelContract, model_path: str) -> str:
-    f, t, shape = c.n_features, c.n_targets, (1, c.layers, c.hidden)
-    names = [s.name for s in c.states]  # h, or h and c: fixed identifiers, safe as variables
+    f, t = c.n_features, c.n_targets
+    names = [s.name for s in c.states]  # h, c, last: fixed identifiers, safe as variables
     zeros = "\n".join(
-        f"{s.name} = {_np_fill(shape, s.initial)}"
-        f"  # {s.input}: [batch=1, layers={c.layers}, hidden={c.hidden}]" for s in c.states)
+        f"{s.name} = {_np_fill(_one_stream(s), s.initial)}"
+        f"  # {s.input}: {_shape_note(c, s)}" for s in c.states)
     feeds = ", ".join([f'"{c.input["name"]}": x', *(f'"{s.input}": {s.name}' for s in c.states)])
     fetch = ", ".join(json.dumps(n) for n in [c.output["name"], *(s.output for s in c.states)])
     check = ""
@@ -107,11 +119,11 @@ def _np_fill(shape: tuple[int, ...], value: float) -> str:
 # -- JavaScript (onnxruntime-node) --------------------------------------------------------------
 
 def _js(c: ModelContract, model_path: str) -> str:
-    f, t, shape = c.n_features, c.n_targets, [1, c.layers, c.hidden]
-    size = c.layers * c.hidden
+    f, t = c.n_features, c.n_targets
     zeros = "\n".join(
-        f"  let {s.name} = new ort.Tensor('float32', {_js_fill(size, s.initial)}, {shape});"
-        f" // {s.input}" for s in c.states)
+        f"  let {s.name} = new ort.Tensor('float32', "
+        f"{_js_fill(math.prod(_one_stream(s)), s.initial)}, {list(_one_stream(s))});"
+        f" // {s.input}: {_shape_note(c, s)}" for s in c.states)
     feeds = ", ".join([c.input["name"], *(f"{s.input}: {s.name}" for s in c.states)])
     carry = " ".join(f"{s.name} = out.{s.output};" for s in c.states)
     return f'''\
@@ -133,7 +145,7 @@ const TARGETS = {json.dumps(c.targets)}; // y: float32 [batch, time, {t}], raw u
 
 async function main() {{
   const session = await ort.InferenceSession.create(MODEL, {{ intraOpNumThreads: 1 }});
-  // The recurrent state of this one stream: [batch=1, layers={c.layers}, hidden={c.hidden}],
+  // The state of this one stream (shapes from the sidecar, batch = 1),
   // zeros at the start. For many streams keep one set per stream; never share it.
 {zeros}
   const lines = readline.createInterface({{ input: process.stdin, crlfDelay: Infinity }});

@@ -13,10 +13,13 @@ Export a training checkpoint to one self-contained ONNX file with explicit state
 and written beside it as MODEL.onnx.json.
 
 Before anything is written the graph is checked (onnx checker, strict shape inference,
-native recurrent op) and run through onnxruntime against torch: batch 1 and 7, time 1 and
-50, a random non-zero initial state, and a 1,000-step stream fed one step at a time. Every
-output must be within --atol (final states included). If not, nothing is written, every
-failing output is listed, and the exit status is 1.
+native recurrent op) and run through onnxruntime: batch 1 and 7, time 1 and 50, a random
+non-zero initial state, and a 1,000-step stream fed one step at a time. The reference is
+the same torch model run in float64; every output (final states included) of onnxruntime
+must be within 8x torch float32's own error on the same case, plus 8 float32 rounding steps
+at the output's scale. --atol A instead holds onnxruntime to |onnxruntime - torch float32|
+<= A. If a check fails, nothing is written, every failing output is listed with its
+figures, and the exit status is 1.
 
 Float exports also get MODEL.step.onnx: the same model for one time step, built from
 plain ops (faster for streaming), proven equal to MODEL.onnx and to torch, and named with its
@@ -49,8 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17)")
     p.add_argument("--quantize", action="store_true",
                    help="dynamic int8 weights (lstm only; other cells are refused)")
-    p.add_argument("--atol", type=float, default=1e-5, metavar="A",
-                   help="max |torch - onnxruntime| allowed per output (default 1e-5)")
+    p.add_argument("--atol", type=float, default=None, metavar="A",
+                   help="hold onnxruntime to max |torch float32 - onnxruntime| <= A per output "
+                        "instead of the default bound derived from a float64 run")
     p.add_argument("--seed", type=int, default=0, help="seed of the parity inputs (default 0)")
     p.add_argument("--no-step-graph", action="store_true",
                    help="do not write MODEL.step.onnx (the runtime then uses MODEL.onnx for "

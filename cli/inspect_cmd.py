@@ -185,18 +185,33 @@ def _value(v) -> str:
     return str(v)
 
 
+def _criterion(report: dict) -> str:
+    """How a parity report was judged: the derived bound's figures, or its atol (old files)."""
+    if report.get("criterion") == "derived" or "baseline_error" in report:
+        text = f"{report.get('baseline', 'baseline')} {_value(report.get('max_baseline_error'))}"
+        return f"{text}, {_value(report.get('bound_used'))} of the bound"
+    return f"atol {_value(report.get('atol'))}"
+
+
 def _parity_lines(parity: dict) -> list[str]:
     if not parity:
         return ["parity: (none recorded)"]
-    lines = [f"parity ({parity.get('reference')} vs {parity.get('candidate')}, "
+    lines = [f"parity ({parity.get('candidate')} vs {parity.get('reference')}, "
              f"exporter {parity.get('exporter', '?')}): max |diff| "
-             f"{_value(parity.get('max_abs_diff'))}, atol {_value(parity.get('atol'))}"]
-    lines += [f"  {case}: " + ", ".join(f"{k} {_value(v)}" for k, v in diffs.items())
-              for case, diffs in parity.get("cases", {}).items()]
+             f"{_value(parity.get('max_abs_diff'))}, {_criterion(parity)}"]
+    errors, bounds = parity.get("baseline_error", {}), parity.get("bound", {})
+    for case, diffs in parity.get("cases", {}).items():
+        figures = []
+        for k, v in diffs.items():
+            extra = ""
+            if k in errors.get(case, {}) and k in bounds.get(case, {}):
+                extra = f" (torch {_value(errors[case][k])}, bound {_value(bounds[case][k])})"
+            figures.append(f"{k} {_value(v)}{extra}")
+        lines.append(f"  {case}: " + ", ".join(figures))
     quant = parity.get("quantized")
     if quant:
         lines.append(f"  int8 vs float: max |diff| {_value(quant.get('max_abs_diff'))}, "
-                     f"atol {_value(quant.get('atol'))}")
+                     f"{_criterion(quant)}")
     for key, report in (parity.get("step_graph") or {}).items():
         lines.append(f"  step graph {key.replace('_', ' ')}: max |diff| "
                      f"{_value(report.get('max_abs_diff'))} over {len(report.get('cases', {}))} "

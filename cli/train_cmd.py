@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from rnnstream.runtime.spec import CELLS
+
 from ._common import fail, require_train_extra
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,20 +64,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
                       help="last fraction of the series used for validation (default: 0.2)")
     model = p.add_argument_group("model")
-    model.add_argument("--cell", default="lstm", choices=("rnn", "lstm", "gru"))
+    model.add_argument("--cell", default="lstm", choices=sorted(CELLS))
     model.add_argument("--hidden", type=int, default=32, help="hidden units (default: 32)")
     model.add_argument("--layers", type=int, default=1, help="recurrent layers, 1-3 (default: 1)")
     model.add_argument("--dropout", type=float, default=0.0,
                        help="dropout between layers (default: 0)")
-    model.add_argument("--target-mode", default="auto", choices=("auto", "level", "delta"))
-    fit = p.add_argument_group("training")
-    fit.add_argument("--epochs", type=int, default=60, help="at most this many (default: 60)")
+    model.add_argument("--target-mode", default="auto", choices=("auto", "level", "delta"),
+                       help="predict the value (level) or its change (delta); auto tries both")
+    model.add_argument("--input-mode", default="auto", choices=("auto", "level", "delta"),
+                       help="feed the values (level) or their changes (delta: for trends and "
+                            "prices that leave the training range); auto tries both")
+    data.add_argument("--season", type=int, default=None, metavar="N",
+                      help="season length in steps, for the seasonal naive baseline and the "
+                           "window length (default: detected; 0: none)")
+    fit = p.add_argument_group("training (left unset, each fits the length of the series)")
+    fit.add_argument("--epochs", type=int, help="at most this many")
     fit.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default: 0.01)")
-    fit.add_argument("--bptt", type=int, default=25, help="steps per TBPTT window (default: 25)")
-    fit.add_argument("--segments", type=int, default=8,
-                     help="parallel pieces of the series per batch (default: 8)")
-    fit.add_argument("--patience", type=int, default=10,
-                     help="stop after this many epochs without improvement (default: 10)")
+    fit.add_argument("--bptt", type=int, help="steps per TBPTT window")
+    fit.add_argument("--segments", type=int, help="parallel pieces of the series per batch")
+    fit.add_argument("--patience", type=int,
+                     help="stop after this many epochs without improvement")
     fit.add_argument("--seed", type=int, default=0, help="same seed, same weights (default: 0)")
     fit.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     fit.add_argument("--threads", type=int, default=1,
@@ -99,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
             epochs=args.epochs, lr=args.lr, bptt=args.bptt, segments=args.segments,
             patience=args.patience, seed=args.seed, device=args.device,
             val_fraction=args.val_fraction, target_mode=args.target_mode,
+            input_mode=args.input_mode, season=args.season,
             horizon=args.horizon, threads=args.threads, progress=not args.no_progress,
         )
         train_to_dir(series, model_config, train_config, args.out, name=args.name)
@@ -148,25 +157,55 @@ def train_to_dir(
 
 
 def format_metrics(metrics: dict) -> str:
-    """A short table: model vs persistence on the validation data."""
+    """The validation report: one row per target (each in its own units) against persistence
+    and seasonal naive, a unit-free summary, the modes chosen and why, and the multi-step
+    errors when the model can forecast by feeding its predictions back."""
     m = metrics
-    ratio = m["persistence_val_mse"] / m["val_mse"] if m["val_mse"] > 0 else float("inf")
-    shown = f"{ratio:.3f}" if ratio < 10 else f"{ratio:.3g}"  # 1.004x, not "1x"
-    verdict = (f"model beats persistence ({shown}x lower MSE)" if m["beats_persistence"]
-               else "model does NOT beat persistence")
-    lines = [
-        f"validation: {m['n_val']} steps, {m['horizon']} step(s) ahead "
-        f"(trained on {m['n_train']})",
-        f"  {'':12} {'MSE':>10} {'MAE':>10} {'MSE (norm)':>11}",
-        f"  {'model':12} {m['val_mse']:10.3g} {m['val_mae']:10.3g} {m['val_mse_norm']:11.3g}",
-        f"  {'persistence':12} {m['persistence_val_mse']:10.3g} "
-        f"{m['persistence_val_mae']:10.3g} {m['persistence_val_mse_norm']:11.3g}",
-        f"  {verdict}",
-        f"target mode: {m['target_mode']} ({m['target_mode_reason']})",
-        f"best epoch {m['best_epoch']} of {m['epochs_run']}, {m['train_seconds']:.1f} s on "
-        f"{m['device']}",
-    ]
+    per = m.get("per_target") or {}
+    season = m.get("season")
+    lines = [f"validation: {m['n_val']} steps after the {m['n_train']} training steps, "
+             f"{m['horizon']} step(s) ahead" + (f", season {season}" if season else "")]
+    head = f"  {'target':<14} {'MSE':>10} {'MAE':>10} {'persistence':>12} {'model/pers.':>11}"
+    if season:
+        head += f" {'model/s-naive':>13}"
+    lines.append(head)
+    for name, t in per.items():
+        row = (f"  {name[:14]:<14} {t['mse']:10.4g} {t['mae']:10.4g} {t['persistence_mse']:12.4g}"
+               f" {_ratio(t['vs_persistence']):>11}")
+        if season:
+            v = t.get("vs_seasonal_naive")
+            row += f" {_ratio(v) if v is not None else '-':>13}"
+        lines.append(row)
+    pooled = m["val_mse_norm"] / m["persistence_val_mse_norm"] \
+        if m["persistence_val_mse_norm"] > 0 else float("inf")
+    verdict = "beats" if m["beats_persistence"] else "does NOT beat"
+    lines.append(f"  unit-free (each target / its std): model {m['val_mse_norm']:.4g}, "
+                 f"persistence {m['persistence_val_mse_norm']:.4g}: model {verdict} persistence "
+                 f"({_ratio(pooled)} its MSE)")
+    lines.append(f"modes: inputs {m.get('input_mode', 'level')}, targets {m['target_mode']} "
+                 f"({m['target_mode_reason']})")
+    multi = m.get("multi_step")
+    if multi:
+        shown = [k for k in multi["steps"] if k in (1, 2, 3, 6, 12, 24, 48) or
+                 k == multi["steps"][-1]]
+        cols = " ".join(f"{k:>7}" for k in shown)
+        title = f"forecast ahead (MSE / variance, {multi['origins']} origins): steps"
+        width = len(title) - 2
+        lines.append(f"{title} {cols}")
+        for label, key in (("model", "model"), ("persistence", "persistence"),
+                           ("seasonal naive", "seasonal_naive")):
+            if multi.get(key):
+                vals = " ".join(f"{multi[key][k - 1]:7.3g}" for k in shown)
+                lines.append(f"  {label:<{width}} {vals}")
+    d = m.get("defaults") or {}
+    lines.append(f"best epoch {m['best_epoch']} of {m['epochs_run']}, {m['train_seconds']:.1f} s "
+                 f"on {m['device']}" + (f" (bptt {d.get('bptt')}, segments {d.get('segments')}, "
+                                         f"max epochs {d.get('epochs')})" if d else ""))
     return "\n".join(lines)
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.3f}x" if 0.01 <= value < 10 else f"{value:.3g}x"
 
 
 def _columns(text: str | None) -> list[str] | None:

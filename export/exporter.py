@@ -2,7 +2,7 @@
 
 Order (nothing touches the destination until every check has passed)::
 
-    build (EXPORTERS[exporter]) -> check_graph -> verify_parity (torch vs onnxruntime)
+    build (EXPORTERS[exporter]) -> check_graph -> verify_parity (onnxruntime vs torch float64)
       -> [quantize_graph -> check_graph -> quantized_parity]
       -> [build_step_graph -> check_step_graph -> verify_step_parity]  (float exports only)
       -> contract (+ step_model: file name and SHA-256) + fingerprint
@@ -25,19 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
+from rnnstream.runtime import spec
 from rnnstream.runtime._atomic import write_files
-from rnnstream.runtime.contract import (
-    CELL_STATES,
-    INPUT_NAME,
-    OUTPUT_NAME,
-    ModelContract,
-    sidecar_path,
-)
+from rnnstream.runtime.contract import ModelContract, sidecar_path
 
 from .errors import ExportError, GraphError
-from .graph import DEFAULT_OPSET, ONNX_OP, build_graph
+from .graph import DEFAULT_OPSET, build_graph
 from .metadata import (
     PRODUCER_NAME,
     attach_metadata,
@@ -46,7 +42,7 @@ from .metadata import (
     load_contract,
     tool_versions,
 )
-from .quantize import QUANTIZED_OP, quantize_graph, quantized_parity, refuse_unsupported
+from .quantize import quantize_graph, quantized_parity, refuse_unsupported
 from .step_graph import build_step_graph, step_path
 from .verify import DEFAULT_ATOL, ParityReport, verify_parity, verify_step_parity
 
@@ -116,9 +112,11 @@ def _check_valid(graph: onnx.ModelProto, what: str) -> None:
 
 
 def _check_io(graph: onnx.ModelProto, model) -> None:
-    states = CELL_STATES[model.config.cell]
-    want_in = [INPUT_NAME, *(f"{s}_in" for s in states)]
-    want_out = [OUTPUT_NAME, *(f"{s}_out" for s in states)]
+    cfg = model.config
+    ins, outs = spec.graph_io(cfg.cell, layers=cfg.layers, hidden=cfg.hidden,
+                              n_features=cfg.n_features, n_targets=cfg.n_targets,
+                              input_mode=cfg.input_mode)
+    want_in, want_out = [t.name for t in ins], [t.name for t in outs]
     got_in = [v.name for v in graph.graph.input]
     got_out = [v.name for v in graph.graph.output]
     if got_in != want_in or got_out != want_out:
@@ -129,14 +127,15 @@ def _check_io(graph: onnx.ModelProto, model) -> None:
 
 
 def _check_recurrent_nodes(graph: onnx.ModelProto, cfg) -> None:
-    ops = {ONNX_OP[cfg.cell], QUANTIZED_OP.get(cfg.cell, "")}
+    cell = spec.CELLS[cfg.cell]
+    ops = {cell.onnx_op, cell.int8_op or ""}
     nodes = [n for n in graph.graph.node if n.op_type in ops]
     if len(nodes) != cfg.layers:
         raise GraphError(
-            f"expected {cfg.layers} native {ONNX_OP[cfg.cell]} node(s) (one per layer), found "
+            f"expected {cfg.layers} native {cell.onnx_op} node(s) (one per layer), found "
             f"{len(nodes)}; the graph builder did not emit the native recurrent op"
         )
-    if cfg.cell == "gru":
+    if cell.linear_before_reset:
         for node in nodes:
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             if attrs.get("linear_before_reset", 0) != 1:
@@ -175,16 +174,17 @@ def _eval_mode(model) -> Iterator[None]:
         model.train(was_training)
 
 
-def _validate_args(model, path: Path, exporter: str, atol: float) -> None:
+def _validate_args(model, path: Path, exporter: str, atol: float | None) -> None:
     if exporter not in EXPORTERS:
         raise ExportError(f"exporter {exporter!r} is not one of {sorted(EXPORTERS)}")
-    if not atol > 0:
-        raise ExportError(f"atol={atol!r}: expected a positive tolerance such as 1e-5")
+    if atol is not None and not atol > 0:
+        raise ExportError(f"atol={atol!r}: expected None (the bound derived from float64) or a "
+                          "positive tolerance such as 1e-5")
     if not path.parent.is_dir():
         raise ExportError(f"{path.parent} does not exist; create the folder first")
     if path.is_dir():
         raise ExportError(f"{path} is a folder; give a file name such as {path / 'model.onnx'}")
-    if not hasattr(model, "config") or model.config.cell not in CELL_STATES:
+    if not hasattr(model, "config") or model.config.cell not in spec.CELLS:
         raise ExportError("model must be an rnnstream.train.Forecaster")
 
 
@@ -196,11 +196,18 @@ def export_model(
     opset: int = DEFAULT_OPSET,
     quantize: bool = False,
     exporter: str = "native",
-    atol: float = DEFAULT_ATOL,
+    atol: float | None = DEFAULT_ATOL,
     seed: int = 0,
     step_graph: bool = True,
+    sample: np.ndarray | None = None,
 ) -> ExportReport:
     """Export ``model`` to ``path`` (+ ``path.json``) after proving parity with torch.
+
+    Parity (see :mod:`rnnstream.export.verify`): with ``atol=None`` onnxruntime is held to a
+    bound derived from torch float32's own error against a float64 run of the same model;
+    a number restores the absolute ``max |onnxruntime - torch| <= atol``. ``sample``: raw inputs
+    of the real series, ``[time, n_features]`` (time >= 50), used for the parity inputs instead
+    of random values at the model's scale (e.g. ``series.x``).
 
     Unless ``quantize`` or ``step_graph=False``, also writes the single-step graph as
     ``<stem>.step.onnx`` (model.onnx -> model.step.onnx), proven equal to the sequence graph and
@@ -217,16 +224,16 @@ def export_model(
     with _eval_mode(model):
         graph = EXPORTERS[exporter](model, opset)
         check_graph(graph, model)
-        parity = verify_parity(model, graph, atol=atol, seed=seed)
+        parity = verify_parity(model, graph, atol=atol, seed=seed, sample=sample)
         qparity = None
         if quantize:
-            float_graph, graph = graph, quantize_graph(graph, model)
+            graph = quantize_graph(graph, model)
             check_graph(graph, model)
-            qparity = quantized_parity(model, float_graph, graph, seed=seed)
+            qparity = quantized_parity(model, graph, seed=seed, sample=sample)
         step_bytes: bytes | None = None
         sparity: dict[str, ParityReport] = {}
         if step_graph and not quantize:
-            step_bytes, sparity = _step_graph(model, graph, path, opset, atol, seed)
+            step_bytes, sparity = _step_graph(model, graph, path, opset, atol, seed, sample)
     contract = _final_contract(model, graph, metrics, parity, qparity, exporter, opset, sparity)
     files: dict[Path, bytes] = {}
     spath = None
@@ -248,12 +255,12 @@ def export_model(
                         time.perf_counter() - start, nodes, spath, sparity)
 
 
-def _step_graph(model, graph, path: Path, opset: int, atol: float,
-                seed: int) -> tuple[bytes, dict[str, ParityReport]]:
+def _step_graph(model, graph, path: Path, opset: int, atol: float | None, seed: int,
+                sample) -> tuple[bytes, dict[str, ParityReport]]:
     """Build, check and prove the single-step graph; its serialised bytes and parity reports."""
     step = build_step_graph(model, opset)
     check_step_graph(step, model)
-    reports = verify_step_parity(model, graph, step, atol=atol, seed=seed)
+    reports = verify_step_parity(model, graph, step, atol=atol, seed=seed, sample=sample)
     step.producer_name = PRODUCER_NAME
     step.doc_string = (f"rnnstream single-step companion of {path.name} (time fixed to 1); its "
                        f"contract, with this file's SHA-256, is in {path.name}.")

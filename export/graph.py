@@ -16,6 +16,16 @@ Graph, for ``L`` layers (onnxruntime's CPU kernels only support ``layout=0``, i.
         (+ Gather(x, target_index) when target_mode == "delta") -> y
     s_in [B,L,H] -Transpose-> [L,B,H] -Split-> L x [1,B,H] -> initial state of each layer
     each layer's final state -> Concat -> [L,B,H] -Transpose-> s_out [B,L,H]
+
+With ``input_mode="delta"`` the layers see changes instead of ``x`` (see
+:mod:`rnnstream.runtime.spec`)::
+
+    last_in [B,F+1] -Slice-> prev [B,F], seen [B,1]
+    first = seen * prev + (1 - seen) * x[:, 0]        (exact for seen in {0, 1})
+    d = x - Concat(first, x[:, :-1])   [B,T,F]  -Transpose-> layer 0
+    last_out = Concat(x[:, -1], 1)     [B,F+1]
+
+Every tensor name and shape at the edges comes from :func:`rnnstream.runtime.spec.graph_io`.
 """
 
 from __future__ import annotations
@@ -24,26 +34,82 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from rnnstream.runtime.contract import (
-    CELL_STATES,
+from rnnstream.runtime import spec
+from rnnstream.runtime.spec import (
     INPUT_NAME,
+    LAST_STATE,
     OUTPUT_NAME,
     state_input_name,
     state_output_name,
 )
 
-__all__ = ["DEFAULT_OPSET", "ONNX_OP", "build_graph", "onnx_weights", "pin_ir_version"]
+__all__ = ["DEFAULT_OPSET", "build_graph", "graph_value_infos", "onnx_weights",
+           "pin_ir_version"]
 
 DEFAULT_OPSET = 17
-ONNX_OP = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
-# torch's gate order -> ONNX's gate order, as blocks of `hidden` rows.
-# LSTM: torch (i, f, g, o) -> ONNX (i, o, f, c).  GRU: torch (r, z, n) -> ONNX (z, r, h).
-GATE_ORDER = {"rnn": [0], "lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}
 
 
 def _reorder(w: np.ndarray, cell: str, hidden: int) -> np.ndarray:
-    blocks = [w[g * hidden:(g + 1) * hidden] for g in GATE_ORDER[cell]]
+    """torch's gate blocks of ``hidden`` rows in ONNX's order (spec.CELLS[cell].gate_order)."""
+    blocks = [w[g * hidden:(g + 1) * hidden] for g in spec.CELLS[cell].gate_order]
     return np.concatenate(blocks, axis=0)
+
+
+def graph_value_infos(cfg, time: str | int = spec.TIME
+                      ) -> tuple[list[onnx.ValueInfoProto], list[onnx.ValueInfoProto]]:
+    """The graph's inputs and outputs as ONNX value infos, from the one spec."""
+    ins, outs = spec.graph_io(cfg.cell, layers=cfg.layers, hidden=cfg.hidden,
+                              n_features=cfg.n_features, n_targets=cfg.n_targets,
+                              input_mode=cfg.input_mode, time=time)
+
+    def info(t: spec.TensorSpec) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(t.name, TensorProto.FLOAT, list(t.shape))
+
+    return [info(t) for t in ins], [info(t) for t in outs]
+
+
+def delta_input_nodes(nodes: list, inits: list, x: str, n_features: int, time_axis: bool
+                      ) -> str:
+    """Append the nodes that turn ``x`` into changes and write ``last_out``; returns the name of
+    the changes (same shape as ``x``). ``time_axis``: x is [B,T,F] (else [B,F], one step)."""
+    f = n_features
+    last_in, last_out = state_input_name(LAST_STATE), state_output_name(LAST_STATE)
+
+    def const(name: str, value) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(op: str, inputs: list[str], output: str, **attrs) -> str:
+        nodes.append(helper.make_node(op, inputs, [output], **attrs))
+        return output
+
+    ax1 = const("delta_axis1", np.array([1], np.int64))
+    prev = node("Slice", [last_in, const("delta_0", np.array([0], np.int64)),
+                          const("delta_f", np.array([f], np.int64)), ax1], "delta_prev")
+    seen = node("Slice", [last_in, "delta_f", const("delta_f1", np.array([f + 1], np.int64)),
+                          ax1], "delta_seen")
+    one = const("delta_one", np.array([[1.0]], np.float32))
+    if time_axis:
+        x0 = node("Squeeze", [node("Slice", [x, "delta_0", const("delta_1", np.array(
+            [1], np.int64)), ax1], "delta_x0_3d"), ax1], "delta_x0")
+    else:
+        x0 = x
+    first = node("Add", [node("Mul", [seen, prev], "delta_kept"),
+                         node("Mul", [node("Sub", [one, seen], "delta_unseen"), x0],
+                              "delta_fresh")], "delta_first")
+    if time_axis:
+        end = const("delta_end", np.array([np.iinfo(np.int64).max], np.int64))
+        minus1 = const("delta_m1", np.array([-1], np.int64))
+        shifted = node("Concat", [node("Unsqueeze", [first, ax1], "delta_first_3d"),
+                                  node("Slice", [x, "delta_0", minus1, ax1], "delta_head")],
+                       "delta_shifted", axis=1)
+        newest = node("Squeeze", [node("Slice", [x, minus1, end, ax1], "delta_xl_3d"), ax1],
+                      "delta_xl")
+    else:
+        shifted, newest = first, x
+    ones = node("Expand", [one, node("Shape", [seen], "delta_seen_shape")], "delta_ones")
+    node("Concat", [newest, ones], last_out, axis=1)
+    return node("Sub", [x, shifted], "delta_x")
 
 
 def onnx_weights(model) -> dict[str, np.ndarray]:
@@ -80,10 +146,14 @@ def build_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """The ONNX model (without rnnstream metadata) computing ``model.forward`` in raw units."""
     cfg = model.config
     weights = onnx_weights(model)
-    states = CELL_STATES[cfg.cell]
+    states = spec.CELLS[cfg.cell].states
     inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()]
     inits.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"))
-    nodes = [helper.make_node("Transpose", [INPUT_NAME], ["x_tbf"], perm=[1, 0, 2])]
+    nodes: list[onnx.NodeProto] = []
+    seen = INPUT_NAME
+    if cfg.input_mode == "delta":
+        seen = delta_input_nodes(nodes, inits, INPUT_NAME, cfg.n_features, time_axis=True)
+    nodes.append(helper.make_node("Transpose", [seen], ["x_tbf"], perm=[1, 0, 2]))
 
     per_layer: dict[str, list[str]] = {}
     for s in states:
@@ -106,9 +176,9 @@ def build_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
             inputs.append(per_layer["c"][layer])
             outputs.append(f"c_final{layer}")
         attrs = {"hidden_size": cfg.hidden}
-        if cfg.cell == "gru":
+        if spec.CELLS[cfg.cell].linear_before_reset:
             attrs["linear_before_reset"] = 1  # torch's GRU applies the reset gate after R·h
-        nodes.append(helper.make_node(ONNX_OP[cfg.cell], inputs, outputs,
+        nodes.append(helper.make_node(spec.CELLS[cfg.cell].onnx_op, inputs, outputs,
                                       name=f"{cfg.cell}{layer}", **attrs))
         for s in states:
             finals[s].append(f"{s}_final{layer}")
@@ -132,16 +202,7 @@ def build_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     else:
         nodes.append(helper.make_node("Transpose", ["head_tbt"], [OUTPUT_NAME], perm=[1, 0, 2]))
 
-    f, t, layers, hidden = cfg.n_features, cfg.n_targets, cfg.layers, cfg.hidden
-    graph_inputs = [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT,
-                                                  ["batch", "time", f])]
-    graph_outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT,
-                                                   ["batch", "time", t])]
-    for s in states:
-        graph_inputs.append(helper.make_tensor_value_info(
-            state_input_name(s), TensorProto.FLOAT, ["batch", layers, hidden]))
-        graph_outputs.append(helper.make_tensor_value_info(
-            state_output_name(s), TensorProto.FLOAT, ["batch", layers, hidden]))
+    graph_inputs, graph_outputs = graph_value_infos(cfg)
     graph = helper.make_graph(nodes, "rnnstream_forecaster", graph_inputs, graph_outputs, inits)
     return pin_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
 

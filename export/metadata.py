@@ -20,7 +20,6 @@ from rnnstream.runtime._integrity import fingerprint as _fingerprint
 from rnnstream.runtime._integrity import initializers as _initializers
 from rnnstream.runtime.contract import (
     METADATA_KEY,
-    SCHEMA_VERSION,
     ModelContract,
 )
 from rnnstream.runtime.errors import ContractError
@@ -111,6 +110,7 @@ def build_contract(
         targets=list(cfg.target_names),
         horizon=cfg.horizon,
         target_mode=cfg.target_mode,
+        input_mode=cfg.input_mode,
         normalization=json_safe(model.normalization(), "normalization"),
         metrics=json_safe(dict(metrics or {}), "metrics"),
         parity=json_safe(dict(parity or {}), "parity"),
@@ -140,7 +140,7 @@ def attach_metadata(graph: onnx.ModelProto, contract: ModelContract) -> str:
     onnx.helper.set_model_props(graph, {METADATA_KEY: text})
     graph.producer_name = PRODUCER_NAME
     graph.producer_version = contract.versions.get("rnnstream", "unknown")
-    graph.model_version = SCHEMA_VERSION
+    graph.model_version = contract.schema_version
     graph.doc_string = describe(contract)
     pin_ir_version(graph)  # whichever path built it (native, torchscript, quantized)
     return text

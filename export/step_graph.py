@@ -28,22 +28,16 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
-from rnnstream.runtime.contract import (
-    CELL_STATES,
-    INPUT_NAME,
-    OUTPUT_NAME,
-    state_input_name,
-    state_output_name,
-)
+from rnnstream.runtime import spec
+from rnnstream.runtime.spec import INPUT_NAME, OUTPUT_NAME, state_input_name, state_output_name
 
-from .graph import DEFAULT_OPSET, onnx_weights
+from .graph import DEFAULT_OPSET, delta_input_nodes, graph_value_infos, onnx_weights
 
 __all__ = ["STEP_SUFFIX", "build_step_graph", "step_path"]
 
 STEP_SUFFIX = ".step.onnx"  # model.onnx -> model.step.onnx
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
 def step_path(model_path: str) -> str:
@@ -80,7 +74,7 @@ def _layer(b: _Builder, cell: str, layer: int, x: str, h: str, c: str | None,
     ``[x, h]`` is concatenated and multiplied once: one Gemm beat ``x @ Wt + h @ Rt`` by 10-14%
     at batch 1024 (hidden 32), and was no slower at batch 1 and 64.
     """
-    g, hh = GATES[cell], hidden
+    g, hh = spec.CELLS[cell].gates, hidden
     wt = w[f"W{layer}"][0].T  # [in, G*H]
     rt = w[f"R{layer}"][0].T  # [H, G*H]
     wb, rb = w[f"B{layer}"][0, :g * hh], w[f"B{layer}"][0, g * hh:]
@@ -125,10 +119,13 @@ def build_step_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """One time step of ``model.forward`` in raw units (no rnnstream metadata); see module doc."""
     cfg = model.config
     w = onnx_weights(model)
-    states = CELL_STATES[cfg.cell]
+    states = spec.CELLS[cfg.cell].states
     layers, hidden, f, t = cfg.layers, cfg.hidden, cfg.n_features, cfg.n_targets
     b = _Builder()
     b.op("Reshape", [INPUT_NAME, b.const("shape_bf", np.array([-1, f], np.int64))], "x_bf")
+    seen = "x_bf"
+    if cfg.input_mode == "delta":  # the layers see the change since the last point
+        seen = delta_input_nodes(b.nodes, b.inits, "x_bf", f, time_axis=False)
     b.const("shape_bh", np.array([-1, hidden], np.int64))
     per_layer: dict[str, list[str]] = {}
     for s in states:
@@ -139,7 +136,7 @@ def build_step_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
             parts = b.split(name, [1] * layers, 1, [f"{s}_in{i}" for i in range(layers)])
         per_layer[s] = [b.op("Reshape", [p, "shape_bh"], f"{s}_l{i}")[0]
                         for i, p in enumerate(parts)]
-    seq, finals = "x_bf", {s: [] for s in states}
+    seq, finals = seen, {s: [] for s in states}
     for layer in range(layers):
         c = per_layer["c"][layer] if cfg.cell == "lstm" else None
         new_h, new_c = _layer(b, cfg.cell, layer, seq, per_layer["h"][layer], c, w, hidden)
@@ -163,13 +160,6 @@ def build_step_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
         head = b.op("Add", [head, last], "y_bt")[0]
     b.op("Reshape", [head, b.const("shape_b1t", np.array([-1, 1, t], np.int64))], OUTPUT_NAME)
 
-    def io(name: str, shape: list) -> onnx.ValueInfoProto:
-        return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
-
-    inputs = [io(INPUT_NAME, ["batch", 1, f])]
-    outputs = [io(OUTPUT_NAME, ["batch", 1, t])]
-    for s in states:
-        inputs.append(io(state_input_name(s), ["batch", layers, hidden]))
-        outputs.append(io(state_output_name(s), ["batch", layers, hidden]))
+    inputs, outputs = graph_value_infos(cfg, time=1)
     graph = helper.make_graph(b.nodes, "rnnstream_forecaster_step", inputs, outputs, b.inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])

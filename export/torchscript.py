@@ -26,7 +26,6 @@ import torch
 from torch import Tensor, nn
 
 from rnnstream.runtime.contract import (
-    CELL_STATES,
     INPUT_NAME,
     OUTPUT_NAME,
     state_input_name,
@@ -67,9 +66,9 @@ class _FlatForecaster(nn.Module):
 def build_graph_torchscript(model, opset: int = 17) -> onnx.ModelProto:
     """The ONNX model of ``model.forward`` as torch's TorchScript exporter writes it."""
     cfg = model.config
-    names = CELL_STATES[cfg.cell]
+    names = cfg.state_names
     x = torch.zeros(2, 3, cfg.n_features)
-    states = tuple(torch.zeros(2, cfg.layers, cfg.hidden) for _ in names)
+    states = tuple(model.initial_state(2))
     inputs = [INPUT_NAME, *(state_input_name(s) for s in names)]
     outputs = [OUTPUT_NAME, *(state_output_name(s) for s in names)]
     axes = {n: {0: "batch", 1: "time"} for n in (INPUT_NAME, OUTPUT_NAME)}

@@ -45,8 +45,17 @@ class Tensor:
     external: bool = False  # data stored outside the file: cannot be fingerprinted here
 
 
+# The state fields the fingerprint covers, by fingerprint version. An explicit list, never the
+# class's __dict__: adding a field to StateSpec must not change the fingerprint of every model
+# already exported (they would all be refused as "modified or damaged"). Version 1 is what
+# rnnstream 0.1.0 hashed (then every field of StateSpec); a new version would be written beside
+# it and chosen by a version the contract records.
+LAYOUT_FIELDS_V1 = ("batch_axis", "dtype", "initial", "input", "name", "output", "shape")
+
+
 def layout_json(states: Sequence[StateSpec]) -> str:
-    layout = [{**s.__dict__, "shape": list(s.shape)} for s in states]
+    layout = [{f: (list(s.shape) if f == "shape" else getattr(s, f)) for f in LAYOUT_FIELDS_V1}
+              for s in states]
     return json.dumps(layout, sort_keys=True)
 
 

@@ -19,7 +19,7 @@ from ._generic import generic_io
 from ._integrity import WireError, initializers
 from ._integrity import fingerprint as weights_fingerprint
 from ._io import ORT_ERRORS, ModelIO, StatePair, declared_shape
-from .contract import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelContract
+from .contract import METADATA_KEY, ModelContract
 from .errors import ContractError, ModelLoadError, UnsupportedError
 
 
@@ -166,41 +166,41 @@ def file_fingerprint(path: str) -> str:
 
 
 def contract_io(contract: ModelContract, session: ort.InferenceSession, path: str) -> ModelIO:
-    """Check the graph against its contract (metadata that lies is refused) and describe it."""
+    """Check the graph against its contract (metadata that lies is refused) and describe it.
+
+    Every name and shape comes from the contract's :meth:`~ModelContract.graph_io` (the one
+    spec); a symbolic dimension (batch, time) matches anything the graph declares there.
+    """
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
-    specs = contract.states
-    want_in = [INPUT_NAME, *(s.input for s in specs)]
-    want_out = [OUTPUT_NAME, *(s.output for s in specs)]
-    if sorted(inputs) != sorted(want_in) or not set(want_out) <= set(outputs):
+    want_in, want_out = contract.graph_io()
+    if (sorted(inputs) != sorted(t.name for t in want_in)
+            or not {t.name for t in want_out} <= set(outputs)):
         raise ContractError(
-            f"{path}: the contract (cell={contract.cell}) implies inputs {want_in} and outputs "
-            f"{want_out}, but the graph has inputs {sorted(inputs)} and outputs {sorted(outputs)}"
+            f"{path}: the contract (cell={contract.cell}"
+            f"{', input_mode=' + contract.input_mode if contract.input_mode != 'level' else ''}) "
+            f"implies inputs {[t.name for t in want_in]} and outputs "
+            f"{[t.name for t in want_out]}, but the graph has inputs {sorted(inputs)} and "
+            f"outputs {sorted(outputs)}"
         )
-    expected = {
-        INPUT_NAME: (None, None, contract.n_features),
-        OUTPUT_NAME: (None, None, contract.n_targets),
-    }
-    for s in specs:
-        expected[s.input] = expected[s.output] = (None, contract.layers, contract.hidden)
-    for name, want in expected.items():
-        arg = inputs.get(name) or outputs[name]
+    for want in (*want_in, *want_out):
+        arg = inputs.get(want.name) or outputs[want.name]
         shape = declared_shape(arg)
-        fits = len(shape) == 3 and all(w is None or d is None or d == w
-                                       for d, w in zip(shape, want, strict=True))
+        fixed = tuple(d if isinstance(d, int) else None for d in want.shape)
+        fits = len(shape) == len(fixed) and all(
+            w is None or d is None or d == w for d, w in zip(shape, fixed, strict=True))
         if not fits or arg.type != "tensor(float)":
             raise ContractError(
-                f"{path}: the graph declares {name!r} as {arg.type} {list(arg.shape)}, but the "
-                f"contract implies float32 [batch, "
-                f"{'time' if want[1] is None else want[1]}, {want[2]}]"
+                f"{path}: the graph declares {want.name!r} as {arg.type} {list(arg.shape)}, but "
+                f"the contract implies float32 [{', '.join(str(d) for d in want.shape)}]"
             )
     states = tuple(
-        StatePair(s.name, s.input, s.output, (None, contract.layers, contract.hidden),
-                  np.dtype(np.float32), 0)
-        for s in specs
+        StatePair(s.name, s.input, s.output, (None, *s.row_shape), np.dtype(np.float32), 0)
+        for s in contract.states
     )
-    return ModelIO(INPUT_NAME, (None, None, contract.n_features), np.dtype(np.float32),
-                   OUTPUT_NAME, states)
+    x = want_in[0]
+    return ModelIO(x.name, (None, None, contract.n_features), np.dtype(np.float32),
+                   want_out[0].name, states)
 
 
 def load_step_session(

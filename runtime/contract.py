@@ -5,8 +5,10 @@ An rnnstream ONNX file has
 * input  ``x``  float32 ``[batch, time, F]`` in raw units, and one input ``<s>_in`` per state;
 * output ``y``  float32 ``[batch, time, T]`` in raw units, and one output ``<s>_out`` per state;
 * states ``h`` (RNN, GRU) or ``h`` and ``c`` (LSTM), each float32 ``[batch, layers, hidden]``,
+  plus ``last`` ``[batch, F + 1]`` when the model is fed differences (``input_mode="delta"``);
   batch first so that one stream's state is one contiguous row; ``<s>_out`` after a call is the
-  ``<s>_in`` of the next call, and the initial state is all zeros;
+  ``<s>_in`` of the next call, and the initial state is all zeros. Names, shapes and order come
+  from :mod:`rnnstream.runtime.spec`, the one place they are defined;
 * one JSON document in ``metadata_props`` under :data:`METADATA_KEY` (the same document is
   written beside the model as ``<model>.onnx.json``, because onnxruntime's JavaScript API cannot
   read custom metadata).
@@ -25,12 +27,13 @@ This module needs only the standard library, so any program can read a contract.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import spec
 from .errors import ContractError
+from .spec import DTYPE, INPUT_NAME, OUTPUT_NAME, state_input_name, state_output_name
 
 __all__ = [
     "BATCH_AXIS",
@@ -48,34 +51,21 @@ __all__ = [
     "state_output_name",
 ]
 
-SCHEMA_VERSION = 1
+# 2 added input_mode "delta" (and its `last` state). A file declares the lowest version that
+# describes it, so models that do not use a newer feature stay readable by older runtimes.
+SCHEMA_VERSION = 2
 FORMAT = "rnnstream"
 METADATA_KEY = "rnnstream"  # the metadata_props key holding the contract JSON
 SIDECAR_SUFFIX = ".json"  # model.onnx -> model.onnx.json
-INPUT_NAME = "x"
-OUTPUT_NAME = "y"
 BATCH_AXIS = 0
-DTYPE = "float32"
 
-# State names per cell, in graph order. Every state has the layout [batch, layers, hidden].
-CELL_STATES: dict[str, tuple[str, ...]] = {
-    "rnn": ("h",),
-    "gru": ("h",),
-    "lstm": ("h", "c"),
-}
+# cell -> its recurrent state names, derived from the one spec (kept for existing importers)
+CELL_STATES: dict[str, tuple[str, ...]] = {name: c.states for name, c in spec.CELLS.items()}
 
 # Refuse absurd declared sizes before allocating anything for them.
 MAX_FEATURES = 1 << 16
 MAX_HIDDEN = 1 << 16
 MAX_LAYERS = 64
-
-
-def state_input_name(state: str) -> str:
-    return f"{state}_in"
-
-
-def state_output_name(state: str) -> str:
-    return f"{state}_out"
 
 
 def sidecar_path(model_path: str) -> str:
@@ -89,7 +79,7 @@ class StateSpec:
     name: str
     input: str
     output: str
-    shape: tuple[str | int, ...]  # ("batch", layers, hidden)
+    shape: tuple[str | int, ...]  # ("batch", layers, hidden); ("batch", F + 1) for `last`
     dtype: str = DTYPE
     batch_axis: int = BATCH_AXIS
     initial: float = 0.0
@@ -100,13 +90,9 @@ class StateSpec:
         return tuple(int(d) for i, d in enumerate(self.shape) if i != self.batch_axis)
 
     @classmethod
-    def for_cell(cls, name: str, layers: int, hidden: int) -> StateSpec:
-        return cls(
-            name=name,
-            input=state_input_name(name),
-            output=state_output_name(name),
-            shape=("batch", layers, hidden),
-        )
+    def for_state(cls, name: str, row: tuple[int, ...]) -> StateSpec:
+        return cls(name=name, input=state_input_name(name), output=state_output_name(name),
+                   shape=(spec.BATCH, *row))
 
 
 @dataclass
@@ -120,6 +106,7 @@ class ModelContract:
     targets: list[str]
     horizon: int = 1
     target_mode: str = "level"  # "level": predict the value; "delta": predict the change
+    input_mode: str = "level"  # "level": fed raw values; "delta": fed changes (a `last` state)
     normalization: dict[str, list[float]] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
@@ -128,8 +115,12 @@ class ModelContract:
     quantized: bool = False
     # {"file": "model.step.onnx", "sha256": "<hex of its bytes>"}; empty when there is none
     step_model: dict[str, str] = field(default_factory=dict)
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = 0  # 0: the lowest version that describes this model (required_schema)
     format: str = FORMAT
+
+    def __post_init__(self) -> None:
+        if not self.schema_version:
+            self.schema_version = self.required_schema
 
     # -- derived, never stored separately -------------------------------------------------
     @property
@@ -140,17 +131,33 @@ class ModelContract:
     def n_targets(self) -> int:
         return len(self.targets)
 
+    def graph_io(self, time: str | int = spec.TIME) -> tuple[list[spec.TensorSpec],
+                                                            list[spec.TensorSpec]]:
+        """(inputs, outputs) of this model's graph in order (``time=1``: the step graph)."""
+        return spec.graph_io(self.cell, layers=self.layers, hidden=self.hidden,
+                             n_features=self.n_features, n_targets=self.n_targets,
+                             input_mode=self.input_mode, time=time)
+
     @property
     def states(self) -> list[StateSpec]:
-        return [StateSpec.for_cell(s, self.layers, self.hidden) for s in CELL_STATES[self.cell]]
+        return [StateSpec.for_state(s, spec.state_row_shape(
+                    s, layers=self.layers, hidden=self.hidden, n_features=self.n_features))
+                for s in spec.state_names(self.cell, self.input_mode)]
 
     @property
     def input(self) -> dict[str, Any]:
-        return {"name": INPUT_NAME, "shape": ["batch", "time", self.n_features], "dtype": DTYPE}
+        x = self.graph_io()[0][0]
+        return {"name": x.name, "shape": list(x.shape), "dtype": x.dtype}
 
     @property
     def output(self) -> dict[str, Any]:
-        return {"name": OUTPUT_NAME, "shape": ["batch", "time", self.n_targets], "dtype": DTYPE}
+        y = self.graph_io()[1][0]
+        return {"name": y.name, "shape": list(y.shape), "dtype": y.dtype}
+
+    @property
+    def required_schema(self) -> int:
+        """The lowest schema version that describes this model (see SCHEMA_VERSION)."""
+        return 2 if self.input_mode != "level" else 1
 
     @property
     def targets_are_features(self) -> bool:
@@ -166,7 +173,8 @@ class ModelContract:
             {**asdict(s), "shape": list(s.shape)} for s in self.states
         ]
         order = ["format", "schema_version", "cell", "layers", "hidden", "input", "output",
-                 "states", "features", "targets", "horizon", "target_mode", "quantized",
+                 "states", "features", "targets", "horizon", "target_mode", "input_mode",
+                 "quantized",
                  "normalization", "metrics", "parity", "versions", "fingerprint"]
         if self.step_model:  # optional: files without a step graph keep their exact old JSON
             order.append("step_model")
@@ -203,9 +211,9 @@ class ModelContract:
                 f"understands ({SCHEMA_VERSION}); upgrade rnnstream (pip install -U rnnstream)"
             )
         cell = data.get("cell")
-        if cell not in CELL_STATES:
+        if cell not in spec.CELLS:
             raise ContractError(
-                f"{source}: unknown cell {cell!r}; expected one of {sorted(CELL_STATES)}"
+                f"{source}: unknown cell {cell!r}; expected one of {sorted(spec.CELLS)}"
             )
         layers = _positive_int(data, "layers", MAX_LAYERS, source)
         hidden = _positive_int(data, "hidden", MAX_HIDDEN, source)
@@ -213,8 +221,12 @@ class ModelContract:
         targets = _names(data, "targets", source)
         horizon = _positive_int(data, "horizon", 1 << 20, source)
         target_mode = data.get("target_mode", "level")
-        if target_mode not in ("level", "delta"):
+        if target_mode not in spec.TARGET_MODES:
             raise ContractError(f"{source}: target_mode {target_mode!r} is not 'level' or 'delta'")
+        input_mode = data.get("input_mode", "level")  # absent in schema 1 files: level
+        if input_mode not in spec.INPUT_MODES or (input_mode != "level" and version < 2):
+            raise ContractError(f"{source}: input_mode {input_mode!r} is not 'level' or 'delta' "
+                                "(and 'delta' needs schema_version 2)")
         contract = cls(
             cell=cell,
             layers=layers,
@@ -223,6 +235,7 @@ class ModelContract:
             targets=targets,
             horizon=horizon,
             target_mode=target_mode,
+            input_mode=input_mode,
             normalization=_dict(data, "normalization", source),
             metrics=_dict(data, "metrics", source),
             parity=_dict(data, "parity", source),
@@ -296,10 +309,3 @@ def _step_model(data: Mapping[str, Any], source: str) -> dict[str, str]:
         )
     return {"file": name, "sha256": digest}
 
-
-def finite_floats(values: Sequence[float]) -> list[float]:
-    """Plain JSON-safe floats (used by writers of normalisation and metric figures)."""
-    out = [float(v) for v in values]
-    if not all(math.isfinite(v) for v in out):
-        raise ValueError(f"non-finite value in {out!r}")
-    return out

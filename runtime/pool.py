@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from . import spec
 from ._engine import BoundEngine, ForeignEngine, open_engine
 from ._io import declared_shape, input_shape
 from ._state import (
@@ -70,7 +71,6 @@ __all__ = ["StreamPool"]
 # at 16,384); hidden 128 LSTM at 128-256 rows (0.43-0.45 M/s, vs 0.17 at 16,384).
 CHUNK_GATE_FLOATS = 1 << 17
 MIN_CHUNK_ROWS = 64
-GATE_COLUMNS = {"rnn": 1, "lstm": 4, "gru": 4}  # per hidden unit, in the step graph's Gemm
 # A batch size gets bound buffers on its second sighting (binding costs ~2.4 µs per tensor per
 # chunk, repaid after a few calls); at most MAX_PLANS sizes are kept (oldest dropped first).
 BIND_AFTER = 2
@@ -79,7 +79,7 @@ MAX_PLANS = 8
 
 def chunk_rows(contract: ModelContract) -> int:
     """Rows per session call for this model (see CHUNK_GATE_FLOATS)."""
-    columns = GATE_COLUMNS[contract.cell] * contract.hidden
+    columns = spec.CELLS[contract.cell].step_columns * contract.hidden
     return max(MIN_CHUNK_ROWS, CHUNK_GATE_FLOATS // columns)
 
 

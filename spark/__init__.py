@@ -29,6 +29,12 @@ Spark schema error)::
     bad_rows     bigint   rows refused for this key so far (on_bad_row="drop")
     h            binary   float32 little-endian, row-major [layers, hidden]
     c            binary   same layout; LSTM only, null for rnn/gru
+    last         binary   float32 [F + 1]: the last point and its seen flag; only for models
+                          fed changes (input_mode "delta"), null otherwise
+
+One binary column per state name the one spec knows (:data:`STATE_COLUMNS`), filled by name.
+The ``last`` column is new in release 0.2: a Spark checkpoint written by 0.1 has a state schema
+without it, and Spark refuses to resume it; start such queries from a new checkpoint location.
 
 (Binary rather than ``array<float>``: pyspark 4.3's worker cannot parse a state schema holding an
 array -- ``KeyError: 'elementType'`` in ``ArrayType.fromJson`` -- and bytes are exact and small.)
@@ -88,6 +94,7 @@ from rnnstream.runtime import (
     StateError,
     UnsupportedError,
 )
+from rnnstream.runtime.spec import CELLS, INPUT_MODES, state_names
 
 __all__ = [
     "BAD_ROW_POLICIES",
@@ -101,12 +108,14 @@ __all__ = [
 
 BAD_ROW_POLICIES = ("drop", "fail")
 ERROR_COLUMN = "error"
+# every state name of every cell and input mode, in the spec's order: one column each
+STATE_COLUMNS = tuple(dict.fromkeys(
+    name for mode in INPUT_MODES for cell in CELLS for name in state_names(cell, mode)))
 STATE_SCHEMA = T.StructType([
     T.StructField("fingerprint", T.StringType(), False),
     T.StructField("steps", T.LongType(), False),
     T.StructField("bad_rows", T.LongType(), False),
-    T.StructField("h", T.BinaryType(), False),
-    T.StructField("c", T.BinaryType(), True),
+    *(T.StructField(name, T.BinaryType(), name != "h") for name in STATE_COLUMNS),
 ])
 _STATE_DTYPE = np.dtype("<f4")
 _EVENT_MS = "_rnnstream_event_ms"  # the order timestamp as epoch ms, computed by Spark (exact)
@@ -355,7 +364,8 @@ class KeyStep:
         if stored is None:
             zeros = {s.name: np.zeros(s.row_shape, np.float32) for s in specs}
             return zeros, 0, 0
-        fingerprint, steps, bad_count, *blobs = stored
+        fingerprint, steps, bad_count, *columns = stored
+        blobs = dict(zip(STATE_COLUMNS, columns, strict=True))
         if fingerprint != self.fingerprint:
             raise StateError(
                 f"key {_plain(key)!r}: the state in Spark's state store was written by another "
@@ -364,7 +374,8 @@ class KeyStep:
                 "start the query from a new checkpoint location"
             )
         tensors = {}
-        for spec, blob in zip(specs, blobs, strict=False):
+        for spec in specs:
+            blob = blobs[spec.name]
             size = math.prod(spec.row_shape)
             if blob is None or len(blob) != size * _STATE_DTYPE.itemsize:
                 raise StateError(f"key {_plain(key)!r}: stored state {spec.name!r} has "
@@ -412,10 +423,9 @@ def _plain(value: Any) -> Any:
 
 def _encode(tensors: dict[str, np.ndarray], contract: ModelContract) -> tuple[bytes | None, ...]:
     """The state as Spark's state store keeps it (see STATE_SCHEMA): float32 LE bytes per
-    state, row-major; the second slot is null for one-state cells."""
-    names = [s.name for s in contract.states]
-    blobs = [np.ascontiguousarray(tensors[n], _STATE_DTYPE).tobytes() for n in names]
-    return (*blobs, None) if len(blobs) == 1 else tuple(blobs)
+    state, row-major, in its column by name; null in the columns of states the model lacks."""
+    return tuple(np.ascontiguousarray(tensors[n], _STATE_DTYPE).tobytes() if n in tensors
+                 else None for n in STATE_COLUMNS)
 
 
 # -- local sessions --------------------------------------------------------------------------------

@@ -1,27 +1,38 @@
 """Training: truncated BPTT with the detached state carried across windows, early stopping.
 
-How one run goes (``train`` may make two, see "target mode" below):
+How one run goes (``train`` makes one per candidate mode, see "modes" below):
 
 1. Pairs input t -> target t + horizon; the last ``val_fraction`` of the pairs validate.
-2. Mean/std of the features and targets are fitted on the training pairs only and stored in
-   the model's buffers.
+2. Mean/std of what the network sees (the features, or their changes for ``input_mode="delta"``)
+   and of what it predicts (the targets, or their changes) are fitted on the training pairs only
+   and stored in the model's buffers.
 3. The training pairs are cut into ``segments`` contiguous pieces, stacked as the batch
-   [segments, L, F]. Each epoch walks along them in windows of ``bptt`` steps from a zero
-   state; the state leaving one window enters the next *detached*, so the network sees the
-   whole history but gradients stop at the window edge.
+   [segments, L, F]. Each epoch walks along them in windows of ``bptt`` steps; the state leaving
+   one window enters the next *detached*, so the network sees the whole history but gradients
+   stop at the window edge. Each epoch drops a random number (< bptt) of the oldest steps, so
+   the windows do not always cut the series at the same points.
 4. Validation after every epoch runs the model over the whole series from a zero state, i.e.
    the validation part continues from the state reached at the end of the training data, as a
    stream would. The loss (MSE in the model's normalised target units) drives early stopping
    and a halving learning rate; the best epoch's weights are kept.
 
-Target mode: ``"level"`` predicts the target, ``"delta"`` its change from the last observed
-value (only when every target is also a feature). ``"auto"`` trains both and keeps the one with
-the lower validation MSE measured in the same units for both (raw errors divided by the
-training std of the target level), recording both numbers and the reason in the metrics.
+Defaults that fit the series (:func:`fit_defaults`): ``bptt``, ``segments``, ``epochs`` and
+``patience`` left at None are derived from the number of training pairs, so that a 150-point
+monthly series gets short windows and many epochs (hundreds of updates, not a handful) and a
+4,000-point one longer windows and more parallel segments. ``metrics["defaults"]`` records them.
+
+Modes: ``target_mode`` "level" predicts the target, "delta" its change from the last observed
+value (only when every target is also a feature). ``input_mode`` "level" feeds the features,
+"delta" their changes since the previous point (the graph carries the previous point in its
+state, see :mod:`rnnstream.runtime.spec`). "auto" (default for both) trains every sensible pair
+-- level/level, level/delta and delta/delta (inputs/targets) -- and keeps the one with the lowest
+validation MSE measured in the same units for all (each target's raw error divided by its
+training std), recording every candidate's figure and the reason in the metrics.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,30 +46,43 @@ from torch.nn import functional as F
 
 from .data import Series, Split, fit_mean_std, make_split
 from .errors import ConfigError, DataError
-from .model import Forecaster, ForecasterConfig, State
+from .model import Forecaster, ForecasterConfig, StateTensors
+from .quality import detect_season, multi_step_errors, score_targets
 
-__all__ = ["EpochReport", "TrainConfig", "TrainResult", "Validation", "train", "train_epoch"]
+__all__ = ["EpochReport", "TrainConfig", "TrainResult", "Validation", "fit_defaults", "train",
+           "train_epoch"]
 
-TARGET_MODES = ("auto", "level", "delta")
+MODES = ("auto", "level", "delta")
+# fit_defaults: aim for about this many optimiser updates, within these epoch bounds
+TARGET_UPDATES = 1500
+MIN_EPOCHS, MAX_EPOCHS = 20, 400
+SIGNIFICANT_T = 1.645  # one-sided 5 % (normal approximation), see _shrink_toward_persistence
 
 
 @dataclass
 class TrainConfig:
-    """Everything about how to train (the model's shape lives in ``ForecasterConfig``)."""
+    """Everything about how to train (the model's shape lives in ``ForecasterConfig``).
 
-    epochs: int = 60  # upper bound; early stopping usually ends sooner
+    ``epochs``, ``segments``, ``bptt``, ``patience`` and ``lr_patience`` left at None fit the
+    length of the series (:func:`fit_defaults`).
+    """
+
+    epochs: int | None = None  # upper bound; early stopping usually ends sooner
     lr: float = 1e-2  # Adam
-    segments: int = 8  # parallel contiguous pieces of the training series (the batch)
-    bptt: int = 25  # time steps per truncated-BPTT window
+    segments: int | None = None  # parallel contiguous pieces of the training series (the batch)
+    bptt: int | None = None  # time steps per truncated-BPTT window
     clip: float = 1.0  # max gradient norm
-    patience: int = 10  # epochs without a better validation loss before stopping
-    lr_patience: int = 3  # epochs without improvement before the learning rate halves
+    patience: int | None = None  # epochs without a better validation loss before stopping
+    lr_patience: int | None = None  # epochs without improvement before the learning rate halves
     seed: int = 0
     device: str = "cpu"  # "cpu" | "cuda" | "cuda:N"
     val_fraction: float = 0.2  # the last part of the series, by time
     target_mode: str = "auto"  # "auto" | "level" | "delta"
+    input_mode: str = "auto"  # "auto" | "level" | "delta"
     # Steps ahead to predict; None keeps ForecasterConfig.horizon (default 1).
     horizon: int | None = None
+    season: int | None = None  # None: detect it; 0: no season; N: the season is N steps
+    forecast_steps: int | None = None  # horizons of the multi-step report (None: fit the data)
     progress: bool = True  # tqdm bar per run (shown only on a terminal)
     # torch CPU threads while training (restored after); None keeps torch's setting. Small
     # recurrent models run fastest on one: the step-by-step recurrence leaves little to split,
@@ -67,10 +91,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name, lo in (("epochs", 1), ("segments", 1), ("bptt", 1), ("patience", 1),
-                         ("lr_patience", 1)):
+                         ("lr_patience", 1), ("forecast_steps", 0), ("season", 0)):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < lo:
-                raise ConfigError(f"TrainConfig.{name}={value!r}: expected an integer >= {lo}")
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < lo):
+                raise ConfigError(f"TrainConfig.{name}={value!r}: expected None or an integer "
+                                  f">= {lo}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ConfigError(f"TrainConfig.threads={self.threads!r}: expected None or an "
                               "integer >= 1")
@@ -81,9 +107,14 @@ class TrainConfig:
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"TrainConfig.val_fraction={self.val_fraction!r}: expected 0 < "
                               "val_fraction < 1 (e.g. 0.2 validates on the last 20%)")
-        if self.target_mode not in TARGET_MODES:
-            raise ConfigError(f"TrainConfig.target_mode={self.target_mode!r}: expected one of "
-                              f"{TARGET_MODES}")
+        for name in ("target_mode", "input_mode"):
+            if getattr(self, name) not in MODES:
+                raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: expected one "
+                                  f"of {MODES}")
+        if self.input_mode == "delta" and self.target_mode == "level":
+            raise ConfigError("TrainConfig input_mode='delta' with target_mode='level': a "
+                              "network fed only changes cannot know the level it must predict; "
+                              "use target_mode 'delta' or 'auto'")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,6 +122,23 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def fit_defaults(config: TrainConfig, n_train: int, season: int | None = None) -> TrainConfig:
+    """``config`` with every None among bptt/segments/epochs/patience/lr_patience derived from
+    the number of training pairs and the season (a window spans two seasons where the data
+    allows, so that gradients reach a whole cycle); given values are kept."""
+    bptt = config.bptt or int(np.clip(max(n_train // 12, 2 * (season or 0)), 8, 64))
+    bptt = min(bptt, n_train)
+    segments = config.segments or int(np.clip(n_train // (3 * bptt), 1, 32))
+    segments = max(1, min(segments, n_train // bptt))
+    windows = max(1, math.ceil(n_train // segments / bptt))  # updates per epoch
+    epochs = config.epochs or int(np.clip(math.ceil(TARGET_UPDATES / windows), MIN_EPOCHS,
+                                          MAX_EPOCHS))
+    patience = config.patience or int(np.clip(epochs // 5, 10, 60))
+    lr_patience = config.lr_patience or max(3, patience // 3)
+    return replace(config, bptt=bptt, segments=segments, epochs=epochs, patience=patience,
+                   lr_patience=lr_patience)
 
 
 @dataclass(frozen=True)
@@ -135,6 +183,7 @@ class _Run:
     history: dict[str, list]
     best_epoch: int
     best_val_loss: float
+    shrink: list[float] | None = None
 
 
 # -- public entry point ---------------------------------------------------------------------
@@ -148,41 +197,60 @@ def train(
     """Train a forecaster on ``series``; returns the best model, its metrics and history.
 
     ``model_config`` gives the architecture (cell, hidden, layers, dropout); its data fields
-    (n_features, n_targets, names, target_index) are filled from ``series`` and its
-    ``target_mode``/``horizon`` from ``config``. Data problems raise ``DataError`` before
-    any training starts.
+    (n_features, n_targets, names, target_index) come from ``series`` and its
+    ``target_mode``/``input_mode``/``horizon`` from ``config``. A data field the caller set
+    that disagrees with the series raises ``ConfigError`` (the config given is never changed).
+    Data problems raise ``DataError`` before any training starts.
     """
     config = config or TrainConfig()
     template = _resolve_model_config(series, model_config or ForecasterConfig(), config)
-    split = make_split(series, template.horizon, config.val_fraction, min_train=config.bptt)
+    min_train = config.bptt or 8
+    split = make_split(series, template.horizon, config.val_fraction, min_train=min_train)
+    season = _season(config, series, split)
+    config = fit_defaults(config, split.n_train, season)
     device = _device(config.device)
-    modes = _candidate_modes(config.target_mode, series)
+    candidates = _candidate_modes(config, series)
     started = time.perf_counter()
     runs = {}
-    for mode in modes:
+    for input_mode, target_mode in candidates:
+        key = _mode_key(input_mode, target_mode)
         with _threads(config.threads), _seeded(config.seed, device):
-            mcfg = replace(template, target_mode=mode)
-            runs[mode] = _fit(split, mcfg, config, device, callbacks)
+            mcfg = replace(template, target_mode=target_mode, input_mode=input_mode)
+            runs[key] = _fit(split, mcfg, config, device, callbacks)
+            runs[key].shrink = _shrink_toward_persistence(runs[key].model, split, device)
     seconds = time.perf_counter() - started
-    scored = {mode: _evaluate(run.model, split, device) for mode, run in runs.items()}
-    chosen = min(scored, key=lambda m: scored[m][0]["val_mse_norm"])
+    scored = {key: _evaluate(run.model, split, device, season) for key, run in runs.items()}
+    chosen = min(scored, key=lambda k: scored[k][0]["val_mse_norm"])
     metrics, validation = scored[chosen]
     run = runs[chosen]
-    candidates = {m: _candidate_summary(scored[m][0], runs[m]) for m in runs}
+    summaries = {k: _candidate_summary(scored[k][0], runs[k]) for k in runs}
+    steps = config.forecast_steps
+    if steps is None:
+        steps = int(np.clip(2 * (season or 6), 2, 48))
+    steps = min(steps, max(1, split.n_val - 1))
     metrics.update(
-        target_mode=chosen,
-        target_mode_reason=_mode_reason(config.target_mode, chosen, candidates, series),
+        target_mode=run.model.config.target_mode,
+        input_mode=run.model.config.input_mode,
+        target_mode_reason=_mode_reason(config, chosen, summaries, series),
         best_epoch=run.best_epoch,
         epochs_run=len(run.history["epoch"]),
         train_seconds=round(seconds, 3),
         n_train=split.n_train,
         n_val=split.n_val,
         horizon=split.horizon,
+        season=season,
         device=str(device),
-        candidates=candidates,
+        candidates=summaries,
+        defaults={k: getattr(config, k) for k in ("bptt", "segments", "epochs", "patience")},
+        multi_step=multi_step_errors(run.model, split, steps, season) if steps else None,
     )
     run.model.cpu().eval()
-    return TrainResult(run.model, metrics, run.history, config, validation, candidates)
+    return TrainResult(run.model, metrics, run.history, config, validation, summaries)
+
+
+def _mode_key(input_mode: str, target_mode: str) -> str:
+    """The name of a candidate in the metrics: ``inputs/targets``, e.g. ``delta/delta``."""
+    return f"{input_mode}/{target_mode}"
 
 
 def _resolve_model_config(series: Series, base: ForecasterConfig,
@@ -191,26 +259,49 @@ def _resolve_model_config(series: Series, base: ForecasterConfig,
     if config.horizon is not None and base.horizon not in (1, config.horizon):
         raise ConfigError(f"horizon given twice and different: ForecasterConfig.horizon="
                           f"{base.horizon}, TrainConfig.horizon={config.horizon}; set one")
-    return replace(
-        base,
-        n_features=series.features.shape[1],
-        n_targets=series.targets.shape[1],
-        feature_names=list(series.feature_names),
-        target_names=list(series.target_names),
-        target_index=list(series.target_index or []),
-        target_mode="level",
-        horizon=horizon,
-    )
+    data = {
+        "n_features": series.features.shape[1],
+        "n_targets": series.targets.shape[1],
+        "feature_names": list(series.feature_names),
+        "target_names": list(series.target_names),
+        "target_index": list(series.target_index or []),
+    }
+    default = ForecasterConfig(n_features=base.n_features, n_targets=base.n_targets)
+    for name, value in data.items():
+        given = getattr(base, name)
+        untouched = given == getattr(default, name) and name not in ("n_features", "n_targets")
+        if given != value and not untouched and not (name in ("n_features", "n_targets")
+                                                     and given == 1):
+            raise ConfigError(
+                f"ForecasterConfig.{name}={given!r} but the series has {value!r}; these fields "
+                "are taken from the data: leave them unset, or pass matching values")
+    for name in ("target_mode", "input_mode"):
+        given, wanted = getattr(base, name), getattr(config, name)
+        if given != "level" and wanted not in ("auto", given):
+            raise ConfigError(f"ForecasterConfig.{name}={given!r} but TrainConfig.{name}="
+                              f"{wanted!r}; set the mode in TrainConfig only")
+    return replace(base, **data, target_mode="level", input_mode="level", horizon=horizon)
 
 
-def _candidate_modes(target_mode: str, series: Series) -> tuple[str, ...]:
-    if target_mode == "delta" and series.target_index is None:
-        raise DataError(f"{series.source}: target_mode='delta' needs every target to be a "
-                        f"feature too (targets {series.target_names}, features "
-                        f"{series.feature_names}); add them to the features or use 'level'")
-    if target_mode != "auto":
-        return (target_mode,)
-    return ("level", "delta") if series.target_index is not None else ("level",)
+def _candidate_modes(config: TrainConfig, series: Series) -> list[tuple[str, str]]:
+    """(input_mode, target_mode) pairs to train; DataError when a requested one is impossible."""
+    can_delta = series.target_index is not None
+    wants_delta = "delta" in (config.target_mode, config.input_mode)
+    if wants_delta and not can_delta:
+        raise DataError(f"{series.source}: delta modes need every target to be a feature too "
+                        f"(targets {series.target_names}, features {series.feature_names}); "
+                        "add them to the features or use 'level'")
+    targets = ["level", "delta"] if config.target_mode == "auto" else [config.target_mode]
+    inputs = ["level", "delta"] if config.input_mode == "auto" else [config.input_mode]
+    if not can_delta:
+        targets, inputs = ["level"], ["level"]
+    return [(i, t) for t in targets for i in inputs if not (i == "delta" and t == "level")]
+
+
+def _season(config: TrainConfig, series: Series, split: Split) -> int | None:
+    if config.season is not None:
+        return config.season or None
+    return detect_season(split.y[: split.n_train, 0])
 
 
 def _device(name: str) -> torch.device:
@@ -238,21 +329,29 @@ def _threads(count: int | None) -> Iterator[None]:
 
 @contextmanager
 def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch and numpy and ask for deterministic kernels; restore the global flag after."""
-    torch.manual_seed(seed)
-    np.random.seed(seed)
+    """Seed torch inside a forked RNG and ask for deterministic kernels; restore it all after.
+
+    The caller's global generators are untouched: ``torch.random.fork_rng`` restores torch's
+    (and CUDA's) generator state on exit, and numpy's global generator is never used (the
+    training loop draws from its own ``np.random.default_rng(seed)``).
+    """
+    devices = [device] if device.type == "cuda" else []
     previous = torch.are_deterministic_algorithms_enabled()
     previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    previous_cudnn = torch.backends.cudnn.deterministic
     # On CUDA, deterministic cuBLAS needs CUBLAS_WORKSPACE_CONFIG set before the first matmul,
     # otherwise torch raises; without it we settle for deterministic cuDNN.
     # https://docs.nvidia.com/cuda/cublas/index.html#results-reproducibility
     strict = device.type == "cpu" or "CUBLAS_WORKSPACE_CONFIG" in os.environ
-    torch.use_deterministic_algorithms(strict)
-    torch.backends.cudnn.deterministic = True
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(strict)
+        torch.backends.cudnn.deterministic = True
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
+            torch.backends.cudnn.deterministic = previous_cudnn
 
 
 # -- one run --------------------------------------------------------------------------------
@@ -262,25 +361,27 @@ def _fit(split: Split, mcfg: ForecasterConfig, config: TrainConfig, device: torc
     x_all = torch.as_tensor(split.x, dtype=torch.float32, device=device)[None]  # [1, n, F]
     y_all = torch.as_tensor(split.y, dtype=torch.float32, device=device)[None]  # [1, n, T]
     u_all = model.target_to_normalized(x_all, y_all)  # what forward_normalized should give
-    xs, us = _segments(x_all[0, : split.n_train], u_all[0, : split.n_train],
-                       config.segments, config.bptt)
+    rng = np.random.default_rng(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=0.5, patience=config.lr_patience)
     history: dict[str, list] = {"epoch": [], "train_loss": [], "val_loss": [], "lr": []}
     best = (0, float("inf"), _copy_state(model))
-    with _progress(mcfg.target_mode, config) as bar:
+    mode = _mode_key(mcfg.input_mode, mcfg.target_mode)
+    with _progress(mode, config) as bar:
         for epoch in range(1, config.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
-            train_loss = train_epoch(model, optimizer, xs, us, config.bptt, config.clip)
+            drop = int(rng.integers(0, config.bptt)) if epoch > 1 else 0
+            xs, us, first = _segments(x_all[0, : split.n_train], u_all[0, : split.n_train],
+                                      config.segments, config.bptt, drop)
+            train_loss = train_epoch(model, optimizer, xs, us, config.bptt, config.clip, first)
             val_loss = _val_loss(model, x_all, u_all, split.n_train)
             scheduler.step(val_loss)
             if val_loss < best[1]:
                 best = (epoch, val_loss, _copy_state(model))
             for key, value in zip(history, (epoch, train_loss, val_loss, lr), strict=True):
                 history[key].append(value)
-            report = EpochReport(mcfg.target_mode, epoch, config.epochs, train_loss,
-                                 val_loss, best[1], lr)
+            report = EpochReport(mode, epoch, config.epochs, train_loss, val_loss, best[1], lr)
             for callback in (bar, *callbacks):
                 callback(report)
             if epoch - best[0] >= config.patience:
@@ -289,35 +390,91 @@ def _fit(split: Split, mcfg: ForecasterConfig, config: TrainConfig, device: torc
     return _Run(model, history, best[0], best[1])
 
 
+@torch.no_grad()
+def _shrink_toward_persistence(model: Forecaster, split: Split,
+                               device: torch.device) -> list[float] | None:
+    """Scale each predicted change by the factor in [0, 1] that fits the validation data best.
+
+    A delta-target model predicts ``y = last + change``. On a series close to a random walk the
+    network's changes are mostly noise, and ``last + a * change`` with ``a`` < 1 (the least
+    squares factor on the validation pairs, clipped to [0, 1]) is closer to the truth; on a
+    series with real structure ``a`` comes out near 1 and changes nothing. The factor is folded
+    into the model (head weights, bias and target mean), so the exported graph is unchanged in
+    form. Returns the factors, or None for level-target models.
+    """
+    cfg = model.config
+    if cfg.target_mode != "delta":
+        return None
+    model.eval()
+    n = split.n_train
+    x_all = torch.as_tensor(split.x, dtype=torch.float32, device=device)[None]
+    y_pred, _ = model(x_all)
+    change = y_pred[0, n:].double().cpu().numpy() - split.last[n:]
+    truth = split.y[n:] - split.last[n:]
+    denom = np.sum(change * change, axis=0)
+    factor = np.where(denom > 0, np.sum(change * truth, axis=0) / np.where(denom > 0, denom, 1),
+                      1.0)
+    factor = np.clip(factor, 0.0, 1.0)
+    # No evidence that the network beats persistence on the validation pairs (one-sided test
+    # of the mean squared-error difference, 5 %): predict no change rather than noise.
+    for j in range(factor.size):
+        gain = truth[:, j] ** 2 - (truth[:, j] - factor[j] * change[:, j]) ** 2
+        se = gain.std(ddof=1) / np.sqrt(gain.size) if gain.size > 1 else 0.0
+        if not (se > 0 and gain.mean() / se > SIGNIFICANT_T):
+            factor[j] = 0.0
+    a = torch.as_tensor(factor, dtype=model.head.weight.dtype, device=model.head.weight.device)
+    model.head.weight.mul_(a[:, None])
+    model.head.bias.mul_(a)
+    model.y_mean.mul_(a)
+    return [float(f) for f in factor]
+
+
 def _normalized_model(split: Split, mcfg: ForecasterConfig) -> Forecaster:
     """A fresh model whose buffers hold mean/std fitted on the training pairs only."""
     n = split.n_train
-    x_mean, x_std = fit_mean_std(split.x[:n])
+    level_mean, level_std = fit_mean_std(split.x[:n])
+    seen = split.x[:n]
+    if mcfg.input_mode == "delta":  # what the network sees: changes, the first one 0
+        seen = np.diff(seen, axis=0, prepend=seen[:1])
+    x_mean, x_std = fit_mean_std(seen)
     y = split.y[:n]
     if mcfg.target_mode == "delta":
         y = y - split.x[:n][:, mcfg.target_index]
     y_mean, y_std = fit_mean_std(y)
     model = Forecaster(mcfg)
-    model.set_normalization(x_mean, x_std, y_mean, y_std)
+    model.set_normalization(x_mean, x_std, y_mean, y_std, level_mean, level_std)
     return model
 
 
-def _segments(x: Tensor, u: Tensor, segments: int, bptt: int) -> tuple[Tensor, Tensor]:
-    """[n, C] -> [S, L, C]: S contiguous pieces of the latest S*L steps, L >= one window."""
-    segments = max(1, min(segments, x.shape[0] // bptt))
-    length = x.shape[0] // segments
+def _segments(x: Tensor, u: Tensor, segments: int, bptt: int,
+              drop: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """[n, C] -> [S, L, C]: S contiguous pieces of the latest S*L steps (after dropping
+    ``drop`` of the oldest), L >= one window; plus the point before each piece [S, F] (the
+    piece's own first point when it starts the series), which delta inputs difference from.
+    """
+    n = x.shape[0] - drop
+    segments = max(1, min(segments, n // bptt))
+    length = n // segments
     start = x.shape[0] - segments * length  # drop the oldest steps, keep the newest
-    return (x[start:].reshape(segments, length, -1), u[start:].reshape(segments, length, -1))
+    starts = start + length * torch.arange(segments, device=x.device)
+    before = x[(starts - 1).clamp(min=0)]
+    return (x[start:].reshape(segments, length, -1), u[start:].reshape(segments, length, -1),
+            before)
 
 
 def train_epoch(model: Forecaster, optimizer: torch.optim.Optimizer, xs: Tensor, us: Tensor,
-                bptt: int, clip: float) -> float:
+                bptt: int, clip: float, before: Tensor | None = None) -> float:
     """One truncated-BPTT pass over [S, L, F] inputs and [S, L, T] normalised targets.
 
-    Returns the mean training loss over the windows (weighted by window length).
+    ``before`` [S, F] is the point preceding each segment, the previous point of its first
+    change when the model is fed changes. Returns the mean training loss over the windows
+    (weighted by window length).
     """
     model.train()
-    state: State = model.initial_state(xs.shape[0], xs.device)
+    state: StateTensors = model.initial_state(xs.shape[0], xs.device)
+    if model.config.input_mode == "delta" and before is not None:
+        flag = torch.ones((xs.shape[0], 1), device=xs.device, dtype=xs.dtype)
+        state = (*state[:-1], torch.cat([before, flag], dim=1))
     total, steps = 0.0, 0
     for start in range(0, xs.shape[1], bptt):
         # Detach: the values carry on into the next window, the gradient path stops here.
@@ -365,8 +522,9 @@ def _progress(mode: str, config: TrainConfig) -> Iterator[Callback]:
 
 # -- metrics --------------------------------------------------------------------------------
 @torch.no_grad()
-def _evaluate(model: Forecaster, split: Split, device: torch.device) -> tuple[dict, Validation]:
-    """Validation metrics in raw and normalised units, for the model and for persistence."""
+def _evaluate(model: Forecaster, split: Split, device: torch.device,
+              season: int | None) -> tuple[dict, Validation]:
+    """Validation metrics per target and pooled unit-free, for the model and the baselines."""
     model.eval()
     x_all = torch.as_tensor(split.x, dtype=torch.float32, device=device)[None]
     y_all = torch.as_tensor(split.y, dtype=torch.float32, device=device)[None]
@@ -376,8 +534,11 @@ def _evaluate(model: Forecaster, split: Split, device: torch.device) -> tuple[di
     val_loss = F.mse_loss(u_pred[:, n:], model.target_to_normalized(x_all, y_all)[:, n:]).item()
     pred = y_pred[0, n:].double().cpu().numpy()
     actual, last = split.y[n:], split.last[n:]
-    _, level_std = fit_mean_std(split.y[:n])  # one scale for both modes and persistence
+    _, level_std = fit_mean_std(split.y[:n])  # one scale for every mode and baseline
+    scores = score_targets(pred, split, model.config.target_names, season)
     metrics = {
+        # pooled raw figures: meaningful for one target (or targets of one unit) only; the
+        # per-target table and the *_norm figures are what reports use
         "val_mse": _mse(pred - actual),
         "val_mae": float(np.mean(np.abs(pred - actual))),
         "persistence_val_mse": _mse(last - actual),
@@ -385,8 +546,12 @@ def _evaluate(model: Forecaster, split: Split, device: torch.device) -> tuple[di
         "val_mse_norm": _mse((pred - actual) / level_std),
         "persistence_val_mse_norm": _mse((last - actual) / level_std),
         "val_loss": val_loss,
+        "per_target": {s.name: s.to_dict() for s in scores},
     }
-    metrics["beats_persistence"] = metrics["val_mse"] < metrics["persistence_val_mse"]
+    seasonal = [s.seasonal_mse / s.std ** 2 for s in scores if s.seasonal_mse is not None]
+    metrics["seasonal_naive_val_mse_norm"] = (float(np.mean(seasonal))
+                                              if len(seasonal) == len(scores) else None)
+    metrics["beats_persistence"] = metrics["val_mse_norm"] < metrics["persistence_val_mse_norm"]
     return metrics, Validation(split.horizon + n, actual, pred, last)
 
 
@@ -396,17 +561,18 @@ def _mse(error: np.ndarray) -> float:
 
 def _candidate_summary(metrics: dict, run: _Run) -> dict:
     return {"val_mse_norm": metrics["val_mse_norm"], "val_mse": metrics["val_mse"],
-            "best_epoch": run.best_epoch, "epochs_run": len(run.history["epoch"])}
+            "best_epoch": run.best_epoch, "epochs_run": len(run.history["epoch"]),
+            "shrink": run.shrink}
 
 
-def _mode_reason(requested: str, chosen: str, candidates: dict[str, dict],
+def _mode_reason(config: TrainConfig, chosen: str, candidates: dict[str, dict],
                  series: Series) -> str:
-    if requested != "auto":
-        return f"target_mode={requested!r} was requested"
     if len(candidates) == 1:
-        return (f"auto: 'level' only, since targets {series.target_names} are not all "
-                "features (delta needs each target's last value as an input)")
-    other = "level" if chosen == "delta" else "delta"
-    return (f"auto: trained both; {chosen!r} validated better "
-            f"(normalised val MSE {candidates[chosen]['val_mse_norm']:.3g} vs "
-            f"{candidates[other]['val_mse_norm']:.3g} for {other!r})")
+        if "auto" not in (config.target_mode, config.input_mode):
+            return f"inputs/targets {chosen!r} were requested"
+        return (f"auto: only {chosen!r} (inputs/targets), since targets {series.target_names} "
+                "are not all features (delta needs each target's last value as an input)")
+    others = ", ".join(f"{k} {v['val_mse_norm']:.3g}" for k, v in candidates.items()
+                       if k != chosen)
+    return (f"auto: trained {len(candidates)} input/target modes; {chosen!r} validated best "
+            f"(normalised val MSE {candidates[chosen]['val_mse_norm']:.3g}; {others})")

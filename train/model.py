@@ -1,13 +1,17 @@
 """The recurrent forecaster: one small module, configured by one dataclass.
 
-State layout (written once, here, and used everywhere in rnnstream, torch and ONNX alike):
-a state is a tuple of tensors, ``(h,)`` for rnn/gru and ``(h, c)`` for lstm, each shaped
-``[batch, layers, hidden]`` -- batch first, so one stream's state is one contiguous row.
-The module never keeps state inside itself: ``forward(x, state) -> (y, next_state)``.
+State layout (defined once, in :mod:`rnnstream.runtime.spec`, and used everywhere in rnnstream,
+torch and ONNX alike): a state is a tuple of tensors in ``spec.state_names(cell, input_mode)``
+order -- ``(h,)`` for rnn/gru, ``(h, c)`` for lstm, each ``[batch, layers, hidden]``, then
+``last`` ``[batch, F + 1]`` when ``input_mode="delta"`` -- batch first, so one stream's state is
+one contiguous row. The module never keeps state inside itself:
+``forward(x, state) -> (y, next_state)``.
 
 Inputs and outputs are in raw units. The normalisation fitted on the training split is stored
-in buffers, applied on the way in and inverted on the way out; with ``target_mode="delta"`` the
-network predicts the change from the last observed value of each target, which is added back.
+in buffers, applied on the way in and inverted on the way out. ``input_mode="delta"`` feeds the
+network the change of each feature since the previous point (the previous point travels in the
+``last`` state; the first point of a stream has change 0). ``target_mode="delta"`` makes the
+network predict the change from the last observed value of each target, which is added back.
 """
 
 from __future__ import annotations
@@ -17,13 +21,18 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CELLS", "Forecaster", "ForecasterConfig", "State"]
+from rnnstream.runtime import spec
 
-State = tuple[Tensor, ...]
+__all__ = ["CELLS", "Forecaster", "ForecasterConfig", "StateTensors"]
 
-# The model registry: every cell here must have an export parity test (tests enforce it).
+StateTensors = tuple[Tensor, ...]  # one tensor per name in ForecasterConfig.state_names
+
+# The torch module of each cell in the one spec (every cell there must have one, and an export
+# parity test: tests enforce both).
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-STATE_NAMES: dict[str, tuple[str, ...]] = {"rnn": ("h",), "gru": ("h",), "lstm": ("h", "c")}
+if set(CELLS) != set(spec.CELLS):  # pragma: no cover - a developer's mistake, caught at import
+    raise ImportError(f"train.model.CELLS {sorted(CELLS)} != runtime.spec.CELLS "
+                      f"{sorted(spec.CELLS)}")
 
 
 @dataclass
@@ -37,6 +46,7 @@ class ForecasterConfig:
     layers: int = 1  # 1..3
     dropout: float = 0.0  # between recurrent layers (training only)
     target_mode: str = "level"  # "level" | "delta" (predict change from last observed value)
+    input_mode: str = "level"  # "level" | "delta" (feed changes since the previous point)
     # For target_mode="delta": index into the features of each target's own series.
     target_index: list[int] = field(default_factory=list)
     feature_names: list[str] = field(default_factory=list)
@@ -53,8 +63,13 @@ class ForecasterConfig:
                 raise ValueError(f"{name}={value!r}: expected an integer in {lo}..{hi}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout!r}: expected 0 <= dropout < 1")
-        if self.target_mode not in ("level", "delta"):
+        if self.target_mode not in spec.TARGET_MODES:
             raise ValueError(f"target_mode={self.target_mode!r}: expected 'level' or 'delta'")
+        if self.input_mode not in spec.INPUT_MODES:
+            raise ValueError(f"input_mode={self.input_mode!r}: expected 'level' or 'delta'")
+        if self.input_mode == "delta" and self.target_mode != "delta":
+            raise ValueError("input_mode='delta' needs target_mode='delta': a network that sees "
+                             "only changes cannot know the level it should predict")
         if self.target_mode == "delta" and (
             len(self.target_index) != self.n_targets
             or not all(0 <= i < self.n_features for i in self.target_index)
@@ -72,7 +87,11 @@ class ForecasterConfig:
 
     @property
     def state_names(self) -> tuple[str, ...]:
-        return STATE_NAMES[self.cell]
+        return spec.state_names(self.cell, self.input_mode)
+
+    def state_row_shape(self, name: str) -> tuple[int, ...]:
+        return spec.state_row_shape(name, layers=self.layers, hidden=self.hidden,
+                                    n_features=self.n_features)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,47 +122,87 @@ class Forecaster(nn.Module):
         self.register_buffer("y_mean", torch.zeros(c.n_targets))
         self.register_buffer("y_std", torch.ones(c.n_targets))
         self.register_buffer("target_index", torch.tensor(c.target_index, dtype=torch.long))
+        if c.input_mode == "delta":
+            # x_mean/x_std describe the changes the network sees; the raw level's own statistics
+            # are kept for whoever must draw realistic raw inputs (the export's parity proof)
+            self.register_buffer("x_level_mean", torch.zeros(c.n_features))
+            self.register_buffer("x_level_std", torch.ones(c.n_features))
 
     # -- state ----------------------------------------------------------------------------
-    def initial_state(self, batch: int, device: torch.device | str | None = None) -> State:
-        """All-zero state: one [batch, layers, hidden] tensor per state name."""
+    def initial_state(self, batch: int, device: torch.device | str | None = None
+                      ) -> StateTensors:
+        """All-zero state: one [batch, *row] tensor per state name (see the module doc)."""
         device = device if device is not None else self.head.weight.device
-        shape = (batch, self.config.layers, self.config.hidden)
-        return tuple(torch.zeros(shape, device=device) for _ in self.config.state_names)
+        dtype = self.head.weight.dtype
+        return tuple(torch.zeros((batch, *self.config.state_row_shape(name)), device=device,
+                                 dtype=dtype)
+                     for name in self.config.state_names)
 
-    def _to_torch_state(self, state: State) -> Tensor | tuple[Tensor, Tensor]:
+    def _to_torch_state(self, state: StateTensors) -> Tensor | tuple[Tensor, Tensor]:
         s = tuple(t.transpose(0, 1).contiguous() for t in state)  # [B,L,H] -> [L,B,H]
         return s if self.config.cell == "lstm" else s[0]
 
-    def _from_torch_state(self, s: Tensor | tuple[Tensor, ...]) -> State:
+    def _from_torch_state(self, s: Tensor | tuple[Tensor, ...]) -> StateTensors:
         s = s if isinstance(s, tuple) else (s,)
         return tuple(t.transpose(0, 1) for t in s)  # [L,B,H] -> [B,L,H]
 
+    def _changes(self, x: Tensor, last: Tensor) -> tuple[Tensor, Tensor]:
+        """(x [B,T,F] -> d [B,T,F] changes since the previous point, the new ``last`` state).
+
+        ``last`` is [B, F + 1]: the previous point and a flag, 1 once a point was seen. The
+        previous point of x[:, 0] is ``last`` when the flag is 1, else x[:, 0] itself (change 0).
+        With the flag exactly 0 or 1 the blend below is exact in float arithmetic, so the ONNX
+        graph, which computes the same expression, agrees bit for bit on it.
+        """
+        f = self.config.n_features
+        prev, seen = last[:, :f], last[:, f:]
+        first = seen * prev + (1 - seen) * x[:, 0]
+        shifted = torch.cat([first[:, None], x[:, :-1]], dim=1)
+        new_last = torch.cat([x[:, -1], torch.ones_like(seen)], dim=1)
+        return x - shifted, new_last
+
     # -- normalisation ----------------------------------------------------------------------
-    def set_normalization(self, x_mean, x_std, y_mean, y_std) -> None:
-        for name, value in (("x_mean", x_mean), ("x_std", x_std),
-                            ("y_mean", y_mean), ("y_std", y_std)):
+    def set_normalization(self, x_mean, x_std, y_mean, y_std, level_mean=None,
+                          level_std=None) -> None:
+        """Store the statistics; ``level_*`` (the raw features') for delta-input models."""
+        values = [("x_mean", x_mean), ("x_std", x_std), ("y_mean", y_mean), ("y_std", y_std)]
+        if self.config.input_mode == "delta" and level_mean is not None:
+            values += [("x_level_mean", level_mean), ("x_level_std", level_std)]
+        for name, value in values:
             buf = getattr(self, name)
             buf.copy_(torch.as_tensor(value, dtype=buf.dtype).reshape(buf.shape))
 
     def normalization(self) -> dict[str, list[float]]:
-        return {
+        """What the contract records: the statistics of what the network sees (features, or
+        their changes for delta inputs) and predicts, and for delta inputs the raw level's."""
+        out = {
             "feature_mean": self.x_mean.tolist(),
             "feature_std": self.x_std.tolist(),
             "target_mean": self.y_mean.tolist(),
             "target_std": self.y_std.tolist(),
         }
+        if self.config.input_mode == "delta":
+            out["feature_level_mean"] = self.x_level_mean.tolist()
+            out["feature_level_std"] = self.x_level_std.tolist()
+        return out
 
     # -- forward --------------------------------------------------------------------------
-    def forward_normalized(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+    def forward_normalized(self, x: Tensor, state: StateTensors | None = None
+                           ) -> tuple[Tensor, StateTensors]:
         """x raw [B, T, F] -> (u [B, T, targets] in normalised target units, next_state)."""
         if state is None:
             state = self.initial_state(x.shape[0], x.device)
+        recurrent = state[:len(spec.CELLS[self.config.cell].states)]
+        extra: StateTensors = ()
+        if self.config.input_mode == "delta":
+            x, new_last = self._changes(x, state[-1])
+            extra = (new_last,)
         z = (x - self.x_mean) / self.x_std
-        out, s = self.rnn(z, self._to_torch_state(state))  # out: [B, T, H]
-        return self.head(out), self._from_torch_state(s)
+        out, s = self.rnn(z, self._to_torch_state(recurrent))  # out: [B, T, H]
+        return self.head(out), (*self._from_torch_state(s), *extra)
 
-    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+    def forward(self, x: Tensor, state: StateTensors | None = None
+                ) -> tuple[Tensor, StateTensors]:
         """x raw [B, T, F] -> (y raw [B, T, targets], next_state)."""
         u, next_state = self.forward_normalized(x, state)
         y = u * self.y_std + self.y_mean

@@ -1,4 +1,5 @@
-"""``training.png``: loss curves and predicted vs actual on the validation data."""
+"""``training.png``: loss curves, predicted vs actual on the validation data per target, and the
+multi-step errors (forecasts fed back, horizons 1..n) against persistence and seasonal naive."""
 
 from __future__ import annotations
 
@@ -18,11 +19,15 @@ MAX_TARGET_PANELS = 3
 def plot_training(result: TrainResult, path: str | Path, max_points: int = 300) -> Path:
     """Draw the loss curves and the first ``max_points`` validation steps; returns the path."""
     names = result.model.config.target_names[:MAX_TARGET_PANELS]
-    fig = agg_figure(figsize=(9, 3.2 * (1 + len(names))))
-    axes = fig.subplots(1 + len(names), 1, squeeze=False)
+    multi = result.metrics.get("multi_step")
+    panels = 1 + len(names) + (1 if multi else 0)
+    fig = agg_figure(figsize=(9, 3.2 * panels))
+    axes = fig.subplots(panels, 1, squeeze=False)
     _plot_losses(axes[0, 0], result)
     for j, name in enumerate(names):
         _plot_validation(axes[j + 1, 0], result, j, name, max_points)
+    if multi:
+        _plot_multi_step(axes[-1, 0], multi, result.metrics.get("season"))
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,9 +54,9 @@ def _plot_losses(ax: Axes, result: TrainResult) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("MSE, normalised units")
-    mode = metrics.get("target_mode", result.model.config.target_mode)
-    ax.set_title(f"{result.model.config.cell.upper()} h={result.model.config.hidden}, "
-                 f"target mode {mode!r}")
+    cfg = result.model.config
+    ax.set_title(f"{cfg.cell.upper()} h={cfg.hidden}, inputs {cfg.input_mode!r}, "
+                 f"targets {cfg.target_mode!r}")
     ax.legend()
     ax.grid(alpha=0.3)
 
@@ -66,10 +71,29 @@ def _plot_validation(ax: Axes, result: TrainResult, j: int, name: str,
     ax.plot(t, v.persistence[:n, j], color="tab:grey", linestyle=":",
             label="persistence (last value)")
     m = result.metrics
-    ax.set_title(f"validation, target {name!r}, {result.metrics.get('horizon', 1)} step(s) ahead"
-                 f" - MSE model {m['val_mse']:.3g} vs persistence {m['persistence_val_mse']:.3g}")
+    s = m.get("per_target", {}).get(name)
+    figures = (f"MSE {s['mse']:.3g} = {s['vs_persistence']:.3f}x persistence"
+               + (f", {s['vs_seasonal_naive']:.3f}x seasonal naive"
+                  if s.get("vs_seasonal_naive") is not None else "")) if s else ""
+    ax.set_title(f"validation, target {name!r}, {m.get('horizon', 1)} step(s) ahead: {figures}",
+                 fontsize="medium")
     ax.set_xlabel(f"time step (first {n} of {v.actual.shape[0]} validation steps)")
     ax.set_ylabel(name)
     ax.margins(y=0.3)  # headroom so the legend does not cover the curves
     ax.legend(loc="upper center", ncol=3, fontsize="small")
+    ax.grid(alpha=0.3)
+
+
+def _plot_multi_step(ax: Axes, multi: dict, season: int | None) -> None:
+    steps = multi["steps"]
+    ax.plot(steps, multi["model"], "o-", color="tab:red", label="model (predictions fed back)")
+    ax.plot(steps, multi["persistence"], "s:", color="tab:grey", label="persistence")
+    if multi.get("seasonal_naive"):
+        ax.plot(steps, multi["seasonal_naive"], "^--", color="tab:green",
+                label=f"seasonal naive (season {season})")
+    ax.set_xlabel("steps ahead")
+    ax.set_ylabel("MSE / target variance")
+    ax.set_title(f"forecasting further ahead: error by horizon over {multi['origins']} "
+                 "validation origins", fontsize="medium")
+    ax.legend(fontsize="small")
     ax.grid(alpha=0.3)

@@ -35,7 +35,7 @@ const readline = require('node:readline');
 const ort = require('onnxruntime-node');
 
 const FORMAT = 'rnnstream';
-const SCHEMA_VERSION = 1; // the newest contract version this program understands
+const SCHEMA_VERSION = 2; // the newest contract version this program understands (2: input_mode 'delta', a 'last' state)
 
 class UsageError extends Error {}
 

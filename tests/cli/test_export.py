@@ -17,7 +17,9 @@ def test_export_prints_parity_line_and_paths(exported, capsys):
     ckpt, out = exported
     assert main(["export", str(ckpt), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "parity torch vs onnxruntime: max |diff| = " in text
+    assert "parity onnxruntime vs torch float64: max |diff| = " in text
+    assert "torch float32 " in text
+    assert "% of the bound)" in text
     assert "ok" in text
     assert str(out) in text
     assert f"{out}.json" in text

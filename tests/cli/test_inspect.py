@@ -20,6 +20,7 @@ def test_inspect_prints_what_the_file_holds(exported, capsys):
                      "h_out    [batch, 2, 16]", "h_out -> h_in", "features:    f0, f1, f2",
                      "target mode: level", "val_mae: 0.0123", contract.fingerprint,
                      f"max |diff| {contract.parity['max_abs_diff']:.6g}", "stream1000_batch3",
+                     "torch float32 ", "of the bound", "(torch ", ", bound ",
                      f"onnxruntime: {contract.versions['onnxruntime']}", "sidecar:     matches",
                      "step graph:  model.step.onnx",
                      "step graph vs torch: max |diff| "

@@ -38,16 +38,21 @@ class Case:
     hidden: int = 8
     target_mode: str = "level"
     target_index: tuple[int, ...] = ()
+    input_mode: str = "level"
 
     @property
     def id(self) -> str:
-        return f"{self.cell}-F{self.n_features}-T{self.n_targets}-L{self.layers}-{self.target_mode}"
+        return (f"{self.cell}-F{self.n_features}-T{self.n_targets}-L{self.layers}-"
+                f"{self.target_mode}" + ("-delta-in" if self.input_mode == "delta" else ""))
 
 
 CASES = [
     Case("rnn", n_features=1, n_targets=1, layers=2),
     Case("lstm", n_features=2, n_targets=2, layers=2),
     Case("gru", n_features=3, n_targets=2, layers=1, target_mode="delta", target_index=(0, 2)),
+    # fed changes: a `last` state [batch, F + 1] beside h and c
+    Case("lstm", n_features=2, n_targets=1, layers=1, target_mode="delta", target_index=(1,),
+         input_mode="delta"),
 ]
 
 
@@ -58,13 +63,18 @@ def make_forecaster(case: Case, seed: int = 0) -> Forecaster:
         cell=case.cell, n_features=case.n_features, n_targets=case.n_targets,
         hidden=case.hidden, layers=case.layers, target_mode=case.target_mode,
         target_index=list(case.target_index),
+        input_mode=case.input_mode,
         feature_names=[f"sensor_{i}" for i in range(case.n_features)],
         target_names=[f"sensor_{i}_next" for i in range(case.n_targets)],
     )
     model = Forecaster(config).eval()
     f, t = case.n_features, case.n_targets
-    model.set_normalization(np.linspace(10, 20, f), np.linspace(2, 3, f),
-                            np.linspace(-5, 5, t), np.linspace(0.5, 4, t))
+    if case.input_mode == "delta":  # changes of a level near 15 (see series())
+        model.set_normalization(np.zeros(f), np.linspace(0.5, 0.8, f), np.linspace(-1, 1, t),
+                                np.linspace(0.5, 1, t), np.full(f, 15.0), np.full(f, 3.0))
+    else:
+        model.set_normalization(np.linspace(10, 20, f), np.linspace(2, 3, f),
+                                np.linspace(-5, 5, t), np.linspace(0.5, 4, t))
     return model
 
 

@@ -24,7 +24,7 @@ from rnnstream.export import (
     load_contract,
     read_metadata,
 )
-from rnnstream.runtime.contract import METADATA_KEY, SCHEMA_VERSION, ModelContract
+from rnnstream.runtime.contract import METADATA_KEY, ModelContract
 
 METRICS = {"val_mae": 0.125, "val_rmse": np.float32(0.25), "epochs": 3}
 
@@ -70,9 +70,31 @@ def test_parity_figures_are_recorded(lstm_export):
     assert set(parity["cases"]) == {"batch1_time1", "batch1_time50", "batch7_time1",
                                     "batch7_time50", "stream1000_batch3"}
     assert all(set(d) == {"y", "h_out", "c_out"} for d in parity["cases"].values())
+    assert parity["criterion"] == "derived"
+    assert (parity["reference"], parity["candidate"], parity["baseline"]) == (
+        "torch float64", "onnxruntime", "torch float32")
     assert 0 < parity["max_abs_diff"] <= 1e-5
-    assert parity["atol"] == {"y": 1e-5, "h_out": 1e-5, "c_out": 1e-5}
+    for case, diffs in parity["cases"].items():
+        for out, diff in diffs.items():
+            torch_err = parity["baseline_error"][case][out]
+            assert 0 < torch_err < 1e-5
+            floor = parity["bound"][case][out] - torch_err * 8  # 8 ulps of max |output|
+            assert 8 * np.spacing(np.float32(1e-3)) < floor < 8 * np.spacing(np.float32(200))
+            assert diff <= parity["bound"][case][out]
+    assert 0 < parity["bound_used"] <= 1
+    assert parity["rule"] == {"factor": 8.0, "floor_ulps": 8}
     assert parity["exporter"] == "native"
+
+
+def test_explicit_atol_keeps_the_absolute_criterion(tmp_path):
+    report = export_model(make_model("gru", layers=1, ft=2, seed=3), tmp_path / "m.onnx",
+                          atol=1e-5, step_graph=False)
+    parity = report.contract.parity
+    assert parity["criterion"] == "atol"
+    assert parity["reference"] == "torch"
+    assert parity["atol"]["h_out"] == 1e-5
+    assert "baseline_error" not in parity
+    assert "(atol " in report.summary()
 
 
 def test_onnx_model_fields(lstm_export):
@@ -80,7 +102,7 @@ def test_onnx_model_fields(lstm_export):
     graph = onnx.load(str(report.path))
     assert graph.producer_name == "rnnstream"
     assert graph.producer_version
-    assert graph.model_version == SCHEMA_VERSION
+    assert graph.model_version == report.contract.schema_version == 1  # level inputs: schema 1
     assert "LSTM" in graph.doc_string
     assert "h_in" in graph.doc_string
     assert [p.key for p in graph.metadata_props] == [METADATA_KEY]
@@ -146,7 +168,9 @@ def test_wrong_graph_is_refused_and_nothing_is_written(tmp_path, monkeypatch, bu
         export_model(make_model("lstm", layers=2, ft=3), tmp_path / "bad.onnx")
     failing = {f.output for f in info.value.failures}
     assert {"y", "h_out", "c_out"} <= failing
-    assert all(f.max_abs_diff > f.atol >= 1e-5 for f in info.value.failures)
+    # each bound is 8x torch float32's own error + 8 ulps: ~1e-6, the fault up to 1e-1
+    assert max(f.max_abs_diff / f.atol for f in info.value.failures) > 1000
+    assert all(0 < f.atol < 1e-4 and f.baseline_error < f.atol for f in info.value.failures)
     assert "stream1000_batch3" in {f.case for f in info.value.failures}
     assert "Nothing was written" in str(info.value)
     _assert_nothing_written(tmp_path)
@@ -271,17 +295,30 @@ def test_contract_read_back_is_plain_json(lstm_export):
     assert data["parity"]["cases"]["stream1000_batch3"]["c_out"] <= 1e-5
 
 
-def test_large_valued_series_export_with_a_relative_tolerance_on_y(tmp_path):
-    """A price-like model (values ~5,000) cannot meet atol 1e-5 in float32 raw units; y is held
-    to 4 float32 rounding steps at its scale instead, and the states still to atol."""
+def test_large_valued_series_export_with_a_bound_that_follows_the_scale(tmp_path):
+    """A price-like model (values ~5,000) cannot meet 1e-5 in float32 raw units: y's bound
+    follows torch float32's own error on y and y's scale (8 ulps of ~5,000 = 3.9e-3)."""
     model = make_model("lstm", layers=1, ft=1, seed=5)
     model.set_normalization([5000.0], [40.0], [5000.0], [40.0])
     report = export_model(model, tmp_path / "px.onnx")
-    tol = report.parity.tolerance
-    assert tol["h_out"] == tol["c_out"] == 1e-5
-    assert tol["y"] == 4 * float(np.spacing(np.float32(5000 + 4 * 40)))  # 4 * 4.9e-4
-    worst_y = max(case["y"] for case in report.parity.cases.values())
-    worst_state = max(case[s] for case in report.parity.cases.values() for s in ("h_out", "c_out"))
-    assert worst_y <= tol["y"]
-    assert worst_state <= 1e-5
-    assert report.contract.parity["atol"]["y"] == tol["y"]
+    parity = report.parity
+    for case, bounds in parity.bounds.items():
+        y_scale = float(np.float32(np.max(np.abs(report.parity.cases[case]["y"]))))
+        assert bounds["y"] >= 8 * float(np.spacing(np.float32(4000.0)))  # |y| >= 4,000 here
+        assert bounds["h_out"] < 1e-4
+        assert bounds["c_out"] < 1e-4
+        assert y_scale < bounds["y"]
+    assert parity.failures() == []
+    assert report.contract.parity["bound"] == parity.bounds
+
+
+def test_sample_of_the_series_drives_the_parity_inputs(tmp_path):
+    model = make_model("lstm", layers=1, ft=2, seed=6)
+    t = np.arange(400.0)
+    sample = np.stack([10 + 3 * np.sin(t / 7), -5 + np.cos(t / 3)], axis=1)
+    report = export_model(model, tmp_path / "s.onnx", sample=sample)
+    assert report.parity.failures() == []
+    assert "stream400_batch3" in report.parity.cases  # the whole sample, one step at a time
+    with pytest.raises(ExportError, match=r"sample of shape \(10, 2\): expected \[time, 2\]"):
+        export_model(model, tmp_path / "t.onnx", sample=sample[:10])
+    assert not (tmp_path / "t.onnx").exists()

@@ -31,7 +31,7 @@ def test_typed_and_raw_storage_give_the_bytes_numpy_gives(dtype) -> None:
 
 def test_fingerprint_depends_on_every_byte_name_shape_and_layout() -> None:
     base = [Tensor("W", TensorProto.FLOAT, [2], np.array([1, 2], np.float32).tobytes())]
-    states = [StateSpec.for_cell("h", 1, 4)]
+    states = [StateSpec.for_state("h", (1, 4))]
     ref = fingerprint(base, states)
     assert ref.startswith("sha256:")
     assert fingerprint(list(reversed(base)), states) == ref  # order of storage is irrelevant
@@ -42,7 +42,7 @@ def test_fingerprint_depends_on_every_byte_name_shape_and_layout() -> None:
     ]
     for tensors in changed:
         assert fingerprint(tensors, states) != ref
-    assert fingerprint(base, [StateSpec.for_cell("h", 2, 4)]) != ref
+    assert fingerprint(base, [StateSpec.for_state("h", (2, 4))]) != ref
 
 
 def test_negative_dims_and_malformed_bytes() -> None:
@@ -53,3 +53,18 @@ def test_negative_dims_and_malformed_bytes() -> None:
 
     with pytest.raises(WireError):
         initializers(b"\x3a\xff\xff\xff\xff\x0f")  # graph field claiming 4 GB
+
+
+def test_fingerprint_covers_an_explicit_field_list_not_the_class_dict() -> None:
+    """A field added to StateSpec must not change the fingerprint of models already exported."""
+    import dataclasses
+
+    base = [Tensor("W", TensorProto.FLOAT, [2], np.array([1, 2], np.float32).tobytes())]
+    state = StateSpec.for_state("h", (1, 4))
+
+    @dataclasses.dataclass(frozen=True)
+    class Wider(StateSpec):
+        extra: str = "a new field"
+
+    wider = Wider(**dataclasses.asdict(state))
+    assert fingerprint(base, [wider]) == fingerprint(base, [state])

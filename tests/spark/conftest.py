@@ -26,21 +26,29 @@ def spark():
     session.stop()
 
 
-def _export(folder: Path, seed: int) -> Path:
-    """A 2-layer LSTM (h and c states), 2 features, 2 targets, exported by export_model."""
+def _export(folder: Path, seed: int, cell: str = "lstm", delta: bool = False) -> Path:
+    """A 2-layer forecaster (LSTM: h and c states), 2 features, 2 targets, exported by
+    export_model; ``delta``: fed changes and predicting changes (a `last` state too)."""
     import torch
 
     from rnnstream.export import export_model
     from rnnstream.train.model import Forecaster, ForecasterConfig
 
     torch.manual_seed(seed)
-    config = ForecasterConfig(cell="lstm", n_features=2, n_targets=2, hidden=8, layers=2,
-                              feature_names=list(FEATURES),
+    mode = "delta" if delta else "level"
+    config = ForecasterConfig(cell=cell, n_features=2, n_targets=2, hidden=8, layers=2,
+                              feature_names=list(FEATURES), input_mode=mode, target_mode=mode,
+                              target_index=[0, 1] if delta else [],
                               target_names=[f"{f}_next" for f in FEATURES])
     model = Forecaster(config).eval()
-    model.set_normalization(np.array([14.0, 16.0]), np.array([2.0, 2.5]),
-                            np.array([14.0, 16.0]), np.array([2.0, 2.5]))
-    path = folder / f"model-{seed}.onnx"
+    if delta:
+        model.set_normalization(np.zeros(2), np.array([0.5, 0.6]), np.zeros(2),
+                                np.array([0.5, 0.6]), np.array([14.0, 16.0]),
+                                np.array([2.0, 2.5]))
+    else:
+        model.set_normalization(np.array([14.0, 16.0]), np.array([2.0, 2.5]),
+                                np.array([14.0, 16.0]), np.array([2.0, 2.5]))
+    path = folder / f"model-{cell}-{mode}-{seed}.onnx"
     export_model(model, path)
     return path
 
@@ -48,6 +56,12 @@ def _export(folder: Path, seed: int) -> Path:
 @pytest.fixture(scope="session")
 def model(tmp_path_factory) -> Path:
     return _export(tmp_path_factory.mktemp("spark-model"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def delta_model(tmp_path_factory) -> Path:
+    """A GRU fed changes: states h and `last` (the previous point), carried between batches."""
+    return _export(tmp_path_factory.mktemp("spark-model"), seed=2, cell="gru", delta=True)
 
 
 @pytest.fixture(scope="session")

@@ -62,6 +62,17 @@ def test_spark_predictions_equal_stream_pool(uninterrupted, model):
     assert_same_predictions(got.drop(columns="error"), pool_predictions(model, ALL_ROWS))
 
 
+def test_delta_input_model_carries_its_last_point_across_micro_batches(spark, delta_model,
+                                                                      tmp_path):
+    run = Run(tmp_path)
+    write_files(run.source, PARTS)
+    batches = run_query(spark, delta_model, run.source, run.checkpoint, run.out)
+    assert batches == list(range(FILES))
+    got = read_sink(spark, run.out)
+    assert got["error"].isna().all()
+    assert_same_predictions(got.drop(columns="error"), pool_predictions(delta_model, ALL_ROWS))
+
+
 def test_restart_from_checkpoint_equals_uninterrupted_run(spark, model, uninterrupted,
                                                           tmp_path):
     run = Run(tmp_path)
@@ -185,7 +196,7 @@ def test_idle_timeout_needs_a_timestamp_order(spark, model):
 
 def test_state_schema_is_the_same_for_every_model():
     assert STATE_SCHEMA.simpleString() == (
-        "struct<fingerprint:string,steps:bigint,bad_rows:bigint,h:binary,c:binary>")
+        "struct<fingerprint:string,steps:bigint,bad_rows:bigint,h:binary,c:binary,last:binary>")
 
 
 

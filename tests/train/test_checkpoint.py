@@ -110,8 +110,13 @@ def test_flipped_tensor_bytes_fail_the_checksum(saved: Path, tmp_path: Path) -> 
 
 
 def test_fuzzed_checkpoints_only_raise_checkpoint_error(saved: Path, tmp_path: Path) -> None:
+    """Damage is refused with CheckpointError, or (a flip in bytes the zip container ignores,
+    such as its alignment padding) loads exactly the original: never an altered model."""
     good, rng = saved.read_bytes(), random.Random(1)
+    model, info = load_checkpoint(saved)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
     bad = tmp_path / "fuzz.pt"
+    refused = 0
     for i in range(150):
         data = bytearray(good)
         if i % 2:
@@ -120,8 +125,16 @@ def test_fuzzed_checkpoints_only_raise_checkpoint_error(saved: Path, tmp_path: P
             for _ in range(rng.randrange(1, 6)):
                 data[rng.randrange(len(data))] = rng.randrange(256)
         bad.write_bytes(bytes(data))
-        with pytest.raises(CheckpointError):
-            load_checkpoint(bad)
+        try:
+            loaded, loaded_info = load_checkpoint(bad)
+        except CheckpointError:
+            refused += 1
+            continue
+        assert {k: v for k, v in loaded_info.items() if k != "path"} == \
+            {k: v for k, v in info.items() if k != "path"}
+        for name, tensor in loaded.state_dict().items():
+            assert torch.equal(tensor, weights[name]), name
+    assert refused >= 140  # nearly every damage lands in data the checksum or zip covers
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -98,7 +98,7 @@ def test_delta_without_targets_among_features_is_a_data_error() -> None:
     x = np.random.default_rng(0).normal(size=(200, 2))
     series = from_arrays(x, x[:, 0] ** 2)
     assert series.target_index is None
-    with pytest.raises(DataError, match=r"target_mode='delta' needs every target"):
+    with pytest.raises(DataError, match=r"delta modes need every target to be a feature too"):
         train(series, ForecasterConfig(), TrainConfig(target_mode="delta", progress=False))
 
 

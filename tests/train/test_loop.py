@@ -97,14 +97,16 @@ def test_tbptt_carries_detached_state_across_windows() -> None:
         assert all(not s.requires_grad and s.grad_fn is None for s in state)  # ... detached
 
 
-def test_auto_mode_trains_both_and_reports_why() -> None:
+def test_auto_mode_trains_every_mode_pair_and_reports_why() -> None:
     result = train(sine_series(n_windows=40), ForecasterConfig(hidden=8),
                    TrainConfig(epochs=2, progress=False))
     m = result.metrics
-    assert set(m["candidates"]) == {"level", "delta"}
+    assert set(m["candidates"]) == {"level/level", "level/delta", "delta/delta"}
     best = min(m["candidates"], key=lambda k: m["candidates"][k]["val_mse_norm"])
-    assert m["target_mode"] == best == result.model.config.target_mode
-    assert m["target_mode_reason"].startswith(f"auto: trained both; {best!r} validated better")
+    cfg = result.model.config
+    assert best == f"{cfg.input_mode}/{cfg.target_mode}" == f"{m['input_mode']}/{m['target_mode']}"
+    assert m["target_mode_reason"].startswith(
+        f"auto: trained 3 input/target modes; {best!r} validated best")
 
 
 def test_auto_mode_is_level_when_targets_are_not_features() -> None:
@@ -129,7 +131,8 @@ def test_callbacks_see_every_epoch_and_early_stopping_stops() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"epochs": 0}, r"epochs=0: expected an integer >= 1"),
+        ({"epochs": 0}, r"epochs=0: expected None or an integer >= 1"),
+        ({"input_mode": "delta", "target_mode": "level"}, r"cannot know the level"),
         ({"val_fraction": 1.0}, r"val_fraction=1.0"),
         ({"target_mode": "both"}, r"target_mode='both'"),
         ({"horizon": 0}, r"horizon=0"),

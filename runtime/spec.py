@@ -1,0 +1,141 @@
+"""The one spec: every fact about cells, states and graph tensors, in one table and a few rules.
+
+Everything that names or shapes a tensor reads it from here: the training model (which states it
+carries and their shapes), both ONNX graph builders (op, gate order, names), the parity checks,
+the runtime loader, the pool and the CLI's choices. Adding a cell is one entry in :data:`CELLS`;
+adding a state is one entry in :func:`state_names` and :func:`state_row_shape`.
+
+Tensors (``B`` batch, ``T`` time, ``F`` features, ``Tg`` targets, ``L`` layers, ``H`` hidden)::
+
+    input   x            [B, T, F]      raw units
+    input   <s>_in       one per state  the state before the call
+    output  y            [B, T, Tg]     raw units; y[:, t] predicts time t + horizon
+    output  <s>_out      one per state  the state after the call: the next call's <s>_in
+
+    states  h            [B, L, H]      every cell
+            c            [B, L, H]      lstm
+            last         [B, F + 1]     input_mode "delta" only: the last observed input and a
+                                        flag (1 once a point was seen, 0 in the initial state)
+
+Every state starts as zeros; batch is axis 0, so one stream's state is one contiguous row.
+Names of a state's tensors follow one rule (:func:`state_input_name`, :func:`state_output_name`).
+
+Input mode ``"delta"``: the network sees the change of each feature since the previous point,
+``d_t = x_t - x_{t-1}``, so a series that leaves its training range (a trend, a price) still
+feeds the network values it has seen. The graph keeps the previous point in the ``last`` state,
+so the streaming contract stays ``x, state -> y, state``; the first point of a stream (flag 0)
+has ``d = 0``.
+
+This module needs only the standard library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "BATCH",
+    "CELLS",
+    "DTYPE",
+    "INPUT_MODES",
+    "INPUT_NAME",
+    "LAST_STATE",
+    "OUTPUT_NAME",
+    "TARGET_MODES",
+    "TIME",
+    "CellSpec",
+    "TensorSpec",
+    "graph_io",
+    "state_input_name",
+    "state_names",
+    "state_output_name",
+    "state_row_shape",
+]
+
+INPUT_NAME = "x"
+OUTPUT_NAME = "y"
+DTYPE = "float32"
+BATCH = "batch"  # symbolic dimension names in the graph and the contract
+TIME = "time"
+INPUT_MODES = ("level", "delta")
+TARGET_MODES = ("level", "delta")
+LAST_STATE = "last"
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """What rnnstream knows about one recurrent cell.
+
+    ``gate_order[i]`` is the torch gate block that ONNX gate block ``i`` takes (torch's LSTM
+    orders its gates i, f, g, o and ONNX i, o, f, c; torch's GRU r, z, n and ONNX z, r, h).
+    ``step_columns`` is how many Gemm columns per hidden unit the single-step graph computes
+    (GRU keeps the recurrent part of its n gate apart: 4, not 3).
+    """
+
+    name: str
+    onnx_op: str  # the native ONNX recurrent op
+    states: tuple[str, ...]  # recurrent states, [B, L, H] each, in graph order
+    gates: int  # gate blocks of `hidden` rows in the weights
+    gate_order: tuple[int, ...]
+    step_columns: int
+    linear_before_reset: bool = False  # GRU: torch applies the reset gate after R·h + b
+    int8_op: str | None = None  # onnxruntime's dynamic int8 op for it; None: not quantisable
+
+
+CELLS: dict[str, CellSpec] = {
+    "rnn": CellSpec("rnn", "RNN", ("h",), gates=1, gate_order=(0,), step_columns=1),
+    "lstm": CellSpec("lstm", "LSTM", ("h", "c"), gates=4, gate_order=(0, 3, 1, 2),
+                     step_columns=4, int8_op="DynamicQuantizeLSTM"),
+    "gru": CellSpec("gru", "GRU", ("h",), gates=3, gate_order=(1, 0, 2), step_columns=4,
+                    linear_before_reset=True),
+}
+
+
+def state_input_name(state: str) -> str:
+    return f"{state}_in"
+
+
+def state_output_name(state: str) -> str:
+    return f"{state}_out"
+
+
+def state_names(cell: str, input_mode: str = "level") -> tuple[str, ...]:
+    """Every state a model carries, in graph order: the cell's, then ``last`` for delta inputs."""
+    names = CELLS[cell].states
+    return (*names, LAST_STATE) if input_mode == "delta" else names
+
+
+def state_row_shape(state: str, *, layers: int, hidden: int, n_features: int) -> tuple[int, ...]:
+    """One stream's part of a state: its shape without the batch axis."""
+    if state == LAST_STATE:
+        return (n_features + 1,)
+    return (layers, hidden)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: name, shape (``"batch"``/``"time"`` or sizes), float32."""
+
+    name: str
+    shape: tuple[str | int, ...]
+    dtype: str = DTYPE
+
+
+def graph_io(
+    cell: str,
+    *,
+    layers: int,
+    hidden: int,
+    n_features: int,
+    n_targets: int,
+    input_mode: str = "level",
+    time: str | int = TIME,
+) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """(inputs, outputs) of a model's graph, in order; ``time=1`` for the single-step graph."""
+    inputs = [TensorSpec(INPUT_NAME, (BATCH, time, n_features))]
+    outputs = [TensorSpec(OUTPUT_NAME, (BATCH, time, n_targets))]
+    for s in state_names(cell, input_mode):
+        row = state_row_shape(s, layers=layers, hidden=hidden, n_features=n_features)
+        inputs.append(TensorSpec(state_input_name(s), (BATCH, *row)))
+        outputs.append(TensorSpec(state_output_name(s), (BATCH, *row)))
+    return inputs, outputs
