@@ -144,7 +144,7 @@ def test_quantising_leaves_the_root_logger_alone(tmp_path):
         "export_model(make_model('lstm', hidden=8), sys.argv[1], quantize=True)\n"
         "print(root.level, len(root.handlers))\n"
     )
-    helpers = os.path.dirname(__file__)
+    helpers = os.path.dirname(os.path.dirname(__file__))  # tests/: export_helpers.py
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "q.onnx"), helpers],
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == [str(logging.INFO), "0"]

@@ -34,6 +34,17 @@ def test_round_trip_and_derived_fields():
     assert not back.targets_are_features
     assert _contract(targets=["a", "b"]).targets_are_features
     assert not _contract(targets=["a", "b"], horizon=2).targets_are_features
+    assert back.schema_version == 1  # the lowest version that describes a level-input model
+
+
+def test_delta_input_adds_the_last_state_and_needs_schema_2():
+    c = _contract(input_mode="delta")
+    assert [s.name for s in c.states] == ["h", "c", "last"]
+    assert c.states[2].row_shape == (3,)  # the previous point: F + 1 values
+    assert c.schema_version == 2
+    assert ModelContract.from_json(c.to_json()) == c
+    with pytest.raises(ContractError, match="'delta' needs schema_version 2"):
+        ModelContract.from_dict({**c.to_dict(), "schema_version": 1})
 
 
 def test_no_step_model_keeps_the_old_json_exactly():
@@ -67,5 +78,5 @@ def test_not_json_and_not_an_object():
         ModelContract.from_json("[1]")
 
 
-def test_helpers():
+def test_sidecar_path():
     assert sidecar_path("dir/model.onnx") == "dir/model.onnx.json"

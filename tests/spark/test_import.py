@@ -45,8 +45,8 @@ def test_old_module_name_is_a_deprecated_alias():
 
 
 def test_spark_uses_only_the_public_runtime_api():
-    """rnnstream.spark is an integration: it imports rnnstream.runtime's __all__, nothing
-    private (read from its source, so no pyspark is needed)."""
+    """rnnstream.spark is an integration: it imports rnnstream.runtime's __all__ and public
+    runtime modules, nothing private (read from its source, so no pyspark is needed)."""
     import ast
     import importlib.util
     from pathlib import Path
@@ -66,5 +66,9 @@ def test_spark_uses_only_the_public_runtime_api():
                          if alias.name.startswith("rnnstream")]
     assert imported, "found no import of the runtime"
     for module, name in imported:
-        assert module == "rnnstream.runtime", module
-        assert name in rnnstream.runtime.__all__, name
+        parts = module.split(".")
+        assert parts[:2] == ["rnnstream", "runtime"], module
+        assert not any(p.startswith("_") for p in parts), module  # no private module
+        if module == "rnnstream.runtime":
+            assert name in rnnstream.runtime.__all__, name
+        assert not name.startswith("_"), (module, name)

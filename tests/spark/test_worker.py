@@ -13,7 +13,7 @@ from ._support import FEATURES, KEY, ORDER, keyed_rows, pool_predictions, requir
 require_toolchain()
 
 from rnnstream.runtime import ModelLoadError, Predictor, StateError  # noqa: E402
-from rnnstream.spark import KeyStep, worker_model  # noqa: E402
+from rnnstream.spark import STATE_COLUMNS, KeyStep, worker_model  # noqa: E402
 
 
 class FakeState:
@@ -61,9 +61,11 @@ def test_state_round_trips_through_spark_layout(model):
     rows = keyed_rows(keys=1, per_key=10)
     step, state = key_step(model), FakeState()
     out = [next(step(("k0",), iter([part.iloc[::-1]]), state)) for part in (rows[:4], rows[4:])]
-    fingerprint, steps, bad, h, c = state.value
+    fingerprint, steps, bad, *columns = state.value
     assert (fingerprint, steps, bad) == (step.fingerprint, 10, 0)
-    assert len(h) == len(c) == 2 * 8 * 4  # [layers=2, hidden=8] float32
+    blobs = dict(zip(STATE_COLUMNS, columns, strict=True))
+    assert len(blobs["h"]) == len(blobs["c"]) == 2 * 8 * 4  # [layers=2, hidden=8] float32
+    assert blobs["last"] is None  # a level-input model has no `last` state
     got = pd.concat(out).drop(columns="error")
     want = pool_predictions(model, rows)
     np.testing.assert_allclose(got.filter(like="pred_"), want.filter(like="pred_"), atol=1e-5)
@@ -71,6 +73,7 @@ def test_state_round_trips_through_spark_layout(model):
 
 def test_truncated_stored_state_is_refused(model):
     step = key_step(model)
-    stored = (step.fingerprint, 3, 0, b"\x00" * 12, b"\x00" * 64)
+    blobs = {"h": b"\x00" * 12, "c": b"\x00" * 64}
+    stored = (step.fingerprint, 3, 0, *(blobs.get(n) for n in STATE_COLUMNS))
     with pytest.raises(StateError, match=r"key 'k0': stored state 'h' has 12 bytes; expected 64"):
         next(step(("k0",), iter([keyed_rows(keys=1, per_key=2)]), FakeState(stored)))
