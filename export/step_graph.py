@@ -3,11 +3,13 @@
 Why a second graph? The native ``LSTM``/``GRU``/``RNN`` op of :mod:`rnnstream.export.graph` is
 built for sequences: every call pays its per-sequence set-up, the Transposes at the edges, and
 at large batches it walks the whole batch through each time step (cache thrash). A streaming
-step is one time step, so the cell written out with Gemm/MatMul and elementwise ops is
-faster once the batch is large enough (measured in ``bench/bench_runtime.py``; the runtime's
-:data:`rnnstream.runtime.pool.STEP_GRAPH_MIN_BATCH` records where). The contract is the same as
-the sequence graph's -- same names, same ``[batch, layers, hidden]`` states, normalisation folded
-by the same :func:`~rnnstream.export.graph.onnx_weights` -- except that ``time`` is fixed to 1.
+step is one time step, so the cell written out with Gemm/MatMul and elementwise ops is faster
+at every batch size measured (``bench/bench_runtime.py``: 1.03-1.07x at batch 1, up to 1.5x at
+batch 1,024; the figures are in :mod:`rnnstream.runtime.pool`). It uses only ops that
+onnxruntime-web's WebGL backend has too (no ``Split``, no ``Expand``). The contract is the same
+as the sequence graph's -- same names, same states (from :mod:`rnnstream.runtime.spec`),
+normalisation folded by the same :func:`~rnnstream.export.graph.onnx_weights` -- except that
+``time`` is fixed to 1.
 
 One layer, ``G`` gates (ONNX gate order, see graph.py), ``x`` [B,in], ``h``/``c`` [B,H]::
 

@@ -75,7 +75,6 @@ class StateBinding:
         return full[:self.batch_axis] + full[self.batch_axis + 1:]
 
 
-StatePair = StateBinding  # the old name, still used by contract_io (lead's part of _session.py)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import onnxruntime as ort
 from ._generic import generic_io
 from ._integrity import WireError, initializers
 from ._integrity import fingerprint as weights_fingerprint
-from ._io import ORT_ERRORS, ModelIO, StatePair, declared_shape
+from ._io import ORT_ERRORS, ModelIO, StateBinding, declared_shape
 from .contract import METADATA_KEY, ModelContract
 from .errors import ContractError, ModelLoadError, UnsupportedError
 
@@ -195,7 +195,7 @@ def contract_io(contract: ModelContract, session: ort.InferenceSession, path: st
                 f"the contract implies float32 [{', '.join(str(d) for d in want.shape)}]"
             )
     states = tuple(
-        StatePair(s.name, s.input, s.output, (None, *s.row_shape), np.dtype(np.float32), 0)
+        StateBinding(s.name, s.input, s.output, (None, *s.row_shape), np.dtype(np.float32), 0)
         for s in contract.states
     )
     x = want_in[0]
