@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from rnnstream.runtime.spec import CELLS, INPUT_NAME, state_input_name, state_output_name
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
@@ -58,8 +60,8 @@ def raw_iobinding(sess, states):
         io.bind_input("x", "cpu", 0, np.float32, x.shape, x.ctypes.data)
         io.bind_output("y", "cpu", 0, np.float32, y.shape, y.ctypes.data)
         for (name, shape), i, o in zip(states.items(), bufs[a], bufs[b], strict=True):
-            io.bind_input(f"{name}_in", "cpu", 0, np.float32, shape, i.ctypes.data)
-            io.bind_output(f"{name}_out", "cpu", 0, np.float32, shape, o.ctypes.data)
+            io.bind_input(state_input_name(name), "cpu", 0, np.float32, shape, i.ctypes.data)
+            io.bind_output(state_output_name(name), "cpu", 0, np.float32, shape, o.ctypes.data)
         bindings.append(io)
     parity = [0]
     run = sess.run_with_iobinding
@@ -83,7 +85,7 @@ def single_stream(path, model, cell, hidden, layers, iters, rows):
     states = {n: (1, layers, hidden) for n in names}
     io_step, _keep = raw_iobinding(sess, states)
     feeds = {"x": np.full((1, 1, 1), 0.5, np.float32)}
-    feeds.update({f"{n}_in": np.zeros(s, np.float32) for n, s in states.items()})
+    feeds.update({state_input_name(n): np.zeros(s, np.float32) for n, s in states.items()})
     torch.set_num_threads(1)
     tstate = model.initial_state(1)
     tx = torch.full((1, 1, 1), 0.5)
@@ -133,8 +135,8 @@ def prime_bench(path, iters, rows, n=10_000):
     p = Predictor(path)
     sess = p._engine.session
     hist = np.random.default_rng(0).normal(size=(n, 1)).astype(np.float32)
-    feeds = {"x": hist[None], "h_in": np.zeros((1, 1, 32), np.float32),
-             "c_in": np.zeros((1, 1, 32), np.float32)}
+    feeds = {INPUT_NAME: hist[None], **{state_input_name(n): np.zeros((1, 1, 32), np.float32)
+                                        for n in CELLS["lstm"].states}}
     t_raw = p50(lambda: sess.run(None, feeds), iters, warmup=3)
     t_prime = p50(lambda: p.prime(hist), iters, warmup=3)
     rows.append((f"prime {n} points", t_prime, f"{t_prime / t_raw:.2f}x one raw run() "
@@ -167,7 +169,8 @@ def pool_bench(path, model, hidden, batches, iters, rows):
         rng = np.random.default_rng(b)
         vals = rng.normal(size=(b, 1)).astype(np.float32)
         h0 = rng.uniform(-0.5, 0.5, (b, 1, hidden)).astype(np.float32)
-        feeds = {"x": vals[:, None, :], "h_in": h0, "c_in": h0.copy()}
+        feeds = {INPUT_NAME: vals[:, None, :],
+                 **{state_input_name(n): h0.copy() for n in CELLS["lstm"].states}}
         tstate = (torch.from_numpy(h0), torch.from_numpy(h0.copy()))
         tx = torch.from_numpy(vals[:, None, :])
 

@@ -202,6 +202,11 @@ def train(
     ``target_mode``/``input_mode``/``horizon`` from ``config``. A data field the caller set
     that disagrees with the series raises ``ConfigError`` (the config given is never changed).
     Data problems raise ``DataError`` before any training starts.
+
+    While it runs, torch's thread count (``config.threads``) and deterministic-algorithms flags
+    are set process-wide, and restored when it returns; the caller's random generators are never
+    touched (training seeds a forked generator). Do not run torch work in other threads of the
+    same process meanwhile if it depends on those settings.
     """
     config = config or TrainConfig()
     template = _resolve_model_config(series, model_config or ForecasterConfig(), config)
