@@ -58,8 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the parity inputs (default 0)")
     p.add_argument("--sample", metavar="SERIES.csv",
                    help="prove parity on windows of this CSV (the model's feature columns, by "
-                        "name; e.g. the training data) instead of random inputs at the model's "
-                        "scale")
+                        "name) instead of the latest training inputs the checkpoint keeps "
+                        "(checkpoints written before 0.2 keep none: random inputs at the "
+                        "model's scale are used)")
     p.add_argument("--no-step-graph", action="store_true",
                    help="do not write MODEL.step.onnx (the runtime then uses MODEL.onnx for "
                         "every call)")

@@ -44,7 +44,7 @@ from .metadata import (
 )
 from .quantize import quantize_graph, quantized_parity, refuse_unsupported
 from .step_graph import build_step_graph, step_path
-from .verify import DEFAULT_ATOL, ParityReport, verify_parity, verify_step_parity
+from .verify import DEFAULT_ATOL, DEFAULT_CASES, ParityReport, verify_parity, verify_step_parity
 
 __all__ = ["EXPORTERS", "ExportReport", "check_graph", "check_step_graph", "export_checkpoint",
            "export_model"]
@@ -285,9 +285,14 @@ def _final_contract(model, graph, metrics, parity, qparity, exporter, opset,
 def export_checkpoint(
     checkpoint_path: str | os.PathLike[str], out_path: str | os.PathLike[str], **kwargs: Any
 ) -> ExportReport:
-    """Load a training checkpoint and :func:`export_model` it with its stored metrics."""
+    """Load a training checkpoint and :func:`export_model` it with its stored metrics; parity is
+    proven on the training inputs the checkpoint keeps (``sample``) unless one is given."""
     from rnnstream.train.checkpoint import load_checkpoint
 
     model, info = load_checkpoint(os.fspath(checkpoint_path))
     kwargs.setdefault("metrics", info.get("metrics") or {})
+    stored = info.get("sample")
+    longest = max(c.time for c in DEFAULT_CASES)
+    if kwargs.get("sample") is None and stored is not None and len(stored) >= longest:
+        kwargs["sample"] = stored
     return export_model(model, out_path, **kwargs)

@@ -225,6 +225,7 @@ class ParityReport:
     candidate: str
     tolerance: dict[str, float] = field(default_factory=dict)  # atol criterion: output -> atol
     cases: dict[str, dict[str, float]] = field(default_factory=dict)  # case -> output -> diff
+    inputs: str = "random"  # "random" (at the model's scale) or "sample" (of the series)
     seed: int = 0
     bounds: dict[str, dict[str, float]] = field(default_factory=dict)  # case -> output -> bound
     baseline: str | None = None  # e.g. "torch float32"
@@ -280,6 +281,7 @@ class ParityReport:
             "criterion": "atol" if self.tolerance else "derived",
             "max_abs_diff": self.max_abs_diff,
             "seed": self.seed,
+            "inputs": self.inputs,
             "cases": {case: dict(diffs) for case, diffs in self.cases.items()},
             "bound": {case: dict(b) for case, b in self.bounds.items()},
             "bound_used": self.bound_used,
@@ -612,6 +614,7 @@ def verify_parity(
         stream_steps=stream_steps,
         names=names,
     )
+    report.inputs = "random" if spec.sample is None else f"sample of {len(spec.sample)} points"
     failures = report.failures()
     if failures:
         raise ParityError(failures)

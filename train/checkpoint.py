@@ -57,9 +57,10 @@ def save_checkpoint(
     (:mod:`rnnstream.runtime._atomic`): an interrupted save never leaves a half-written
     checkpoint under the final name, and a failed one leaves no temporary file.
     """
+    sample = None
     if isinstance(result, TrainResult):
         model, metrics, history = result.model, result.metrics, result.history
-        train_config = result.train_config
+        train_config, sample = result.train_config, result.sample
     else:
         model = result
     if isinstance(train_config, TrainConfig):
@@ -74,6 +75,8 @@ def save_checkpoint(
         "train_config": _plain(train_config or {}),
         "versions": _plain(_versions()),
     }
+    if sample is not None:  # optional: the latest training inputs, for the export's parity proof
+        payload["sample"] = torch.as_tensor(np.asarray(sample, np.float32))
     payload["checksum"] = _checksum(payload)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,6 +101,8 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[Forecaster, 
     model.to(device).eval()
     info = {key: payload[key] for key in _KEYS if key != "state_dict"}
     info["path"] = str(path)
+    sample = payload.get("sample")
+    info["sample"] = sample.numpy() if isinstance(sample, torch.Tensor) else None
     return model, info
 
 
@@ -165,6 +170,13 @@ def _checksum(payload: dict) -> str:
         tensor = payload["state_dict"][name].detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    sample = payload.get("sample")  # optional; files without it keep their checksum
+    if isinstance(sample, torch.Tensor):
+        digest.update(f"sample:{sample.dtype}:{tuple(sample.shape)}".encode())
+        digest.update(sample.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()
+                      .tobytes())
+    elif sample is not None:
+        raise CheckpointError("checkpoint 'sample' is not a tensor")
     rest = {k: payload.get(k) for k in ("format", "format_version", *_KEYS) if k != "state_dict"}
     try:
         digest.update(json.dumps(rest, sort_keys=True, allow_nan=True).encode())

@@ -57,6 +57,7 @@ MODES = ("auto", "level", "delta")
 # fit_defaults: aim for about this many optimiser updates, within these epoch bounds
 TARGET_UPDATES = 1500
 MIN_EPOCHS, MAX_EPOCHS = 20, 400
+SAMPLE_ROWS = 1000  # TrainResult.sample
 SIGNIFICANT_T = 1.645  # one-sided 5 % (normal approximation), see _shrink_toward_persistence
 
 
@@ -176,6 +177,9 @@ class TrainResult:
     train_config: TrainConfig
     validation: Validation
     candidates: dict[str, dict] = field(default_factory=dict)
+    # the latest raw training inputs [time, F] (at most SAMPLE_ROWS): what the exporter proves
+    # parity on, so that `rnnstream export` exercises the model as it will be used
+    sample: np.ndarray | None = None
 
 
 @dataclass
@@ -251,7 +255,8 @@ def train(
         multi_step=multi_step_errors(run.model, split, steps, season) if steps else None,
     )
     run.model.cpu().eval()
-    return TrainResult(run.model, metrics, run.history, config, validation, summaries)
+    sample = split.x[max(0, split.n_train - SAMPLE_ROWS):split.n_train].astype(np.float32)
+    return TrainResult(run.model, metrics, run.history, config, validation, summaries, sample)
 
 
 def _mode_key(input_mode: str, target_mode: str) -> str:

@@ -7,6 +7,7 @@ import pickle
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -130,8 +131,11 @@ def test_fuzzed_checkpoints_only_raise_checkpoint_error(saved: Path, tmp_path: P
         except CheckpointError:
             refused += 1
             continue
-        assert {k: v for k, v in loaded_info.items() if k != "path"} == \
-            {k: v for k, v in info.items() if k != "path"}
+        assert {k: v for k, v in loaded_info.items() if k not in ("path", "sample")} == \
+            {k: v for k, v in info.items() if k not in ("path", "sample")}
+        assert (loaded_info["sample"] is None) == (info["sample"] is None)
+        if info["sample"] is not None:
+            assert np.array_equal(loaded_info["sample"], info["sample"])
         for name, tensor in loaded.state_dict().items():
             assert torch.equal(tensor, weights[name]), name
     assert refused >= 140  # nearly every damage lands in data the checksum or zip covers
@@ -155,3 +159,27 @@ def test_failed_save_keeps_the_old_checkpoint_and_no_temp_file(
         save_checkpoint(saved, sine_result)
     assert saved.read_bytes() == before
     assert sorted(p.name for p in saved.parent.iterdir()) == [saved.name]
+
+
+def test_checkpoint_keeps_a_sample_that_export_proves_parity_on(tmp_path: Path) -> None:
+    """`rnnstream export CHECKPOINT` proves parity on the latest training inputs the checkpoint
+    keeps (the series as it will be streamed), not only on random inputs."""
+    from rnnstream.export import export_checkpoint
+    from rnnstream.train import ForecasterConfig, TrainConfig, from_arrays, train
+
+    values = 5000 + np.cumsum(np.random.default_rng(0).normal(0, 5, 300))
+    result = train(from_arrays(values), ForecasterConfig(hidden=8),
+                   TrainConfig(epochs=2, progress=False))
+    path = save_checkpoint(tmp_path / "m.pt", result)
+    _, info = load_checkpoint(path)
+    np.testing.assert_array_equal(info["sample"], result.sample)
+    assert info["sample"].shape == (result.metrics["n_train"], 1)
+    report = export_checkpoint(path, tmp_path / "m.onnx")
+    assert report.parity.inputs == f"sample of {result.metrics['n_train']} points"
+    assert report.contract.parity["inputs"] == report.parity.inputs
+    # a damaged sample is caught by the checksum like any other byte
+    payload = torch.load(path, weights_only=True)
+    payload["sample"][0, 0] += 1.0
+    torch.save(payload, tmp_path / "tampered.pt")
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load_checkpoint(tmp_path / "tampered.pt")
