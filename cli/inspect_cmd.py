@@ -167,6 +167,9 @@ def _data_lines(c: ModelContract) -> list[str]:
         f"targets:     {', '.join(c.targets)}",
         f"horizon:     {c.horizon} step(s) ahead",
         f"target mode: {c.target_mode}",
+        f"input mode:  {c.input_mode}"
+        + (" (fed changes: the last point is carried in the 'last' state)"
+           if c.input_mode == "delta" else ""),
     ]
 
 

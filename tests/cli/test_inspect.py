@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -63,3 +64,22 @@ def test_inspect_refuses_damaged_weights(exported, tmp_path, capsys):
     capsys.readouterr()
     assert main(["inspect", str(damaged)]) == 1
     assert "do not match the fingerprint in its contract" in capsys.readouterr().err
+
+
+def test_inspect_into_a_closed_pipe_exits_quietly(exported):
+    """`rnnstream inspect M | head -1`: the reader leaving early is not an error."""
+    import subprocess
+    import sys
+
+    _, out = exported
+    cmd = [sys.executable, "-c", "import sys; from rnnstream.cli.main import main; "
+           "sys.exit(main(['inspect', sys.argv[1]]))", str(out)]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads: the first write fails with EPIPE
+    try:
+        done = subprocess.run(cmd, stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              timeout=60, check=False)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
