@@ -9,17 +9,19 @@ from ._common import fail, require_train_extra
 
 DESCRIPTION = """\
 Export a training checkpoint to one self-contained ONNX file with explicit state
-(x, h_in[, c_in] -> y, h_out[, c_out]) and the rnnstream contract embedded in its metadata
-and written beside it as MODEL.onnx.json.
+(x, h_in[, c_in][, last_in] -> y, h_out[, c_out][, last_out]) and the rnnstream contract
+embedded in its metadata and written beside it as MODEL.onnx.json.
 
 Before anything is written the graph is checked (onnx checker, strict shape inference,
-native recurrent op) and run through onnxruntime: batch 1 and 7, time 1 and 50, a random
-non-zero initial state, and a 1,000-step stream fed one step at a time. The reference is
-the same torch model run in float64; every output (final states included) of onnxruntime
-must be within 8x torch float32's own error on the same case, plus 8 float32 rounding steps
-at the output's scale. --atol A instead holds onnxruntime to |onnxruntime - torch float32|
-<= A. If a check fails, nothing is written, every failing output is listed with its
-figures, and the exit status is 1.
+native recurrent op) and run through onnxruntime on windows of the training inputs the
+checkpoint keeps (or of --sample, or random inputs at the model's scale): batch 1 and 7, time
+1 and 50, a random non-zero initial state, and a 1,000-step stream fed one step at a time.
+The reference is the same torch model run in float64; every output (final states included)
+of onnxruntime must be within 8x float32's own error on the same case (torch float32, also on
+copies of the inputs moved by up to 2 rounding steps, which shows how much the case amplifies
+rounding), plus 8 float32 rounding steps at the output's scale. --atol A instead holds
+onnxruntime to |onnxruntime - torch float32| <= A. If a check fails, nothing is written, every
+failing output is listed with its figures, and the exit status is 1.
 
 Float exports also get MODEL.step.onnx: the same model for one time step, built from
 plain ops (faster for streaming), proven equal to MODEL.onnx and to torch, and named with its
@@ -31,6 +33,7 @@ examples:
   rnnstream export runs/sine/model.pt --out runs/sine/model.onnx
   rnnstream export runs/sine/model.pt                  # writes runs/sine/model.onnx
   rnnstream export runs/x/model.pt --quantize          # int8 (lstm only), own parity figure
+  rnnstream export runs/x/model.pt --sample prices.csv # prove parity on this series
   rnnstream export runs/x/model.pt --opset 18 --atol 1e-6
 
 exit status: 0 written; 1 refused (parity, quantisation, invalid graph, bad checkpoint);
