@@ -216,7 +216,7 @@ def train(
     template = _resolve_model_config(series, model_config or ForecasterConfig(), config)
     min_train = config.bptt or 8
     split = make_split(series, template.horizon, config.val_fraction, min_train=min_train)
-    season = _season(config, series, split)
+    season = _season(config, split)
     config = fit_defaults(config, split.n_train, season)
     device = _device(config.device)
     candidates = _candidate_modes(config, series)
@@ -309,7 +309,8 @@ def _candidate_modes(config: TrainConfig, series: Series) -> list[tuple[str, str
     return [(i, t) for t in targets for i in inputs if not (i == "delta" and t == "level")]
 
 
-def _season(config: TrainConfig, series: Series, split: Split) -> int | None:
+def _season(config: TrainConfig, split: Split) -> int | None:
+    """The season given (0: none), or the one detected on the first target's training part."""
     if config.season is not None:
         return config.season or None
     return detect_season(split.y[: split.n_train, 0])
