@@ -168,12 +168,17 @@ class LiveScores:
         idx = self._rows(rows)
         x = _matrix(points, (len(idx), len(self.features)), "points")
         y = _matrix(predictions, (len(idx), len(self.targets)), "predictions")
-        a = {k: v[idx] for k, v in self._a.items()}  # copies: written back at the end
+        # every stream: the arrays themselves (the input was valid, nothing below refuses);
+        # some: copies of their rows, written back at the end
+        a = dict(self._a) if rows is None else {k: v[idx] for k, v in self._a.items()}
         actual = np.where(self.source >= 0, x[:, self.source], np.nan)  # [k, T]
         slot = a["seen"] % self.horizon
         k = np.arange(len(idx))
         self._score(a, actual, slot, k)
         self._record(a, actual, y, slot, k)
+        if rows is None:
+            self._a = a
+            return
         for name, value in a.items():
             self._a[name][idx] = value
 
