@@ -316,7 +316,7 @@ class LiveScores:
                              f"{sorted(layout)} (from LiveScores.state_arrays)")
         first = arrays["seen"]
         n = first.shape[0] if isinstance(first, np.ndarray) and first.ndim == 1 else -1
-        if streams is not None and n != streams:
+        if streams is not None and n >= 0 and n != streams:
             raise StateError(f"{source}: live state has {n} streams; expected {streams}")
         out = {}
         for name, (shape, dtype, allowed) in layout.items():
