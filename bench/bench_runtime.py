@@ -3,7 +3,8 @@
     .venv/bin/python bench/bench_runtime.py [--quick]
 
 Baselines: torch eager with the same weights, onnxruntime ``run()`` with numpy arrays, and a
-raw IOBinding ping-pong (two alternating state buffers) on the same file. Pool rows report
+raw IOBinding ping-pong (two alternating state buffers) on the same file. ``coverage=0.9`` rows:
+the same step with live accuracy and intervals on (``rnnstream.runtime.live``). Pool rows report
 stream-steps/s of StreamPool against one raw batched ``run()`` and torch eager at the same B.
 Needs the train extra (torch + onnx) to build the model; the runtime itself never imports them.
 """
@@ -99,12 +100,16 @@ def single_stream(path, model, cell, hidden, layers, iters, rows):
     t_run = p50(lambda: sess.run(None, feeds), iters)
     t_torch = p50(torch_step, iters // 4)
     t_step = p50(lambda: p.step(0.5), iters)
+    live = Predictor(path, coverage=0.9)  # live accuracy + ACI intervals on every step
+    t_live = p50(lambda: live.step(0.5), iters)
     t_io2 = p50(io_step, iters)  # again: guard against drift between the two
     base = min(t_io, t_io2)
     tag = f"{cell} h{hidden} L{layers}"
     rows.append((f"step  {tag}", t_step, f"{t_step / base:.2f}x raw IOBinding ({base:.2f})",
                  f"{t_run / t_step:.1f}x faster than run() ({t_run:.2f})",
                  f"{t_torch / t_step:.1f}x faster than torch ({t_torch:.1f})"))
+    rows.append((f"step  {tag} coverage=0.9", t_live, f"{t_live / t_step:.2f}x step without "
+                 f"live scores (+{t_live - t_step:.1f} µs)", "", ""))
     graph_choice(path, states, iters, tag, rows)
 
 

@@ -31,6 +31,7 @@ from .errors import (
     StreamKeyError,
     UnsupportedError,
 )
+from .live import LiveScores
 from .pool import StreamPool
 from .predictor import Predictor
 
@@ -38,6 +39,7 @@ __all__ = [
     "ContractError",
     "InferenceError",
     "InputError",
+    "LiveScores",
     "ModelContract",
     "ModelLoadError",
     "Predictor",

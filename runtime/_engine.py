@@ -234,6 +234,10 @@ class Stream:
     def last_output(self) -> np.ndarray | None:
         raise NotImplementedError
 
+    def last_point(self) -> np.ndarray:
+        """The latest point fed, as model input values (a view, valid until the next step)."""
+        raise UnsupportedError("this stream does not keep its latest point")
+
     def check_last(self, last: Any, source: str) -> np.ndarray | None:
         """The latest prediction to restore with a state, validated (None: nothing to keep)."""
         return None
@@ -340,6 +344,9 @@ class BoundStream(Stream):
 
     def last_output(self) -> np.ndarray | None:
         return self._yflat.copy() if self.has_last else None
+
+    def last_point(self) -> np.ndarray:
+        return self._xflat
 
     def check_last(self, last: Any, source: str) -> np.ndarray | None:
         if last is None:

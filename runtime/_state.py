@@ -7,6 +7,8 @@ A snapshot file is an ``.npz`` archive (read with ``allow_pickle=False``: data, 
                      "keys": [...]  (pool only: the stream keys, str or int, in row order)}
     state.<name>     one array per state: [*row] for a stream, [streams, *row] for a pool
     last_output      stream only, optional: the latest prediction (what forecast feeds back)
+    live.<name>      stream only, optional: the live scores of ``Predictor(coverage=...)``
+                     (:meth:`rnnstream.runtime.live.LiveScores.state_arrays`, one stream)
 
 Files are written atomically by :mod:`._atomic`: a temporary file in the same folder, flushed
 and fsync'ed, then ``os.replace``'d over the target, so a crash leaves the old snapshot or the

@@ -26,8 +26,12 @@ from ._state import (
     write_snapshot,
 )
 from .contract import ModelContract
+from .errors import UnsupportedError
+from .live import FORECASTERS, LiveScores
 
 __all__ = ["Predictor"]
+
+_LIVE = "live."  # snapshot keys of the live scores: live.<array name>
 
 class _EngineFacts:
     """What Predictor and StreamPool both say about their model (read from the engine)."""
@@ -83,6 +87,14 @@ class Predictor(_EngineFacts):
 
     A Predictor is one stream and is not meant to be shared between threads; use
     :class:`~rnnstream.runtime.StreamPool` for many streams or concurrent callers.
+
+    ``coverage`` (rnnstream models only; default None: off, and ``step`` costs what it did)
+    turns on live scores (:class:`~rnnstream.runtime.live.LiveScores`): every point fed is also
+    scored against the prediction made ``horizon`` points before it, and each prediction gets
+    an interval at that coverage, calibrated online (:meth:`interval`, :meth:`accuracy`).
+    ``season`` adds seasonal naive to the baselines; ``live_options`` passes ``window``,
+    ``gamma``, ``half_life`` or ``initial_quantiles`` on. Should the model ever predict NaN or
+    infinity, the live scores start afresh (that prediction cannot be scored or bounded).
     """
 
     def __init__(
@@ -93,10 +105,25 @@ class Predictor(_EngineFacts):
         providers: Sequence[Any] | None = None,
         state_map: Mapping[str, str] | None = None,
         fixed_inputs: Mapping[str, Any] | None = None,
+        coverage: float | None = None,
+        season: int | None = None,
+        live_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._engine = open_engine(model, session_options=session_options, providers=providers,
                                    state_map=state_map, fixed_inputs=fixed_inputs)
         self._stream = self._engine.open_stream()
+        self._live: LiveScores | None = None
+        if coverage is not None:
+            self._live = self._open_live(coverage, season, live_options or {})
+
+    def _open_live(self, coverage: float, season: int | None,
+                   options: Mapping[str, Any]) -> LiveScores:
+        c = self._engine.contract
+        if c is None:
+            raise UnsupportedError("coverage needs an rnnstream contract (feature and target "
+                                   "names, horizon); this is a foreign model")
+        return LiveScores(1, c.features, c.targets, horizon=c.horizon, season=season,
+                          coverage=coverage, **options)
 
     def __repr__(self) -> str:
         return f"Predictor({self.path!r}, state_pairs={self.state_pairs})"
@@ -108,13 +135,38 @@ class Predictor(_EngineFacts):
         ``point`` is a number (one feature), a sequence of the features' values, or a mapping
         of feature name to value. A refused point raises InputError and changes nothing.
         """
-        return self._stream.step(point)
+        if self._live is None:
+            return self._stream.step(point)
+        return self._step_live(point)
+
+    def _step_live(self, point: Any) -> float | np.ndarray:
+        y = self._stream.step(point)
+        self._live_update(self._stream.last_point(), y)
+        return y
+
+    def _live_update(self, x: np.ndarray, y: Any) -> None:
+        live = self._live
+        if live is None:
+            return
+        y = np.asarray(y, np.float64).reshape(1, -1)
+        if not np.isfinite(y).all():
+            # the model's own output: the state has moved on, so the point cannot be refused;
+            # it is left unscored rather than counted with a made-up value
+            live.reset()
+            return
+        live.update(x.reshape(1, -1), y)
 
     def prime(self, history: Any) -> np.ndarray:
         """Run ``history`` ([time, F], or [time] with one feature) through the model in one
         call, carrying the state; return the prediction after each point ([time] or
         [time, T]), exactly what ``step`` would have returned one by one."""
-        return self._stream.prime(history)
+        if self._live is None:
+            return self._stream.prime(history)
+        rows = self._engine.reader.rows(history, "history")
+        ys = self._stream.prime(rows)
+        for x, y in zip(rows, ys, strict=True):
+            self._live_update(x, y)
+        return ys
 
     def forecast(self, n: int) -> np.ndarray:
         """Predict ``n`` steps ahead by feeding each prediction back as the next point.
@@ -125,8 +177,39 @@ class Predictor(_EngineFacts):
         return self._stream.forecast(n)
 
     def reset(self) -> None:
-        """Back to the initial (all-zero) state; forget the latest prediction."""
+        """Back to the initial (all-zero) state; forget the latest prediction and the live
+        scores."""
         self._stream.reset()
+        if self._live is not None:
+            self._live.reset()
+
+    # -- live scores (coverage=...) -------------------------------------------------------------
+    def interval(self) -> tuple[float | np.ndarray, float | np.ndarray]:
+        """``(lower, upper)`` around the latest prediction at the Predictor's ``coverage``
+        (floats with one target, else ``[T]`` arrays): NaN before the first prediction, +-inf
+        until the stream has scored enough points (or for a target that is not a feature)
+        unless ``initial_quantiles`` were given. Needs ``coverage`` (UnsupportedError)."""
+        lower, upper = self._live_scores("interval").interval()
+        if lower.shape[1] == 1:
+            return float(lower[0, 0]), float(upper[0, 0])
+        return lower[0], upper[0]
+
+    def accuracy(self) -> dict[str, dict[str, float | np.ndarray]]:
+        """Live accuracy: forecaster (``model``, ``persistence``, ``seasonal``) -> ``mae``,
+        ``mse``, ``recent_mae``, ``recent_mse``, ``count`` (floats with one target, else
+        ``[T]`` arrays); NaN where nothing was scored (a target that is not a feature, no
+        ``season``). Needs ``coverage`` (UnsupportedError)."""
+        scores = self._live_scores("accuracy").scores()
+        one = scores["mae"].shape[2] == 1
+        return {f: {name: (v[0, i, 0].item() if one else v[0, i].copy())
+                    for name, v in scores.items()}
+                for i, f in enumerate(FORECASTERS)}
+
+    def _live_scores(self, what: str) -> LiveScores:
+        if self._live is None:
+            raise UnsupportedError(f"{what}() needs live scores: open the Predictor with "
+                                   "coverage=0.9 (or another coverage)")
+        return self._live
 
     def run_sequence(self, x: Any, state: State | Mapping[str, np.ndarray] | None = None
                      ) -> tuple[np.ndarray, State]:
@@ -173,13 +256,24 @@ class Predictor(_EngineFacts):
         last = self._stream.last_output()
         if last is not None and self._stream.keeps_last:
             arrays["last_output"] = last
+        if self._live is not None:
+            arrays.update((_LIVE + k, v) for k, v in self._live.state_arrays().items())
         write_snapshot(path, {"kind": "stream", "fingerprint": self.fingerprint,
                               "states": [s.name for s in self._engine.io.states]}, arrays)
 
     def load_state(self, path: str | os.PathLike[str]) -> None:
-        """Continue from a snapshot written by :meth:`save_state` for this same model."""
+        """Continue from a snapshot written by :meth:`save_state` for this same model.
+
+        With ``coverage``, the snapshot's live scores continue too; a snapshot without them
+        (an older one, or saved without coverage) starts the live scores afresh. Live scores
+        in the snapshot of a Predictor without ``coverage`` are ignored.
+        """
         source = os.fspath(path)
         meta, arrays = read_snapshot(source, "stream")
         check_fingerprint(str(meta.get("fingerprint", "")), self.fingerprint, source)
         tensors = check_tensors(tensors_from(arrays), self._engine.io.states, source)
-        self._stream.install(tensors, self._stream.check_last(arrays.get("last_output"), source))
+        last = self._stream.check_last(arrays.get("last_output"), source)
+        live = {k[len(_LIVE):]: v for k, v in arrays.items() if k.startswith(_LIVE)}
+        if self._live is not None:  # checked before anything is written: all or nothing
+            self._live.load_arrays(live or self._live.fresh(1), source, streams=1)
+        self._stream.install(tensors, last)
