@@ -28,12 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from rnnstream.runtime.spec import INPUT_NAME, OUTPUT_NAME
+
 from .errors import ServeError
 from .sequences import Infer
 
 __all__ = ["grpc_request", "grpc_response", "http_request", "http_response"]
 
-INPUT, OUTPUT, IDS = "x", "y", "sequence_id"
+INPUT, OUTPUT, IDS = INPUT_NAME, OUTPUT_NAME, "sequence_id"  # names from the one spec
 FLAGS = ("sequence_start", "sequence_end")  # optional BOOL [B] inputs: per-row flags
 ID_TYPES: dict[str, np.dtype] = {"INT64": np.dtype("<i8"), "UINT64": np.dtype("<u8"),
                                  "INT32": np.dtype("<i4")}

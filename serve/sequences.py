@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from rnnstream.runtime import RnnStreamError, StreamPool
+from rnnstream.runtime.spec import INPUT_NAME, OUTPUT_NAME
 
 from .errors import ServeError
 from .metrics import Metrics
@@ -164,14 +165,15 @@ class ModelService:
             "name": self.name,
             "versions": ["1"],
             "platform": "rnnstream_onnx",
-            "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, -1, self.n_features]},
+            "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, -1, self.n_features]},
                        {"name": "sequence_id", "datatype": "INT64", "shape": [-1],
                         "optional": True},
                        {"name": "sequence_start", "datatype": "BOOL", "shape": [-1],
                         "optional": True},
                        {"name": "sequence_end", "datatype": "BOOL", "shape": [-1],
                         "optional": True}],
-            "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, -1, self.n_targets]}],
+            "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32",
+                         "shape": [-1, -1, self.n_targets]}],
         }
 
     # -- admission ------------------------------------------------------------------------------
