@@ -1,9 +1,11 @@
-"""Live accuracy and calibrated prediction intervals for many streams at once (numpy only).
+"""Live accuracy and calibrated prediction intervals, per stream (numpy only).
 
 :class:`LiveScores` watches ``n`` streams of a model that predicts ``T`` targets ``horizon``
-steps ahead. Each :meth:`LiveScores.update` hands it, per stream, the point that just arrived
-(the model's features) and the prediction the model made from it (for ``t + horizon``). When the
-time a prediction was for arrives, it is scored against what was observed.
+steps ahead; :class:`LiveStream` is the same for one stream in plain Python floats (what
+:class:`~rnnstream.runtime.Predictor` uses, a few microseconds a step). Both compute exactly the
+same numbers, bit for bit, from the same state arrays. Each update hands over the point that just
+arrived (the model's features) and the prediction the model made from it (for ``t + horizon``).
+When the time a prediction was for arrives, it is scored against what was observed.
 
 **Live accuracy.** Three forecasters are scored side by side (axis 1 of every score array, in
 :data:`FORECASTERS` order): the model; persistence (the target's value observed when the
@@ -11,52 +13,52 @@ prediction was made); seasonal naive when a ``season`` ``m`` is given (the value
 ``t + horizon - m * ceil(horizon / m)``, the latest point one whole season before the predicted
 time). For each: MAE and MSE over all time, and over recent time as an exponentially weighted
 mean with half-life ``half_life`` scored points (bias-corrected: the weights are divided by
-their sum, so the first values are plain means). Exponential weights rather than a ring buffer
-because they cost O(1) state per stream, target and metric and forget smoothly; the ring
-buffer below exists anyway for the quantiles, but a plain window mean jumps when a large error
-leaves it.
+their sum, so the first values are plain means). Sums run in stream order, one term per scored
+point, so they equal a sequential offline sum of the same errors exactly.
 
 A target can only be scored when its value arrives with the points: when it is also a feature
-(matched by name). A target that is not a feature is never scored; its accuracy is NaN, and its
+(matched by name). A target that is not a feature is never scored; its accuracy is NaN and its
 interval stays at ``initial_quantiles`` (or infinite) forever.
 
-**Intervals.** Adaptive Conformal Inference (ACI): I. Gibbs and E. Candès, "Adaptive Conformal
-Inference Under Distribution Shift", NeurIPS 2021, https://arxiv.org/abs/2106.00170. Per stream
-and target, ``alpha_t`` starts at ``1 - coverage`` and, each time an interval is scored,
+**Intervals: quantile tracking.** A. N. Angelopoulos, E. J. Candès and R. J. Tibshirani,
+"Conformal PID Control for Time Series Prediction", NeurIPS 2023,
+https://arxiv.org/abs/2307.16895 (section 2, "quantile tracking", the P of PID). The interval
+is ``prediction +- q_t`` per stream and target; each time one is scored,
 
-    alpha_{t+1} = alpha_t + gamma * (alpha - err_t),     err_t = 1 if the value fell outside
+    q_{t+1} = max(0, q_t + eta_t * (err_t - alpha)),   err_t = 1 if the value fell outside
 
-so a stream whose intervals miss more often than ``alpha`` asks for a higher quantile, and one
-that is over-covered for a narrower one. The interval is ``prediction +- q``, ``q`` the
-conformal ``(1 - alpha_t)`` quantile of the stream's last ``window`` absolute residuals: the
-``ceil((m + 1)(1 - alpha_t))``-th smallest of the ``m`` stored, infinite when that exceeds
-``m`` (in particular whenever ``alpha_t <= 0``, as in the paper), zero when ``alpha_t >= 1``.
+with ``alpha = 1 - coverage``: a miss widens the interval by ``eta_t * coverage``, a hit
+narrows it by ``eta_t * alpha``, so over any stretch the miss rate is driven to ``alpha``.
+With a fixed step ``eta`` the paper's Proposition 1 bounds the long-run miss rate of any
+sequence of residuals in ``[0, B]``: ``|mean(err) - alpha| <= (B + eta) / (eta * T)``, under
+any drift, no exchangeability assumed. The step here is ``eta_t = lr * s_t``, ``s_t`` the
+stream's recent model MAE (above), so it is unit-free: the paper's experiments likewise scale
+the step by the recent residual size (their trailing largest score). The clip at 0 only ever
+widens an interval. This is O(1) state and work per stream and target (ACI, Gibbs & Candès 2021,
+needs a window of residuals and its quantile every step: 10-100x more work in a pool).
 Residuals of a ``horizon``-step model are ``horizon``-step residuals, and ``err_t`` arrives
-``horizon`` steps after the interval was issued: ACI's update is applied with that delay.
+``horizon`` steps after the interval was issued: the update is applied with that delay.
 
-Defaults, and why:
+**Start.** ``initial_quantiles`` (one half-width per target; rnnstream models store the
+validation residual quantiles in their contract, :func:`initial_half_widths`) make intervals
+usable from the first point. Without them an interval is infinite until the stream has scored
+:attr:`LiveScores.warmup` residuals (9 at 0.9, 19 at 0.95), then starts at the largest of them,
+which is exactly the split-conformal quantile of those residuals at ``coverage`` (the
+``ceil((m + 1) * coverage)``-th smallest of ``m``), and tracks from there.
 
-* ``window = 200``: enough residuals for a 0.95 quantile to rest on ten points beyond it, short
-  enough that a changed noise level fills the window within a few hundred points.
-* ``gamma = 0.01``: the paper uses 0.005. After a 3-sigma level shift or a tripled noise level
-  (64 streams, ``tests/runtime/test_live.py``), every later 50-step block was within 3 points
-  of the target coverage from 400 / 250-350 / 50 steps on (coverage 0.8 / 0.9 / 0.95) with
-  0.005, 300 / 200 / 50 with 0.01 and 200 / 50 / 50 with 0.02; 0.01 halves the paper's
-  recovery time while keeping ``alpha_t``'s step (1% of coverage per miss) small against the
-  +-3 points the stationary coverage must hold.
-* ``half_life = 100`` scored points for the recent accuracy.
+Defaults, and why (``tests/runtime/test_live.py`` measures them, 64 seeded streams):
 
-Until a stream has the smallest number of residuals whose conformal quantile at ``coverage`` is
-finite (:attr:`LiveScores.warmup`; 9 at 0.9, 19 at 0.95), its intervals use
-``initial_quantiles`` (one half-width per target; a later release passes the validation
-residual quantiles the contract stores) or, without them, are infinite (``-inf, +inf``). ACI's
-``alpha_t`` only moves on intervals issued from the stream's own residuals.
+* ``lr = 0.1``: after a 3-sigma level shift or a tripled noise level, coverage of every later
+  50-step block is back within 3 points after at most :data:`RECOVERY_NOTE` steps, while the
+  stationary width stays within a few per cent of the exact Gaussian interval.
+* ``half_life = 100`` scored points for the recent accuracy (and the step's scale).
 
-**State.** Everything is plain numpy arrays with the stream as axis 0 (:meth:`state_arrays`,
-:meth:`load_arrays`, :meth:`take`, :meth:`put`, :meth:`concat`), so a pool can keep its streams'
-rows next to its model states. A state that does not fit raises
-:class:`~rnnstream.runtime.errors.StateError`; a bad point or prediction raises
-:class:`~rnnstream.runtime.errors.InputError` and changes nothing.
+**State.** Everything is plain arrays with the stream as axis 0 (:meth:`LiveScores.state_arrays`,
+:meth:`~LiveScores.load_arrays`, :meth:`~LiveScores.take`, :meth:`~LiveScores.put`,
+:meth:`~LiveScores.concat`; :data:`STATE_ARRAYS` lists them), so a pool keeps its streams' rows
+next to its model states and a snapshot, the Spark state store or JavaScript can carry them.
+A state that does not fit raises :class:`~rnnstream.runtime.errors.StateError`; a bad point or
+prediction raises :class:`~rnnstream.runtime.errors.InputError` and changes nothing.
 """
 
 from __future__ import annotations
@@ -68,49 +70,38 @@ from typing import Any
 import numpy as np
 
 from ._points import describe
-from .errors import InputError, StateError
+from .errors import ContractError, InputError, StateError
 
-__all__ = ["FORECASTERS", "LiveScores"]
+__all__ = ["FORECASTERS", "STATE_ARRAYS", "LiveScores", "LiveStream", "initial_half_widths",
+           "step_ratios"]
 
 FORECASTERS = ("model", "persistence", "seasonal")
+# axis 1 of the "acc" state array: per forecaster and target, in this order
+ACC = ("count", "abs_sum", "sq_sum", "ew_weight", "ew_abs", "ew_sq")
+STATE_ARRAYS = ("seen", "pending", "pending_width", "history", "acc", "q", "peak")
+RECOVERY_NOTE = 150
 _MODEL, _PERSISTENCE, _SEASONAL = range(3)
+_COUNT, _ABS, _SQ, _EWW, _EWA, _EWS = range(6)
 _F64 = np.dtype(np.float64)
 _I64 = np.dtype(np.int64)
-_BOOL = np.dtype(np.bool_)
+DEFAULTS = {"lr": 0.1, "half_life": 100.0}
 
 
-class LiveScores:
-    """Live accuracy and ACI prediction intervals for ``n_streams`` streams (module docstring).
+class _Settings:
+    """What LiveScores and LiveStream share: names, settings and the state layout."""
 
-    ``features`` and ``targets`` are the model's names, in input and output order; ``horizon``
-    is how far ahead a prediction is; ``season`` (optional) the seasonal period in points.
-    """
-
-    def __init__(
-        self,
-        n_streams: int,
-        features: Sequence[str],
-        targets: Sequence[str],
-        *,
-        horizon: int = 1,
-        season: int | None = None,
-        coverage: float = 0.9,
-        initial_quantiles: Sequence[float] | np.ndarray | None = None,
-        window: int = 200,
-        gamma: float = 0.01,
-        half_life: float = 100.0,
-    ) -> None:
+    def __init__(self, features: Sequence[str], targets: Sequence[str], *, horizon: int = 1,
+                 season: int | None = None, coverage: float = 0.9,
+                 initial_quantiles: Sequence[float] | np.ndarray | None = None,
+                 lr: float = DEFAULTS["lr"], half_life: float = DEFAULTS["half_life"]) -> None:
         self.features = list(features)
         self.targets = list(targets)
         self.horizon = _positive_int(horizon, "horizon")
         self.season = None if season is None else _positive_int(season, "season")
-        self.window = _positive_int(window, "window")
         self.coverage = _open_unit(coverage, "coverage")
-        self.gamma = _open_unit(gamma, "gamma")
-        if not (isinstance(half_life, (int, float)) and math.isfinite(half_life)
-                and half_life > 0):
-            raise InputError(f"half_life is {half_life!r}; expected a positive number of points")
-        self.half_life = float(half_life)
+        self.alpha = 1.0 - self.coverage
+        self.lr = _positive_number(lr, "lr")
+        self.half_life = _positive_number(half_life, "half_life")
         self.decay = 0.5 ** (1.0 / self.half_life)
         index = {name: i for i, name in enumerate(self.features)}
         # which feature carries each target; -1: not a feature, never scored
@@ -120,9 +111,7 @@ class LiveScores:
         # seasonal naive for t + h is the value at lag m*ceil(h/m) - h from t, in [0, m)
         self.lag = 0 if self.season is None else (
             self.season * -(-self.horizon // self.season) - self.horizon)
-        self._a = self._fresh(_positive_int(n_streams, "n_streams", zero=True))
 
-    # -- layout ---------------------------------------------------------------------------------
     def _layout(self) -> dict[str, tuple[tuple[int, ...], np.dtype, str]]:
         """State name -> (shape after the stream axis, dtype, what values are allowed)."""
         t, h, f = len(self.targets), self.horizon, len(FORECASTERS)
@@ -130,17 +119,10 @@ class LiveScores:
             "seen": ((), _I64, "count"),                      # points observed
             "pending": ((h, f, t), _F64, "finite|nan"),       # forecasts for t+h, slot t % h
             "pending_width": ((h, t), _F64, "nonneg|inf"),    # half-width issued with them
-            "pending_own": ((h, t), _BOOL, "any"),            # issued from own residuals
             "history": ((self.season or 0, t), _F64, "finite|nan"),  # last m targets, t % m
-            "count": ((f, t), _I64, "count"),                 # scored points per forecaster
-            "abs_sum": ((f, t), _F64, "nonneg"),
-            "sq_sum": ((f, t), _F64, "nonneg"),
-            "ew_weight": ((f, t), _F64, "nonneg"),            # sum of decayed weights
-            "ew_abs": ((f, t), _F64, "nonneg"),
-            "ew_sq": ((f, t), _F64, "nonneg"),
-            "residuals": ((self.window, t), _F64, "nonneg|nan"),  # |model residual|, ring
-            "res_count": ((t,), _I64, "count"),               # residuals ever stored
-            "alpha": ((t,), _F64, "finite"),                  # ACI's alpha_t
+            "acc": ((len(ACC), f, t), _F64, "nonneg"),        # ACC sums per forecaster
+            "q": ((t,), _F64, "nonneg|inf"),                  # tracked half-width
+            "peak": ((t,), _F64, "nonneg"),                   # largest |residual| so far
         }
 
     def _fresh(self, n: int) -> dict[str, np.ndarray]:
@@ -149,164 +131,23 @@ class LiveScores:
         a["pending"][:] = np.nan
         a["pending_width"][:] = np.inf
         a["history"][:] = np.nan
-        a["residuals"][:] = np.nan
-        a["alpha"][:] = 1.0 - self.coverage
+        a["q"][:] = self.initial
         return a
 
-    @property
-    def n_streams(self) -> int:
-        return int(self._a["seen"].shape[0])
-
-    # -- streaming ------------------------------------------------------------------------------
-    def update(self, points: Any, predictions: Any, rows: Any = None) -> None:
-        """Score what is due and record the new predictions, for ``rows`` (default: all).
-
-        ``points`` is ``[k, F]`` (the points that just arrived, the model's features) and
-        ``predictions`` ``[k, T]`` (what the model predicted from them, for ``t + horizon``),
-        one row per entry of ``rows``. Refused input raises InputError and changes nothing.
-        """
-        idx = self._rows(rows)
-        x = _matrix(points, (len(idx), len(self.features)), "points")
-        y = _matrix(predictions, (len(idx), len(self.targets)), "predictions")
-        # every stream: the arrays themselves (the input was valid, nothing below refuses);
-        # some: copies of their rows, written back at the end
-        a = dict(self._a) if rows is None else {k: v[idx] for k, v in self._a.items()}
-        actual = np.where(self.source >= 0, x[:, self.source], np.nan)  # [k, T]
-        slot = a["seen"] % self.horizon
-        k = np.arange(len(idx))
-        self._score(a, actual, slot, k)
-        self._record(a, actual, y, slot, k)
-        if rows is None:
-            self._a = a
-            return
-        for name, value in a.items():
-            self._a[name][idx] = value
-
-    def _score(self, a: dict[str, np.ndarray], actual: np.ndarray, slot: np.ndarray,
-               k: np.ndarray) -> None:
-        """Score the forecasts made ``horizon`` points ago (NaN: none, or not scorable)."""
-        due = a["pending"][k, slot]  # [k, 3, T]
-        err = actual[:, None, :] - due
-        ok = np.isfinite(err)
-        e = np.where(ok, err, 0.0)
-        a["count"] += ok
-        a["abs_sum"] += np.abs(e)
-        a["sq_sum"] += e * e
-        d = np.where(ok, self.decay, 1.0)
-        a["ew_weight"] = d * a["ew_weight"] + ok
-        a["ew_abs"] = d * a["ew_abs"] + np.abs(e)
-        a["ew_sq"] = d * a["ew_sq"] + e * e
-        scored = ok[:, _MODEL]  # [k, T]
-        r = np.abs(e[:, _MODEL])
-        at = a["res_count"] % self.window
-        kk, tt = np.nonzero(scored)
-        a["residuals"][kk, at[kk, tt], tt] = r[kk, tt]
-        a["res_count"] += scored
-        aci = scored & a["pending_own"][k, slot]
-        miss = r > a["pending_width"][k, slot]
-        alpha = 1.0 - self.coverage
-        a["alpha"] += np.where(aci, self.gamma * (alpha - miss), 0.0)
-
-    def _record(self, a: dict[str, np.ndarray], actual: np.ndarray, y: np.ndarray,
-                slot: np.ndarray, k: np.ndarray) -> None:
-        """Store this point's forecasts for ``t + horizon`` and the interval issued with them."""
-        seen = a["seen"]
-        new = np.full((len(k), len(FORECASTERS), len(self.targets)), np.nan)
-        new[:, _MODEL] = y
-        new[:, _PERSISTENCE] = actual
-        if self.season is not None:
-            m = self.season
-            a["history"][k, seen % m] = actual
-            known = (seen >= self.lag)[:, None]
-            new[:, _SEASONAL] = np.where(known, a["history"][k, (seen - self.lag) % m], np.nan)
-        width, own = self._half_width(a)
-        a["pending"][k, slot] = new
-        a["pending_width"][k, slot] = width
-        a["pending_own"][k, slot] = own
-        a["seen"] = seen + 1
-
-    def _half_width(self, a: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """The interval half-width for the next prediction, and whether it is the stream's own."""
-        m = np.minimum(a["res_count"], self.window)  # [k, T]
-        rank = np.ceil((m + 1) * (1.0 - a["alpha"]))  # the rank-th smallest residual
-        ordered = np.sort(a["residuals"], axis=1)  # NaN (empty slots) sort last
-        pick = np.clip(rank - 1, 0, self.window - 1).astype(np.int64)
-        q = np.take_along_axis(ordered, pick[:, None, :], axis=1)[:, 0]
-        q = np.where(rank > m, np.inf, np.where(rank <= 0, 0.0, q))
-        own = m >= self.warmup
-        return np.where(own, q, self.initial), own
-
-    # -- reading --------------------------------------------------------------------------------
-    def interval(self, rows: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """``(lower, upper)``, each ``[k, T]``: the interval around each row's latest
-        prediction at ``coverage``; NaN before a stream's first prediction, +-inf while it
-        has neither enough residuals nor ``initial_quantiles``."""
-        idx = self._rows(rows)
-        seen = self._a["seen"][idx]
-        slot = (seen - 1) % self.horizon
-        y = self._a["pending"][idx, slot, _MODEL]
-        w = np.where((seen > 0)[:, None], self._a["pending_width"][idx, slot], np.nan)
-        return y - w, y + w
-
-    def scores(self, rows: Any = None) -> dict[str, np.ndarray]:
-        """Accuracy so far, each ``[k, 3, T]`` (axis 1 in :data:`FORECASTERS` order): ``mae``,
-        ``mse`` over all scored points, ``recent_mae``, ``recent_mse`` (exponentially weighted,
-        half-life ``half_life`` points), ``count`` (points scored); NaN where none was."""
-        idx = self._rows(rows)
-        a = {name: v[idx] for name, v in self._a.items()}
-        with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 -> NaN: nothing scored
-            return {
-                "mae": a["abs_sum"] / a["count"],
-                "mse": a["sq_sum"] / a["count"],
-                "recent_mae": a["ew_abs"] / a["ew_weight"],
-                "recent_mse": a["ew_sq"] / a["ew_weight"],
-                "count": a["count"].copy(),
-            }
-
-    def alpha(self, rows: Any = None) -> np.ndarray:
-        """ACI's current ``alpha_t`` per row and target, ``[k, T]``."""
-        return self._a["alpha"][self._rows(rows)].copy()
-
-    # -- state ----------------------------------------------------------------------------------
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        """Copies of the whole state, name -> ``[n_streams, ...]`` array."""
-        return {name: v.copy() for name, v in self._a.items()}
-
-    def load_arrays(self, arrays: Mapping[str, np.ndarray], source: str = "load_arrays",
-                    streams: int | None = None) -> None:
-        """Continue from ``arrays`` (from :meth:`state_arrays` of a LiveScores with the same
-        settings); the number of streams is theirs (it must be ``streams`` when given). A
-        misfit raises StateError and changes nothing."""
-        self._a = self._checked(arrays, source, streams)
-
-    def take(self, rows: Any) -> dict[str, np.ndarray]:
-        """Copies of ``rows``' state (for :meth:`put` or :meth:`concat`)."""
-        idx = self._rows(rows)
-        return {name: v[idx] for name, v in self._a.items()}
-
-    def put(self, rows: Any, arrays: Mapping[str, np.ndarray]) -> None:
-        """Overwrite ``rows``' state with ``arrays`` (one row each, as :meth:`take` gives)."""
-        idx = self._rows(rows)
-        checked = self._checked(arrays, "put", streams=len(idx))
-        for name, value in checked.items():
-            self._a[name][idx] = value
-
-    def concat(self, arrays: Mapping[str, np.ndarray]) -> None:
-        """Append streams: ``arrays`` as :meth:`take` gives, or :meth:`fresh` for new ones."""
-        checked = self._checked(arrays, "concat")
-        self._a = {name: np.concatenate([v, checked[name]]) for name, v in self._a.items()}
-
     def fresh(self, n: int) -> dict[str, np.ndarray]:
-        """The state of ``n`` streams that have seen nothing (for :meth:`put`/:meth:`concat`)."""
+        """The state of ``n`` streams that have seen nothing (for put/concat/load_arrays)."""
         return self._fresh(_positive_int(n, "n", zero=True))
 
-    def reset(self, rows: Any = None) -> None:
-        """Forget everything ``rows`` (default: all) have seen."""
-        idx = self._rows(rows)
-        for name, value in self._fresh(len(idx)).items():
-            self._a[name][idx] = value
+    def _initial(self, given: Any) -> np.ndarray:
+        t = len(self.targets)
+        if given is None:
+            return np.full(t, np.inf)
+        q = np.asarray(given, dtype=_F64) if _numeric(given) else None
+        if q is None or q.shape != (t,) or np.isnan(q).any() or (q < 0).any():
+            raise InputError(f"initial_quantiles is {describe(given)}; expected {t} "
+                             "non-negative half-widths, one per target (inf: none)")
+        return q
 
-    # -- checks ---------------------------------------------------------------------------------
     def _checked(self, arrays: Any, source: str, streams: int | None = None
                  ) -> dict[str, np.ndarray]:
         layout = self._layout()
@@ -324,19 +165,186 @@ class LiveScores:
             full = (n, *shape)
             if not isinstance(value, np.ndarray) or value.dtype != dtype or value.shape != full:
                 raise StateError(f"{source}: live state {name!r} is {describe(value)}; "
-                                 f"expected {dtype} of shape {full} (streams first)")
+                                 f"expected {dtype} of shape {full} (streams first, settings "
+                                 "as when it was saved)")
             problem = _value_problem(value, allowed)
             if problem:
                 raise StateError(f"{source}: live state {name!r} {problem}")
             out[name] = np.array(value, copy=True, order="C")
-        if (out["res_count"] > out["count"][:, _MODEL]).any():
-            raise StateError(f"{source}: live state 'res_count' exceeds the model's 'count'")
         return out
 
-    def _rows(self, rows: Any) -> np.ndarray:
+
+class LiveScores(_Settings):
+    """Live accuracy and prediction intervals for ``n_streams`` streams (module docstring).
+
+    ``features`` and ``targets`` are the model's names, in input and output order; ``horizon``
+    is how far ahead a prediction is; ``season`` (optional) the seasonal period in points;
+    ``coverage`` the intervals' asked coverage; ``initial_quantiles`` their starting half-widths
+    (one per target); ``lr`` and ``half_life`` as in the module docstring.
+    """
+
+    def __init__(self, n_streams: int, features: Sequence[str], targets: Sequence[str],
+                 **settings: Any) -> None:
+        super().__init__(features, targets, **settings)
+        self._a = self._fresh(_positive_int(n_streams, "n_streams", zero=True))
+
+    @property
+    def n_streams(self) -> int:
+        return int(self._a["seen"].shape[0])
+
+    # -- streaming ------------------------------------------------------------------------------
+    def update(self, points: Any, predictions: Any, rows: Any = None) -> None:
+        """Score what is due and record the new predictions, for ``rows`` (default: all).
+
+        ``points`` is ``[k, F]`` (the points that just arrived, the model's features) and
+        ``predictions`` ``[k, T]`` (what the model predicted from them, for ``t + horizon``),
+        one row per entry of ``rows``. Refused input raises InputError and changes nothing.
+        """
+        idx = self._rows(rows)
+        k = self.n_streams if idx is None else len(idx)
+        x = _matrix(points, (k, len(self.features)), "points")
+        y = _matrix(predictions, (k, len(self.targets)), "predictions")
+        # all streams: the arrays themselves (nothing below refuses); some: copies of their rows
+        a = self._a if idx is None else {name: v[idx] for name, v in self._a.items()}
+        self._advance(a, x, y)
+        if idx is not None:
+            for name, value in a.items():
+                self._a[name][idx] = value
+
+    def _advance(self, a: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> None:
+        n, h = len(x), self.horizon
+        src = self.source
+        actual = x[:, src] if (src >= 0).all() else np.where(src >= 0, x[:, src], np.nan)
+        seen = a["seen"]
+        if h == 1:
+            slot, due, issued = slice(None), a["pending"][:, 0], a["pending_width"][:, 0]
+        else:
+            slot = (np.arange(n), seen % h)
+            due, issued = a["pending"][slot], a["pending_width"][slot]
+        # score the forecasts made horizon points ago (NaN: none, or not scorable)
+        err = actual[:, None, :] - due  # [n, 3, T]
+        ok = np.isfinite(err)
+        e = np.where(ok, err, 0.0)
+        ae = np.abs(e)
+        s = np.stack((ok.astype(_F64), ae, e * e), axis=1)  # [n, 3, 3, T]
+        acc = a["acc"]
+        acc[:, :3] += s
+        acc[:, 3:] *= np.where(ok, self.decay, 1.0)[:, None]
+        acc[:, 3:] += s
+        # track the quantile of the model's residuals
+        scored = ok[:, _MODEL]
+        r = ae[:, _MODEL]
+        q, peak = a["q"], a["peak"]
+        np.maximum(peak, r, out=peak)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = acc[:, _EWA, _MODEL] / acc[:, _EWW, _MODEL]
+        tracked = scored & (issued < np.inf)
+        miss = (r > issued).astype(_F64)
+        q[...] = np.where(tracked, np.maximum(q + self.lr * scale * (miss - self.alpha), 0.0), q)
+        start = scored & (q == np.inf) & (acc[:, _COUNT, _MODEL] >= self.warmup)
+        q[...] = np.where(start, peak, q)
+        # record this point's forecasts for t + horizon, and the interval issued with them
+        new = np.empty((n, len(FORECASTERS), len(self.targets)))
+        new[:, _MODEL] = y
+        new[:, _PERSISTENCE] = actual
+        if self.season is None:
+            new[:, _SEASONAL] = np.nan
+        else:
+            m, hist = self.season, a["history"]
+            rows = np.arange(n)
+            hist[rows, seen % m] = actual
+            known = (seen >= self.lag)[:, None]
+            new[:, _SEASONAL] = np.where(known, hist[rows, (seen - self.lag) % m], np.nan)
+        if h == 1:
+            a["pending"][:, 0] = new
+            a["pending_width"][:, 0] = q
+        else:
+            a["pending"][slot] = new
+            a["pending_width"][slot] = q
+        seen += 1
+
+    # -- reading --------------------------------------------------------------------------------
+    def interval(self, rows: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(lower, upper)``, each ``[k, T]``: the interval around each row's latest
+        prediction at ``coverage``; NaN before a stream's first prediction, +-inf while it
+        has neither enough residuals nor ``initial_quantiles``."""
+        a = self._a if rows is None else {k: self._a[k][self._rows(rows)]
+                                          for k in ("seen", "pending", "pending_width")}
+        seen = a["seen"]
+        slot = (seen - 1) % self.horizon
+        i = np.arange(len(seen))
+        y = a["pending"][i, slot, _MODEL]
+        w = np.where((seen > 0)[:, None], a["pending_width"][i, slot], np.nan)
+        return y - w, y + w
+
+    def scores(self, rows: Any = None) -> dict[str, np.ndarray]:
+        """Accuracy so far, each ``[k, 3, T]`` (axis 1 in :data:`FORECASTERS` order): ``mae``,
+        ``mse`` over all scored points, ``recent_mae``, ``recent_mse`` (exponentially weighted,
+        half-life ``half_life`` points), ``count`` (points scored); NaN where none was."""
+        idx = self._rows(rows)
+        acc = self._a["acc"] if idx is None else self._a["acc"][idx]
+        return _scores(acc)
+
+    def half_width(self, rows: Any = None) -> np.ndarray:
+        """The half-width the next interval will have, ``[k, T]`` (inf: none yet)."""
+        idx = self._rows(rows)
+        return (self._a["q"] if idx is None else self._a["q"][idx]).copy()
+
+    # -- state ----------------------------------------------------------------------------------
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Copies of the whole state, name -> ``[n_streams, ...]`` array."""
+        return {name: v.copy() for name, v in self._a.items()}
+
+    def load_arrays(self, arrays: Mapping[str, np.ndarray], source: str = "load_arrays",
+                    streams: int | None = None) -> None:
+        """Continue from ``arrays`` (from :meth:`state_arrays` of a LiveScores with the same
+        settings); the number of streams is theirs (it must be ``streams`` when given). A
+        misfit raises StateError and changes nothing."""
+        self._a = self._checked(arrays, source, streams)
+
+    def take(self, rows: Any) -> dict[str, np.ndarray]:
+        """Copies of ``rows``' state (for :meth:`put` or :meth:`concat`)."""
+        idx = self._rows(rows)
+        return {name: (v[idx] if idx is not None else v.copy()) for name, v in self._a.items()}
+
+    def put(self, rows: Any, arrays: Mapping[str, np.ndarray]) -> None:
+        """Overwrite ``rows``' state with ``arrays`` (one row each, as :meth:`take` gives)."""
+        idx = self._rows(rows)
+        checked = self._checked(arrays, "put", streams=self.n_streams if idx is None
+                                else len(idx))
+        for name, value in checked.items():
+            self._a[name][slice(None) if idx is None else idx] = value
+
+    def concat(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Append streams: ``arrays`` as :meth:`take` gives, or :meth:`fresh` for new ones."""
+        checked = self._checked(arrays, "concat")
+        self._a = {name: np.concatenate([v, checked[name]]) for name, v in self._a.items()}
+
+    def resize(self, n: int) -> None:
+        """Keep the first ``n`` streams (dropping the rest) or append fresh ones up to ``n``."""
+        n = _positive_int(n, "n", zero=True)
+        have = self.n_streams
+        if n <= have:
+            self._a = {name: v[:n].copy() for name, v in self._a.items()}
+        else:
+            self.concat(self._fresh(n - have))
+
+    def reset(self, rows: Any = None) -> None:
+        """Forget everything ``rows`` (default: all) have seen."""
+        idx = self._rows(rows)
+        n = self.n_streams if idx is None else len(idx)
+        for name, value in self._fresh(n).items():
+            self._a[name][slice(None) if idx is None else idx] = value
+
+    def _rows(self, rows: Any) -> np.ndarray | None:
+        """None for every stream in order; else distinct row indices."""
         n = self.n_streams
         if rows is None:
-            return np.arange(n)
+            return None
+        if isinstance(rows, slice):
+            if rows.indices(n) == (0, n, 1):
+                return None
+            return np.arange(n)[rows]
         idx = np.asarray(rows)
         if idx.ndim != 1 or idx.dtype.kind not in "iu" or (idx.size and (
                 idx.min() < 0 or idx.max() >= n)) or np.unique(idx).size != idx.size:
@@ -344,18 +352,214 @@ class LiveScores:
                              f"[0, {n}) as a 1-d sequence")
         return idx.astype(np.int64)
 
-    def _initial(self, given: Any) -> np.ndarray:
-        t = len(self.targets)
-        if given is None:
-            return np.full(t, np.inf)
-        q = np.asarray(given, dtype=_F64) if _numeric(given) else None
-        if q is None or q.shape != (t,) or not np.isfinite(q).all() or (q < 0).any():
-            raise InputError(f"initial_quantiles is {describe(given)}; expected {t} finite, "
-                             "non-negative half-widths, one per target")
-        return q
+
+class LiveStream(_Settings):
+    """:class:`LiveScores` for one stream in plain Python floats: the same numbers, bit for bit,
+    and the same state arrays (``[1, ...]``), at a few microseconds a step."""
+
+    def __init__(self, features: Sequence[str], targets: Sequence[str], **settings: Any) -> None:
+        super().__init__(features, targets, **settings)
+        self._src = [int(i) for i in self.source]
+        self._init = [float(v) for v in self.initial]
+        self._load(self._fresh(1))
+
+    # state as nested lists: pending[slot][forecaster][target], acc[forecaster][metric][target]
+    def _load(self, a: Mapping[str, np.ndarray]) -> None:
+        self._seen = int(a["seen"][0])
+        self._pending = a["pending"][0].tolist()
+        self._pw = a["pending_width"][0].tolist()
+        self._hist = a["history"][0].tolist()
+        self._acc = np.moveaxis(a["acc"][0], 0, 1).tolist()  # [3][6][T]
+        self._q = a["q"][0].tolist()
+        self._peak = a["peak"][0].tolist()
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The state as :meth:`LiveScores.state_arrays` of one stream gives it."""
+        return {
+            "seen": np.array([self._seen], _I64),
+            "pending": np.array([self._pending], _F64).reshape(1, *self._layout()["pending"][0]),
+            "pending_width": np.array([self._pw], _F64),
+            "history": np.array([self._hist], _F64).reshape(
+                1, *self._layout()["history"][0]),
+            "acc": np.moveaxis(np.array(self._acc, _F64), 1, 0)[None].copy(),
+            "q": np.array([self._q], _F64),
+            "peak": np.array([self._peak], _F64),
+        }
+
+    def load_arrays(self, arrays: Mapping[str, np.ndarray], source: str = "load_arrays") -> None:
+        """Continue from one stream's arrays; a misfit raises StateError and changes nothing."""
+        self._load(self._checked(arrays, source, streams=1))
+
+    def reset(self) -> None:
+        self._load(self._fresh(1))
+
+    @property
+    def seen(self) -> int:
+        return self._seen
+
+    def update(self, x: Sequence[float], y: Sequence[float]) -> None:
+        """Score and record one point ``x`` (F finite floats, the features) and the prediction
+        ``y`` (T finite floats) made from it. The caller has checked them (the Predictor has)."""
+        h = self.horizon
+        seen = self._seen
+        slot = seen % h
+        due, issued = self._pending[slot], self._pw[slot]
+        nan, inf = math.nan, math.inf
+        actual = [x[i] if i >= 0 else nan for i in self._src]
+        decay, lr, alpha = self.decay, self.lr, self.alpha
+        acc = self._acc
+        for f in range(3):
+            forecast, a = due[f], acc[f]
+            cnt, asum, ssum, eww, ewa, ews = a
+            for j, v in enumerate(actual):
+                err = v - forecast[j]
+                if err - err != 0.0:  # NaN or inf: not scorable (same as numpy's isfinite)
+                    continue
+                ae = abs(err)
+                sq = err * err
+                cnt[j] += 1.0
+                asum[j] += ae
+                ssum[j] += sq
+                eww[j] = eww[j] * decay + 1.0
+                ewa[j] = ewa[j] * decay + ae
+                ews[j] = ews[j] * decay + sq
+                if f == 0:  # the model: track the quantile of its residuals
+                    if ae > self._peak[j]:
+                        self._peak[j] = ae
+                    q = self._q[j]
+                    if issued[j] < inf:
+                        step = lr * (ewa[j] / eww[j]) * ((1.0 if ae > issued[j] else 0.0) - alpha)
+                        q = max(q + step, 0.0)
+                    if q == inf and cnt[j] >= self.warmup:
+                        q = self._peak[j]
+                    self._q[j] = q
+        if self.season is None:
+            seasonal = [nan] * len(actual)
+        else:
+            m = self.season
+            self._hist[seen % m] = list(actual)
+            seasonal = (list(self._hist[(seen - self.lag) % m]) if seen >= self.lag
+                        else [nan] * len(actual))
+        self._pending[slot] = [list(y), actual, seasonal]
+        self._pw[slot] = list(self._q)
+        self._seen = seen + 1
+
+    def interval(self) -> tuple[list[float], list[float]]:
+        """``(lower, upper)`` around the latest prediction, one value per target."""
+        if self._seen == 0:
+            nans = [math.nan] * len(self.targets)
+            return nans, list(nans)
+        slot = (self._seen - 1) % self.horizon
+        y, w = self._pending[slot][_MODEL], self._pw[slot]
+        return [a - b for a, b in zip(y, w, strict=True)], [a + b for a, b in
+                                                              zip(y, w, strict=True)]
+
+    def half_width(self) -> list[float]:
+        return list(self._q)
+
+    def scores(self) -> dict[str, np.ndarray]:
+        """As :meth:`LiveScores.scores` for one stream (arrays ``[1, 3, T]``)."""
+        return _scores(np.moveaxis(np.array(self._acc, _F64), 1, 0)[None])
+
+
+# -- calibration stored in the contract ----------------------------------------------------------
+CALIBRATION_LEVELS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99)
+
+
+def conformal_half_widths(abs_residuals: np.ndarray,
+                          levels: Sequence[float] = CALIBRATION_LEVELS) -> list[float | None]:
+    """Split-conformal half-widths of ``m`` absolute residuals at each level: the
+    ``ceil((m + 1) * level)``-th smallest, None (infinite) when that exceeds ``m``."""
+    r = np.sort(np.asarray(abs_residuals, _F64)[np.isfinite(abs_residuals)])
+    m = r.size
+    out: list[float | None] = []
+    for c in levels:
+        rank = math.ceil((m + 1) * c)
+        out.append(float(r[rank - 1]) if 1 <= rank <= m else None)
+    return out
+
+
+def _calibration_table(contract_metrics: Mapping[str, Any], targets: Sequence[str],
+                       source: str) -> dict[str, Any] | None:
+    cal = contract_metrics.get("calibration") if isinstance(contract_metrics, Mapping) else None
+    if cal is None:
+        return None
+    levels = cal.get("levels") if isinstance(cal, Mapping) else None
+    steps = cal.get("half_widths") if isinstance(cal, Mapping) else None
+    ok = (isinstance(levels, list) and levels and all(
+        isinstance(v, float) and 0 < v < 1 for v in levels) and levels == sorted(levels)
+        and isinstance(steps, Mapping) and set(steps) == set(targets))
+    if ok:
+        for rows in steps.values():  # type: ignore[union-attr]
+            if not (isinstance(rows, list) and rows and all(
+                    isinstance(r, list) and len(r) == len(levels) and all(
+                        v is None or (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0)
+                        for v in r) for r in rows)):
+                ok = False
+    if not ok:
+        raise ContractError(f"{source}: metrics 'calibration' is malformed; expected "
+                            "{'levels': [increasing coverages], 'half_widths': {target: [[one "
+                            "half-width or null per level] per step ahead]}}; re-export the "
+                            "model with this release")
+    return {"levels": levels, "half_widths": steps}
+
+
+def _at(levels: Sequence[float], row: Sequence[float | None], coverage: float) -> float:
+    """A half-width at ``coverage``, linear between the stored levels; inf outside them or
+    next to a null (a quantile the residuals could not give)."""
+    for i in range(len(levels)):
+        if math.isclose(levels[i], coverage, rel_tol=0, abs_tol=1e-12):
+            v = row[i]
+            return math.inf if v is None else float(v)
+        if i and levels[i - 1] < coverage < levels[i]:
+            lo, hi = row[i - 1], row[i]
+            if lo is None or hi is None:
+                return math.inf
+            w = (coverage - levels[i - 1]) / (levels[i] - levels[i - 1])
+            return float(lo + w * (hi - lo))
+    return math.inf
+
+
+def initial_half_widths(metrics: Mapping[str, Any], targets: Sequence[str], coverage: float,
+                        source: str = "model") -> list[float] | None:
+    """The validation half-width per target at ``coverage`` (the model's own horizon) from a
+    contract's ``metrics["calibration"]``; None when the model has none (older exports)."""
+    table = _calibration_table(metrics, targets, source)
+    if table is None:
+        return None
+    return [_at(table["levels"], table["half_widths"][t][0], coverage) for t in targets]
+
+
+def step_ratios(metrics: Mapping[str, Any], targets: Sequence[str], coverage: float, n: int,
+                source: str = "model") -> np.ndarray:
+    """``[n, T]``: the validation half-width of a forecast fed back ``k`` steps, divided by the
+    one-step one (row 0 is 1); inf where the contract has no such figure."""
+    out = np.full((n, len(targets)), np.inf)
+    out[0] = 1.0
+    table = _calibration_table(metrics, targets, source)
+    if table is None:
+        return out
+    for j, t in enumerate(targets):
+        rows = table["half_widths"][t]
+        base = _at(table["levels"], rows[0], coverage)
+        for k in range(1, min(n, len(rows))):
+            v = _at(table["levels"], rows[k], coverage)
+            out[k, j] = v / base if 0 < base < math.inf and v < math.inf else math.inf
+    return out
 
 
 # -- helpers -------------------------------------------------------------------------------------
+def _scores(acc: np.ndarray) -> dict[str, np.ndarray]:
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 -> NaN: nothing scored
+        return {
+            "mae": acc[:, _ABS] / acc[:, _COUNT],
+            "mse": acc[:, _SQ] / acc[:, _COUNT],
+            "recent_mae": acc[:, _EWA] / acc[:, _EWW],
+            "recent_mse": acc[:, _EWS] / acc[:, _EWW],
+            "count": acc[:, _COUNT].astype(_I64),
+        }
+
+
 def _numeric(value: Any) -> bool:
     try:
         arr = np.asarray(value)
@@ -379,8 +583,6 @@ def _matrix(value: Any, shape: tuple[int, int], what: str) -> np.ndarray:
 
 def _value_problem(value: np.ndarray, allowed: str) -> str:
     """What is wrong with a state array's values under rule ``allowed`` ('' when nothing)."""
-    if allowed == "any":
-        return ""
     if allowed == "count":
         return "holds a negative count" if (value < 0).any() else ""
     nan = np.isnan(value)
@@ -400,6 +602,13 @@ def _positive_int(value: Any, what: str, zero: bool = False) -> int:
             or value < low:
         raise InputError(f"{what} is {value!r}; expected an integer >= {low}")
     return int(value)
+
+
+def _positive_number(value: Any, what: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise InputError(f"{what} is {value!r}; expected a positive number")
+    return float(value)
 
 
 def _open_unit(value: Any, what: str) -> float:

@@ -9,6 +9,7 @@ The Predictor itself only checks and converts what crosses its public methods.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,12 +27,46 @@ from ._state import (
     write_snapshot,
 )
 from .contract import ModelContract
-from .errors import UnsupportedError
-from .live import FORECASTERS, LiveScores
+from .errors import InputError, UnsupportedError
+from .live import DEFAULTS, FORECASTERS, LiveStream, initial_half_widths, step_ratios
 
 __all__ = ["Predictor"]
 
 _LIVE = "live."  # snapshot keys of the live scores: live.<array name>
+_ACI_ARRAYS = {"alpha", "residuals", "res_count", "pending_own"}  # 0.2.0's live scores
+
+
+def open_live(contract: ModelContract, coverage: float, season: int | None,
+              options: Mapping[str, Any], source: str, n: int | None = None) -> Any:
+    """LiveStream (``n`` None) or LiveScores(n) for ``contract``'s model, starting from the
+    validation half-widths the contract stores unless ``options`` gives initial_quantiles."""
+    from .live import LiveScores
+
+    opts = dict(options)
+    unknown = set(opts) - {*DEFAULTS, "initial_quantiles"}
+    if unknown:
+        raise InputError(f"live_options {sorted(unknown)} unknown; expected some of "
+                         f"{sorted({*DEFAULTS, 'initial_quantiles'})}")
+    if "initial_quantiles" not in opts:
+        opts["initial_quantiles"] = initial_half_widths(contract.metrics, contract.targets,
+                                                        coverage, source)
+    if n is None:
+        return LiveStream(contract.features, contract.targets, horizon=contract.horizon,
+                          season=season, coverage=coverage, **opts)
+    return LiveScores(n, contract.features, contract.targets, horizon=contract.horizon,
+                      season=season, coverage=coverage, **opts)
+
+
+def live_or_fresh(live: Any, arrays: dict[str, np.ndarray], source: str,
+                  n: int = 1) -> dict[str, np.ndarray]:
+    """A snapshot's live arrays, or a fresh start for a snapshot without them (saved without
+    coverage, or by 0.2.0, whose window-based intervals this release replaced; warned)."""
+    if arrays and _ACI_ARRAYS & set(arrays):
+        warnings.warn(f"{source}: the live scores were saved by rnnstream 0.2.0, whose "
+                      "intervals this release computes differently; they start afresh (the "
+                      "model state continues)", stacklevel=3)
+        arrays = {}
+    return arrays or live.fresh(n)
 
 class _EngineFacts:
     """What Predictor and StreamPool both say about their model (read from the engine)."""
@@ -112,18 +147,18 @@ class Predictor(_EngineFacts):
         self._engine = open_engine(model, session_options=session_options, providers=providers,
                                    state_map=state_map, fixed_inputs=fixed_inputs)
         self._stream = self._engine.open_stream()
-        self._live: LiveScores | None = None
+        self._live: LiveStream | None = None
+        self._ratios: np.ndarray | None = None
         if coverage is not None:
             self._live = self._open_live(coverage, season, live_options or {})
 
     def _open_live(self, coverage: float, season: int | None,
-                   options: Mapping[str, Any]) -> LiveScores:
+                   options: Mapping[str, Any]) -> LiveStream:
         c = self._engine.contract
         if c is None:
             raise UnsupportedError("coverage needs an rnnstream contract (feature and target "
                                    "names, horizon); this is a foreign model")
-        return LiveScores(1, c.features, c.targets, horizon=c.horizon, season=season,
-                          coverage=coverage, **options)
+        return open_live(c, coverage, season, options, self.path)
 
     def __repr__(self) -> str:
         return f"Predictor({self.path!r}, state_pairs={self.state_pairs})"
@@ -148,13 +183,13 @@ class Predictor(_EngineFacts):
         live = self._live
         if live is None:
             return
-        y = np.asarray(y, np.float64).reshape(1, -1)
-        if not np.isfinite(y).all():
+        ys = [y] if type(y) is float else np.asarray(y, np.float64).ravel().tolist()
+        if not all(v - v == 0.0 for v in ys):
             # the model's own output: the state has moved on, so the point cannot be refused;
             # it is left unscored rather than counted with a made-up value
             live.reset()
             return
-        live.update(x.reshape(1, -1), y)
+        live.update(x.tolist(), ys)
 
     def prime(self, history: Any) -> np.ndarray:
         """Run ``history`` ([time, F], or [time] with one feature) through the model in one
@@ -165,7 +200,7 @@ class Predictor(_EngineFacts):
         rows = self._engine.reader.rows(history, "history")
         ys = self._stream.prime(rows)
         for x, y in zip(rows, ys, strict=True):
-            self._live_update(x, y)
+            self._live_update(x, y.item() if np.ndim(y) == 0 else y)
         return ys
 
     def forecast(self, n: int) -> np.ndarray:
@@ -186,13 +221,32 @@ class Predictor(_EngineFacts):
     # -- live scores (coverage=...) -------------------------------------------------------------
     def interval(self) -> tuple[float | np.ndarray, float | np.ndarray]:
         """``(lower, upper)`` around the latest prediction at the Predictor's ``coverage``
-        (floats with one target, else ``[T]`` arrays): NaN before the first prediction, +-inf
-        until the stream has scored enough points (or for a target that is not a feature)
-        unless ``initial_quantiles`` were given. Needs ``coverage`` (UnsupportedError)."""
+        (floats with one target, else ``[T]`` arrays): NaN before the first prediction; +-inf
+        for a target that is not a feature, and until the stream has scored a few points when
+        the model stores no validation quantiles. Needs ``coverage`` (UnsupportedError)."""
         lower, upper = self._live_scores("interval").interval()
-        if lower.shape[1] == 1:
-            return float(lower[0, 0]), float(upper[0, 0])
-        return lower[0], upper[0]
+        if len(lower) == 1:
+            return lower[0], upper[0]
+        return np.array(lower), np.array(upper)
+
+    def forecast_interval(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(forecast, lower, upper)``, each ``[n]`` (or ``[n, T]``): :meth:`forecast` with an
+        interval per step ahead. Step 1 is the live interval; step ``k`` scales it by the ratio
+        of the validation half-widths ``k`` steps and 1 step ahead stored in the contract
+        (infinite for a model without them). Only step 1 is calibrated online."""
+        live = self._live_scores("forecast_interval")
+        y = self._stream.forecast(n)
+        f = y.reshape(n, -1)
+        c = self._engine.contract
+        if self._ratios is None or len(self._ratios) < n:
+            self._ratios = step_ratios(c.metrics if c else {}, live.targets, live.coverage,
+                                       max(n, 16), self.path)
+        w = np.asarray(live.half_width(), np.float64)[None] * self._ratios[:n]
+        w = np.where(np.isnan(w), np.inf, w)  # 0 * inf: a zero interval scaled by no figure
+        lower, upper = f - w, f + w
+        if y.ndim == 1:
+            return y, lower[:, 0], upper[:, 0]
+        return y, lower, upper
 
     def accuracy(self) -> dict[str, dict[str, float | np.ndarray]]:
         """Live accuracy: forecaster (``model``, ``persistence``, ``seasonal``) -> ``mae``,
@@ -205,7 +259,7 @@ class Predictor(_EngineFacts):
                     for name, v in scores.items()}
                 for i, f in enumerate(FORECASTERS)}
 
-    def _live_scores(self, what: str) -> LiveScores:
+    def _live_scores(self, what: str) -> LiveStream:
         if self._live is None:
             raise UnsupportedError(f"{what}() needs live scores: open the Predictor with "
                                    "coverage=0.9 (or another coverage)")
@@ -275,5 +329,5 @@ class Predictor(_EngineFacts):
         last = self._stream.check_last(arrays.get("last_output"), source)
         live = {k[len(_LIVE):]: v for k, v in arrays.items() if k.startswith(_LIVE)}
         if self._live is not None:  # checked before anything is written: all or nothing
-            self._live.load_arrays(live or self._live.fresh(1), source, streams=1)
+            self._live.load_arrays(live_or_fresh(self._live, live, source), source)
         self._stream.install(tensors, last)

@@ -77,7 +77,7 @@ def test_snapshots_carry_live_scores_and_old_ones_still_load(three, tmp_path):
     old.load_state(tmp_path / "live.npz")  # live scores without coverage: ignored
     with np.load(tmp_path / "live.npz", allow_pickle=False) as z:
         assert np.array_equal(old.get_state()["h"], z["state.h"])
-        assert "live.alpha" in z.files
+        assert "live.q" in z.files
 
 
 def test_a_misfit_live_snapshot_changes_nothing(three, tmp_path):
@@ -87,12 +87,12 @@ def test_a_misfit_live_snapshot_changes_nothing(three, tmp_path):
     a.save_state(tmp_path / "s.npz")
     with np.load(tmp_path / "s.npz", allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    arrays["live.alpha"] = np.full((1, 2), np.nan)
+    arrays["live.q"] = np.full((1, 2), np.nan)
     np.savez(tmp_path / "bad.npz", **arrays)
     b = Predictor(three, coverage=0.9)
     b.prime(xs[20:])
     before, live_before = b.get_state(), b._live.state_arrays()
-    with pytest.raises(StateError, match=r"bad.npz: live state 'alpha' contains NaN"):
+    with pytest.raises(StateError, match=r"bad.npz: live state 'q' contains NaN"):
         b.load_state(tmp_path / "bad.npz")
     assert np.array_equal(b.get_state()["h"], before["h"])
     assert _same(b._live.state_arrays(), live_before)
@@ -118,3 +118,33 @@ def test_coverage_needs_a_contract(tmp_path):
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     with pytest.raises(UnsupportedError, match="coverage needs an rnnstream contract"):
         Predictor(path, coverage=0.9)
+
+
+def test_live_scores_of_0_2_0_start_afresh_with_a_warning(three, tmp_path):
+    xs = _points()
+    a = Predictor(three, coverage=0.9)
+    a.prime(xs[:20])
+    a.save_state(tmp_path / "s.npz")
+    with np.load(tmp_path / "s.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if not k.startswith("live.")}
+    # 0.2.0 saved ACI's window of residuals and alpha_t
+    arrays.update({"live.alpha": np.full((1, 2), 0.1), "live.residuals": np.zeros((1, 200, 2))})
+    np.savez(tmp_path / "old.npz", **arrays)
+    b = Predictor(three, coverage=0.9)
+    with pytest.warns(UserWarning, match="saved by rnnstream 0.2.0.*start afresh"):
+        b.load_state(tmp_path / "old.npz")
+    assert np.array_equal(b.get_state()["h"], a.get_state()["h"])
+    assert b.accuracy()["model"]["count"].tolist() == [0, 0]
+
+
+def test_forecast_interval_widens_by_the_stored_step_ratios(model_file):
+    path = model_file(cell="lstm", features=1, targets=1, hidden=8, seed=3)[0]
+    p = Predictor(path, coverage=0.9, live_options={"initial_quantiles": [0.25]})
+    p.step(0.5)
+    f, lo, hi = p.forecast_interval(3)
+    assert np.array_equal(f, p.forecast(3))
+    assert (hi[0] - f[0], f[0] - lo[0]) == (0.25, 0.25)
+    assert np.isinf(hi[1:]).all()  # this test model stores no validation step figures
+    p._ratios = np.array([[1.0], [2.0], [3.5], [4.0]])
+    f, lo, hi = p.forecast_interval(3)
+    assert (hi - f).tolist() == [0.25, 0.5, 0.875]
