@@ -216,11 +216,8 @@ class LiveScores(_Settings):
         src = self.source
         actual = x[:, src] if (src >= 0).all() else np.where(src >= 0, x[:, src], np.nan)
         seen = a["seen"]
-        if h == 1:
-            slot, due, issued = slice(None), a["pending"][:, 0], a["pending_width"][:, 0]
-        else:
-            slot = (np.arange(n), seen % h)
-            due, issued = a["pending"][slot], a["pending_width"][slot]
+        slot: Any = (slice(None), 0) if h == 1 else (np.arange(n), seen % h)
+        due, issued = a["pending"][slot], a["pending_width"][slot]
         # score the forecasts made horizon points ago (NaN: none, or not scorable)
         err = actual[:, None, :] - due  # [n, 3, T]
         ok = np.isfinite(err)
@@ -255,12 +252,8 @@ class LiveScores(_Settings):
             hist[rows, seen % m] = actual
             known = (seen >= self.lag)[:, None]
             new[:, _SEASONAL] = np.where(known, hist[rows, (seen - self.lag) % m], np.nan)
-        if h == 1:
-            a["pending"][:, 0] = new
-            a["pending_width"][:, 0] = q
-        else:
-            a["pending"][slot] = new
-            a["pending_width"][slot] = q
+        a["pending"][slot] = new
+        a["pending_width"][slot] = q
         seen += 1
 
     # -- reading --------------------------------------------------------------------------------
@@ -484,13 +477,13 @@ def _calibration_table(contract_metrics: Mapping[str, Any], targets: Sequence[st
     cal = contract_metrics.get("calibration") if isinstance(contract_metrics, Mapping) else None
     if cal is None:
         return None
-    levels = cal.get("levels") if isinstance(cal, Mapping) else None
-    steps = cal.get("half_widths") if isinstance(cal, Mapping) else None
-    ok = (isinstance(levels, list) and levels and all(
+    levels: Any = cal.get("levels") if isinstance(cal, Mapping) else None
+    steps: Any = cal.get("half_widths") if isinstance(cal, Mapping) else None
+    ok = (isinstance(levels, list) and bool(levels) and all(
         isinstance(v, float) and 0 < v < 1 for v in levels) and levels == sorted(levels)
         and isinstance(steps, Mapping) and set(steps) == set(targets))
     if ok:
-        for rows in steps.values():  # type: ignore[union-attr]
+        for rows in steps.values():
             if not (isinstance(rows, list) and rows and all(
                     isinstance(r, list) and len(r) == len(levels) and all(
                         v is None or (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0)
