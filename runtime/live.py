@@ -78,7 +78,7 @@ __all__ = ["FORECASTERS", "STATE_ARRAYS", "LiveScores", "LiveStream", "initial_h
 FORECASTERS = ("model", "persistence", "seasonal")
 # axis 1 of the "acc" state array: per forecaster and target, in this order
 ACC = ("count", "abs_sum", "sq_sum", "ew_weight", "ew_abs", "ew_sq")
-STATE_ARRAYS = ("seen", "pending", "pending_width", "history", "acc", "q", "peak")
+STATE_ARRAYS = ("seen", "pending", "pending_width", "history", "acc", "q", "peak", "cover")
 RECOVERY_NOTE = 150
 _MODEL, _PERSISTENCE, _SEASONAL = range(3)
 _COUNT, _ABS, _SQ, _EWW, _EWA, _EWS = range(6)
@@ -123,6 +123,7 @@ class _Settings:
             "acc": ((len(ACC), f, t), _F64, "nonneg"),        # ACC sums per forecaster
             "q": ((t,), _F64, "nonneg|inf"),                  # tracked half-width
             "peak": ((t,), _F64, "nonneg"),                   # largest |residual| so far
+            "cover": ((2, t), _F64, "nonneg"),                # intervals scored, of which hit
         }
 
     def _fresh(self, n: int) -> dict[str, np.ndarray]:
@@ -237,6 +238,9 @@ class LiveScores(_Settings):
             scale = acc[:, _EWA, _MODEL] / acc[:, _EWW, _MODEL]
         tracked = scored & (issued < np.inf)
         miss = (r > issued).astype(_F64)
+        cover = a["cover"]
+        cover[:, 0] += tracked
+        cover[:, 1] += tracked & (r <= issued)
         q[...] = np.where(tracked, np.maximum(q + self.lr * scale * (miss - self.alpha), 0.0), q)
         start = scored & (q == np.inf) & (acc[:, _COUNT, _MODEL] >= self.warmup)
         q[...] = np.where(start, peak, q)
@@ -277,6 +281,13 @@ class LiveScores(_Settings):
         idx = self._rows(rows)
         acc = self._a["acc"] if idx is None else self._a["acc"][idx]
         return _scores(acc)
+
+    def coverage_so_far(self, rows: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(realised, scored)``, each ``[k, T]``: the share of scored intervals that held the
+        value, and how many were scored (NaN share while none was)."""
+        idx = self._rows(rows)
+        cover = self._a["cover"] if idx is None else self._a["cover"][idx]
+        return _realised(cover)
 
     def half_width(self, rows: Any = None) -> np.ndarray:
         """The half-width the next interval will have, ``[k, T]`` (inf: none yet)."""
@@ -365,6 +376,7 @@ class LiveStream(_Settings):
         self._acc = np.moveaxis(a["acc"][0], 0, 1).tolist()  # [3][6][T]
         self._q = a["q"][0].tolist()
         self._peak = a["peak"][0].tolist()
+        self._cover = a["cover"][0].tolist()
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The state as :meth:`LiveScores.state_arrays` of one stream gives it."""
@@ -377,6 +389,7 @@ class LiveStream(_Settings):
             "acc": np.moveaxis(np.array(self._acc, _F64), 1, 0)[None].copy(),
             "q": np.array([self._q], _F64),
             "peak": np.array([self._peak], _F64),
+            "cover": np.array([self._cover], _F64),
         }
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray], source: str = "load_arrays") -> None:
@@ -421,7 +434,11 @@ class LiveStream(_Settings):
                         self._peak[j] = ae
                     q = self._q[j]
                     if issued[j] < inf:
-                        step = lr * (ewa[j] / eww[j]) * ((1.0 if ae > issued[j] else 0.0) - alpha)
+                        hit = ae <= issued[j]
+                        self._cover[0][j] += 1.0
+                        if hit:
+                            self._cover[1][j] += 1.0
+                        step = lr * (ewa[j] / eww[j]) * ((0.0 if hit else 1.0) - alpha)
                         q = max(q + step, 0.0)
                     if q == inf and cnt[j] >= self.warmup:
                         q = self._peak[j]
@@ -449,6 +466,10 @@ class LiveStream(_Settings):
 
     def half_width(self) -> list[float]:
         return list(self._q)
+
+    def coverage_so_far(self) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`LiveScores.coverage_so_far` for one stream (arrays ``[1, T]``)."""
+        return _realised(np.array([self._cover], _F64))
 
     def scores(self) -> dict[str, np.ndarray]:
         """As :meth:`LiveScores.scores` for one stream (arrays ``[1, 3, T]``)."""
@@ -551,6 +572,11 @@ def _scores(acc: np.ndarray) -> dict[str, np.ndarray]:
             "recent_mse": acc[:, _EWS] / acc[:, _EWW],
             "count": acc[:, _COUNT].astype(_I64),
         }
+
+
+def _realised(cover: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return cover[:, 1] / cover[:, 0], cover[:, 0].astype(_I64)
 
 
 def _numeric(value: Any) -> bool:

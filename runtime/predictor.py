@@ -259,6 +259,14 @@ class Predictor(_EngineFacts):
                     for name, v in scores.items()}
                 for i, f in enumerate(FORECASTERS)}
 
+    def realised_coverage(self) -> tuple[float | np.ndarray, int | np.ndarray]:
+        """``(share, scored)``: the share of this stream's scored intervals that held the
+        value, and how many were scored (floats/ints with one target, else ``[T]`` arrays)."""
+        share, scored = self._live_scores("realised_coverage").coverage_so_far()
+        if share.shape[1] == 1:
+            return float(share[0, 0]), int(scored[0, 0])
+        return share[0], scored[0]
+
     def _live_scores(self, what: str) -> LiveStream:
         if self._live is None:
             raise UnsupportedError(f"{what}() needs live scores: open the Predictor with "

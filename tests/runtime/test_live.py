@@ -180,9 +180,10 @@ def test_without_initial_quantiles_intervals_start_at_the_conformal_quantile():
 def test_quantile_tracking_follows_the_paper_update():
     """q_{t+1} = max(0, q_t + lr * recent_mae * (miss - alpha)), by hand."""
     live = LiveScores(1, ["y"], ["y", "z"], initial_quantiles=[0.5, 2.0], lr=0.1, half_life=5)
-    q, w_sum, a_sum, d = 0.5, 0.0, 0.0, 0.5 ** (1 / 5)
+    q, w_sum, a_sum, d, hits = 0.5, 0.0, 0.0, 0.5 ** (1 / 5), 0
     live.update([[0.0]], [[0.0, 7.0]])
     for t, r in enumerate([0.2, 0.9, 0.5, 3.0, 0.0, 0.1]):
+        hits += r <= q
         lo, hi = live.interval()
         assert (lo[0, 0], hi[0, 0]) == (-q, q)
         assert hi[0, 1] - lo[0, 1] == 4.0  # "z" stays at its initial half-width
@@ -190,6 +191,8 @@ def test_quantile_tracking_follows_the_paper_update():
         w_sum, a_sum = w_sum * d + 1.0, a_sum * d + r
         q = max(q + 0.1 * (a_sum / w_sum) * ((1.0 if r > q else 0.0) - (1.0 - 0.9)), 0.0)
         assert live.half_width()[0, 0] == q, t
+    realised, scored = live.coverage_so_far()
+    assert (realised[0, 0], scored[0].tolist()) == (hits / 6, [6, 0])
 
 
 def test_one_stream_in_python_floats_equals_the_numpy_pool_bit_for_bit():
