@@ -31,7 +31,7 @@ from .errors import (
     StreamKeyError,
     UnsupportedError,
 )
-from .live import LiveScores
+from .live import LiveScores, LiveStream
 from .pool import StreamPool
 from .predictor import Predictor
 
@@ -40,6 +40,7 @@ __all__ = [
     "InferenceError",
     "InputError",
     "LiveScores",
+    "LiveStream",
     "ModelContract",
     "ModelLoadError",
     "Predictor",

@@ -70,10 +70,11 @@ from typing import Any
 import numpy as np
 
 from ._points import describe
+from .contract import ModelContract
 from .errors import ContractError, InputError, StateError
 
 __all__ = ["FORECASTERS", "STATE_ARRAYS", "LiveScores", "LiveStream", "initial_half_widths",
-           "step_ratios"]
+           "open_live", "step_ratios"]
 
 FORECASTERS = ("model", "persistence", "seasonal")
 # axis 1 of the "acc" state array: per forecaster and target, in this order
@@ -560,6 +561,26 @@ def step_ratios(metrics: Mapping[str, Any], targets: Sequence[str], coverage: fl
             v = _at(table["levels"], rows[k], coverage)
             out[k, j] = v / base if 0 < base < math.inf and v < math.inf else math.inf
     return out
+
+
+def open_live(contract: ModelContract, coverage: float, season: int | None,
+              options: Mapping[str, Any], source: str = "model", n: int | None = None) -> Any:
+    """:class:`LiveStream` (``n`` None) or :class:`LiveScores` of ``n`` streams for the model
+    of ``contract``, starting from the validation half-widths its contract stores unless
+    ``options`` (``lr``, ``half_life``, ``initial_quantiles``) gives initial_quantiles."""
+    opts = dict(options)
+    unknown = set(opts) - {*DEFAULTS, "initial_quantiles"}
+    if unknown:
+        raise InputError(f"live_options {sorted(unknown)} unknown; expected some of "
+                         f"{sorted({*DEFAULTS, 'initial_quantiles'})}")
+    if "initial_quantiles" not in opts:
+        opts["initial_quantiles"] = initial_half_widths(contract.metrics, contract.targets,
+                                                        coverage, source)
+    if n is None:
+        return LiveStream(contract.features, contract.targets, horizon=contract.horizon,
+                          season=season, coverage=coverage, **opts)
+    return LiveScores(n, contract.features, contract.targets, horizon=contract.horizon,
+                      season=season, coverage=coverage, **opts)
 
 
 # -- helpers -------------------------------------------------------------------------------------

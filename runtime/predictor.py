@@ -27,34 +27,13 @@ from ._state import (
     write_snapshot,
 )
 from .contract import ModelContract
-from .errors import InputError, UnsupportedError
-from .live import DEFAULTS, FORECASTERS, LiveStream, initial_half_widths, step_ratios
+from .errors import UnsupportedError
+from .live import FORECASTERS, LiveStream, open_live, step_ratios
 
 __all__ = ["Predictor"]
 
 _LIVE = "live."  # snapshot keys of the live scores: live.<array name>
 _ACI_ARRAYS = {"alpha", "residuals", "res_count", "pending_own"}  # 0.2.0's live scores
-
-
-def open_live(contract: ModelContract, coverage: float, season: int | None,
-              options: Mapping[str, Any], source: str, n: int | None = None) -> Any:
-    """LiveStream (``n`` None) or LiveScores(n) for ``contract``'s model, starting from the
-    validation half-widths the contract stores unless ``options`` gives initial_quantiles."""
-    from .live import LiveScores
-
-    opts = dict(options)
-    unknown = set(opts) - {*DEFAULTS, "initial_quantiles"}
-    if unknown:
-        raise InputError(f"live_options {sorted(unknown)} unknown; expected some of "
-                         f"{sorted({*DEFAULTS, 'initial_quantiles'})}")
-    if "initial_quantiles" not in opts:
-        opts["initial_quantiles"] = initial_half_widths(contract.metrics, contract.targets,
-                                                        coverage, source)
-    if n is None:
-        return LiveStream(contract.features, contract.targets, horizon=contract.horizon,
-                          season=season, coverage=coverage, **opts)
-    return LiveScores(n, contract.features, contract.targets, horizon=contract.horizon,
-                      season=season, coverage=coverage, **opts)
 
 
 def live_or_fresh(live: Any, arrays: dict[str, np.ndarray], source: str,
