@@ -15,6 +15,11 @@ How one run goes (``train`` makes one per candidate mode, see "modes" below):
    the validation part continues from the state reached at the end of the training data, as a
    stream would. The loss (MSE in the model's normalised target units) drives early stopping
    and a halving learning rate; the best epoch's weights are kept.
+5. The chosen model's validation residuals give its prediction intervals
+   (``metrics["calibration"]``, :func:`rnnstream.train.quality.calibration`): split-conformal
+   half-widths per target at each coverage the runtime may be asked for, per step ahead for
+   forecasts fed back, and the coverage the runtime's online intervals reached on the
+   validation range when started from the training range's residuals.
 
 Defaults that fit the series (:func:`fit_defaults`): ``bptt``, ``segments``, ``epochs`` and
 ``patience`` left at None are derived from the number of training pairs, so that a 150-point
@@ -48,7 +53,13 @@ from torch.nn import functional as F
 from .data import Series, Split, fit_mean_std, make_split
 from .errors import ConfigError, DataError
 from .model import Forecaster, ForecasterConfig, StateTensors
-from .quality import detect_season, multi_step_errors, score_targets
+from .quality import (
+    calibration,
+    detect_season,
+    multi_step_errors,
+    multi_step_forecasts,
+    score_targets,
+)
 
 __all__ = ["EpochReport", "TrainConfig", "TrainResult", "Validation", "fit_defaults", "train",
            "train_epoch"]
@@ -161,12 +172,18 @@ Callback = Callable[[EpochReport], None]
 
 @dataclass(frozen=True)
 class Validation:
-    """Raw-unit validation traces [n_val, targets]; row i is time ``start + i``."""
+    """Raw-unit validation traces [n_val, targets]; row i is time ``start + i``.
+
+    ``half_width``: the half-width of the interval the runtime would have issued with each
+    prediction at coverage 0.9 (``metrics["calibration"]["validation"]`` has the figures; inf
+    where it had none yet), or None.
+    """
 
     start: int
     actual: np.ndarray
     predicted: np.ndarray
     persistence: np.ndarray
+    half_width: np.ndarray | None = None
 
 
 @dataclass
@@ -229,15 +246,23 @@ def train(
             runs[key] = _fit(split, mcfg, config, device, callbacks)
             runs[key].shrink = _shrink_toward_persistence(runs[key].model, split, device)
     seconds = time.perf_counter() - started
-    scored = {key: _evaluate(run.model, split, device, season) for key, run in runs.items()}
+    # evaluation runs one step per call (multi-step forecasts): on torch's default thread count
+    # each tiny step spin-waits on the other threads, many times slower on a busy machine
+    with _threads(config.threads):
+        scored = {key: _evaluate(run.model, split, device, season) for key, run in runs.items()}
     chosen = min(scored, key=lambda k: scored[k][0]["val_mse_norm"])
-    metrics, validation = scored[chosen]
+    metrics, validation, pred = scored[chosen]
     run = runs[chosen]
     summaries = {k: _candidate_summary(scored[k][0], runs[k]) for k in runs}
     steps = config.forecast_steps
     if steps is None:
         steps = int(np.clip(2 * (season or 6), 2, 48))
     steps = min(steps, max(1, split.n_val - 1))
+    with _threads(config.threads):
+        forecasts = multi_step_forecasts(run.model, split, steps) if steps else None
+    calibrated, band = calibration(pred, split, run.model.config.target_names,
+                                    run.model.config.feature_names, forecasts)
+    validation = replace(validation, half_width=band)
     metrics.update(
         target_mode=run.model.config.target_mode,
         input_mode=run.model.config.input_mode,
@@ -252,7 +277,9 @@ def train(
         device=str(device),
         candidates=summaries,
         defaults={k: getattr(config, k) for k in ("bptt", "segments", "epochs", "patience")},
-        multi_step=multi_step_errors(run.model, split, steps, season) if steps else None,
+        multi_step=multi_step_errors(run.model, split, steps, season, forecasts=forecasts)
+        if forecasts else None,
+        calibration=calibrated,
     )
     run.model.cpu().eval()
     sample = split.x[max(0, split.n_train - SAMPLE_ROWS):split.n_train].astype(np.float32)
@@ -556,8 +583,9 @@ def _progress(mode: str, config: TrainConfig) -> Iterator[Callback]:
 # -- metrics --------------------------------------------------------------------------------
 @torch.no_grad()
 def _evaluate(model: Forecaster, split: Split, device: torch.device,
-              season: int | None) -> tuple[dict, Validation]:
-    """Validation metrics per target and pooled unit-free, for the model and the baselines."""
+              season: int | None) -> tuple[dict, Validation, np.ndarray]:
+    """Validation metrics per target and pooled unit-free, for the model and the baselines;
+    the validation traces; the raw predictions of every pair [n_pairs, T]."""
     model.eval()
     x_all = torch.as_tensor(split.x, dtype=torch.float32, device=device)[None]
     y_all = torch.as_tensor(split.y, dtype=torch.float32, device=device)[None]
@@ -565,7 +593,8 @@ def _evaluate(model: Forecaster, split: Split, device: torch.device,
     u_pred, _ = model.forward_normalized(x_all)
     n = split.n_train
     val_loss = F.mse_loss(u_pred[:, n:], model.target_to_normalized(x_all, y_all)[:, n:]).item()
-    pred = y_pred[0, n:].double().cpu().numpy()
+    pred_all = y_pred[0].double().cpu().numpy()
+    pred = pred_all[n:]
     actual, last = split.y[n:], split.last[n:]
     _, level_std = fit_mean_std(split.y[:n])  # one scale for every mode and baseline
     scores = score_targets(pred, split, model.config.target_names, season)
@@ -585,7 +614,7 @@ def _evaluate(model: Forecaster, split: Split, device: torch.device,
     metrics["seasonal_naive_val_mse_norm"] = (float(np.mean(seasonal))
                                               if len(seasonal) == len(scores) else None)
     metrics["beats_persistence"] = metrics["val_mse_norm"] < metrics["persistence_val_mse_norm"]
-    return metrics, Validation(split.horizon + n, actual, pred, last)
+    return metrics, Validation(split.horizon + n, actual, pred, last), pred_all
 
 
 def _mse(error: np.ndarray) -> float:

@@ -19,20 +19,30 @@ seasonal naive at that horizon.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from rnnstream.runtime.live import CALIBRATION_LEVELS, LiveStream, conformal_half_widths
+
 from .data import Split, fit_mean_std
 from .model import Forecaster
 
-__all__ = ["TargetScores", "detect_season", "multi_step_errors", "score_targets"]
+__all__ = ["BAND_COVERAGE", "VALIDATION_COVERAGES", "MultiStepForecasts", "TargetScores",
+           "calibration", "detect_season", "live_validation", "multi_step_errors",
+           "multi_step_forecasts", "score_targets"]
 
 # A season is reported only when the autocorrelation of the series' changes at that lag is at
 # least this high and a local maximum: strong enough that seasonal naive is a fair baseline.
 SEASON_MIN_ACF = 0.3
 MAX_SEASON = 400
+# the coverages at which training replays the runtime's intervals on the validation range, and
+# the one drawn as a band in training.png
+VALIDATION_COVERAGES = (0.8, 0.9, 0.95)
+BAND_COVERAGE = 0.9
 
 
 def detect_season(values: np.ndarray, max_lag: int | None = None) -> int | None:
@@ -119,16 +129,33 @@ def score_targets(pred: np.ndarray, split: Split, names: list[str],
     return scores
 
 
+@dataclass(frozen=True)
+class MultiStepForecasts:
+    """Forecasts fed back from validation origins, in raw units (:func:`multi_step_forecasts`).
+
+    ``forecast[b, k]`` is the forecast ``k + 1`` steps after origin ``origins[b]`` (a pair
+    index: the origin's input is time ``origins[b]``), ``truth[b, k]`` the value then, each
+    ``[B, steps, F]``; ``series`` is the whole series ``[n_pairs + 1, F]``.
+    """
+
+    origins: np.ndarray
+    forecast: np.ndarray
+    truth: np.ndarray
+    series: np.ndarray
+
+    @property
+    def steps(self) -> int:
+        return int(self.forecast.shape[1])
+
+
 @torch.no_grad()
-def multi_step_errors(model: Forecaster, split: Split, steps: int, season: int | None,
-                      max_origins: int = 2000) -> dict | None:
-    """MSE at horizons 1..steps of forecasts fed back from each validation origin.
+def multi_step_forecasts(model: Forecaster, split: Split, steps: int,
+                         max_origins: int = 2000) -> MultiStepForecasts | None:
+    """Forecasts 1..steps ahead from each validation origin (at most ``max_origins``, evenly
+    spread), each prediction fed back as the next input (what ``Predictor.forecast`` does).
 
     Only for models whose targets are their features (in order) with horizon 1, which is when
-    a prediction can be fed back as the next input; None otherwise. Returns
-    ``{"steps": [1..k], "model": [...], "persistence": [...], "seasonal_naive": [...] | None,
-    "origins": count}``: each list holds the MSE at that horizon, averaged over targets after
-    dividing each by its training variance (unit-free).
+    a prediction can be fed back as the next input; None otherwise.
     """
     cfg = model.config
     if cfg.horizon != 1 or cfg.target_index != list(range(cfg.n_features)) or \
@@ -160,12 +187,32 @@ def multi_step_errors(model: Forecaster, split: Split, steps: int, season: int |
         p = y[:, 0]
         out.append(p)
     forecast = torch.stack(out, dim=1).double().cpu().numpy()  # [B, steps, F]
-    var = np.square(fit_mean_std(split.y[:n])[1])
     k = np.arange(1, steps + 1)
     truth = series[origins[:, None] + k[None, :]]  # [B, steps, F]
+    return MultiStepForecasts(origins, forecast, truth, series)
+
+
+def multi_step_errors(model: Forecaster, split: Split, steps: int, season: int | None,
+                      max_origins: int = 2000,
+                      forecasts: MultiStepForecasts | None = None) -> dict | None:
+    """MSE at horizons 1..steps of forecasts fed back from each validation origin.
+
+    Only for models whose targets are their features (in order) with horizon 1, which is when
+    a prediction can be fed back as the next input; None otherwise. ``forecasts`` (from
+    :func:`multi_step_forecasts` with the same ``steps``) saves computing them again. Returns
+    ``{"steps": [1..k], "model": [...], "persistence": [...], "seasonal_naive": [...] | None,
+    "origins": count}``: each list holds the MSE at that horizon, averaged over targets after
+    dividing each by its training variance (unit-free).
+    """
+    fc = forecasts or multi_step_forecasts(model, split, steps, max_origins)
+    if fc is None:
+        return None
+    origins, series, truth, steps = fc.origins, fc.series, fc.truth, fc.steps
+    var = np.square(fit_mean_std(split.y[:split.n_train])[1])
+    k = np.arange(1, steps + 1)
     persist = np.repeat(series[origins][:, None], steps, axis=1)
     result = {"steps": k.tolist(), "origins": int(origins.size),
-              "model": _per_step(forecast - truth, var),
+              "model": _per_step(fc.forecast - truth, var),
               "persistence": _per_step(persist - truth, var), "seasonal_naive": None}
     if season:  # the same phase in the latest season before the origin: lag s * ceil(k / s)
         lag = season * np.ceil(k / season).astype(int)
@@ -173,6 +220,94 @@ def multi_step_errors(model: Forecaster, split: Split, steps: int, season: int |
             snaive = series[origins[:, None] + k[None, :] - lag[None, :]]
             result["seasonal_naive"] = _per_step(snaive - truth, var)
     return result
+
+
+# -- calibration: prediction intervals from the validation residuals ------------------------------
+def calibration(pred: np.ndarray, split: Split, names: Sequence[str], features: Sequence[str],
+                forecasts: MultiStepForecasts | None = None) -> tuple[dict, np.ndarray]:
+    """``metrics["calibration"]`` of a model (targets ``names``, inputs ``features``) whose raw
+    predictions of every pair are ``pred`` ``[n_pairs, T]``, and the half-width ``[n_val, T]``
+    the runtime would have issued with each validation prediction at :data:`BAND_COVERAGE`.
+
+    ``half_widths[target][0]`` are the split-conformal half-widths of the absolute validation
+    residuals at each of :data:`~rnnstream.runtime.live.CALIBRATION_LEVELS` (what the runtime
+    starts its intervals from); row ``k`` >= 1 those of the forecasts fed back ``k + 1`` steps
+    (``forecasts``: models whose targets are their features, horizon 1). ``residuals`` counts
+    the validation residuals, ``origins`` the forecasts' origins. ``validation`` is what the
+    runtime's intervals would have reached on the validation range (:func:`live_validation`).
+    """
+    n = split.n_train
+    val = np.abs(pred[n:] - split.y[n:])
+    rows: dict[str, list] = {}
+    for j, name in enumerate(names):
+        rows[name] = [conformal_half_widths(val[:, j], CALIBRATION_LEVELS)]
+        if forecasts is not None:  # targets are the features, in order: column j is target j
+            err = np.abs(forecasts.forecast[:, 1:, j] - forecasts.truth[:, 1:, j])
+            rows[name] += [conformal_half_widths(err[:, k], CALIBRATION_LEVELS)
+                           for k in range(err.shape[1])]
+    validation, band = live_validation(pred, split, names, features)
+    out = {"levels": list(CALIBRATION_LEVELS), "half_widths": rows, "residuals": len(val),
+           "origins": None if forecasts is None else int(forecasts.origins.size),
+           "validation": validation}
+    return out, band
+
+
+def live_validation(pred: np.ndarray, split: Split, names: Sequence[str],
+                    features: Sequence[str], coverages: Sequence[float] = VALIDATION_COVERAGES
+                    ) -> tuple[dict, np.ndarray]:
+    """The runtime's intervals replayed on the validation range: an out-of-sample figure.
+
+    For each coverage, one :class:`~rnnstream.runtime.live.LiveStream` (the runtime's own
+    quantile tracking, default settings) starts at the first validation point from the
+    split-conformal half-widths of the *training-range* residuals (the validation residuals,
+    which the runtime starts from, are what is being measured) and sees the validation points
+    and predictions in time order, as a stream deployed after training would: each prediction
+    is scored ``horizon`` points later. A target that is not among ``features`` is never
+    scored by the runtime, so its interval keeps its starting width, as here.
+
+    Returns ``({"levels": coverages, "realised": {target: [share of the validation values
+    inside their interval]}, "mean_width": {target: [mean upper - lower]}, "scored": {target:
+    intervals counted}}, half-widths [n_val, T] issued at BAND_COVERAGE)``; a figure is None
+    where no finite interval was issued (too few training residuals for that coverage, and a
+    target the runtime cannot score).
+    """
+    n, h, n_val = split.n_train, split.horizon, split.n_val
+    train_abs = np.abs(pred[:n] - split.y[:n])
+    val_abs = np.abs(pred[n:] - split.y[n:])
+    scorable = [names.index(f) for f in features if f in names]
+    # the targets' values that arrive during validation, times n .. n_pairs + h - 1, and the
+    # predictions made then (the last h are never scored: their values come after the data)
+    arrived = np.concatenate([split.last[n:], split.y[len(split.y) - h:]])[:, scorable]
+    made = np.concatenate([pred[n:], split.y[len(split.y) - h:]])
+    realised: dict[str, list] = {name: [] for name in names}
+    widths: dict[str, list] = {name: [] for name in names}
+    scored: dict[str, int] = {}
+    band = np.full((n_val, len(names)), np.inf)
+    for c in coverages:
+        start = [_finite_or_inf(conformal_half_widths(train_abs[:, j], [c])[0])
+                 for j in range(len(names))]
+        live = LiveStream([names[j] for j in scorable], names, horizon=h, coverage=c,
+                          initial_quantiles=start)
+        issued = np.empty((n_val, len(names)))
+        for i, (x, y) in enumerate(zip(arrived.tolist(), made.tolist(), strict=True)):
+            live.update(x, y)
+            if i < n_val:
+                issued[i] = live.half_width()  # the half-width issued with prediction i
+        for j, name in enumerate(names):
+            ok = np.isfinite(issued[:, j])
+            # the runtime's own test of a scored interval (LiveStream.coverage_so_far agrees)
+            hits = val_abs[ok, j] <= issued[ok, j]
+            realised[name].append(float(hits.mean()) if ok.any() else None)
+            widths[name].append(float(2 * issued[ok, j].mean()) if ok.any() else None)
+            scored[name] = int(ok.sum())
+        if math.isclose(c, BAND_COVERAGE):
+            band = issued
+    return ({"levels": list(coverages), "realised": realised, "mean_width": widths,
+             "scored": scored}, band)
+
+
+def _finite_or_inf(value: float | None) -> float:
+    return math.inf if value is None else value
 
 
 def _per_step(err: np.ndarray, var: np.ndarray) -> list[float]:
