@@ -184,6 +184,7 @@ def format_metrics(metrics: dict) -> str:
                  f"({_ratio(pooled)} its MSE)")
     lines.append(f"modes: inputs {m.get('input_mode', 'level')}, targets {m['target_mode']} "
                  f"({m['target_mode_reason']})")
+    lines += _interval_lines(m)
     multi = m.get("multi_step")
     if multi:
         shown = [k for k in multi["steps"] if k in (1, 2, 3, 6, 12, 24, 48) or
@@ -202,6 +203,29 @@ def format_metrics(metrics: dict) -> str:
                  f"on {m['device']}" + (f" (bptt {d.get('bptt')}, segments {d.get('segments')}, "
                                          f"max epochs {d.get('epochs')})" if d else ""))
     return "\n".join(lines)
+
+
+def _interval_lines(m: dict) -> list[str]:
+    """The coverage the runtime's intervals reached on the validation range, per target."""
+    v = (m.get("calibration") or {}).get("validation")
+    if not v:
+        return []
+    levels = v["levels"]
+    band = levels.index(0.9) if 0.9 in levels else len(levels) - 1
+    per = m.get("per_target") or {}
+    cols = " ".join(f"{c:>7.0%}" for c in levels)
+    lines = ["prediction intervals on validation (the runtime's online intervals, started from "
+             "the training residuals): realised coverage",
+             f"  {'target':<14} {cols}  mean width at {levels[band]:.0%}"]
+    for name, shares in v["realised"].items():
+        row = " ".join(f"{s:>7.1%}" if s is not None else f"{'-':>7}" for s in shares)
+        width = v["mean_width"][name][band]
+        mse = (per.get(name) or {}).get("mse")
+        text = "-" if width is None else f"{width:.4g}"
+        if width is not None and mse:
+            text += f" ({width / mse ** 0.5:.2f}x RMSE)"
+        lines.append(f"  {name[:14]:<14} {row}  {text}")
+    return lines
 
 
 def _ratio(value: float) -> str:

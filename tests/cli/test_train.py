@@ -19,6 +19,7 @@ def test_train_sine_writes_checkpoint_and_plot(tmp_path: Path,
     assert code == 0
     printed = capsys.readouterr().out
     assert "persistence" in printed
+    assert "realised coverage" in printed
     assert str(out / "model.pt") in printed
     model, info = load_checkpoint(out / "model.pt")
     assert info["metrics"]["epochs_run"] <= 2

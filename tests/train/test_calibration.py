@@ -15,6 +15,7 @@ import math
 import numpy as np
 import pytest
 
+from rnnstream.cli.train_cmd import format_metrics
 from rnnstream.export import ExportReport, export_model
 from rnnstream.runtime import Predictor
 from rnnstream.runtime.live import CALIBRATION_LEVELS, conformal_half_widths
@@ -159,6 +160,17 @@ def test_predictor_interval_is_finite_from_the_first_step(sine_result: TrainResu
     # step k: the live half-width scaled by the stored k-step / 1-step ratio
     expected = np.array([rows[k][level] for k in range(5)])
     np.testing.assert_allclose(half, expected, rtol=1e-12, atol=8 * F64_EPS)
+
+
+def test_train_report_prints_the_validation_coverage(sine_result: TrainResult) -> None:
+    m = sine_result.metrics
+    v = m["calibration"]["validation"]
+    lines = format_metrics(m).splitlines()
+    row = next(line for line in lines if line.startswith("  sin ") and "RMSE" in line)
+    shares = " ".join(f"{s:>7.1%}" for s in v["realised"]["sin"])
+    width = v["mean_width"]["sin"][1]
+    assert row == (f"  sin            {shares}  {width:.4g} "
+                   f"({width / m['per_target']['sin']['mse'] ** 0.5:.2f}x RMSE)")
 
 
 def test_model_whose_targets_are_not_features_has_one_row() -> None:
