@@ -646,7 +646,15 @@ def open_live(contract: ModelContract, coverage: float, season: int | None,
               options: Mapping[str, Any], source: str = "model", n: int | None = None) -> Any:
     """:class:`LiveStream` (``n`` None) or :class:`LiveScores` of ``n`` streams for the model
     of ``contract``, starting from the validation half-widths its contract stores unless
-    ``options`` (``lr``, ``half_life``, ``initial_quantiles``) gives initial_quantiles."""
+    ``options`` (``lr``, ``half_life``, ``initial_quantiles``) gives initial_quantiles.
+    ``season`` None takes the season the model was trained with (``metrics["season"]``), if
+    any; 0 means none."""
+    if season is None:  # the season the model was trained with, when it stores one
+        stored = contract.metrics.get("season") if isinstance(contract.metrics, Mapping) else None
+        season = stored if isinstance(stored, int) and not isinstance(stored, bool) \
+            and stored >= 1 else None
+    elif season == 0 and not isinstance(season, bool):
+        season = None
     opts = dict(options)
     unknown = set(opts) - {*DEFAULTS, "initial_quantiles"}
     if unknown:

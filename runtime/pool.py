@@ -149,6 +149,11 @@ class StreamPool(_EngineFacts):
     ``idle_timeout_s`` evicts streams that have not stepped for that many seconds (checked by
     :meth:`evict_idle` and during steps); ``clock`` is the monotonic clock used for it.
 
+    ``coverage`` (with ``season`` and ``live_options``, as on
+    :class:`~rnnstream.runtime.Predictor`) scores every stream live and gives each prediction an
+    interval calibrated on its own stream: :meth:`interval`, :meth:`accuracy`,
+    :meth:`realised_coverage`; snapshots carry them.
+
     Deprecated names, kept for one release (each warns): ``max_idle_seconds=`` (now
     ``idle_timeout_s``, the name :mod:`rnnstream.spark` uses too), :meth:`save` and
     :meth:`load` (now :meth:`save_state` / :meth:`load_state`, as on Predictor).
@@ -507,6 +512,12 @@ class StreamPool(_EngineFacts):
 
     def _rows_of(self, keys: Sequence[Hashable]) -> np.ndarray:
         return np.array([self._row(k) for k in keys], np.int64)
+
+    @property
+    def live(self) -> LiveScores | None:
+        """The live scores of every row (settings: ``coverage``, ``season``, ...); None
+        without coverage."""
+        return self._live
 
     def _live_scores(self, what: str) -> LiveScores:
         if self._live is None:
