@@ -120,7 +120,8 @@ def test_sigusr1_prints_the_summary_between_lines(lstm):
     proc = subprocess.Popen([sys.executable, "-m", "rnnstream.cli.main", "stream",
                              str(lstm[0]), "--coverage", "0.9"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None
+    assert proc.stdout is not None
     for v in _series(12):
         proc.stdin.write(f"{v}\n")
     proc.stdin.flush()
@@ -129,7 +130,7 @@ def test_sigusr1_prints_the_summary_between_lines(lstm):
     proc.send_signal(signal.SIGUSR1)
     time.sleep(0.5)
     proc.stdin.write("0.5\n")
-    out, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert err.count("live scores (1 stream") == 2  # on request, and at the end
     # points scored: 11 of the first 12 on request, 12 of 13 at the end
