@@ -580,21 +580,26 @@ def _calibration_table(contract_metrics: Mapping[str, Any], targets: Sequence[st
         return None
     levels: Any = cal.get("levels") if isinstance(cal, Mapping) else None
     steps: Any = cal.get("half_widths") if isinstance(cal, Mapping) else None
-    ok = (isinstance(levels, list) and bool(levels) and all(
-        isinstance(v, float) and 0 < v < 1 for v in levels) and levels == sorted(levels)
-        and isinstance(steps, Mapping) and set(steps) == set(targets))
-    if ok:
-        for rows in steps.values():
+    problem = ""
+    if not (isinstance(levels, list) and levels and all(
+            isinstance(v, float) and 0 < v < 1 for v in levels) and levels == sorted(levels)):
+        problem = f"'levels' is {levels!r}; expected increasing coverages in (0, 1)"
+    elif not isinstance(steps, Mapping) or set(steps) != set(targets):
+        given = sorted(steps) if isinstance(steps, Mapping) else type(steps).__name__
+        problem = f"'half_widths' has targets {given}; the model's are {list(targets)}"
+    else:
+        for name, rows in steps.items():
             if not (isinstance(rows, list) and rows and all(
                     isinstance(r, list) and len(r) == len(levels) and all(
-                        v is None or (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0)
-                        for v in r) for r in rows)):
-                ok = False
-    if not ok:
-        raise ContractError(f"{source}: metrics 'calibration' is malformed; expected "
-                            "{'levels': [increasing coverages], 'half_widths': {target: [[one "
-                            "half-width or null per level] per step ahead]}}; re-export the "
-                            "model with this release")
+                        v is None or (isinstance(v, (int, float)) and math.isfinite(v)
+                                      and v >= 0) for v in r) for r in rows)):
+                problem = (f"'half_widths' of {name!r} is not a list of rows (one per step "
+                           f"ahead) of {len(levels)} non-negative numbers or nulls")
+                break
+    if problem:
+        raise ContractError(f"{source}: metrics 'calibration' is malformed: {problem}. It is "
+                            "written by training; re-export the model with this release, or "
+                            "pass live_options={'initial_quantiles': [...]}")
     return {"levels": levels, "half_widths": steps}
 
 
