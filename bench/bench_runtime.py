@@ -45,7 +45,9 @@ def build(cell: str, hidden: int, layers: int, folder: str) -> tuple[str, object
     from rnnstream.train.model import Forecaster, ForecasterConfig
 
     torch.manual_seed(0)
-    model = Forecaster(ForecasterConfig(cell=cell, hidden=hidden, layers=layers)).eval()
+    # the target is the feature (a forecaster of its own series), so live scores score it
+    model = Forecaster(ForecasterConfig(cell=cell, hidden=hidden, layers=layers,
+                                        feature_names=["y"], target_names=["y"])).eval()
     path = os.path.join(folder, f"{cell}_{hidden}_{layers}.onnx")
     # validation half-widths, as every trained model's contract stores them (coverage rows)
     levels = [0.5, 0.8, 0.9, 0.95]

@@ -117,6 +117,10 @@ class _Settings:
         # seasonal naive for t + h is the value at lag m*ceil(h/m) - h from t, in [0, m)
         self.lag = 0 if self.season is None else (
             self.season * -(-self.horizon // self.season) - self.horizon)
+        # the mask-free path of LiveScores: every target a feature and every interval finite
+        # from the start; it applies once every stream has seen horizon + lag points
+        self._steady_possible = bool((self.source >= 0).all()) and self._always_started
+        self._steady_after = self.horizon + self.lag
 
     def _actual(self, xt: np.ndarray) -> np.ndarray:
         """The targets' observed values ``[T, n]`` from the points ``xt`` ``[F, n]`` (NaN for a
@@ -216,6 +220,7 @@ class LiveScores(_Settings):
                  **settings: Any) -> None:
         super().__init__(features, targets, **settings)
         self._a = _inward(self._fresh(_positive_int(n_streams, "n_streams", zero=True)))
+        self._scratch: dict[tuple[int, ...], np.ndarray] = {}
 
     @property
     def n_streams(self) -> int:
@@ -272,41 +277,67 @@ class LiveScores(_Settings):
         # season the seasonal forecaster is never scored: its rows are left out (f = 2).
         f = self._scored_forecasters
         due = due[:f]
-        s = np.empty((3, *due.shape))  # count, |e|, e^2 per forecaster: [3 metrics, f, T, n]
-        err = np.subtract(actual[None], due, out=s[2])
-        ok = err == err
-        s[0] = ok
-        np.nan_to_num(err, copy=False, nan=0.0)
-        np.abs(err, out=s[1])
-        np.multiply(err, err, out=s[2])
-        full = a["acc"]  # [6, 3, T, n]: 3 sums over all time, then their 3 decayed versions
-        full[3:, :f] *= np.where(ok, self.decay, 1.0)
-        both = full.reshape(2, 3, *full.shape[1:])[:, :, :f]  # a view: [2, 3, f, T, n]
-        both += s  # the plain and the decayed sums, in one pass
-        acc = full[:, :f]
-        # track the quantile of the model's residuals
-        scored = ok[_MODEL]
-        r = s[1, _MODEL]
         q, peak, cover = a["q"], a["peak"], a["cover"]
-        np.maximum(peak, r, out=peak)
-        # the weight is >= 1 once a point was scored (and only scored rows use the scale), so
-        # dividing by max(weight, 1) is the plain division where it matters, without 0/0
-        scale = acc[_EWA, _MODEL] / np.maximum(acc[_EWW, _MODEL], 1.0)
-        tracked = scored & (issued < np.inf)
-        hit = r <= issued
-        cover[0] += tracked
-        cover[1] += tracked & hit
-        g = np.where(hit, 0.0 - self.alpha, 1.0 - self.alpha)  # err_t - alpha
-        np.copyto(q, np.maximum(q + self.lr * scale * g, 0.0), where=tracked)
-        if not self._always_started:
-            np.copyto(q, peak, where=scored & (q == np.inf)
-                      & (acc[_COUNT, _MODEL] >= self.warmup))
+        full = a["acc"]  # [6, 3, T, n]: 3 sums over all time, then their 3 decayed versions
+        both = full.reshape(2, 3, *full.shape[1:])[:, :, :f]  # a view: [2, 3, f, T, n]
+        acc = full[:, :f]
+        # count, |e|, e^2 per forecaster, [3 metrics, f, T, n]: scratch, kept between calls
+        s = self._scratch.get(due.shape)
+        if s is None:
+            if len(self._scratch) > 8:
+                self._scratch.clear()
+            s = self._scratch[due.shape] = np.empty((3, *due.shape))
+        err = np.subtract(actual[None], due, out=s[2])
+        if self._steady_possible and seen.min(initial=self._steady_after) >= self._steady_after:
+            # every stream has a forecast of every kind due and a finite interval issued (the
+            # targets are features, every interval starts finite): nothing is NaN, every
+            # point is scored. The same arithmetic as below, without the masks.
+            s[0] = 1.0
+            np.abs(err, out=s[1])
+            np.multiply(err, err, out=s[2])
+            full[3:, :f] *= self.decay
+            both += s
+            r = s[1, _MODEL]
+            np.maximum(peak, r, out=peak)
+            step = np.divide(acc[_EWA, _MODEL], acc[_EWW, _MODEL])  # the recent MAE
+            hit = r <= issued
+            cover[0] += 1.0
+            cover[1] += hit
+            step *= self.lr
+            step *= np.where(hit, 0.0 - self.alpha, 1.0 - self.alpha)  # err_t - alpha
+            q += step
+            np.maximum(q, 0.0, out=q)
+        else:
+            ok = err == err
+            s[0] = ok
+            np.copyto(err, 0.0, where=~ok)
+            np.abs(err, out=s[1])
+            np.multiply(err, err, out=s[2])
+            full[3:, :f] *= np.where(ok, self.decay, 1.0)
+            both += s  # the plain and the decayed sums, in one pass
+            # track the quantile of the model's residuals
+            scored = ok[_MODEL]
+            r = s[1, _MODEL]
+            np.maximum(peak, r, out=peak)
+            # the weight is >= 1 once a point was scored (and only scored rows use the scale),
+            # so dividing by max(weight, 1) is the plain division where it matters, no 0/0
+            scale = acc[_EWA, _MODEL] / np.maximum(acc[_EWW, _MODEL], 1.0)
+            tracked = scored & (issued < np.inf)
+            hit = r <= issued
+            cover[0] += tracked
+            cover[1] += tracked & hit
+            g = np.where(hit, 0.0 - self.alpha, 1.0 - self.alpha)  # err_t - alpha
+            np.copyto(q, np.maximum(q + self.lr * scale * g, 0.0), where=tracked)
+            if not self._always_started:
+                np.copyto(q, peak, where=scored & (q == np.inf)
+                          & (acc[_COUNT, _MODEL] >= self.warmup))
         # record this point's forecasts for t + horizon, and the interval issued with them
         new = pending[0] if h == 1 else np.empty((len(FORECASTERS), len(self.targets), n))
         new[_MODEL] = y.T
         new[_PERSISTENCE] = actual
         if self.season is None:
-            new[_SEASONAL] = np.nan
+            if h != 1:  # (with h == 1 the slot's seasonal row is NaN from the start, for good)
+                new[_SEASONAL] = np.nan
         else:
             m, hist = self.season, a["history"]  # [m, T, n]
             np.put_along_axis(hist, (seen % m)[None, None, :], actual[None], axis=0)
