@@ -24,7 +24,8 @@ LINKED := $(VENV)/.stamp-linked-$(shell echo $(PKG_FILES) | cksum | cut -d' ' -f
 WEBDIR := examples/web
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test lint typecheck pytest bench js-deps web-deps browser web-screenshot clean install
+.PHONY: demo demo-image test lint typecheck pytest bench js-deps web-deps browser web-screenshot \
+  clean install
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -100,6 +101,11 @@ $(VENV)/.stamp-bench: $(VENV)/.stamp-test
 
 bench: $(VENV)/.stamp-bench $(LINKED) js-deps web-deps browser
 	$(PY) bench/run_all.py
+
+# the README's streaming plot: `make demo`'s streamed predictions with their 90 % interval
+demo-image: $(VENV)/.stamp-train $(LINKED)
+	$(VENV)/bin/rnnstream demo --out $(OUT) --no-progress
+	cp $(OUT)/streaming.png docs/images/streaming.png
 
 # the README's picture of the page: a trained sine model streamed in headless Chromium
 web-screenshot: $(VENV)/.stamp-test web-deps browser

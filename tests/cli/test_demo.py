@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -26,6 +27,12 @@ def test_demo_trains_exports_streams_and_plots(tmp_path: Path, capsys) -> None:
     assert float(parity.group(1)) <= 1e-5
     assert float(streamed.group(1)) <= 1e-5
     assert printed.rstrip().endswith("streaming.png")
+    # the streamed 90 % intervals (calibrated online from the contract's validation widths)
+    held = re.search(r"90% interval held ([0-9.]+)% of ([0-9]+) points", printed)
+    assert held, printed
+    share, scored = float(held.group(1)) / 100, int(held.group(2))
+    assert scored == 398  # every held-out prediction whose value arrived
+    assert abs(share - 0.9) <= 3 * math.sqrt(0.9 * 0.1 / scored)  # three binomial sigmas
 
 
 def test_help_lists_every_command(capsys) -> None:

@@ -33,12 +33,17 @@ def test_plots_keep_the_backend_and_open_no_pyplot_figure(
         before = plt.get_fignums()
         plot_training(sine_result, tmp_path / "training.png")
         series = np.sin(np.arange(80) * 0.2)
-        plot_demo(tmp_path / "streaming.png", {
-            "series": series, "start": 40, "streamed": series[41:], "future": series[:5],
-            "max_diff": 1e-7, "p50_us": 6.5})
+        figures = {"series": series, "start": 40, "streamed": series[41:],
+                   "future": series[:5], "max_diff": 1e-7, "p50_us": 6.5}
+        plot_demo(tmp_path / "streaming.png", figures)
+        band = np.stack([series[41:] - 0.1, series[41:] + 0.1], axis=1)
+        future_band = np.full((5, 2), np.inf)  # beyond the stored steps: no interval drawn
+        plot_demo(tmp_path / "banded.png", {
+            **figures, "band": band, "future_band": future_band, "asked": 0.9,
+            "coverage": 0.9, "scored": 38, "mae": 0.01, "persistence_mae": 0.1})
         assert matplotlib.get_backend() == "svg"
         assert plt.get_fignums() == before
     finally:
         matplotlib.use(old)
-    for name in ("training.png", "streaming.png"):
+    for name in ("training.png", "streaming.png", "banded.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG, name
