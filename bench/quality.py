@@ -12,9 +12,18 @@ held-out last 20 % is streamed through ``rnnstream.runtime.Predictor`` one point
   where there is one), fitted on the same first 80 % and applied to the whole series with the
   same parameters, so its one-step predictions on the held-out part use only the past.
 
+Prediction intervals: the held-out part is also streamed through ``Predictor(...,
+coverage=c)`` for c = 0.8, 0.9 and 0.95, each starting at the split from the model's state there
+and the half-widths its contract stores (training's validation residuals), then calibrated
+online. The table gives the share of held-out values each interval held (``Predictor.
+realised_coverage``) and the mean width of the 90 % interval divided by the model's held-out
+RMSE: an interval that holds its share only by being wide shows here (Gaussian errors would
+give 3.29).
+
 Run: ``python bench/quality.py`` (part of ``make bench``; needs the 'bench' extra:
 ``pip install 'rnnstream[bench]'``). ``--only NAME`` runs one series, ``--json FILE`` writes the
-table. Prints one row per series: MSE / persistence MSE of each forecaster (lower is better).
+table. Prints one row per series: MSE / persistence MSE of each forecaster (lower is better),
+then the intervals' realised coverage.
 """
 
 from __future__ import annotations
@@ -55,11 +64,13 @@ CASES = [
     Case("msft", "daily stock price (random walk), 1,000 points", None),
 ]
 RANDOM_WALKS = {"msft"}  # "forecastable" means any series but these
+COVERAGES = (0.8, 0.9, 0.95)
+LONG = 200  # held-out points; a share of 200 at 90 % has a binomial sd of 2.1 points
 
 
-def stream_model(values: np.ndarray, cut: int, out: Path) -> tuple[np.ndarray, dict]:
+def stream_model(values: np.ndarray, cut: int, out: Path) -> tuple[np.ndarray, dict, Path]:
     """Train on values[:cut] with defaults, export, stream values[cut-1:] through the runtime;
-    return the one-step predictions of values[cut:] and training's metrics."""
+    return the one-step predictions of values[cut:], training's metrics and the model."""
     from rnnstream.export import export_model
     from rnnstream.runtime import Predictor
     from rnnstream.train import ForecasterConfig, TrainConfig, from_arrays, train
@@ -71,7 +82,27 @@ def stream_model(values: np.ndarray, cut: int, out: Path) -> tuple[np.ndarray, d
     primed = p.prime(values[:cut].astype(np.float32))
     preds = [float(primed[-1])]  # predicts values[cut]
     preds += [p.step(float(v)) for v in values[cut:-1]]
-    return np.asarray(preds), result.metrics
+    return np.asarray(preds), result.metrics, out / "model.onnx"
+
+
+def stream_intervals(path: Path, values: np.ndarray, cut: int, coverage: float
+                     ) -> tuple[float, int, float]:
+    """Stream values[cut-1:] through ``Predictor(path, coverage=coverage)`` whose live scores
+    start at the split: ``(realised coverage, intervals scored, mean width)`` over the
+    predictions of values[cut:], each scored when its value arrives."""
+    from rnnstream.runtime import Predictor
+
+    p = Predictor(path, coverage=coverage)
+    _, state = p.run_sequence(values[:cut - 1].astype(np.float32))  # live scores untouched
+    p.set_state(state)
+    widths = []
+    for v in values[cut - 1:-1]:  # each prediction is for the next value, values[cut:]
+        p.step(float(v))
+        lower, upper = p.interval()
+        widths.append(upper - lower)
+    p.step(float(values[-1]))  # the last prediction's value arrives: it is scored too
+    share, scored = p.realised_coverage()
+    return share, scored, float(np.mean(widths))
 
 
 def ets_predictions(values: np.ndarray, cut: int, season: int | None) -> np.ndarray:
@@ -93,7 +124,7 @@ def run_case(case: Case, tmp: Path) -> dict:
     cut = round(0.8 * len(values))
     truth = values[cut:]
     start = time.perf_counter()
-    model, metrics = stream_model(values, cut, tmp)
+    model, metrics, path = stream_model(values, cut, tmp)
     seconds = time.perf_counter() - start
     persistence = values[cut - 1:-1]
     p_mse = float(np.mean((persistence - truth) ** 2))
@@ -106,7 +137,21 @@ def run_case(case: Case, tmp: Path) -> dict:
         snaive = values[cut - case.season:len(values) - case.season]
         row["seasonal_naive"] = float(np.mean((snaive - truth) ** 2)) / p_mse
     row["ets"] = float(np.mean((ets_predictions(values, cut, case.season) - truth) ** 2)) / p_mse
+    rmse = float(np.sqrt(np.mean((model - truth) ** 2)))
+    for c in COVERAGES:
+        share, scored, width = stream_intervals(path, values, cut, c)
+        # None: no finite interval was issued (fewer validation residuals than c needs, and
+        # too few held-out points to start from the stream's own)
+        row[f"coverage_{c:g}"] = share if scored else None
+        row[f"width_{c:g}_vs_rmse"] = width / rmse if np.isfinite(width) else None
+        row[f"scored_{c:g}"] = scored
+    validation = (metrics.get("calibration") or {}).get("validation") or {}
+    row["validation_coverage"] = (validation.get("realised") or {}).get("value")
     return row
+
+
+def _share(value: float | None) -> str:
+    return f"{'-':>7}" if value is None else f"{value:>7.1%}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +182,26 @@ def main(argv: list[str] | None = None) -> int:
           f"{', '.join(r['series'] for r in forecastable)}) "
           f"{max((r['model'] for r in forecastable), default=float('nan')):.3f}; "
           f"random walks: {walks or '-'}")
+    print("\nprediction intervals on the held-out part, streamed through Predictor(coverage=c) "
+          "(calibrated online from the contract's validation widths): share of values held; "
+          "width of the 90 % interval / model RMSE (Gaussian errors: 3.29)")
+    print(f"{'series':<14} {'held':>5} {'80 %':>7} {'90 %':>7} {'95 %':>7} {'width/RMSE':>11}  "
+          f"training's validation replay 80/90/95 %")
+    for row in rows:
+        shares = " ".join(_share(row[f"coverage_{c:g}"]) for c in COVERAGES)
+        replay = row["validation_coverage"] or []
+        replay_text = " ".join(f"{v:.1%}" if v is not None else "-" for v in replay) or "-"
+        width = row["width_0.9_vs_rmse"]
+        print(f"{row['series']:<14} {row['held_out']:>5} {shares} "
+              f"{'-' if width is None else f'{width:.2f}':>11}  {replay_text}")
+    print("(-: no finite interval, the validation had fewer residuals than that coverage needs)")
+    for label, group in (("long", [r for r in rows if r["held_out"] >= LONG]),
+                         ("short", [r for r in rows if r["held_out"] < LONG])):
+        gaps = [abs(r[f"coverage_{c:g}"] - c) for r in group for c in COVERAGES
+                if r[f"coverage_{c:g}"] is not None]
+        if gaps:
+            print(f"largest |realised - asked| on the {label} held-out parts "
+                  f"({', '.join(r['series'] for r in group)}): {max(gaps) * 100:.1f} points")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
