@@ -632,6 +632,9 @@ def _mode_reason(config: TrainConfig, chosen: str, candidates: dict[str, dict],
     if len(candidates) == 1:
         if "auto" not in (config.target_mode, config.input_mode):
             return f"inputs/targets {chosen!r} were requested"
+        if series.target_index is not None:  # delta was possible: the request ruled it out
+            return (f"inputs {config.input_mode!r}, targets {config.target_mode!r} requested: "
+                    f"only {chosen!r} fits (delta inputs need delta targets)")
         return (f"auto: only {chosen!r} (inputs/targets), since targets {series.target_names} "
                 "are not all features (delta needs each target's last value as an input)")
     others = ", ".join(f"{k} {v['val_mse_norm']:.3g}" for k, v in candidates.items()

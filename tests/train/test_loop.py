@@ -117,6 +117,13 @@ def test_auto_mode_is_level_when_targets_are_not_features() -> None:
     assert "not all features" in result.metrics["target_mode_reason"]
 
 
+def test_mode_reason_when_the_request_leaves_one_pair(sine_result: TrainResult) -> None:
+    # the fixture asks for level targets, inputs auto: delta inputs need delta targets
+    assert sine_result.metrics["target_mode_reason"] == (
+        "inputs 'auto', targets 'level' requested: only 'level/level' fits (delta inputs need "
+        "delta targets)")
+
+
 def test_callbacks_see_every_epoch_and_early_stopping_stops() -> None:
     reports = []
     series = from_arrays(np.random.default_rng(0).normal(size=400))  # noise: nothing to learn
