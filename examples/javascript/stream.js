@@ -596,7 +596,9 @@ async function main(argv) {
 
 if (require.main !== module) {
   // required (by the tests): the pieces, no run
-  module.exports = { LiveStream, liveUpdate, liveToJSON, formatG9, formatFloat32, halfWidthAt };
+  module.exports = {
+    LIVE_DEFAULTS, LiveStream, liveUpdate, liveToJSON, formatG9, formatFloat32, halfWidthAt,
+  };
 } else main(process.argv.slice(2)).catch((err) => {
   if (err instanceof UsageError) {
     if (err.message) process.stderr.write(`error: ${err.message}\n`);

@@ -19,7 +19,7 @@ import pytest
 
 from rnnstream.export.step_graph import step_path
 from rnnstream.runtime import Predictor
-from rnnstream.runtime.live import STATE_ARRAYS, LiveStream
+from rnnstream.runtime.live import DEFAULTS, STATE_ARRAYS, LiveStream, initial_half_widths
 
 from ._support import (
     JS_DIR,
@@ -289,7 +289,8 @@ def test_keyed_intervals_match_python(node: str, live_model: tuple[LiveCase, Pat
 
 def test_live_port_resets_and_formats_like_python(node: str) -> None:
     """The pieces without a model: LiveStream fed predictions that are sometimes NaN or
-    infinite (the live scores start afresh, as Predictor's do) and formatG9 against
+    infinite (the live scores start afresh, as Predictor's do); the initial half-width
+    interpolated as initial_half_widths does; the defaults; formatG9 against
     format(v, '.9g'), exact ties (rounded half to even) and exponents included."""
     rng = np.random.default_rng(11)
     n = 80
@@ -301,7 +302,8 @@ def test_live_port_resets_and_formats_like_python(node: str) -> None:
               1.5e-05, 5e-324, 1.7976931348623157e308, np.inf, -np.inf, np.nan,
               *rng.normal(0, 1e3, 50), *(float(np.float32(v)) for v in rng.normal(0, 10, 50))]
     script = """
-const { LiveStream, liveUpdate, liveToJSON, formatG9 } = require(process.argv[1]);
+const { LIVE_DEFAULTS, LiveStream, liveUpdate, liveToJSON, formatG9, halfWidthAt } =
+  require(process.argv[1]);
 const input = JSON.parse(require('fs').readFileSync(0, 'utf8'));
 const num = (v) => (typeof v === 'string' ? Number(v.replace('inf', 'Infinity')) : v);
 const live = new LiveStream(['a', 'b'], ['b', 'a'], input.settings);
@@ -309,15 +311,23 @@ const lines = input.x.map((x, i) => {
   liveUpdate(live, x.map(num), input.y[i].map(num));
   return live.interval().flat().map(formatG9).join(',');
 });
-process.stdout.write(JSON.stringify({ lines, state: liveToJSON(live),
-  formatted: input.values.map(num).map(formatG9) }));
+const widths = input.coverages.map((c) => input.table.map((row) => {
+  const w = halfWidthAt(input.levels, row, c);
+  return Number.isFinite(w) ? w : String(w); // "Infinity": Python's float() reads it
+}));
+process.stdout.write(JSON.stringify({ lines, state: liveToJSON(live), defaults: LIVE_DEFAULTS,
+  formatted: input.values.map(num).map(formatG9), widths }));
 """
 
     def enc(v: float) -> float | str:
         return v if np.isfinite(v) and not (v == 0 and np.signbit(v)) else repr(float(v))
 
+    levels = [0.5, 0.8, 0.9, 0.95, 0.99]
+    table = {"a": [[0.1, 0.7, 1.3, 2.9, None]], "b": [[0, 3, 3.5, 7.25, 9.0]]}
+    coverages = [0.3, 0.5, 0.51, 0.8, 0.85, 0.9 + 1e-13, 0.93, 0.95, 0.97, 0.99, 0.995]
     payload = {"settings": settings, "x": x.tolist(), "values": [enc(v) for v in values],
-               "y": [[enc(v) for v in row] for row in y.tolist()]}
+               "y": [[enc(v) for v in row] for row in y.tolist()],
+               "levels": levels, "table": [table["a"][0], table["b"][0]], "coverages": coverages}
     done = subprocess.run([node, "-e", script, str(STREAM)], input=json.dumps(payload),
                           capture_output=True, text=True, timeout=NODE_TIMEOUT_S, check=True)
     out = json.loads(done.stdout)
@@ -336,6 +346,12 @@ process.stdout.write(JSON.stringify({ lines, state: liveToJSON(live),
     assert_live_state_equal(out["state"], live.state_arrays())
     assert out["formatted"] == [_g9(v) for v in values]
     assert out["formatted"][2:4] == ["1234567.12", "-1234567.38"]  # ties: to even
+    assert out["defaults"] == {"lr": DEFAULTS["lr"], "halfLife": DEFAULTS["half_life"]}
+    metrics = {"calibration": {"levels": levels, "half_widths": table}}
+    want_widths = [initial_half_widths(metrics, ["a", "b"], c) for c in coverages]
+    got_widths = _decode(out["widths"])
+    assert np.array(got_widths).view(np.uint64).tolist() == \
+        np.array(want_widths).view(np.uint64).tolist()
 
 
 @pytest.mark.parametrize(
@@ -357,3 +373,17 @@ def test_bad_live_options_are_usage_errors(node: str, rnn_model: Path, args: lis
     assert re.search(message, done.stderr), done.stderr
     assert "usage: node stream.js MODEL.onnx" in done.stderr
     assert done.stdout == ""
+
+
+def test_malformed_calibration_is_refused(node: str, rnn_model: Path, tmp_path: Path) -> None:
+    """A sidecar whose metrics.calibration does not fit the model is named, as Python does."""
+    model = tmp_path / "model.onnx"
+    model.write_bytes(rnn_model.read_bytes())
+    sidecar = json.loads(Path(f"{rnn_model}.json").read_text())
+    sidecar["metrics"]["calibration"] = {"levels": [0.9], "half_widths": {"other": [[1.0]]}}
+    Path(f"{model}.json").write_text(json.dumps(sidecar))
+    done = run_js(node, model, "1\n", "--coverage", "0.9", check=False)
+    assert done.returncode == 1
+    assert re.search(r"model\.onnx\.json: metrics 'calibration' is malformed; expected .* "
+                     r"re-export the model", done.stderr), done.stderr
+    assert run_js(node, model, "1\n2\n").stdout.count("\n") == 2  # without --coverage: unread
