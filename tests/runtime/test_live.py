@@ -233,7 +233,7 @@ def test_calibration_from_the_contract():
     assert ratios.tolist() == [[1.0, 1.0], [2.0, np.inf], [np.inf, np.inf]]
     assert step_ratios(metrics, ["a", "b"], 0.95, 2)[1].tolist() == [np.inf, np.inf]
     from rnnstream.runtime import ContractError
-    with pytest.raises(ContractError, match="'calibration' is malformed"):
+    with pytest.raises(ContractError, match=r"'calibration' is malformed: .*half_widths.* of 'a'"):
         initial_half_widths({"calibration": {"levels": [0.9], "half_widths": {"a": [[-1.0]]}}},
                             ["a"], 0.9)
 
