@@ -22,7 +22,8 @@
  * Prediction", NeurIPS 2023, https://arxiv.org/abs/2307.16895). Each line is then
  * "prediction,lower,upper" per target, in the model's target order, every number formatted as
  * Python's format(v, ".9g") formats it (inf, -inf, nan), the lines of `rnnstream stream
- * --coverage C`. --season M adds seasonal naive (period M points) to the live accuracy.
+ * --coverage C`. --season M sets the seasonal-naive baseline's period in points for the live
+ * accuracy (default: the season the model was trained with, metrics.season; 0: none).
  * --dump-state FILE writes the final state of every stream as JSON (each state's shape without its
  * batch axis, and the model fingerprint so the snapshot is never loaded into another model).
  * With --coverage it also holds each stream's live state ("live", or "live_streams" by key): the
@@ -97,9 +98,9 @@ function parseCoverage(text) {
 
 function parseSeason(text) {
   const m = /^[0-9]+$/.test(text) ? Number(text) : NaN;
-  if (!(Number.isSafeInteger(m) && m >= 1)) {
-    throw new UsageError(`--season is ${JSON.stringify(text)}; expected an integer >= 1, the ` +
-      'seasonal period in points (e.g. 24 for hourly data with a daily cycle)');
+  if (!Number.isSafeInteger(m)) {
+    throw new UsageError(`--season is ${JSON.stringify(text)}; expected a whole number of points, ` +
+      'the seasonal period (e.g. 24 for hourly data with a daily cycle; 0: none)');
   }
   return m;
 }
@@ -365,9 +366,22 @@ function liveOpener(contract, args, sidecar) {
       'integer >= 1 (--coverage needs it: predictions are scored horizon points later)');
   }
   const initial = initialHalfWidths(contract, args.coverage, sidecar);
-  return () => new LiveStream(contract.features, contract.targets, {
-    horizon: contract.horizon, season: args.season, coverage: args.coverage, initial,
+  const season = seasonOf(contract, args.season);
+  const open = () => new LiveStream(contract.features, contract.targets, {
+    horizon: contract.horizon, season, coverage: args.coverage, initial,
   });
+  open.season = season;
+  return open;
+}
+
+/** --season M; without it the season the model was trained with (metrics.season), if any;
+ * 0: none (null). As rnnstream.runtime.live.open_live. */
+function seasonOf(contract, given) {
+  if (given === null) {
+    const stored = isObject(contract.metrics) ? contract.metrics.season : undefined;
+    return Number.isSafeInteger(stored) && stored >= 1 ? stored : null;
+  }
+  return given === 0 ? null : given;
 }
 
 /** The validation half-width per target at `coverage` from the sidecar's metrics.calibration,
@@ -384,19 +398,29 @@ function calibrationTable(metrics, targets, sidecar) {
   const levels = isObject(cal) ? cal.levels : undefined;
   const steps = isObject(cal) ? cal.half_widths : undefined;
   const isNum = (v) => typeof v === 'number';
-  let ok = Array.isArray(levels) && levels.length > 0 &&
-    levels.every((v, i) => isNum(v) && v > 0 && v < 1 && (i === 0 || levels[i - 1] <= v)) &&
-    isObject(steps) && Object.keys(steps).every((k) => targets.includes(k)) &&
-    targets.every((t) => Object.hasOwn(steps, t));
-  if (ok) {
-    ok = Object.values(steps).every((rows) => Array.isArray(rows) && rows.length > 0 &&
-      rows.every((r) => Array.isArray(r) && r.length === levels.length &&
-        r.every((v) => v === null || (isNum(v) && Number.isFinite(v) && v >= 0))));
+  let problem = '';
+  if (!(Array.isArray(levels) && levels.length > 0 &&
+      levels.every((v, i) => isNum(v) && v > 0 && v < 1 && (i === 0 || levels[i - 1] <= v)))) {
+    problem = `'levels' is ${JSON.stringify(levels)}; expected increasing coverages in (0, 1)`;
+  } else if (!isObject(steps) || !Object.keys(steps).every((k) => targets.includes(k)) ||
+      !targets.every((t) => Object.hasOwn(steps, t))) {
+    const given = isObject(steps) ? JSON.stringify(Object.keys(steps).sort()) : JSON.stringify(steps);
+    problem = `'half_widths' has targets ${given}; the model's are ${JSON.stringify(targets)}`;
+  } else {
+    const bad = Object.keys(steps).find((name) => {
+      const rows = steps[name];
+      return !(Array.isArray(rows) && rows.length > 0 &&
+        rows.every((r) => Array.isArray(r) && r.length === levels.length &&
+          r.every((v) => v === null || (isNum(v) && Number.isFinite(v) && v >= 0))));
+    });
+    if (bad !== undefined) {
+      problem = `'half_widths' of ${JSON.stringify(bad)} is not a list of rows (one per step ` +
+        `ahead) of ${levels.length} non-negative numbers or nulls`;
+    }
   }
-  if (!ok) {
-    throw new Error(`${sidecar}: metrics 'calibration' is malformed; expected {'levels': ` +
-      "[increasing coverages], 'half_widths': {target: [[one half-width or null per level] per " +
-      "step ahead]}}; re-export the model with this release");
+  if (problem) {
+    throw new Error(`${sidecar}: metrics 'calibration' is malformed: ${problem}. It is written ` +
+      'by training; re-export the model with this release');
   }
   return { levels, half_widths: steps };
 }
@@ -581,7 +605,7 @@ async function main(argv) {
       snapshot.states = stateToJSON(streams.get('') ?? initialState(contract), contract);
     }
     if (openLive) {
-      Object.assign(snapshot, { coverage: args.coverage, season: args.season });
+      Object.assign(snapshot, { coverage: args.coverage, season: openLive.season });
       if (args.key) {
         snapshot.live_streams = {};
         for (const [key, live] of lives) snapshot.live_streams[key] = liveToJSON(live);

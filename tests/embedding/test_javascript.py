@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,20 +160,24 @@ class LiveCase:
     horizon: int
     coverage: float
     calibration: dict | None = None
+    season: int | None = None  # metrics["season"]: the default of --season
 
     @property
     def id(self) -> str:
         return (f"{self.case.cell}-T{len(self.targets)}-h{self.horizon}-c{self.coverage}"
-                + ("-calibrated" if self.calibration else ""))
+                + ("-calibrated" if self.calibration else "")
+                + (f"-trained-season{self.season}" if self.season else ""))
 
 
 LIVE_CASES = [
     # no calibration stored: infinite until 9 residuals were scored, then their largest
     LiveCase(Case("rnn", n_features=1, n_targets=1, layers=1), ("sensor_0",), 1, 0.9),
-    # validation half-widths in the contract, interpolated at 0.85 (sensor_0: 0.9 -> 0.95 null)
+    # validation half-widths in the contract, interpolated at 0.85 (sensor_0: 0.9 -> 0.95 null),
+    # and the season it was trained with (the default of --season)
     LiveCase(Case("lstm", n_features=2, n_targets=2, layers=1), ("sensor_1", "sensor_0"), 2, 0.85,
              {"levels": [0.8, 0.9, 0.95],
-              "half_widths": {"sensor_1": [[0.5, 1.25, 2.0]], "sensor_0": [[0.25, 0.75, None]]}}),
+              "half_widths": {"sensor_1": [[0.5, 1.25, 2.0]], "sensor_0": [[0.25, 0.75, None]]}},
+             season=4),
     # "extra" is not a feature: never scored, its interval stays infinite
     LiveCase(Case("gru", n_features=3, n_targets=2, layers=1, target_mode="delta",
                   target_index=(2, 0)), ("sensor_2", "extra"), 3, 0.8),
@@ -184,7 +189,9 @@ def live_model(request, tmp_path_factory) -> tuple[LiveCase, Path]:
     lc = request.param
     folder = tmp_path_factory.mktemp(f"live-{lc.id}")
     model = make_forecaster(lc.case, target_names=list(lc.targets), horizon=lc.horizon)
-    metrics = {"calibration": lc.calibration} if lc.calibration else None
+    metrics = {"calibration": lc.calibration} if lc.calibration else {}
+    if lc.season:
+        metrics["season"] = lc.season
     export(model, folder / "model.onnx", metrics=metrics)
     # the step graph: what Predictor streams, so the predictions agree bit for bit (the
     # sequence graph's kernels may differ from it in the last bit)
@@ -256,9 +263,10 @@ def test_intervals_match_python(node: str, live_model: tuple[LiveCase, Path], tm
     want, predictors = python_live_lines(sequence_of(model), points, lc.coverage, season)
     assert done.stdout.splitlines() == want
     snapshot = json.loads(dump.read_text())
-    assert (snapshot["coverage"], snapshot["season"]) == (lc.coverage, season)
-    live = predictors[None]._live
+    live = predictors[None].live
     assert live is not None
+    assert live.season == (season or lc.season)  # None: the season the model was trained with
+    assert (snapshot["coverage"], snapshot["season"]) == (lc.coverage, live.season)
     assert_live_state_equal(snapshot["live"], live.state_arrays())
     # the intervals are live: scored targets were tracked, unscored ones stay infinite
     for j, target in enumerate(lc.targets):
@@ -269,19 +277,22 @@ def test_intervals_match_python(node: str, live_model: tuple[LiveCase, Path], tm
 
 def test_keyed_intervals_match_python(node: str, live_model: tuple[LiveCase, Path],
                                       tmp_path: Path) -> None:
-    """--key --coverage: each key's lines and live state are those of its own Predictor."""
+    """--key --coverage: each key's lines and live state are those of its own Predictor
+    (--season 0: none, even where the model was trained with one)."""
     lc, model = live_model
-    season = None if lc.horizon == 1 else 2
+    season = {1: None, 2: 0, 3: 2}[lc.horizon]
     names = ["a", "b", "c"]
     keys = [names[i] for i in np.random.default_rng(7).permutation(np.repeat([0, 1, 2], 40))]
     points = series(lc.case, n=len(keys), seed=3)
     dump = tmp_path / "states.json"
-    extra = ["--season", str(season)] if season else []
+    extra = [] if season is None else ["--season", str(season)]
     done = run_js(node, model, to_csv(points, keys=keys), "--key", f"--coverage={lc.coverage}",
                   *extra, "--dump-state", str(dump))
     want, predictors = python_live_lines(sequence_of(model), points, lc.coverage, season, keys)
     assert done.stdout.splitlines() == want
-    lives = json.loads(dump.read_text())["live_streams"]
+    snapshot = json.loads(dump.read_text())
+    assert snapshot["season"] == predictors["a"].live.season == (season or None)
+    lives = snapshot["live_streams"]
     assert sorted(lives) == names
     for key in names:
         assert_live_state_equal(lives[key], predictors[key]._live.state_arrays())
@@ -361,10 +372,10 @@ process.stdout.write(JSON.stringify({ lines, state: liveToJSON(live), defaults: 
         (["--coverage", "1"], r'--coverage is "1"; expected a number strictly between 0 and 1'),
         (["--coverage", "x"], r'--coverage is "x"; expected a number strictly between 0 and 1'),
         (["--coverage"], r"--coverage needs a value"),
-        (["--coverage", "0.9", "--season", "0"], r'--season is "0"; expected an integer >= 1'),
+        (["--coverage", "0.9", "--season", "-1"], r'--season is "-1"; expected a whole number'),
         (["--season", "4"], r"--season needs --coverage"),
     ],
-    ids=["zero", "one", "word", "missing", "season-zero", "season-alone"],
+    ids=["zero", "one", "word", "missing", "season-negative", "season-alone"],
 )
 def test_bad_live_options_are_usage_errors(node: str, rnn_model: Path, args: list[str],
                                            message: str) -> None:
@@ -384,6 +395,25 @@ def test_malformed_calibration_is_refused(node: str, rnn_model: Path, tmp_path: 
     Path(f"{model}.json").write_text(json.dumps(sidecar))
     done = run_js(node, model, "1\n", "--coverage", "0.9", check=False)
     assert done.returncode == 1
-    assert re.search(r"model\.onnx\.json: metrics 'calibration' is malformed; expected .* "
-                     r"re-export the model", done.stderr), done.stderr
+    assert re.search(r"model\.onnx\.json: metrics 'calibration' is malformed: 'half_widths' "
+                     r'has targets \["other"\]; the model\'s are \["sensor_0_next"\]\. .*re-export',
+                     done.stderr), done.stderr
     assert run_js(node, model, "1\n2\n").stdout.count("\n") == 2  # without --coverage: unread
+
+
+def test_keyed_lines_equal_rnnstream_stream(node: str, live_model: tuple[LiveCase, Path]) -> None:
+    """`stream.js --key --coverage C` prints exactly what `rnnstream stream --key key
+    --coverage C` prints (StreamPool's many-stream LiveScores behind it), header row and all."""
+    lc, model = live_model
+    keys = [["a", "b"][i] for i in np.random.default_rng(5).integers(0, 2, 60)]
+    points = series(lc.case, n=len(keys), seed=4)
+    features = [f"sensor_{i}" for i in range(lc.case.n_features)]
+    text = to_csv(points, keys=keys, header=["key", *features])
+    js = run_js(node, model, text, "--key", "--coverage", str(lc.coverage))
+    cli = subprocess.run([sys.executable, "-m", "rnnstream.cli.main", "stream",
+                          str(sequence_of(model)), "--key", "key", "--coverage", str(lc.coverage)],
+                         input=text, capture_output=True, text=True, timeout=NODE_TIMEOUT_S,
+                         check=False)
+    assert cli.returncode == 0, cli.stderr
+    assert js.stdout == cli.stdout
+    assert len(js.stdout.splitlines()) == len(keys)
