@@ -551,6 +551,11 @@ class PointParser {
       throw new Error(`line ${lineNo}: feature ${this.features[bad]} is ` +
         `${JSON.stringify(values[bad] ?? '')}, not a finite number`);
     }
+    const huge = values.findIndex((f) => !Number.isFinite(Math.fround(Number(f))));
+    if (huge >= 0) { // the model reads float32: this would be fed as infinity
+      throw new Error(`line ${lineNo}: feature ${this.features[huge]} is ${values[huge]}, beyond ` +
+        'the float32 range (+-3.40282e+38) of the model input');
+    }
     return { key, values: values.map(Number) };
   }
 }

@@ -120,8 +120,9 @@ def test_header_maps_columns_by_name(node: str, exported: tuple[Case, Path]) -> 
         ("1,2,3,4,5\n", r"line 1: expected 1 values \(sensor_0\), got 5"),
         ("nope\n", r"line 1: header \[nope\] lacks the features \[sensor_0\]"),
         ("sensor_0\n1\n\nnan\n", r'line 4: feature sensor_0 is "nan", not a finite number'),
+        ("1\n-1e39\n", r"line 2: feature sensor_0 is -1e39, beyond the float32 range"),
     ],
-    ids=["too-many-values", "bad-header", "nan"],
+    ids=["too-many-values", "bad-header", "nan", "beyond-float32"],
 )
 def test_bad_input_says_which_line(node: str, rnn_model: Path, text: str, message: str) -> None:
     done = run_js(node, rnn_model, text, check=False)
