@@ -299,6 +299,10 @@ def run(args: argparse.Namespace) -> int:
     from rnnstream.runtime import Predictor, RnnStreamError, StreamPool
 
     target: Predictor | StreamPool
+    if args.season is not None and not args.coverage:
+        print("rnnstream stream: error: --season is for the live scores: give --coverage too "
+              "(e.g. --coverage 0.9 --season 24)", file=sys.stderr)
+        return 2
     live = {"coverage": args.coverage, "season": args.season} if args.coverage else {}
     try:
         if args.key is not None:
