@@ -356,3 +356,30 @@ def test_bad_input_raises_input_error_and_changes_nothing():
 def test_bad_settings(option, value, match):
     with pytest.raises(InputError, match=match):
         LiveScores(1, ["a"], ["a", "b"], **{option: value})
+
+
+def test_a_loaded_infinite_width_keeps_to_the_masked_path():
+    """A state saved while its intervals were still infinite, resumed where they start finite:
+    the pool's numbers still equal one stream's (it switches to the warm-up start)."""
+    early = LiveScores(1, ["y"], ["y"], initial_quantiles=[np.inf])
+    early.update([[0.0]], [[0.0]])
+    saved = early.state_arrays()
+    pool = LiveScores(1, ["y"], ["y"], initial_quantiles=[0.5])
+    one = LiveStream(["y"], ["y"], initial_quantiles=[0.5])
+    pool.load_arrays(saved)
+    one.load_arrays(saved)
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        v = float(rng.normal())
+        pool.update([[v]], [[0.0]])
+        one.update([v], [0.0])
+    assert _equal(pool.state_arrays(), one.state_arrays())
+    assert np.isfinite(pool.half_width()).all()
+
+
+def test_negative_zero_and_huge_values():
+    live = LiveScores(1, ["y"], ["y"], initial_quantiles=[-0.0])
+    assert np.signbit(live.half_width()).tolist() == [[False]]
+    with pytest.raises(InputError, match="beyond"):
+        live.update([[1e120]], [[0.0]])
+    live.update(np.zeros((0, 1)), np.zeros((0, 1)), rows=[])  # no rows: nothing to do
