@@ -26,9 +26,11 @@ def spark():
     session.stop()
 
 
-def _export(folder: Path, seed: int, cell: str = "lstm", delta: bool = False) -> Path:
+def _export(folder: Path, seed: int, cell: str = "lstm", delta: bool = False,
+            horizon: int = 1, targets: list[str] | None = None) -> Path:
     """A 2-layer forecaster (LSTM: h and c states), 2 features, 2 targets, exported by
-    export_model; ``delta``: fed changes and predicting changes (a `last` state too)."""
+    export_model; ``delta``: fed changes and predicting changes (a `last` state too);
+    ``targets``: their names (default ``<feature>_next``)."""
     import torch
 
     from rnnstream.export import export_model
@@ -39,7 +41,8 @@ def _export(folder: Path, seed: int, cell: str = "lstm", delta: bool = False) ->
     config = ForecasterConfig(cell=cell, n_features=2, n_targets=2, hidden=8, layers=2,
                               feature_names=list(FEATURES), input_mode=mode, target_mode=mode,
                               target_index=[0, 1] if delta else [],
-                              target_names=[f"{f}_next" for f in FEATURES])
+                              target_names=targets or [f"{f}_next" for f in FEATURES],
+                              horizon=horizon)
     model = Forecaster(config).eval()
     if delta:
         model.set_normalization(np.zeros(2), np.array([0.5, 0.6]), np.zeros(2),
@@ -48,7 +51,7 @@ def _export(folder: Path, seed: int, cell: str = "lstm", delta: bool = False) ->
     else:
         model.set_normalization(np.array([14.0, 16.0]), np.array([2.0, 2.5]),
                                 np.array([14.0, 16.0]), np.array([2.0, 2.5]))
-    path = folder / f"model-{cell}-{mode}-{seed}.onnx"
+    path = folder / f"model-{cell}-{mode}-{seed}-h{horizon}.onnx"
     export_model(model, path)
     return path
 
@@ -68,3 +71,10 @@ def delta_model(tmp_path_factory) -> Path:
 def other_model(tmp_path_factory) -> Path:
     """Same architecture, other weights: a different fingerprint."""
     return _export(tmp_path_factory.mktemp("spark-model"), seed=1)
+
+
+@pytest.fixture(scope="session")
+def live_model(tmp_path_factory) -> Path:
+    """Predicts its own features 2 steps ahead: the live scores can score every target."""
+    return _export(tmp_path_factory.mktemp("spark-model"), seed=5, horizon=2,
+                   targets=list(FEATURES))

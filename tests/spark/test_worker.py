@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import numpy as np
@@ -13,7 +14,7 @@ from ._support import FEATURES, KEY, ORDER, keyed_rows, pool_predictions, requir
 require_toolchain()
 
 from rnnstream.runtime import ModelLoadError, Predictor, StateError  # noqa: E402
-from rnnstream.spark import STATE_COLUMNS, KeyStep, worker_model  # noqa: E402
+from rnnstream.spark import STATE_COLUMNS, KeyStep, live_columns, worker_model  # noqa: E402
 
 
 class FakeState:
@@ -77,3 +78,81 @@ def test_truncated_stored_state_is_refused(model):
     stored = (step.fingerprint, 3, 0, *(blobs.get(n) for n in STATE_COLUMNS))
     with pytest.raises(StateError, match=r"key 'k0': stored state 'h' has 12 bytes; expected 64"):
         next(step(("k0",), iter([keyed_rows(keys=1, per_key=2)]), FakeState(stored)))
+
+
+# -- live scores (coverage=...) -------------------------------------------------------------------
+COVERAGE, SEASON = 0.8, 3
+
+
+def live_step(model, **live) -> KeyStep:
+    from rnnstream.spark import live_spec
+
+    p = Predictor(model)
+    spec = live_spec(p.contract, live.pop("coverage", COVERAGE), live.pop("season", SEASON),
+                     live, str(model))
+    return KeyStep(str(model), p.fingerprint, KEY, ORDER, tuple(FEATURES), (),
+                   tuple(f"pred_{t}" for t in p.targets), "drop", None, "", spec)
+
+
+def live_reference(model, chunks: list[pd.DataFrame]) -> tuple[list[pd.DataFrame], Predictor]:
+    """Predictor(coverage=...) fed each chunk with prime (the sequence call KeyStep makes):
+    per chunk its predictions, and its interval and live accuracy after the chunk's last row."""
+    p = Predictor(model, coverage=COVERAGE, season=SEASON)
+    out = []
+    for chunk in chunks:
+        ordered = chunk.sort_values(ORDER)
+        y = p.prime(ordered[FEATURES].to_numpy(np.float32))
+        lower, upper = p.interval()
+        acc = p.accuracy()
+        share, _ = p.realised_coverage()
+        last = {"lower": lower, "upper": upper, "mae": acc["model"]["mae"],
+                "recent_mae": acc["model"]["recent_mae"],
+                "persistence_mae": acc["persistence"]["mae"],
+                "seasonal_mae": acc["seasonal"]["mae"], "realised_coverage": share}
+        frame = ordered[[KEY, ORDER]].reset_index(drop=True)
+        for j, t in enumerate(p.targets):
+            frame[f"pred_{t}"] = y[:, j]
+            for kind, values in last.items():
+                frame[f"{kind}_{t}"] = np.nan
+                frame.loc[len(frame) - 1, f"{kind}_{t}"] = values[j]
+        out.append(frame)
+    return out, p
+
+
+def stored_live(state_value: tuple, step: KeyStep) -> dict[str, np.ndarray]:
+    from rnnstream.spark import _decode_live
+
+    return _decode_live(state_value[-1], step.live, "k0")
+
+
+def snapshot_live(p: Predictor, tmp_path) -> dict[str, np.ndarray]:
+    path = tmp_path / "reference.npz"
+    p.save_state(path)
+    with np.load(path) as saved:
+        return {k[len("live."):]: saved[k] for k in saved.files if k.startswith("live.")}
+
+
+def test_live_scores_equal_predictor_with_coverage_bit_for_bit(live_model, tmp_path):
+    """Chunks of 1 to 9 rows through KeyStep, the live arrays stored as bytes between them:
+    predictions, and at every chunk's end the interval, accuracy and live arrays, bit-equal
+    to Predictor(coverage=...) fed the same chunks."""
+    rows = keyed_rows(keys=1, per_key=30)
+    cuts = [0, 1, 2, 3, 4, 7, 8, 17, 18, 26, 30]
+    chunks = [rows[a:b] for a, b in itertools.pairwise(cuts)]
+    step, state = live_step(live_model), FakeState()
+    got = [next(step(("k0",), iter([c.iloc[::-1]]), state)) for c in chunks]
+    want, reference = live_reference(live_model, chunks)
+    for g, w in zip(got, want, strict=True):
+        assert list(g.columns) == [KEY, ORDER, *(f"pred_{t}" for t in FEATURES),
+                                   *live_columns(FEATURES, SEASON), "error"]
+        for col in w.columns[2:]:
+            values, expected = g[col].to_numpy(), w[col].to_numpy()
+            at = ~np.isnan(expected) if not col.startswith("pred_") else slice(None)
+            np.testing.assert_array_equal(values[at], expected[at], err_msg=col)
+    assert np.isfinite(got[-1].filter(regex="^(lower|upper|mae|realised)_")).all().all()
+    stored, expected = stored_live(state.value, step), snapshot_live(reference, tmp_path)
+    assert sorted(stored) == sorted(expected)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(stored[name], value, err_msg=name)
+        assert stored[name].dtype == value.dtype
+
