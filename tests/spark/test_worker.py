@@ -9,12 +9,29 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ._support import FEATURES, KEY, ORDER, keyed_rows, pool_predictions, require_toolchain
+from ._support import (
+    FEATURES,
+    KEY,
+    ORDER,
+    assert_live_equal,
+    keyed_rows,
+    live_reference,
+    pool_predictions,
+    require_toolchain,
+)
 
 require_toolchain()
 
-from rnnstream.runtime import ModelLoadError, Predictor, StateError  # noqa: E402
-from rnnstream.spark import STATE_COLUMNS, KeyStep, live_columns, worker_model  # noqa: E402
+from rnnstream.runtime import InputError, ModelLoadError, Predictor, StateError  # noqa: E402
+from rnnstream.runtime.live import STATE_ARRAYS  # noqa: E402
+from rnnstream.spark import (  # noqa: E402
+    STATE_COLUMNS,
+    KeyStep,
+    _decode_live,
+    live_columns,
+    live_spec,
+    worker_model,
+)
 
 
 class FakeState:
@@ -81,55 +98,42 @@ def test_truncated_stored_state_is_refused(model):
 
 
 # -- live scores (coverage=...) -------------------------------------------------------------------
-COVERAGE, SEASON = 0.8, 3
+LIVE = {"coverage": 0.8, "season": 3}
 
 
 def live_step(model, **live) -> KeyStep:
-    from rnnstream.spark import live_spec
-
     p = Predictor(model)
-    spec = live_spec(p.contract, live.pop("coverage", COVERAGE), live.pop("season", SEASON),
-                     live, str(model))
+    settings = {**LIVE, **live}
+    spec = live_spec(p.contract, settings.pop("coverage"), settings.pop("season"), settings,
+                     str(model))
     return KeyStep(str(model), p.fingerprint, KEY, ORDER, tuple(FEATURES), (),
                    tuple(f"pred_{t}" for t in p.targets), "drop", None, "", spec)
 
 
-def live_reference(model, chunks: list[pd.DataFrame]) -> tuple[list[pd.DataFrame], Predictor]:
-    """Predictor(coverage=...) fed each chunk with prime (the sequence call KeyStep makes):
-    per chunk its predictions, and its interval and live accuracy after the chunk's last row."""
-    p = Predictor(model, coverage=COVERAGE, season=SEASON)
-    out = []
-    for chunk in chunks:
-        ordered = chunk.sort_values(ORDER)
-        y = p.prime(ordered[FEATURES].to_numpy(np.float32))
-        lower, upper = p.interval()
-        acc = p.accuracy()
-        share, _ = p.realised_coverage()
-        last = {"lower": lower, "upper": upper, "mae": acc["model"]["mae"],
-                "recent_mae": acc["model"]["recent_mae"],
-                "persistence_mae": acc["persistence"]["mae"],
-                "seasonal_mae": acc["seasonal"]["mae"], "realised_coverage": share}
-        frame = ordered[[KEY, ORDER]].reset_index(drop=True)
-        for j, t in enumerate(p.targets):
-            frame[f"pred_{t}"] = y[:, j]
-            for kind, values in last.items():
-                frame[f"{kind}_{t}"] = np.nan
-                frame.loc[len(frame) - 1, f"{kind}_{t}"] = values[j]
-        out.append(frame)
-    return out, p
-
-
-def stored_live(state_value: tuple, step: KeyStep) -> dict[str, np.ndarray]:
-    from rnnstream.spark import _decode_live
-
-    return _decode_live(state_value[-1], step.live, "k0")
+def run_chunks(step: KeyStep, chunks: list[pd.DataFrame],
+               state: FakeState | None = None) -> tuple[pd.DataFrame, FakeState]:
+    """Each chunk as one micro-batch of key k0 (its rows reversed: KeyStep sorts them)."""
+    state = state or FakeState()
+    out = [next(step(("k0",), iter([c.iloc[::-1]]), state)) for c in chunks]
+    return pd.concat(out, ignore_index=True), state
 
 
 def snapshot_live(p: Predictor, tmp_path) -> dict[str, np.ndarray]:
+    """A Predictor's live arrays, read from its save_state snapshot (live.<name>)."""
     path = tmp_path / "reference.npz"
     p.save_state(path)
     with np.load(path) as saved:
         return {k[len("live."):]: saved[k] for k in saved.files if k.startswith("live.")}
+
+
+def assert_stored_live_equals(state: FakeState, step: KeyStep, p: Predictor, tmp_path) -> None:
+    assert step.live is not None
+    stored = _decode_live(state.value[-1], step.live, "k0")
+    expected = snapshot_live(p, tmp_path)
+    assert list(stored) == list(STATE_ARRAYS) == sorted(expected, key=STATE_ARRAYS.index)
+    for name, value in expected.items():
+        assert stored[name].dtype == value.dtype, name
+        np.testing.assert_array_equal(stored[name], value, err_msg=name)
 
 
 def test_live_scores_equal_predictor_with_coverage_bit_for_bit(live_model, tmp_path):
@@ -137,22 +141,106 @@ def test_live_scores_equal_predictor_with_coverage_bit_for_bit(live_model, tmp_p
     predictions, and at every chunk's end the interval, accuracy and live arrays, bit-equal
     to Predictor(coverage=...) fed the same chunks."""
     rows = keyed_rows(keys=1, per_key=30)
-    cuts = [0, 1, 2, 3, 4, 7, 8, 17, 18, 26, 30]
-    chunks = [rows[a:b] for a, b in itertools.pairwise(cuts)]
-    step, state = live_step(live_model), FakeState()
-    got = [next(step(("k0",), iter([c.iloc[::-1]]), state)) for c in chunks]
-    want, reference = live_reference(live_model, chunks)
-    for g, w in zip(got, want, strict=True):
-        assert list(g.columns) == [KEY, ORDER, *(f"pred_{t}" for t in FEATURES),
-                                   *live_columns(FEATURES, SEASON), "error"]
-        for col in w.columns[2:]:
-            values, expected = g[col].to_numpy(), w[col].to_numpy()
-            at = ~np.isnan(expected) if not col.startswith("pred_") else slice(None)
-            np.testing.assert_array_equal(values[at], expected[at], err_msg=col)
-    assert np.isfinite(got[-1].filter(regex="^(lower|upper|mae|realised)_")).all().all()
-    stored, expected = stored_live(state.value, step), snapshot_live(reference, tmp_path)
-    assert sorted(stored) == sorted(expected)
-    for name, value in expected.items():
-        np.testing.assert_array_equal(stored[name], value, err_msg=name)
-        assert stored[name].dtype == value.dtype
+    chunks = [rows[a:b] for a, b in itertools.pairwise([0, 1, 2, 3, 4, 7, 8, 17, 18, 26, 30])]
+    step = live_step(live_model)
+    got, state = run_chunks(step, chunks)
+    want, predictors = live_reference(live_model, chunks, **LIVE)
+    assert list(got.columns) == [KEY, ORDER, *(f"pred_{t}" for t in FEATURES),
+                                 *live_columns(FEATURES, LIVE["season"]), "error"]
+    assert_live_equal(got, want)
+    last = got.iloc[-1].filter(regex="^(lower|upper|mae|persistence|realised)_")
+    assert np.isfinite(last.to_numpy(float)).all()  # scored, bounded, some coverage
+    fingerprint, steps, bad, *_ = state.value
+    assert fingerprint == f"{step.fingerprint} {step.live.tag}"
+    assert step.live.tag == "live coverage=0.8 season=3 lr=0.1 half_life=100.0"
+    assert (steps, bad) == (30, 0)
+    assert_stored_live_equals(state, step, predictors["k0"], tmp_path)
 
+
+def test_bad_rows_leave_the_live_scores_alone(live_model, tmp_path):
+    rows = keyed_rows(keys=1, per_key=20)
+    bad = rows.copy()
+    bad.loc[[5, 6, 13], FEATURES[0]] = np.nan
+    chunks = [bad[:9], bad[9:20]]
+    step = live_step(live_model)
+    got, state = run_chunks(step, chunks)
+    assert got["error"].notna().sum() == 3
+    assert got[got["error"].notna()].filter(regex="^(pred|lower|mae)_").isna().all().all()
+    good = [c.dropna() for c in chunks]
+    want, predictors = live_reference(live_model, good, **LIVE)
+    assert_live_equal(got[got["error"].isna()].drop(columns="error"), want)
+    assert_stored_live_equals(state, step, predictors["k0"], tmp_path)
+
+
+def test_nan_prediction_starts_the_live_scores_afresh(live_model, monkeypatch):
+    """As Predictor does: a NaN prediction cannot be scored or bounded; the scores restart."""
+    import rnnstream.spark as spark_module
+
+    real = worker_model(str(live_model), Predictor(live_model).fingerprint)
+
+    class NanAt(int):
+        def run_sequence(self, x, state):
+            y, after = real.run_sequence(x, state)
+            y = y.copy()
+            y[int(self), 1] = np.nan
+            return y, after
+
+        contract = real.contract
+
+    rows = keyed_rows(keys=1, per_key=20)
+    monkeypatch.setattr(spark_module, "worker_model", lambda path, fingerprint: NanAt(7))
+    step = live_step(live_model)
+    got, state = run_chunks(step, [rows])
+    assert np.isnan(got.loc[7, "pred_sensor_1"])
+    assert got.loc[7].filter(regex="^(lower|upper|mae)_").isna().all()
+    assert step.live is not None
+    # the scores after row 7 are those of a stream that began at row 8, same predictions
+    born = step.live.open(real.contract, str(live_model))
+    x, y = rows[FEATURES].to_numpy(np.float32), got.filter(like="pred_").to_numpy()
+    for i in range(8, len(rows)):
+        born.update(x[i].tolist(), y[i].tolist())
+    stored = _decode_live(state.value[-1], step.live, "k0")
+    assert stored["seen"].tolist() == [len(rows) - 8]
+    for name, value in born.state_arrays().items():
+        np.testing.assert_array_equal(stored[name], value, err_msg=name)
+
+
+def test_live_state_of_other_settings_is_refused(live_model):
+    rows = keyed_rows(keys=1, per_key=6)
+    _, state = run_chunks(live_step(live_model), [rows[:3]])
+    before = state.value
+    with pytest.raises(StateError, match=r"key 'k0': the live scores in Spark's state store were "
+                       r"kept with other settings \(stored: live coverage=0.8 season=3 .*; this "
+                       r"query: live coverage=0.9 season=3"):
+        run_chunks(live_step(live_model, coverage=0.9), [rows[3:]], state)
+    with pytest.raises(StateError, match=r"stored: live coverage=0.8.*; this query: none"):
+        run_chunks(key_step(live_model), [rows[3:]], state)
+    assert state.value is before  # nothing written
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda blob: blob[:-8], r"stored live state has \d+ bytes; expected \d+ \(seen int64\[\]"),
+    (lambda blob: None, r"stored live state has 0 bytes"),
+    (lambda blob: blob[:-8] + np.float64(np.nan).tobytes(),  # the last array: cover
+     r"key 'k0': stored live state: live state 'cover' contains NaN"),
+])
+def test_damaged_live_state_is_refused(live_model, damage, message):
+    rows = keyed_rows(keys=1, per_key=6)
+    _, state = run_chunks(live_step(live_model), [rows[:3]])
+    *head, blob = state.value
+    state.value = (*head, damage(blob))
+    with pytest.raises(StateError, match=message):
+        run_chunks(live_step(live_model), [rows[3:]], state)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"season": 24}, r"season=24 and live_options=None set up the live scores, which are off"),
+    ({"live_options": {"lr": 0.2}}, r"pass coverage="),
+    ({"coverage": 1.5}, r"coverage is 1.5; expected a number strictly between 0 and 1"),
+    ({"coverage": 0.9, "live_options": {"window": 10}}, r"live_options \['window'\] unknown"),
+])
+def test_live_settings_are_checked_before_any_query(live_model, settings, message):
+    p = Predictor(live_model)
+    with pytest.raises(InputError, match=message):
+        live_spec(p.contract, settings.get("coverage"), settings.get("season"),
+                  settings.get("live_options"), str(live_model))
