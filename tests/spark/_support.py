@@ -216,3 +216,11 @@ def assert_live_equal(got: pd.DataFrame, want: pd.DataFrame) -> None:
         rows = slice(None) if col.startswith("pred_") else end
         np.testing.assert_array_equal(got[col].to_numpy(float)[rows],
                                       want[col].to_numpy(float)[rows], err_msg=col)
+
+
+def snapshot_live(p, folder: Path) -> dict[str, np.ndarray]:
+    """A Predictor's live arrays, read from its save_state snapshot (``live.<name>``)."""
+    path = folder / "reference.npz"
+    p.save_state(path)
+    with np.load(path) as saved:
+        return {k[len("live."):]: saved[k] for k in saved.files if k.startswith("live.")}

@@ -18,6 +18,7 @@ from ._support import (
     live_reference,
     pool_predictions,
     require_toolchain,
+    snapshot_live,
 )
 
 require_toolchain()
@@ -116,14 +117,6 @@ def run_chunks(step: KeyStep, chunks: list[pd.DataFrame],
     state = state or FakeState()
     out = [next(step(("k0",), iter([c.iloc[::-1]]), state)) for c in chunks]
     return pd.concat(out, ignore_index=True), state
-
-
-def snapshot_live(p: Predictor, tmp_path) -> dict[str, np.ndarray]:
-    """A Predictor's live arrays, read from its save_state snapshot (live.<name>)."""
-    path = tmp_path / "reference.npz"
-    p.save_state(path)
-    with np.load(path) as saved:
-        return {k[len("live."):]: saved[k] for k in saved.files if k.startswith("live.")}
 
 
 def assert_stored_live_equals(state: FakeState, step: KeyStep, p: Predictor, tmp_path) -> None:
