@@ -22,19 +22,47 @@ user set them; see :func:`loopback_builder` and ``docs/spark.md``.
 
 State kept per key in Spark's state store (:data:`STATE_SCHEMA`, the same for every model, so
 that a checkpoint reused with another model reaches the fingerprint check below rather than a
-Spark schema error)::
+Spark schema error; with ``coverage=...``, :data:`LIVE_STATE_SCHEMA`: one more column)::
 
-    fingerprint  string   the model that wrote the state; any other model refuses it
+    fingerprint  string   the model that wrote the state; any other model refuses it. With
+                          coverage=..., followed by the live settings the `live` column depends
+                          on: "sha256:... live coverage=0.9 season=24 lr=0.1 half_life=100.0";
+                          other settings refuse it too
     steps        bigint   rows pushed through the model for this key so far
     bad_rows     bigint   rows refused for this key so far (on_bad_row="drop")
     h            binary   float32 little-endian, row-major [layers, hidden]
     c            binary   same layout; LSTM only, null for rnn/gru
     last         binary   float32 [F + 1]: the last point and its seen flag; only for models
                           fed changes (input_mode "delta"), null otherwise
+    live         binary   only with coverage=...: the key's live scores, each array of
+                          rnnstream.runtime.live.STATE_ARRAYS in that order without the stream
+                          axis, row-major, little-endian: seen int64; pending float64
+                          [horizon, 3, T]; pending_width [horizon, T]; history [season or 0,
+                          T]; acc [6, 3, T]; q [T]; peak [T]; cover [2, T] (float64)
 
 One binary column per state name the one spec knows (:data:`STATE_COLUMNS`), filled by name.
 The ``last`` column is new in release 0.2: a Spark checkpoint written by 0.1 has a state schema
 without it, and Spark refuses to resume it; start such queries from a new checkpoint location.
+Likewise a checkpoint written without ``coverage`` cannot be resumed with it, nor the other way
+round: Spark refuses the other state schema (``STATE_STORE_VALUE_SCHEMA_NOT_COMPATIBLE``).
+
+Live scores, ``coverage=...`` (off by default): each key also keeps what
+:class:`~rnnstream.runtime.Predictor` ``(coverage=...)`` keeps for one stream
+(:mod:`rnnstream.runtime.live`). After a key's rows went through the model in one sequence call,
+they go one by one through the key's :class:`~rnnstream.runtime.LiveStream` (microseconds
+each): each prediction is scored against the value observed ``horizon`` rows later, and gets an
+interval at ``coverage``, calibrated online on the key's own errors. Output columns, one per
+target and kind (:func:`live_columns`): ``lower_<target>``, ``upper_<target>`` (the interval
+around this row's prediction), ``mae_<target>`` and ``recent_mae_<target>`` (the model's, over
+all scored rows and exponentially weighted), ``persistence_mae_<target>``,
+``seasonal_mae_<target>`` (with ``season`` only), ``realised_coverage_<target>`` (the share of
+scored intervals that held the value); all after this row. Null where nothing was scored yet;
++-inf bounds until the interval is calibrated (a model without validation quantiles) and always
+for a target that is not a feature (it is never observed, so never scored). A dropped bad row
+gets nulls and leaves the scores alone; a NaN or infinite prediction starts the key's scores
+afresh, as in Predictor. The scores live in the key's state row with its recurrent state, so
+checkpoints, replays and restarts carry them exactly: a restarted query emits the same bounds
+and metrics as an uninterrupted one. ``initial_quantiles`` only seeds keys not seen yet.
 
 (Binary rather than ``array<float>``: pyspark 4.3's worker cannot parse a state schema holding an
 array -- ``KeyError: 'elementType'`` in ``ArrayType.fromJson`` -- and bytes are exact and small.)
@@ -329,15 +357,8 @@ def live_spec(contract: ModelContract, coverage: float | None, season: int | Non
                     tuple(live_columns(contract.targets, live.season)))
 
 
-def _encode_live(arrays: Mapping[str, np.ndarray], spec: LiveSpec) -> bytes:
-    """One stream's live arrays as the ``live`` state column keeps them: each array of
-    STATE_ARRAYS in order, little-endian, row-major, without the stream axis."""
-    return b"".join(np.ascontiguousarray(arrays[name][0], code).tobytes()
-                    for name, _, code in spec.layout)
-
-
 def _decode_live(blob: bytes | None, spec: LiveSpec, key: Any) -> dict[str, np.ndarray]:
-    """The arrays of a ``live`` state column (one stream); its values are checked by
+    """The arrays of a ``live`` state column (one stream); their values are checked by
     LiveStream.load_arrays."""
     if blob is None or len(blob) != spec.size:
         raise StateError(f"key {_plain(key)!r}: stored live state has "
@@ -346,34 +367,58 @@ def _decode_live(blob: bytes | None, spec: LiveSpec, key: Any) -> dict[str, np.n
     arrays, offset = {}, 0
     for name, shape, code in spec.layout:
         dtype, count = np.dtype(code), math.prod(shape)
-        flat = (np.frombuffer(blob, dtype, count, offset) if count
-                else np.zeros(0, dtype))
+        flat = np.frombuffer(blob, dtype, count, offset) if count else np.zeros(0, dtype)
         arrays[name] = flat.reshape((1, *shape)).astype(dtype.newbyteorder("="))
         offset += count * dtype.itemsize
     return arrays
 
 
-def _live_rows(live: LiveStream, x: np.ndarray, y: np.ndarray, good: np.ndarray,
-               season: int | None) -> np.ndarray:
-    """Feed the good rows to ``live`` one by one (as Predictor(coverage=...) does); return
-    the live columns per row (NaN for the bad rows)."""
-    out = np.full((len(x), len(live_columns(live.targets, season))), np.nan)
-    xs, ys = x.tolist(), y.tolist()
-    for i in np.flatnonzero(good).tolist():
-        yi = ys[i]
-        if all(v - v == 0.0 for v in yi):
-            live.update(xs[i], yi)
-        else:  # NaN/inf predicted: not scorable or boundable, start afresh (as Predictor)
-            live.reset()
-        lower, upper = live.interval()
-        scores = live.scores()
-        mae = scores["mae"][0]
-        parts = [lower, upper, mae[_MODEL], scores["recent_mae"][0, _MODEL], mae[_PERSISTENCE]]
-        if season is not None:
-            parts.append(mae[_SEASONAL])
-        parts.append(live.coverage_so_far()[0][0])
-        out[i] = np.concatenate(parts, axis=None)
-    return out
+@dataclass
+class KeyLive:
+    """One key's live scores during one micro-batch."""
+
+    spec: LiveSpec
+    stream: LiveStream
+
+    @classmethod
+    def restore(cls, spec: LiveSpec, contract: ModelContract, source: str, key: Any,
+                stored: bool, blob: bytes | None) -> KeyLive:
+        """Fresh for a new key, else from its ``live`` state column (StateError: a misfit)."""
+        stream = spec.open(contract, source)
+        if stored:
+            stream.load_arrays(_decode_live(blob, spec, key),
+                               f"key {_plain(key)!r}: stored live state")
+        return cls(spec, stream)
+
+    def advance(self, x: np.ndarray, y: np.ndarray, good: np.ndarray) -> np.ndarray:
+        """Feed the good rows one by one, as Predictor(coverage=...) does; return the live
+        columns of every row (NaN on the bad rows, which do not touch the scores)."""
+        live, season = self.stream, self.spec.season
+        out = np.full((len(x), len(self.spec.columns)), np.nan)
+        xs, ys = x.tolist(), y.tolist()
+        for i in np.flatnonzero(good).tolist():
+            yi = ys[i]
+            if all(v - v == 0.0 for v in yi):
+                live.update(xs[i], yi)
+            else:  # NaN/inf predicted: it cannot be scored or bounded; start afresh
+                live.reset()
+            lower, upper = live.interval()
+            scores = live.scores()
+            mae = scores["mae"][0]
+            parts = [lower, upper, mae[_MODEL], scores["recent_mae"][0, _MODEL],
+                     mae[_PERSISTENCE]]
+            if season is not None:
+                parts.append(mae[_SEASONAL])
+            parts.append(live.coverage_so_far()[0][0])
+            out[i] = np.concatenate(parts, axis=None)
+        return out
+
+    def encode(self) -> bytes:
+        """The ``live`` state column: each array of STATE_ARRAYS in order, little-endian,
+        row-major, without the stream axis."""
+        arrays = self.stream.state_arrays()
+        return b"".join(np.ascontiguousarray(arrays[name][0], code).tobytes()
+                        for name, _, code in self.spec.layout)
 
 
 def _check_columns(schema: T.StructType, key: str, order: str, features: list[str],
@@ -462,12 +507,8 @@ class KeyStep:
         if contract is None:  # predict_stream refused it; a file replaced since is refused
             raise UnsupportedError(f"{self.path}: has no rnnstream contract")  # by fingerprint
         tensors, steps, bad_count, live_blob = self._restore(key[0], stored, contract)
-        live = None
-        if self.live is not None:
-            live = self.live.open(contract, self.path)
-            if stored is not None:
-                live.load_arrays(_decode_live(live_blob, self.live, key[0]),
-                                 f"key {_plain(key[0])!r}: stored live state")
+        live = None if self.live is None else KeyLive.restore(
+            self.live, contract, self.path, key[0], stored is not None, live_blob)
         x = x64.astype(np.float32)  # too big for float32 -> inf -> a bad row
         errors = self._bad_rows(key[0], cols[self.order], x64, x)
         good = np.array([e is None for e in errors])
@@ -475,10 +516,10 @@ class KeyStep:
         if good.any():
             out, after = loaded.run_sequence(x[good], tensors)
             y[good], tensors = out, dict(after)
-        extra: tuple[Any, ...] = ()
-        if live is not None and self.live is not None:
-            y = np.hstack([y, _live_rows(live, x, y, good, self.live.season)])
-            extra = (_encode_live(live.state_arrays(), self.live),)
+        extra: tuple[bytes, ...] = ()
+        if live is not None:
+            y = np.hstack([y, live.advance(x, y, good)])
+            extra = (live.encode(),)
         state.update((self.stored_fingerprint, steps + int(good.sum()),
                       bad_count + int((~good).sum()), *_encode(tensors, contract), *extra))
         if self.timeout_ms is not None:  # never before the watermark (Spark refuses that)
