@@ -45,9 +45,14 @@ def build(cell: str, hidden: int, layers: int, folder: str) -> tuple[str, object
     from rnnstream.train.model import Forecaster, ForecasterConfig
 
     torch.manual_seed(0)
-    model = Forecaster(ForecasterConfig(cell=cell, hidden=hidden, layers=layers)).eval()
+    # the target is the feature (a forecaster of its own series), so live scores score it
+    model = Forecaster(ForecasterConfig(cell=cell, hidden=hidden, layers=layers,
+                                        feature_names=["y"], target_names=["y"])).eval()
     path = os.path.join(folder, f"{cell}_{hidden}_{layers}.onnx")
-    export_model(model, path)
+    # validation half-widths, as every trained model's contract stores them (coverage rows)
+    levels = [0.5, 0.8, 0.9, 0.95]
+    export_model(model, path, metrics={"calibration": {"levels": levels, "half_widths": {
+        t: [[0.1, 0.2, 0.3, 0.4]] for t in model.config.target_names}}})
     return path, model
 
 
@@ -100,8 +105,11 @@ def single_stream(path, model, cell, hidden, layers, iters, rows):
     t_run = p50(lambda: sess.run(None, feeds), iters)
     t_torch = p50(torch_step, iters // 4)
     t_step = p50(lambda: p.step(0.5), iters)
-    live = Predictor(path, coverage=0.9)  # live accuracy + ACI intervals on every step
+    live = Predictor(path, coverage=0.9)  # live accuracy + intervals on every step
     t_live = p50(lambda: live.step(0.5), iters)
+    t_band = p50(lambda: (live.step(0.5), live.interval()), iters)
+    t_step2 = p50(lambda: p.step(0.5), iters)  # again, interleaved: the ratios' denominator
+    t_step = min(t_step, t_step2)
     t_io2 = p50(io_step, iters)  # again: guard against drift between the two
     base = min(t_io, t_io2)
     tag = f"{cell} h{hidden} L{layers}"
@@ -110,6 +118,8 @@ def single_stream(path, model, cell, hidden, layers, iters, rows):
                  f"{t_torch / t_step:.1f}x faster than torch ({t_torch:.1f})"))
     rows.append((f"step  {tag} coverage=0.9", t_live, f"{t_live / t_step:.2f}x step without "
                  f"live scores (+{t_live - t_step:.1f} µs)", "", ""))
+    rows.append((f"step+interval() {tag}", t_band, f"{t_band / t_step:.2f}x step without "
+                 f"live scores (+{t_band - t_step:.1f} µs)", "", ""))
     graph_choice(path, states, iters, tag, rows)
 
 
@@ -201,6 +211,26 @@ def pool_bench(path, model, hidden, batches, iters, rows):
                      f"{best / t['pool']:.2f}x best baseline", f"raw run() {rate['raw'] / 1e6:.2f}",
                      f"torch {rate['torch'] / 1e6:.2f}", f"raw step graph "
                      f"{rate['step'] / 1e6:.2f} M/s", f"pool - raw {t['pool'] - t['raw']:+.1f} µs"))
+        if b > 1:
+            live_pool(path, b, keys, vals, n, rows)
+
+
+def live_pool(path, b, keys, vals, n, rows):
+    """StreamPool with coverage=0.9 against the same pool without, interleaved 5 times."""
+    from rnnstream.runtime import StreamPool
+
+    pools = {}
+    for cov in (None, 0.9):
+        pools[cov] = StreamPool(path, capacity=b, coverage=cov)
+        for k in keys:
+            pools[cov].add(k)
+    t = {cov: [] for cov in pools}
+    for _ in range(5):
+        for cov, pool in pools.items():
+            t[cov].append(p50(lambda pool=pool: pool.step_many(keys, vals), n, warmup=10))
+    off, on = (float(np.median(t[c])) for c in (None, 0.9))
+    rows.append((f"pool  B={b} coverage=0.9", on, f"{on / off:.2f}x the pool without live "
+                 f"scores (+{on - off:.1f} µs, {(on - off) / b * 1e3:.0f} ns a stream)", "", ""))
 
 
 def import_bench(rows, reps):

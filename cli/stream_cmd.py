@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+import numpy as np
+
 DESCRIPTION = """\
 Stream predictions: read one data point per line, print one prediction per line as soon as
 it is computed (flushed, so it works inside a pipe).
@@ -32,8 +34,22 @@ examples:
   rnnstream stream model.onnx --input prices.csv --state run.npz   # resumes next time
   tail -f ticks.jsonl | rnnstream stream model.onnx --key ticker --state pool.npz
 
+  rnnstream stream model.onnx --input prices.csv --coverage 0.9       # prediction,lower,upper
+
   with --key, each line carries a stream key (a CSV column or JSON field); every key is its own
   stream (new keys are added on first sight) and output lines read 'key,prediction...'.
+
+live accuracy and intervals (--coverage C):
+  each line reads 'prediction,lower,upper' (one target) or 'a,lower_a,upper_a,b,lower_b,...'
+  (the model's targets in order), after 'key,' with --key. The interval is calibrated online,
+  per stream and target, from the stream's own errors (quantile tracking, Angelopoulos, Candes
+  and Tibshirani 2023), starting from the validation quantiles stored at training: usable from
+  the first point, and about C of the values it was scored on fall inside it. Bounds are 'inf'
+  while a stream has no calibration yet. Every point is also scored against the prediction made
+  for it: the model, persistence and seasonal naive (the season the model was trained with, or
+  --season), over all time and recently. A summary goes to stderr at the end, and on SIGUSR1
+  ('kill -USR1 PID') between lines. With --state the scores and the calibration are saved and
+  resumed with the stream's state.
 """
 
 
@@ -54,6 +70,29 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "much (default: 10; 0 saves after every line)")
     p.add_argument("--key", metavar="COLUMN",
                    help="column or JSON field naming the stream of each line (many streams)")
+    p.add_argument("--coverage", type=_coverage, metavar="C",
+                   help="print a prediction interval holding about C of the values (e.g. 0.9) "
+                        "after each prediction, and score every stream live (see below)")
+    p.add_argument("--season", type=_season, metavar="N",
+                   help="with --coverage: the seasonal period for the seasonal-naive baseline "
+                        "(default: the season the model was trained with; 0: none)")
+
+
+def _coverage(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a coverage strictly between 0 and 1 "
+                                         "(e.g. 0.9)")
+    return value
+
+
+def _season(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of points (0: none)")
+    return int(text)
 
 
 class LineError(Exception):
@@ -188,6 +227,65 @@ def _format(y: Any) -> str:
     return ",".join(format(float(v), ".9g") for v in y)
 
 
+def _with_bounds(y: Any, lower: Any, upper: Any) -> str:
+    """'y,lower,upper' per target, the targets in order."""
+    ys, lo, hi = (np.atleast_1d(np.asarray(v, np.float64)).tolist() for v in (y, lower, upper))
+    return _format([v for group in zip(ys, lo, hi, strict=True) for v in group])
+
+
+def summary(target: Any) -> str:
+    """The live accuracy and coverage of every stream, per target, as a small table."""
+    from rnnstream.runtime import Predictor
+
+    if isinstance(target, Predictor):
+        acc = {f: {k: np.atleast_1d(np.asarray(v, np.float64))[None] for k, v in m.items()}
+               for f, m in target.accuracy().items()}
+        share, scored = (np.atleast_1d(np.asarray(v, np.float64))[None]
+                         for v in target.realised_coverage())
+        lo, hi = (np.atleast_1d(np.asarray(v, np.float64))[None] for v in target.interval())
+        streams = 1
+    else:
+        keys = target.keys()
+        if not keys:
+            return "live scores: no stream has seen a point yet"
+        acc = target.accuracy()
+        share, scored = target.realised_coverage()
+        lo, hi = target.interval(keys)
+        streams = len(keys)
+    live = target.live
+    names = target.targets or []
+    rows = [("target", "points", "model MAE", "persistence MAE", "seasonal MAE",
+             "model/persist.", "recent model MAE", f"coverage (asked {live.coverage:g})",
+             "width now")]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for j, name in enumerate(names):
+            def pooled(f: str, metric: str, j: int = j) -> float:
+                count = acc[f]["count"][:, j].astype(np.float64)
+                value = np.nan_to_num(acc[f][metric][:, j]) * count
+                return float(value.sum() / count.sum()) if count.sum() else float("nan")
+
+            n = int(acc["model"]["count"][:, j].sum())
+            model, persist = pooled("model", "mae"), pooled("persistence", "mae")
+            k = scored[:, j].astype(np.float64)
+            realised = float((np.nan_to_num(share[:, j]) * k).sum() / k.sum()) if k.sum() \
+                else float("nan")
+            width = float(np.nanmedian(hi[:, j] - lo[:, j])) if np.isfinite(
+                hi[:, j] - lo[:, j]).any() else float("inf")
+            rows.append((name, str(n), _g(model), _g(persist),
+                         _g(pooled("seasonal", "mae")), _g(model / persist),
+                         _g(pooled("model", "recent_mae")),
+                         f"{realised:.3f} of {int(k.sum())}" if k.sum() else "-", _g(width)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"live scores ({streams} stream{'s' if streams != 1 else ''}; MAE pooled over "
+             "streams; seasonal: " + (f"season {live.season}" if live.season else "none") + ")"]
+    lines += ["  " + "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+def _g(value: float) -> str:
+    return "-" if value != value else format(value, ".4g")
+
+
 def _lines(source: str) -> Iterator[str]:
     if source == "-":
         yield from sys.stdin
@@ -201,22 +299,30 @@ def run(args: argparse.Namespace) -> int:
     from rnnstream.runtime import Predictor, RnnStreamError, StreamPool
 
     target: Predictor | StreamPool
+    if args.season is not None and not args.coverage:
+        print("rnnstream stream: error: --season is for the live scores: give --coverage too "
+              "(e.g. --coverage 0.9 --season 24)", file=sys.stderr)
+        return 2
+    live = {"coverage": args.coverage, "season": args.season} if args.coverage else {}
     try:
         if args.key is not None:
-            target = StreamPool(args.model, auto_add=True)
+            target = StreamPool(args.model, auto_add=True, **live)
         else:
-            target = Predictor(args.model)
+            target = Predictor(args.model, **live)
         if args.state and os.path.exists(args.state):
             target.load_state(args.state)
     except RnnStreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     saver = _Saver(target, args.state, args.save_every)
-    with _StopSignals() as stop:
+    report = (lambda: print(summary(target), file=sys.stderr, flush=True)) if live else None
+    with _StopSignals(report) as stop:
         try:
             code = _serve(target, args, sys.stdout, saver, stop)
         except _Stop as exc:  # SIGTERM / Ctrl-C between lines: save what was printed, exit
             code = 128 + exc.signum
+    if report is not None:
+        report()
     if not saver.save():
         return 1
     return code
@@ -234,9 +340,11 @@ class _StopSignals:
     exactly the lines whose predictions were printed. While waiting for input, they stop at once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, report: Any = None) -> None:
         self.busy = False
         self.pending: int | None = None
+        self.report = report  # SIGUSR1: print the live summary (between lines)
+        self.report_wanted = False
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _StopSignals:
@@ -245,7 +353,16 @@ class _StopSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._old[sig] = signal.signal(sig, self._handle)
+            usr1 = getattr(signal, "SIGUSR1", None)  # not on Windows
+            if self.report is not None and usr1 is not None:
+                self._old[usr1] = signal.signal(usr1, self._report)
         return self
+
+    def _report(self, signum: int, frame: Any) -> None:
+        if self.busy:
+            self.report_wanted = True
+        elif self.report is not None:
+            self.report()
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._old.items():
@@ -259,6 +376,9 @@ class _StopSignals:
 
     def line_done(self) -> None:
         self.busy = False
+        if self.report_wanted and self.report is not None:
+            self.report_wanted = False
+            self.report()
         if self.pending is not None:
             raise _Stop(self.pending)
 
@@ -305,10 +425,17 @@ def _serve(target: Any, args: argparse.Namespace, out: TextIO, saver: _Saver,
             if parsed is not None:
                 key, point = parsed
                 if args.key is None:
-                    out.write(_format(target.step(point)) + "\n")
+                    y = target.step(point)
+                    text = _with_bounds(y, *target.interval()) if args.coverage else _format(y)
+                    out.write(text + "\n")
                 else:
                     y = target.step_many([key], [_as_row(point, target)])[0]
-                    out.write(f"{key},{_format(y.tolist() if len(y) > 1 else float(y[0]))}\n")
+                    if args.coverage:
+                        lo, hi = target.interval([key])
+                        text = _with_bounds(y, lo[0], hi[0])
+                    else:
+                        text = _format(y.tolist() if len(y) > 1 else float(y[0]))
+                    out.write(f"{key},{text}\n")
                 out.flush()
                 saver.maybe()
             stop.line_done()

@@ -109,9 +109,28 @@ class _Settings:
         self.source = np.array([index.get(t, -1) for t in self.targets], np.int64)
         self.initial = self._initial(initial_quantiles)
         self.warmup = _warmup(self.coverage)
+        # every interval starts finite (no warm-up start needed)
+        self._always_started = bool(np.isfinite(self.initial).all())
+        self._scored_forecasters = len(FORECASTERS) if self.season else 2
+        n_f = len(self.features)
+        self._identity = self.source.tolist() == list(range(n_f))
         # seasonal naive for t + h is the value at lag m*ceil(h/m) - h from t, in [0, m)
         self.lag = 0 if self.season is None else (
             self.season * -(-self.horizon // self.season) - self.horizon)
+        # the mask-free path of LiveScores: every target a feature and every interval finite
+        # from the start; it applies once every stream has seen horizon + lag points
+        self._steady_possible = bool((self.source >= 0).all()) and self._always_started
+        self._steady_after = self.horizon + self.lag
+
+    def _actual(self, xt: np.ndarray) -> np.ndarray:
+        """The targets' observed values ``[T, n]`` from the points ``xt`` ``[F, n]`` (NaN for a
+        target that is not a feature)."""
+        if self._identity:
+            return xt
+        src = self.source
+        if (src >= 0).all():
+            return xt[src]
+        return np.where((src >= 0)[:, None], xt[src], np.nan)
 
     def _layout(self) -> dict[str, tuple[tuple[int, ...], np.dtype, str]]:
         """State name -> (shape after the stream axis, dtype, what values are allowed)."""
@@ -150,6 +169,12 @@ class _Settings:
                              "non-negative half-widths, one per target (inf: none)")
         return q
 
+    def check_arrays(self, arrays: Any, source: str, streams: int | None = None
+                     ) -> dict[str, np.ndarray]:
+        """Validated copies of state ``arrays`` (of ``streams`` streams when given), or
+        StateError saying what does not fit."""
+        return self._checked(arrays, source, streams)
+
     def _checked(self, arrays: Any, source: str, streams: int | None = None
                  ) -> dict[str, np.ndarray]:
         layout = self._layout()
@@ -183,16 +208,23 @@ class LiveScores(_Settings):
     is how far ahead a prediction is; ``season`` (optional) the seasonal period in points;
     ``coverage`` the intervals' asked coverage; ``initial_quantiles`` their starting half-widths
     (one per target); ``lr`` and ``half_life`` as in the module docstring.
+
+    Inside, every array keeps the stream as its LAST axis (``[..., n]``), so each numpy
+    operation runs one long contiguous loop over the streams: with the stream first and one
+    target, the innermost loops would be one element long and a 1,024-stream update would cost
+    several times more. :meth:`state_arrays` and friends hand out the public, streams-first
+    layout.
     """
 
     def __init__(self, n_streams: int, features: Sequence[str], targets: Sequence[str],
                  **settings: Any) -> None:
         super().__init__(features, targets, **settings)
-        self._a = self._fresh(_positive_int(n_streams, "n_streams", zero=True))
+        self._a = _inward(self._fresh(_positive_int(n_streams, "n_streams", zero=True)))
+        self._scratch: dict[tuple[int, ...], np.ndarray] = {}
 
     @property
     def n_streams(self) -> int:
-        return int(self._a["seen"].shape[0])
+        return int(self._a["seen"].shape[-1])
 
     # -- streaming ------------------------------------------------------------------------------
     def update(self, points: Any, predictions: Any, rows: Any = None) -> None:
@@ -200,65 +232,122 @@ class LiveScores(_Settings):
 
         ``points`` is ``[k, F]`` (the points that just arrived, the model's features) and
         ``predictions`` ``[k, T]`` (what the model predicted from them, for ``t + horizon``),
-        one row per entry of ``rows``. Refused input raises InputError and changes nothing.
+        one row per entry of ``rows`` (indices, or a slice: a block updated in place). Refused
+        input raises InputError and changes nothing.
         """
+        if isinstance(rows, slice) and rows.step in (None, 1) and rows.start is not None \
+                and rows.stop is not None and 0 <= rows.start <= rows.stop <= self.n_streams:
+            k = rows.stop - rows.start
+            x = _matrix(points, (k, len(self.features)), "points")
+            y = _matrix(predictions, (k, len(self.targets)), "predictions")
+            self._advance({name: v[..., rows] for name, v in self._a.items()}, x, y)
+            return
         idx = self._rows(rows)
         k = self.n_streams if idx is None else len(idx)
         x = _matrix(points, (k, len(self.features)), "points")
         y = _matrix(predictions, (k, len(self.targets)), "predictions")
         # all streams: the arrays themselves (nothing below refuses); some: copies of their rows
-        a = self._a if idx is None else {name: v[idx] for name, v in self._a.items()}
+        a = self._a if idx is None else {name: v[..., idx] for name, v in self._a.items()}
         self._advance(a, x, y)
         if idx is not None:
             for name, value in a.items():
-                self._a[name][idx] = value
+                self._a[name][..., idx] = value
+
+    def advance_block(self, rows: slice, x: np.ndarray, y: np.ndarray) -> None:
+        """:meth:`update` for a block of rows without the input checks: for a caller (the
+        pool) whose ``x`` ``[k, F]`` and ``y`` ``[k, T]`` are already known finite and of the
+        right shape. Anything else gives wrong numbers, not an error."""
+        self._advance({name: v[..., rows] for name, v in self._a.items()}, x, y)
 
     def _advance(self, a: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> None:
+        """One step for the streams of ``a`` (stream-last arrays, updated in place)."""
         n, h = len(x), self.horizon
-        src = self.source
-        actual = x[:, src] if (src >= 0).all() else np.where(src >= 0, x[:, src], np.nan)
+        xt = x.T
+        actual = self._actual(xt)
         seen = a["seen"]
-        slot: Any = (slice(None), 0) if h == 1 else (np.arange(n), seen % h)
-        due, issued = a["pending"][slot], a["pending_width"][slot]
-        # score the forecasts made horizon points ago (NaN: none, or not scorable)
-        err = actual[:, None, :] - due  # [n, 3, T]
-        ok = np.isfinite(err)
-        e = np.where(ok, err, 0.0)
-        ae = np.abs(e)
-        s = np.stack((ok.astype(_F64), ae, e * e), axis=1)  # [n, 3, 3, T]
-        acc = a["acc"]
-        acc[:, :3] += s
-        acc[:, 3:] *= np.where(ok, self.decay, 1.0)[:, None]
-        acc[:, 3:] += s
-        # track the quantile of the model's residuals
-        scored = ok[:, _MODEL]
-        r = ae[:, _MODEL]
-        q, peak = a["q"], a["peak"]
-        np.maximum(peak, r, out=peak)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            scale = acc[:, _EWA, _MODEL] / acc[:, _EWW, _MODEL]
-        tracked = scored & (issued < np.inf)
-        miss = (r > issued).astype(_F64)
-        cover = a["cover"]
-        cover[:, 0] += tracked
-        cover[:, 1] += tracked & (r <= issued)
-        q[...] = np.where(tracked, np.maximum(q + self.lr * scale * (miss - self.alpha), 0.0), q)
-        start = scored & (q == np.inf) & (acc[:, _COUNT, _MODEL] >= self.warmup)
-        q[...] = np.where(start, peak, q)
-        # record this point's forecasts for t + horizon, and the interval issued with them
-        new = np.empty((n, len(FORECASTERS), len(self.targets)))
-        new[:, _MODEL] = y
-        new[:, _PERSISTENCE] = actual
-        if self.season is None:
-            new[:, _SEASONAL] = np.nan
+        pending, widths = a["pending"], a["pending_width"]  # [h, 3, T, n], [h, T, n]
+        if h == 1:
+            due, issued = pending[0], widths[0]
         else:
-            m, hist = self.season, a["history"]
-            rows = np.arange(n)
-            hist[rows, seen % m] = actual
-            known = (seen >= self.lag)[:, None]
-            new[:, _SEASONAL] = np.where(known, hist[rows, (seen - self.lag) % m], np.nan)
-        a["pending"][slot] = new
-        a["pending_width"][slot] = q
+            at = (seen % h)[None, None, None, :]
+            due = np.take_along_axis(pending, at, axis=0)[0]
+            issued = np.take_along_axis(widths, at[0], axis=0)[0]
+        # score the forecasts made horizon points ago (NaN: none, or not scorable; actual and
+        # the forecasts are finite or NaN, so NaN is the only non-finite error). Without a
+        # season the seasonal forecaster is never scored: its rows are left out (f = 2).
+        f = self._scored_forecasters
+        due = due[:f]
+        q, peak, cover = a["q"], a["peak"], a["cover"]
+        full = a["acc"]  # [6, 3, T, n]: 3 sums over all time, then their 3 decayed versions
+        both = full.reshape(2, 3, *full.shape[1:])[:, :, :f]  # a view: [2, 3, f, T, n]
+        acc = full[:, :f]
+        # count, |e|, e^2 per forecaster, [3 metrics, f, T, n]: scratch, kept between calls
+        s = self._scratch.get(due.shape)
+        if s is None:
+            if len(self._scratch) > 8:
+                self._scratch.clear()
+            s = self._scratch[due.shape] = np.empty((3, *due.shape))
+        err = np.subtract(actual[None], due, out=s[2])
+        if self._steady_possible and seen.min(initial=self._steady_after) >= self._steady_after:
+            # every stream has a forecast of every kind due and a finite interval issued (the
+            # targets are features, every interval starts finite): nothing is NaN, every
+            # point is scored. The same arithmetic as below, without the masks.
+            s[0] = 1.0
+            np.abs(err, out=s[1])
+            np.multiply(err, err, out=s[2])
+            full[3:, :f] *= self.decay
+            both += s
+            r = s[1, _MODEL]
+            np.maximum(peak, r, out=peak)
+            step = np.divide(acc[_EWA, _MODEL], acc[_EWW, _MODEL])  # the recent MAE
+            hit = r <= issued
+            cover[0] += 1.0
+            cover[1] += hit
+            step *= self.lr
+            step *= np.where(hit, 0.0 - self.alpha, 1.0 - self.alpha)  # err_t - alpha
+            q += step
+            np.maximum(q, 0.0, out=q)
+        else:
+            ok = err == err
+            s[0] = ok
+            np.copyto(err, 0.0, where=~ok)
+            np.abs(err, out=s[1])
+            np.multiply(err, err, out=s[2])
+            full[3:, :f] *= np.where(ok, self.decay, 1.0)
+            both += s  # the plain and the decayed sums, in one pass
+            # track the quantile of the model's residuals
+            scored = ok[_MODEL]
+            r = s[1, _MODEL]
+            np.maximum(peak, r, out=peak)
+            # the weight is >= 1 once a point was scored (and only scored rows use the scale),
+            # so dividing by max(weight, 1) is the plain division where it matters, no 0/0
+            scale = acc[_EWA, _MODEL] / np.maximum(acc[_EWW, _MODEL], 1.0)
+            tracked = scored & (issued < np.inf)
+            hit = r <= issued
+            cover[0] += tracked
+            cover[1] += tracked & hit
+            g = np.where(hit, 0.0 - self.alpha, 1.0 - self.alpha)  # err_t - alpha
+            np.copyto(q, np.maximum(q + self.lr * scale * g, 0.0), where=tracked)
+            if not self._always_started:
+                np.copyto(q, peak, where=scored & (q == np.inf)
+                          & (acc[_COUNT, _MODEL] >= self.warmup))
+        # record this point's forecasts for t + horizon, and the interval issued with them
+        new = pending[0] if h == 1 else np.empty((len(FORECASTERS), len(self.targets), n))
+        new[_MODEL] = y.T
+        new[_PERSISTENCE] = actual
+        if self.season is None:
+            if h != 1:  # (with h == 1 the slot's seasonal row is NaN from the start, for good)
+                new[_SEASONAL] = np.nan
+        else:
+            m, hist = self.season, a["history"]  # [m, T, n]
+            np.put_along_axis(hist, (seen % m)[None, None, :], actual[None], axis=0)
+            back = np.take_along_axis(hist, ((seen - self.lag) % m)[None, None, :], axis=0)[0]
+            new[_SEASONAL] = np.where(seen >= self.lag, back, np.nan)
+        if h == 1:
+            widths[0] = q
+        else:
+            np.put_along_axis(pending, at, new[None], axis=0)
+            np.put_along_axis(widths, at[0], q[None], axis=0)
         seen += 1
 
     # -- reading --------------------------------------------------------------------------------
@@ -266,80 +355,91 @@ class LiveScores(_Settings):
         """``(lower, upper)``, each ``[k, T]``: the interval around each row's latest
         prediction at ``coverage``; NaN before a stream's first prediction, +-inf while it
         has neither enough residuals nor ``initial_quantiles``."""
-        a = self._a if rows is None else {k: self._a[k][self._rows(rows)]
-                                          for k in ("seen", "pending", "pending_width")}
-        seen = a["seen"]
-        slot = (seen - 1) % self.horizon
-        i = np.arange(len(seen))
-        y = a["pending"][i, slot, _MODEL]
-        w = np.where((seen > 0)[:, None], a["pending_width"][i, slot], np.nan)
-        return y - w, y + w
+        idx = self._rows(rows)
+        pick = (lambda v: v) if idx is None else (lambda v: v[..., idx])
+        seen = pick(self._a["seen"])
+        at = ((seen - 1) % self.horizon)[None, None, :]
+        y = np.take_along_axis(pick(self._a["pending"])[:, _MODEL], at, axis=0)[0]
+        w = np.take_along_axis(pick(self._a["pending_width"]), at, axis=0)[0]
+        w = np.where(seen > 0, w, np.nan)
+        return (y - w).T.copy(), (y + w).T.copy()
 
     def scores(self, rows: Any = None) -> dict[str, np.ndarray]:
         """Accuracy so far, each ``[k, 3, T]`` (axis 1 in :data:`FORECASTERS` order): ``mae``,
         ``mse`` over all scored points, ``recent_mae``, ``recent_mse`` (exponentially weighted,
         half-life ``half_life`` points), ``count`` (points scored); NaN where none was."""
-        idx = self._rows(rows)
-        acc = self._a["acc"] if idx is None else self._a["acc"][idx]
-        return _scores(acc)
+        return _scores(self._public("acc", rows))
 
     def coverage_so_far(self, rows: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """``(realised, scored)``, each ``[k, T]``: the share of scored intervals that held the
         value, and how many were scored (NaN share while none was)."""
-        idx = self._rows(rows)
-        cover = self._a["cover"] if idx is None else self._a["cover"][idx]
-        return _realised(cover)
+        return _realised(self._public("cover", rows))
 
     def half_width(self, rows: Any = None) -> np.ndarray:
         """The half-width the next interval will have, ``[k, T]`` (inf: none yet)."""
+        return self._public("q", rows)
+
+    def _public(self, name: str, rows: Any) -> np.ndarray:
+        """State array ``name`` of ``rows``, streams first (a copy)."""
         idx = self._rows(rows)
-        return (self._a["q"] if idx is None else self._a["q"][idx]).copy()
+        v = self._a[name] if idx is None else self._a[name][..., idx]
+        return np.ascontiguousarray(np.moveaxis(v, -1, 0))
 
     # -- state ----------------------------------------------------------------------------------
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Copies of the whole state, name -> ``[n_streams, ...]`` array."""
-        return {name: v.copy() for name, v in self._a.items()}
+        return _outward(self._a)
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray], source: str = "load_arrays",
                     streams: int | None = None) -> None:
         """Continue from ``arrays`` (from :meth:`state_arrays` of a LiveScores with the same
         settings); the number of streams is theirs (it must be ``streams`` when given). A
         misfit raises StateError and changes nothing."""
-        self._a = self._checked(arrays, source, streams)
+        self._a = _inward(self._checked(arrays, source, streams))
 
     def take(self, rows: Any) -> dict[str, np.ndarray]:
-        """Copies of ``rows``' state (for :meth:`put` or :meth:`concat`)."""
+        """Copies of ``rows``' state, streams first (for :meth:`put` or :meth:`concat`)."""
         idx = self._rows(rows)
-        return {name: (v[idx] if idx is not None else v.copy()) for name, v in self._a.items()}
+        return _outward(self._a if idx is None else {k: v[..., idx] for k, v in self._a.items()})
 
     def put(self, rows: Any, arrays: Mapping[str, np.ndarray]) -> None:
         """Overwrite ``rows``' state with ``arrays`` (one row each, as :meth:`take` gives)."""
         idx = self._rows(rows)
-        checked = self._checked(arrays, "put", streams=self.n_streams if idx is None
-                                else len(idx))
+        checked = _inward(self._checked(arrays, "put", streams=self.n_streams if idx is None
+                                        else len(idx)))
         for name, value in checked.items():
-            self._a[name][slice(None) if idx is None else idx] = value
+            self._a[name][..., slice(None) if idx is None else idx] = value
 
     def concat(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Append streams: ``arrays`` as :meth:`take` gives, or :meth:`fresh` for new ones."""
-        checked = self._checked(arrays, "concat")
-        self._a = {name: np.concatenate([v, checked[name]]) for name, v in self._a.items()}
+        checked = _inward(self._checked(arrays, "concat"))
+        self._a = {name: np.concatenate([v, checked[name]], axis=-1)
+                   for name, v in self._a.items()}
+
+    def move(self, src: int, dst: int) -> None:
+        """Copy stream ``src``'s state over stream ``dst`` (a pool filling a removed row)."""
+        for v in self._a.values():
+            v[..., dst] = v[..., src]
 
     def resize(self, n: int) -> None:
         """Keep the first ``n`` streams (dropping the rest) or append fresh ones up to ``n``."""
         n = _positive_int(n, "n", zero=True)
-        have = self.n_streams
-        if n <= have:
-            self._a = {name: v[:n].copy() for name, v in self._a.items()}
+        if n <= self.n_streams:
+            self._a = {name: np.ascontiguousarray(v[..., :n]) for name, v in self._a.items()}
         else:
-            self.concat(self._fresh(n - have))
+            self.concat(self._fresh(n - self.n_streams))
 
     def reset(self, rows: Any = None) -> None:
-        """Forget everything ``rows`` (default: all) have seen."""
-        idx = self._rows(rows)
-        n = self.n_streams if idx is None else len(idx)
-        for name, value in self._fresh(n).items():
-            self._a[name][slice(None) if idx is None else idx] = value
+        """Forget everything ``rows`` (default: all) have seen (a slice: a block of rows)."""
+        if isinstance(rows, slice):
+            sel: Any = rows
+            n = len(range(*rows.indices(self.n_streams)))
+        else:
+            idx = self._rows(rows)
+            sel = slice(None) if idx is None else idx
+            n = self.n_streams if idx is None else len(idx)
+        for name, value in _inward(self._fresh(n)).items():
+            self._a[name][..., sel] = value
 
     def _rows(self, rows: Any) -> np.ndarray | None:
         """None for every stream in order; else distinct row indices."""
@@ -356,6 +456,16 @@ class LiveScores(_Settings):
             raise InputError(f"rows is {describe(rows)}; expected distinct integers in "
                              f"[0, {n}) as a 1-d sequence")
         return idx.astype(np.int64)
+
+
+def _inward(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Streams-first arrays -> contiguous streams-last copies (LiveScores' inside layout)."""
+    return {k: np.ascontiguousarray(np.moveaxis(v, 0, -1)) for k, v in arrays.items()}
+
+
+def _outward(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Streams-last arrays -> contiguous streams-first copies (the public layout)."""
+    return {k: np.ascontiguousarray(np.moveaxis(v, -1, 0)) for k, v in arrays.items()}
 
 
 class LiveStream(_Settings):
@@ -501,21 +611,26 @@ def _calibration_table(contract_metrics: Mapping[str, Any], targets: Sequence[st
         return None
     levels: Any = cal.get("levels") if isinstance(cal, Mapping) else None
     steps: Any = cal.get("half_widths") if isinstance(cal, Mapping) else None
-    ok = (isinstance(levels, list) and bool(levels) and all(
-        isinstance(v, float) and 0 < v < 1 for v in levels) and levels == sorted(levels)
-        and isinstance(steps, Mapping) and set(steps) == set(targets))
-    if ok:
-        for rows in steps.values():
+    problem = ""
+    if not (isinstance(levels, list) and levels and all(
+            isinstance(v, float) and 0 < v < 1 for v in levels) and levels == sorted(levels)):
+        problem = f"'levels' is {levels!r}; expected increasing coverages in (0, 1)"
+    elif not isinstance(steps, Mapping) or set(steps) != set(targets):
+        given = sorted(steps) if isinstance(steps, Mapping) else type(steps).__name__
+        problem = f"'half_widths' has targets {given}; the model's are {list(targets)}"
+    else:
+        for name, rows in steps.items():
             if not (isinstance(rows, list) and rows and all(
                     isinstance(r, list) and len(r) == len(levels) and all(
-                        v is None or (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0)
-                        for v in r) for r in rows)):
-                ok = False
-    if not ok:
-        raise ContractError(f"{source}: metrics 'calibration' is malformed; expected "
-                            "{'levels': [increasing coverages], 'half_widths': {target: [[one "
-                            "half-width or null per level] per step ahead]}}; re-export the "
-                            "model with this release")
+                        v is None or (isinstance(v, (int, float)) and math.isfinite(v)
+                                      and v >= 0) for v in r) for r in rows)):
+                problem = (f"'half_widths' of {name!r} is not a list of rows (one per step "
+                           f"ahead) of {len(levels)} non-negative numbers or nulls")
+                break
+    if problem:
+        raise ContractError(f"{source}: metrics 'calibration' is malformed: {problem}. It is "
+                            "written by training; re-export the model with this release, or "
+                            "pass live_options={'initial_quantiles': [...]}")
     return {"levels": levels, "half_widths": steps}
 
 
@@ -567,7 +682,15 @@ def open_live(contract: ModelContract, coverage: float, season: int | None,
               options: Mapping[str, Any], source: str = "model", n: int | None = None) -> Any:
     """:class:`LiveStream` (``n`` None) or :class:`LiveScores` of ``n`` streams for the model
     of ``contract``, starting from the validation half-widths its contract stores unless
-    ``options`` (``lr``, ``half_life``, ``initial_quantiles``) gives initial_quantiles."""
+    ``options`` (``lr``, ``half_life``, ``initial_quantiles``) gives initial_quantiles.
+    ``season`` None takes the season the model was trained with (``metrics["season"]``), if
+    any; 0 means none."""
+    if season is None:  # the season the model was trained with, when it stores one
+        stored = contract.metrics.get("season") if isinstance(contract.metrics, Mapping) else None
+        season = stored if isinstance(stored, int) and not isinstance(stored, bool) \
+            and stored >= 1 else None
+    elif season == 0 and not isinstance(season, bool):
+        season = None
     opts = dict(options)
     unknown = set(opts) - {*DEFAULTS, "initial_quantiles"}
     if unknown:

@@ -52,7 +52,8 @@ from ._state import (
 )
 from .contract import ModelContract
 from .errors import InputError, StateError, StreamKeyError, UnsupportedError
-from .predictor import _EngineFacts
+from .live import FORECASTERS, LiveScores, open_live
+from .predictor import _LIVE, _EngineFacts, live_or_fresh
 
 __all__ = ["StreamPool"]
 
@@ -148,6 +149,11 @@ class StreamPool(_EngineFacts):
     ``idle_timeout_s`` evicts streams that have not stepped for that many seconds (checked by
     :meth:`evict_idle` and during steps); ``clock`` is the monotonic clock used for it.
 
+    ``coverage`` (with ``season`` and ``live_options``, as on
+    :class:`~rnnstream.runtime.Predictor`) scores every stream live and gives each prediction an
+    interval calibrated on its own stream: :meth:`interval`, :meth:`accuracy`,
+    :meth:`realised_coverage`; snapshots carry them.
+
     Deprecated names, kept for one release (each warns): ``max_idle_seconds=`` (now
     ``idle_timeout_s``, the name :mod:`rnnstream.spark` uses too), :meth:`save` and
     :meth:`load` (now :meth:`save_state` / :meth:`load_state`, as on Predictor).
@@ -165,6 +171,9 @@ class StreamPool(_EngineFacts):
         providers: Sequence[Any] | None = None,
         state_map: Mapping[str, str] | None = None,
         fixed_inputs: Mapping[str, Any] | None = None,
+        coverage: float | None = None,
+        season: int | None = None,
+        live_options: Mapping[str, Any] | None = None,
         **deprecated: Any,
     ) -> None:
         if "max_idle_seconds" in deprecated:
@@ -212,6 +221,13 @@ class StreamPool(_EngineFacts):
             self._runner = _ForeignBatches(engine, n_in)
         else:  # pragma: no cover - open_engine returns one of the two
             raise TypeError(f"no batch runner for {type(engine).__name__}")
+        self._live: LiveScores | None = None
+        if coverage is not None:
+            if engine.contract is None:
+                raise UnsupportedError("coverage needs an rnnstream contract (feature and "
+                                       "target names, horizon); this is a foreign model")
+            self._live = open_live(engine.contract, coverage, season, live_options or {},
+                                   self.path, n=self.capacity)
 
     # -- facts ----------------------------------------------------------------------------------
     @property
@@ -258,6 +274,8 @@ class StreamPool(_EngineFacts):
             row = self._row(key)
             for buf in self._bufs.values():
                 buf[row] = 0
+            if self._live is not None:
+                self._live.reset([row])
 
     def evict_idle(self) -> list[Hashable]:
         """Remove the streams idle for longer than ``idle_timeout_s``; return their keys."""
@@ -286,6 +304,11 @@ class StreamPool(_EngineFacts):
             seen = np.zeros(cap, np.float64)
             seen[:n] = self._seen[:n]
             self._seen = seen
+            if self._live is not None:
+                self._live.resize(cap)
+        if self._live is not None and keys:
+            first = len(self._keys)
+            self._live.reset(slice(first, first + len(keys)))
         for key in keys:
             row = len(self._keys)
             self._rows[key] = row
@@ -303,6 +326,8 @@ class StreamPool(_EngineFacts):
             for buf in self._bufs.values():
                 buf[row] = buf[last]
             self._seen[row] = self._seen[last]
+            if self._live is not None:
+                self._live.move(last, row)
             self._keys[row] = moved
             self._rows[moved] = row
         self._keys.pop()
@@ -383,12 +408,34 @@ class StreamPool(_EngineFacts):
             except BaseException:  # streams auto-added for this call go again: nothing changed
                 self._drop_added(before)
                 raise
+            if self._live is not None:
+                self._live_update(rows, arr, y)
             if self.idle_timeout_s is not None:
                 now = self._clock()
                 self._seen[rows] = now
                 if now - self._last_sweep >= self.idle_timeout_s / 4:
                     self._evict(now)
             return y
+
+    def _live_update(self, rows: np.ndarray | slice, arr: np.ndarray, y: np.ndarray) -> None:
+        """Score the points just fed and record the predictions (coverage=...)."""
+        live = self._live
+        if live is None:
+            return
+        y = y.reshape(len(arr), -1)
+        if self._all_finite(y):
+            if isinstance(rows, slice):  # the usual case: a block of rows, in place
+                live.advance_block(rows, arr, y)
+            else:
+                live.update(arr, y, rows)
+            return
+        # a non-finite prediction (the model's own output: the state has moved on) cannot be
+        # scored or bounded: those streams' live scores start afresh, the others go on
+        bad = ~np.isfinite(y).all(axis=1)
+        idx = np.arange(rows.start, rows.stop) if isinstance(rows, slice) else rows
+        live.reset(idx[bad])
+        if (~bad).any():
+            live.update(arr[~bad], y[~bad], idx[~bad])
 
     def _drop_added(self, before: int) -> None:
         """Forget the streams added since there were ``before`` (they are the last rows)."""
@@ -434,6 +481,50 @@ class StreamPool(_EngineFacts):
         self._cache_rows = out
         return out
 
+    # -- live scores (coverage=...) -------------------------------------------------------------
+    def interval(self, keys: Sequence[Hashable]) -> tuple[np.ndarray, np.ndarray]:
+        """``(lower, upper)``, each ``[len(keys), T]``: the interval around each stream's latest
+        prediction at the pool's ``coverage`` (NaN before its first; +-inf until it has
+        scored enough points when the model stores no validation quantiles). Needs
+        ``coverage`` (UnsupportedError)."""
+        live = self._live_scores("interval")
+        with self._lock:
+            return live.interval(self._rows_of(keys))
+
+    def accuracy(self, keys: Sequence[Hashable] | None = None
+                 ) -> dict[str, dict[str, np.ndarray]]:
+        """Live accuracy of ``keys`` (default: every stream, in :meth:`keys` order): forecaster
+        (``model``, ``persistence``, ``seasonal``) -> ``mae``, ``mse``, ``recent_mae``,
+        ``recent_mse``, ``count``, each ``[len(keys), T]``; NaN where nothing was scored."""
+        live = self._live_scores("accuracy")
+        with self._lock:
+            scores = live.scores(self._rows_of(self._keys if keys is None else keys))
+        return {f: {name: v[:, i] for name, v in scores.items()}
+                for i, f in enumerate(FORECASTERS)}
+
+    def realised_coverage(self, keys: Sequence[Hashable] | None = None
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """``(share, scored)``, each ``[len(keys), T]``: the share of each stream's scored
+        intervals that held the value, and how many were scored."""
+        live = self._live_scores("realised_coverage")
+        with self._lock:
+            return live.coverage_so_far(self._rows_of(self._keys if keys is None else keys))
+
+    def _rows_of(self, keys: Sequence[Hashable]) -> np.ndarray:
+        return np.array([self._row(k) for k in keys], np.int64)
+
+    @property
+    def live(self) -> LiveScores | None:
+        """The live scores of every row (settings: ``coverage``, ``season``, ...); None
+        without coverage."""
+        return self._live
+
+    def _live_scores(self, what: str) -> LiveScores:
+        if self._live is None:
+            raise UnsupportedError(f"{what}() needs live scores: create the pool with "
+                                   "coverage=0.9 (or another coverage)")
+        return self._live
+
     # -- state ----------------------------------------------------------------------------------
     def get_state(self, key: Hashable) -> State:
         """A copy of stream ``key``'s state."""
@@ -461,6 +552,9 @@ class StreamPool(_EngineFacts):
                                  f"{_show(bad)}")
             n = len(self._keys)
             arrays = state_arrays({name: buf[:n].copy() for name, buf in self._bufs.items()})
+            if self._live is not None:
+                arrays.update((_LIVE + k, v[:n].copy()) for k, v in self._live.take(
+                    slice(None)).items())
             meta = {"kind": "pool", "fingerprint": self.fingerprint, "keys": list(self._keys),
                     "states": [s.name for s in self._io.states]}
         write_snapshot(path, meta, arrays)
@@ -475,6 +569,11 @@ class StreamPool(_EngineFacts):
                 or len(set(keys)) != len(keys)):
             raise StateError(f"{source}: the snapshot's stream keys are not distinct str/int")
         tensors = check_tensors(tensors_from(arrays), self._io.states, source, len(keys))
+        live = None
+        if self._live is not None:  # checked before anything changes: all or nothing
+            given = {k[len(_LIVE):]: v for k, v in arrays.items() if k.startswith(_LIVE)}
+            live = self._live.check_arrays(live_or_fresh(self._live, given, source, len(keys)),
+                                           source, streams=len(keys))
         with self._lock:
             for key in list(self._keys):
                 del self._rows[key]
@@ -482,6 +581,9 @@ class StreamPool(_EngineFacts):
             self._add(keys, self._clock() if self.idle_timeout_s else 0.0)
             for name, t in tensors.items():
                 self._bufs[name][:len(keys)] = t
+            if live is not None and self._live is not None:  # checked above: cannot fail
+                self._live.load_arrays(live, source, streams=len(keys))
+                self._live.resize(self.capacity)
 
     # -- deprecated names (one release) -------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:

@@ -105,9 +105,11 @@ class Predictor(_EngineFacts):
     ``coverage`` (rnnstream models only; default None: off, and ``step`` costs what it did)
     turns on live scores (:class:`~rnnstream.runtime.live.LiveScores`): every point fed is also
     scored against the prediction made ``horizon`` points before it, and each prediction gets
-    an interval at that coverage, calibrated online (:meth:`interval`, :meth:`accuracy`).
-    ``season`` adds seasonal naive to the baselines; ``live_options`` passes ``window``,
-    ``gamma``, ``half_life`` or ``initial_quantiles`` on. Should the model ever predict NaN or
+    an interval at that coverage, calibrated online (:meth:`interval`, :meth:`accuracy`,
+    :meth:`realised_coverage`, :meth:`forecast_interval`). ``season`` is the seasonal-naive
+    baseline's period (default: the season the model was trained with; 0: none);
+    ``live_options`` passes ``lr``, ``half_life`` or ``initial_quantiles`` on (defaults: the
+    validation half-widths the contract stores). Should the model ever predict NaN or
     infinity, the live scores start afresh (that prediction cannot be scored or bounded).
     """
 
@@ -245,6 +247,11 @@ class Predictor(_EngineFacts):
         if share.shape[1] == 1:
             return float(share[0, 0]), int(scored[0, 0])
         return share[0], scored[0]
+
+    @property
+    def live(self) -> LiveStream | None:
+        """The live scores (settings: ``coverage``, ``season``, ...); None without coverage."""
+        return self._live
 
     def _live_scores(self, what: str) -> LiveStream:
         if self._live is None:

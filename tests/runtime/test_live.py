@@ -197,8 +197,12 @@ def test_quantile_tracking_follows_the_paper_update():
 
 def test_one_stream_in_python_floats_equals_the_numpy_pool_bit_for_bit():
     rng = np.random.default_rng(5)
-    for h, m, init in ((1, None, None), (3, 5, [1.0, 2.0, np.inf]), (2, 4, None)):
-        feats, targ = ["a", "b", "c"], ["c", "a", "z"]
+    cases = [(["c", "a", "z"], h, m, init) for h, m, init in (
+        (1, None, None), (3, 5, [1.0, 2.0, np.inf]), (2, 4, None))]
+    # targets that are features, with initial half-widths: LiveScores' mask-free path
+    cases += [(["c", "a", "b"], h, m, [1.0, 2.0, 0.5]) for h, m in ((1, None), (2, 4), (1, 3))]
+    for targ, h, m, init in cases:
+        feats = ["a", "b", "c"]
         pool = LiveScores(3, feats, targ, horizon=h, season=m, initial_quantiles=init)
         ones = [LiveStream(feats, targ, horizon=h, season=m, initial_quantiles=init)
                 for _ in range(3)]
@@ -233,7 +237,7 @@ def test_calibration_from_the_contract():
     assert ratios.tolist() == [[1.0, 1.0], [2.0, np.inf], [np.inf, np.inf]]
     assert step_ratios(metrics, ["a", "b"], 0.95, 2)[1].tolist() == [np.inf, np.inf]
     from rnnstream.runtime import ContractError
-    with pytest.raises(ContractError, match="'calibration' is malformed"):
+    with pytest.raises(ContractError, match=r"'calibration' is malformed: .*half_widths.* of 'a'"):
         initial_half_widths({"calibration": {"levels": [0.9], "half_widths": {"a": [[-1.0]]}}},
                             ["a"], 0.9)
 
