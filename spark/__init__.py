@@ -55,7 +55,8 @@ interval at ``coverage``, calibrated online on the key's own errors. Output colu
 target and kind (:func:`live_columns`): ``lower_<target>``, ``upper_<target>`` (the interval
 around this row's prediction), ``mae_<target>`` and ``recent_mae_<target>`` (the model's, over
 all scored rows and exponentially weighted), ``persistence_mae_<target>``,
-``seasonal_mae_<target>`` (with ``season`` only), ``realised_coverage_<target>`` (the share of
+``seasonal_mae_<target>`` (with a season: ``season=``, by default the one the model was
+trained with), ``realised_coverage_<target>`` (the share of
 scored intervals that held the value); all after this row. Null where nothing was scored yet;
 +-inf bounds until the interval is calibrated (a model without validation quantiles) and always
 for a target that is not a feature (it is never observed, so never scored). A dropped bad row
@@ -193,8 +194,9 @@ def predict_stream(
     one stream: each row's output also carries its prediction interval at that coverage
     (``lower_<target>``, ``upper_<target>``) and the key's live accuracy after that row
     (:func:`live_columns`); the scores are kept in the state store next to the recurrent state.
-    ``season`` adds seasonal naive to the baselines; ``live_options`` passes ``lr``,
-    ``half_life`` or ``initial_quantiles`` on (:func:`rnnstream.runtime.live.open_live`).
+    ``season`` is the seasonal-naive baseline's period (default: the season the model was
+    trained with, if it stores one; 0: none); ``live_options`` passes ``lr``, ``half_life`` or
+    ``initial_quantiles`` on (:func:`rnnstream.runtime.live.open_live`).
 
     Raises :class:`~rnnstream.runtime.errors.ModelLoadError` for an unusable model and
     :class:`~rnnstream.runtime.errors.InputError` for missing or non-numeric columns.
@@ -271,13 +273,13 @@ def output_schema(
     season: int | None = None,
 ) -> T.StructType:
     """The schema of :func:`predict_stream`'s result for ``input_schema`` and ``contract``
-    (``coverage`` and ``season``: only whether they are None matters here)."""
+    (``coverage`` and ``season`` as given to predict_stream)."""
     fields = [input_schema[name] for name in dict.fromkeys([key, order, *keep])]
     fields = [T.StructField(f.name, f.dataType, True) for f in fields]
     fields += [T.StructField(f"{prefix}{t}", T.DoubleType(), True) for t in contract.targets]
-    if coverage is not None:
-        fields += [T.StructField(name, T.DoubleType(), True)
-                   for name in live_columns(contract.targets, season)]
+    live = live_spec(contract, coverage, season, None, "output_schema")
+    if live is not None:
+        fields += [T.StructField(name, T.DoubleType(), True) for name in live.columns]
     fields.append(T.StructField(ERROR_COLUMN, T.StringType(), True))
     names = [f.name for f in fields]
     clashes = sorted({n for n in names if names.count(n) > 1})
@@ -317,13 +319,13 @@ class LiveSpec:
     """The live scores predict_stream(coverage=...) keeps per key (picklable: plain fields)."""
 
     coverage: float
-    season: int | None
+    season: int | None  # as asked (None: the model's own, 0: none), passed to open_live
     options: tuple[tuple[str, Any], ...]
     # what the stored arrays depend on besides the model: stored after the model's fingerprint
     tag: str
     # (name, shape without the stream axis, little-endian dtype) per array, in STATE_ARRAYS order
     layout: tuple[tuple[str, tuple[int, ...], str], ...]
-    columns: tuple[str, ...]  # live_columns(targets, season)
+    columns: tuple[str, ...]  # live_columns(targets, the season in effect)
 
     def open(self, contract: ModelContract, source: str) -> LiveStream:
         return open_live(contract, self.coverage, self.season, dict(self.options), source)
@@ -353,7 +355,7 @@ def live_spec(contract: ModelContract, coverage: float | None, season: int | Non
     fresh = live.state_arrays()
     layout = tuple((name, tuple(fresh[name].shape[1:]), fresh[name].dtype.newbyteorder("<").str)
                    for name in STATE_ARRAYS)
-    return LiveSpec(live.coverage, live.season, tuple(sorted(opts.items())), tag, layout,
+    return LiveSpec(live.coverage, season, tuple(sorted(opts.items())), tag, layout,
                     tuple(live_columns(contract.targets, live.season)))
 
 
@@ -393,7 +395,8 @@ class KeyLive:
     def advance(self, x: np.ndarray, y: np.ndarray, good: np.ndarray) -> np.ndarray:
         """Feed the good rows one by one, as Predictor(coverage=...) does; return the live
         columns of every row (NaN on the bad rows, which do not touch the scores)."""
-        live, season = self.stream, self.spec.season
+        live = self.stream
+        seasonal = live.season is not None
         out = np.full((len(x), len(self.spec.columns)), np.nan)
         xs, ys = x.tolist(), y.tolist()
         for i in np.flatnonzero(good).tolist():
@@ -407,7 +410,7 @@ class KeyLive:
             mae = scores["mae"][0]
             parts = [lower, upper, mae[_MODEL], scores["recent_mae"][0, _MODEL],
                      mae[_PERSISTENCE]]
-            if season is not None:
+            if seasonal:
                 parts.append(mae[_SEASONAL])
             parts.append(live.coverage_so_far()[0][0])
             out[i] = np.concatenate(parts, axis=None)

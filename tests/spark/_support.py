@@ -20,6 +20,7 @@ KEY, ORDER = "key", "ts"
 FEATURES = ["sensor_0", "sensor_1"]
 SCHEMA = f"{KEY} string, {ORDER} bigint, " + ", ".join(f"{f} double" for f in FEATURES)
 QUERY_TIMEOUT_S = 120
+LIVE_MODEL_SEASON = 3  # the season the live_model fixture's contract stores
 
 
 def missing_toolchain() -> str | None:
@@ -184,10 +185,11 @@ def live_reference(model: Path, parts: list[pd.DataFrame], prefix: str = "pred_"
             frame = rows[[KEY, ORDER]].reset_index(drop=True)
             for j, t in enumerate(p.targets):
                 frame[f"{prefix}{t}"] = y[:, j]
-            names = live_columns(p.targets, live.get("season"))
+            season = p.live.season
+            names = live_columns(p.targets, season)
             frame[names] = np.nan
             frame["_end"] = np.arange(len(frame)) == len(frame) - 1
-            frame.loc[len(frame) - 1, names] = live_values(p, live.get("season") is not None)
+            frame.loc[len(frame) - 1, names] = live_values(p, season is not None)
             frames.append(frame)
     return pd.concat(frames).sort_values([KEY, ORDER], ignore_index=True), predictors
 

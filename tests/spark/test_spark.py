@@ -12,6 +12,7 @@ import pytest
 from ._support import (
     FEATURES,
     KEY,
+    LIVE_MODEL_SEASON,
     ORDER,
     SCHEMA,
     assert_live_equal,
@@ -231,7 +232,7 @@ def test_shipped_model_streams_and_resolves_to_the_spark_files_copy(spark, model
 
 
 # -- live scores (coverage=...) -------------------------------------------------------------------
-LIVE = {"coverage": 0.8, "season": 3}
+LIVE = {"coverage": 0.8}  # season: the model's own (LIVE_MODEL_SEASON)
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +252,7 @@ def test_live_scores_equal_predictor_with_coverage(spark, live_model, live_unint
     run, got = live_uninterrupted
     targets = Predictor(live_model).targets
     assert list(got.columns) == [KEY, ORDER, *(f"pred_{t}" for t in targets),
-                                 *live_columns(targets, LIVE["season"]), "error"]
+                                 *live_columns(targets, LIVE_MODEL_SEASON), "error"]
     assert got["error"].isna().all()
     want, predictors = live_reference(live_model, PARTS, **LIVE)
     assert_live_equal(got.drop(columns="error"), want)
@@ -259,7 +260,7 @@ def test_live_scores_equal_predictor_with_coverage(spark, live_model, live_unint
     stored = (spark.read.format("statestore").load(str(run.checkpoint))
               .selectExpr("key.key AS key", "value.groupState.live AS live").toPandas())
     assert sorted(stored["key"]) == sorted(predictors)
-    spec = live_spec(Predictor(live_model).contract, LIVE["coverage"], LIVE["season"], {},
+    spec = live_spec(Predictor(live_model).contract, LIVE["coverage"], None, {},
                      str(live_model))
     assert spec is not None
     for key, blob in zip(stored["key"], stored["live"], strict=True):

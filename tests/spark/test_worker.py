@@ -12,6 +12,7 @@ import pytest
 from ._support import (
     FEATURES,
     KEY,
+    LIVE_MODEL_SEASON,
     ORDER,
     assert_live_equal,
     keyed_rows,
@@ -99,14 +100,14 @@ def test_truncated_stored_state_is_refused(model):
 
 
 # -- live scores (coverage=...) -------------------------------------------------------------------
-LIVE = {"coverage": 0.8, "season": 3}
+LIVE = {"coverage": 0.8}  # season: the model's own (LIVE_MODEL_SEASON)
 
 
 def live_step(model, **live) -> KeyStep:
     p = Predictor(model)
     settings = {**LIVE, **live}
-    spec = live_spec(p.contract, settings.pop("coverage"), settings.pop("season"), settings,
-                     str(model))
+    spec = live_spec(p.contract, settings.pop("coverage"), settings.pop("season", None),
+                     settings, str(model))
     return KeyStep(str(model), p.fingerprint, KEY, ORDER, tuple(FEATURES), (),
                    tuple(f"pred_{t}" for t in p.targets), "drop", None, "", spec)
 
@@ -139,7 +140,7 @@ def test_live_scores_equal_predictor_with_coverage_bit_for_bit(live_model, tmp_p
     got, state = run_chunks(step, chunks)
     want, predictors = live_reference(live_model, chunks, **LIVE)
     assert list(got.columns) == [KEY, ORDER, *(f"pred_{t}" for t in FEATURES),
-                                 *live_columns(FEATURES, LIVE["season"]), "error"]
+                                 *live_columns(FEATURES, LIVE_MODEL_SEASON), "error"]
     assert_live_equal(got, want)
     last = got.iloc[-1].filter(regex="^(lower|upper|mae|persistence|realised)_")
     assert np.isfinite(last.to_numpy(float)).all()  # scored, bounded, some coverage
@@ -206,6 +207,9 @@ def test_live_state_of_other_settings_is_refused(live_model):
                        r"kept with other settings \(stored: live coverage=0.8 season=3 .*; this "
                        r"query: live coverage=0.9 season=3"):
         run_chunks(live_step(live_model, coverage=0.9), [rows[3:]], state)
+    with pytest.raises(StateError, match=r"stored: live coverage=0.8 season=3 .*; this query: "
+                       r"live coverage=0.8 season=None"):
+        run_chunks(live_step(live_model, season=0), [rows[3:]], state)
     with pytest.raises(StateError, match=r"stored: live coverage=0.8.*; this query: none"):
         run_chunks(key_step(live_model), [rows[3:]], state)
     assert state.value is before  # nothing written
@@ -224,6 +228,19 @@ def test_damaged_live_state_is_refused(live_model, damage, message):
     state.value = (*head, damage(blob))
     with pytest.raises(StateError, match=message):
         run_chunks(live_step(live_model), [rows[3:]], state)
+
+
+def test_season_defaults_to_the_models_and_zero_turns_it_off(live_model):
+    contract = Predictor(live_model).contract
+    own, off = (live_spec(contract, 0.9, season, None, "test") for season in (None, 0))
+    assert own is not None
+    assert off is not None
+    assert own.columns == tuple(live_columns(FEATURES, LIVE_MODEL_SEASON))
+    assert "seasonal_mae_sensor_0" in own.columns
+    assert off.columns == tuple(live_columns(FEATURES, None))
+    assert "seasonal_mae_sensor_0" not in off.columns
+    assert (own.tag, off.tag) == ("live coverage=0.9 season=3 lr=0.1 half_life=100.0",
+                                  "live coverage=0.9 season=None lr=0.1 half_life=100.0")
 
 
 @pytest.mark.parametrize(("settings", "message"), [
