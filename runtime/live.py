@@ -602,6 +602,29 @@ class LiveStream(_Settings):
     def half_width(self) -> list[float]:
         return list(self._q)
 
+    def plain_scores(self) -> dict[str, list[Any]]:
+        """:meth:`scores` and :meth:`coverage_so_far` as plain Python lists, the same numbers
+        bit for bit, without building arrays (for per-row read-outs): ``mae``, ``mse``,
+        ``recent_mae``, ``recent_mse``, ``count`` (each ``[3][T]``, forecasters in
+        :data:`FORECASTERS` order), ``coverage`` and ``scored`` (``[T]``); NaN where nothing
+        was scored."""
+        nan = math.nan
+
+        def ratio(a: list[float], b: list[float]) -> list[float]:
+            return [x / y if y else nan for x, y in zip(a, b, strict=True)]
+
+        acc = self._acc  # [3][6][T]
+        cover = self._cover
+        return {
+            "mae": [ratio(f[_ABS], f[_COUNT]) for f in acc],
+            "mse": [ratio(f[_SQ], f[_COUNT]) for f in acc],
+            "recent_mae": [ratio(f[_EWA], f[_EWW]) for f in acc],
+            "recent_mse": [ratio(f[_EWS], f[_EWW]) for f in acc],
+            "count": [[int(c) for c in f[_COUNT]] for f in acc],
+            "coverage": ratio(cover[1], cover[0]),
+            "scored": [int(c) for c in cover[0]],
+        }
+
     def coverage_so_far(self) -> tuple[np.ndarray, np.ndarray]:
         """As :meth:`LiveScores.coverage_so_far` for one stream (arrays ``[1, T]``)."""
         return _realised(np.array([self._cover], _F64))

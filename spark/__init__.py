@@ -406,14 +406,14 @@ class KeyLive:
             else:  # NaN/inf predicted: it cannot be scored or bounded; start afresh
                 live.reset()
             lower, upper = live.interval()
-            scores = live.scores()
-            mae = scores["mae"][0]
-            parts = [lower, upper, mae[_MODEL], scores["recent_mae"][0, _MODEL],
-                     mae[_PERSISTENCE]]
+            scores = live.plain_scores()  # lists: no arrays built per row
+            mae = scores["mae"]
+            row = [*lower, *upper, *mae[_MODEL], *scores["recent_mae"][_MODEL],
+                   *mae[_PERSISTENCE]]
             if seasonal:
-                parts.append(mae[_SEASONAL])
-            parts.append(live.coverage_so_far()[0][0])
-            out[i] = np.concatenate(parts, axis=None)
+                row += mae[_SEASONAL]
+            row += scores["coverage"]
+            out[i] = row
         return out
 
     def encode(self) -> bytes:

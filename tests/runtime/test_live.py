@@ -214,6 +214,13 @@ def test_one_stream_in_python_floats_equals_the_numpy_pool_bit_for_bit():
                 ones[i].update(x[t, i].tolist(), y[t, i].tolist())
         for i in range(3):
             assert _equal(pool.take([i]), ones[i].state_arrays())
+            plain, arrays = ones[i].plain_scores(), pool.scores([i])
+            for name in ("mae", "mse", "recent_mae", "recent_mse", "count"):
+                assert np.array_equal(np.array(plain[name], float), arrays[name][0],
+                                      equal_nan=True), name
+            share, scored = pool.coverage_so_far([i])
+            assert np.array_equal(plain["coverage"], share[0], equal_nan=True)
+            assert plain["scored"] == scored[0].tolist()
             lo, hi = pool.interval([i])
             assert (lo[0].tolist(), hi[0].tolist()) == tuple(ones[i].interval())
         # and the other way: a LiveStream continues from a pool row
