@@ -8,7 +8,9 @@ Spark path: CSV files -> predict_stream (applyInPandasWithState, local[2], 2 sta
 of the query, after a warm-up query (JVM, Python workers, model cache). In-process paths: the same
 rows through StreamPool.step_many (one row per key per call, as a live stream would), and through
 the calls Spark makes (one sequence call per key and batch) without Spark. The ratio is what the
-distributed path costs on one machine, not what a cluster does.
+distributed path costs on one machine, not what a cluster does. The Spark query and the sequence
+path run twice: as is, and with live scores (``coverage``, default 0.9: intervals and live
+accuracy per row, the scores in the state store); the last column is what they add.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batches", type=int, default=5, help="files = micro-batches")
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--model", help="an rnnstream .onnx file (default: export a 1-layer LSTM)")
+    p.add_argument("--coverage", type=float, default=0.9,
+                   help="coverage of the live-scores runs (default: 0.9)")
     p.add_argument("--quick", action="store_true", help="50 keys x 100 rows, 3 micro-batches")
     args = p.parse_args()
     if args.quick:
@@ -47,7 +51,9 @@ def export_default(folder: Path, hidden: int) -> Path:
     from rnnstream.train.model import Forecaster, ForecasterConfig
 
     torch.manual_seed(0)
-    model = Forecaster(ForecasterConfig(cell="lstm", n_features=2, n_targets=1, hidden=hidden))
+    # the target is a feature (by name), so the live scores score every prediction
+    model = Forecaster(ForecasterConfig(cell="lstm", n_features=2, n_targets=1, hidden=hidden,
+                                        feature_names=["a", "b"], target_names=["a"]))
     path = folder / "model.onnx"
     export_model(model.eval(), path)
     return path
@@ -70,13 +76,15 @@ def write_batches(rows: pd.DataFrame, folder: Path, batches: int) -> None:
         os.utime(path, (1_700_000_000 + b, 1_700_000_000 + b))
 
 
-def time_spark(spark, model: Path, source: Path, checkpoint: Path, features: list[str]) -> float:
+def time_spark(spark, model: Path, source: Path, checkpoint: Path, features: list[str],
+               coverage: float | None = None) -> float:
     from rnnstream.spark import predict_stream
 
     schema = f"{KEY} string, {ORDER} bigint, " + ", ".join(f"{f} double" for f in features)
     events = (spark.readStream.schema(schema).option("header", True)
               .option("maxFilesPerTrigger", 1).csv(str(source)))
-    query = (predict_stream(events, model, key=KEY, order=ORDER).writeStream.format("noop")
+    preds = predict_stream(events, model, key=KEY, order=ORDER, coverage=coverage)
+    query = (preds.writeStream.format("noop")
              .option("checkpointLocation", str(checkpoint)).trigger(availableNow=True))
     start = time.perf_counter()
     running = query.start()
@@ -95,6 +103,48 @@ def time_pool(model: Path, rows: pd.DataFrame, features: list[str]) -> float:
     start = time.perf_counter()
     for i in range(0, len(ordered), n_keys):
         pool.step_many(list(keys[i:i + n_keys]), x[i:i + n_keys])
+    return time.perf_counter() - start
+
+
+class HeldState:
+    """The part of pyspark's GroupState the per-key function uses, kept in a dict."""
+
+    hasTimedOut = False
+
+    def __init__(self, store: dict, key: str) -> None:
+        self.store, self.key = store, key
+
+    @property
+    def exists(self) -> bool:
+        return self.key in self.store
+
+    @property
+    def get(self) -> tuple:
+        return self.store[self.key]
+
+    def update(self, value: tuple) -> None:
+        self.store[self.key] = value
+
+
+def time_key_function(model: Path, rows: pd.DataFrame, features: list[str], batches: int,
+                      coverage: float | None = None) -> float:
+    """The function Spark calls per key and micro-batch (rnnstream.spark.KeyStep: pandas in
+    and out, the state as the state store keeps it), called directly: Spark's cost removed."""
+    from rnnstream.runtime import Predictor
+    from rnnstream.spark import KeyStep, live_spec, worker_model
+
+    p = Predictor(model)
+    worker_model(str(model.resolve()), p.fingerprint)  # opened once per worker: not timed
+    step = KeyStep(str(model.resolve()), p.fingerprint, KEY, ORDER, tuple(features), (),
+                   tuple(f"pred_{t}" for t in p.targets), "drop", None, "",
+                   live_spec(p.contract, coverage, None, None, str(model)))
+    chunk = rows[ORDER].to_numpy() * batches // (rows[ORDER].max() + 1)
+    calls = [(k, g) for b in range(batches) for k, g in rows[chunk == b].groupby(KEY)]
+    store: dict = {}
+    start = time.perf_counter()
+    for key, frame in calls:
+        for _ in step((key,), iter([frame]), HeldState(store, key)):
+            pass
     return time.perf_counter() - start
 
 
@@ -136,19 +186,32 @@ def main() -> None:
                  .config("spark.sql.shuffle.partitions", "2").getOrCreate())
         spark.sparkContext.setLogLevel("ERROR")
         time_spark(spark, model, root / "warm", root / "ck-warm", features)
+        time_spark(spark, model, root / "warm", root / "ck-warm-live", features, args.coverage)
         spark_s = time_spark(spark, model, root / "in", root / "ck", features)
+        live_s = time_spark(spark, model, root / "in", root / "ck-live", features,
+                            args.coverage)
         spark.stop()
         pool_s = time_pool(model, rows, features)
         seq_s = time_sequences(model, rows, features, args.batches)
+        key_s = time_key_function(model, rows, features, args.batches)
+        key_live_s = time_key_function(model, rows, features, args.batches, args.coverage)
 
     n = len(rows)
+    live = f"coverage={args.coverage}"
     print(f"\n{args.keys} keys x {args.rows} rows = {n} rows, {args.batches} micro-batches, "
           f"model {model.name if args.model else f'LSTM hidden={args.hidden}'}, local[2]\n")
-    print(f"{'path':<48} {'seconds':>8} {'rows/s':>10} {'time vs pool':>13}")
-    for name, secs in (("StreamPool.step_many, one process", pool_s),
-                       ("sequence call per key+batch, one process", seq_s),
-                       ("Spark applyInPandasWithState, local[2]", spark_s)):
-        print(f"{name:<48} {secs:>8.2f} {n / secs:>10,.0f} {secs / pool_s:>12,.1f}x")
+    print(f"{'path':<56} {'seconds':>8} {'rows/s':>10} {'time vs pool':>13} "
+          f"{'live adds':>10}")
+    for name, secs, base in (
+            ("StreamPool.step_many, one process", pool_s, None),
+            ("sequence call per key+batch, one process", seq_s, None),
+            ("per-key function (KeyStep) per key+batch, no Spark", key_s, None),
+            (f"  + live scores ({live})", key_live_s, key_s),
+            ("Spark applyInPandasWithState, local[2]", spark_s, None),
+            (f"  + live scores ({live})", live_s, spark_s)):
+        added = f"{(secs - base) / n * 1e6:>7.1f} us/row" if base else ""
+        print(f"{name:<56} {secs:>8.2f} {n / secs:>10,.0f} {secs / pool_s:>12,.1f}x "
+              f"{added:>10}")
 
 
 if __name__ == "__main__":

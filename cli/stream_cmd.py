@@ -256,7 +256,7 @@ def summary(target: Any) -> str:
     names = target.targets or []
     rows = [("target", "points", "model MAE", "persistence MAE", "seasonal MAE",
              "model/persist.", "recent model MAE", f"coverage (asked {live.coverage:g})",
-             "width now")]
+             "width now")]  # MAEs pooled over every scored point; recent: mean over streams
     with np.errstate(invalid="ignore", divide="ignore"):
         for j, name in enumerate(names):
             def pooled(f: str, metric: str, j: int = j) -> float:
@@ -269,11 +269,13 @@ def summary(target: Any) -> str:
             k = scored[:, j].astype(np.float64)
             realised = float((np.nan_to_num(share[:, j]) * k).sum() / k.sum()) if k.sum() \
                 else float("nan")
-            width = float(np.nanmedian(hi[:, j] - lo[:, j])) if np.isfinite(
-                hi[:, j] - lo[:, j]).any() else float("inf")
+            span = hi[:, j] - lo[:, j]  # NaN: no prediction yet; inf: not calibrated yet
+            width = (float(np.nanmedian(span)) if not np.isnan(span).all() else float("nan"))
+            recent = acc["model"]["recent_mae"][:, j]  # each stream's own recent past
             rows.append((name, str(n), _g(model), _g(persist),
                          _g(pooled("seasonal", "mae")), _g(model / persist),
-                         _g(pooled("model", "recent_mae")),
+                         _g(float(np.nanmean(recent)) if not np.isnan(recent).all()
+                            else float("nan")),
                          f"{realised:.3f} of {int(k.sum())}" if k.sum() else "-", _g(width)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [f"live scores ({streams} stream{'s' if streams != 1 else ''}; MAE pooled over "
@@ -299,6 +301,10 @@ def run(args: argparse.Namespace) -> int:
     from rnnstream.runtime import Predictor, RnnStreamError, StreamPool
 
     target: Predictor | StreamPool
+    if args.season is not None and not args.coverage:
+        print("rnnstream stream: error: --season is for the live scores: give --coverage too "
+              "(e.g. --coverage 0.9 --season 24)", file=sys.stderr)
+        return 2
     live = {"coverage": args.coverage, "season": args.season} if args.coverage else {}
     try:
         if args.key is not None:

@@ -28,14 +28,17 @@ is ``prediction +- q_t`` per stream and target; each time one is scored,
     q_{t+1} = max(0, q_t + eta_t * (err_t - alpha)),   err_t = 1 if the value fell outside
 
 with ``alpha = 1 - coverage``: a miss widens the interval by ``eta_t * coverage``, a hit
-narrows it by ``eta_t * alpha``, so over any stretch the miss rate is driven to ``alpha``.
-With a fixed step ``eta`` the paper's Proposition 1 bounds the long-run miss rate of any
+narrows it by ``eta_t * alpha``, which pushes the miss rate toward ``alpha``. With a fixed step
+``eta`` and immediate feedback, the paper's Proposition 1 bounds the long-run miss rate of any
 sequence of residuals in ``[0, B]``: ``|mean(err) - alpha| <= (B + eta) / (eta * T)``, under
-any drift, no exchangeability assumed. The step here is ``eta_t = lr * s_t``, ``s_t`` the
-stream's recent model MAE (above), so it is unit-free: the paper's experiments likewise scale
-the step by the recent residual size (their trailing largest score). The clip at 0 only ever
-widens an interval. This is O(1) state and work per stream and target (ACI, Gibbs & Candès 2021,
-needs a window of residuals and its quantile every step: 10-100x more work in a pool).
+any drift, no exchangeability assumed. Here the step is ``eta_t = lr * s_t``, ``s_t`` the
+stream's recent model MAE (above, updated with the new residual first), so it is unit-free (the
+paper's experiments likewise scale the step by the recent residual size, their trailing
+largest score); the feedback of a ``horizon``-step model comes ``horizon`` steps late; and
+``q`` is clipped at 0. The bound is not proven for this variant, so the tests measure the
+coverage (``tests/runtime/test_live.py``; real series in ``bench/quality.py``). This is O(1)
+state and work per stream and target (ACI, Gibbs & Candès 2021, needs a window of residuals
+and its quantile every step: about 13x the work in a 1,024-stream pool).
 Residuals of a ``horizon``-step model are ``horizon``-step residuals, and ``err_t`` arrives
 ``horizon`` steps after the interval was issued: the update is applied with that delay.
 
@@ -85,6 +88,7 @@ _MODEL, _PERSISTENCE, _SEASONAL = range(3)
 _COUNT, _ABS, _SQ, _EWW, _EWA, _EWS = range(6)
 _F64 = np.dtype(np.float64)
 _I64 = np.dtype(np.int64)
+_LIMIT = 1e100  # largest |value| LiveScores takes (errors squared and summed stay finite)
 DEFAULTS = {"lr": 0.1, "half_life": 100.0}
 
 
@@ -121,6 +125,11 @@ class _Settings:
         # from the start; it applies once every stream has seen horizon + lag points
         self._steady_possible = bool((self.source >= 0).all()) and self._always_started
         self._steady_after = self.horizon + self.lag
+
+    def settings(self) -> dict[str, Any]:
+        """What the state arrays mean (saved with snapshots; a mismatch starts afresh)."""
+        return {"coverage": self.coverage, "lr": self.lr, "half_life": self.half_life,
+                "season": self.season, "horizon": self.horizon}
 
     def _actual(self, xt: np.ndarray) -> np.ndarray:
         """The targets' observed values ``[T, n]`` from the points ``xt`` ``[F, n]`` (NaN for a
@@ -167,7 +176,7 @@ class _Settings:
         if q is None or q.shape != (t,) or np.isnan(q).any() or (q < 0).any():
             raise InputError(f"initial_quantiles is {describe(given)}; expected {t} "
                              "non-negative half-widths, one per target (inf: none)")
-        return q
+        return q + 0.0  # -0.0 -> 0.0
 
     def check_arrays(self, arrays: Any, source: str, streams: int | None = None
                      ) -> dict[str, np.ndarray]:
@@ -197,7 +206,9 @@ class _Settings:
             problem = _value_problem(value, allowed)
             if problem:
                 raise StateError(f"{source}: live state {name!r} {problem}")
-            out[name] = np.array(value, copy=True, order="C")
+            # + 0.0 turns -0.0 into 0.0 (numpy's maximum and Python's max differ on it)
+            out[name] = (np.array(value, copy=True, order="C") + 0.0 if dtype == _F64
+                         else np.array(value, copy=True, order="C"))
         return out
 
 
@@ -272,8 +283,8 @@ class LiveScores(_Settings):
             at = (seen % h)[None, None, None, :]
             due = np.take_along_axis(pending, at, axis=0)[0]
             issued = np.take_along_axis(widths, at[0], axis=0)[0]
-        # score the forecasts made horizon points ago (NaN: none, or not scorable; actual and
-        # the forecasts are finite or NaN, so NaN is the only non-finite error). Without a
+        # score the forecasts made horizon points ago (NaN: none, or not scorable; values are
+        # at most 1e100 in size, so a finite error's square and sums stay finite). Without a
         # season the seasonal forecaster is never scored: its rows are left out (f = 2).
         f = self._scored_forecasters
         due = due[:f]
@@ -308,7 +319,7 @@ class LiveScores(_Settings):
             q += step
             np.maximum(q, 0.0, out=q)
         else:
-            ok = err == err
+            ok = np.isfinite(err)
             s[0] = ok
             np.copyto(err, 0.0, where=~ok)
             np.abs(err, out=s[1])
@@ -395,7 +406,15 @@ class LiveScores(_Settings):
         """Continue from ``arrays`` (from :meth:`state_arrays` of a LiveScores with the same
         settings); the number of streams is theirs (it must be ``streams`` when given). A
         misfit raises StateError and changes nothing."""
-        self._a = _inward(self._checked(arrays, source, streams))
+        checked = self._checked(arrays, source, streams)
+        self._note_infinite(checked)
+        self._a = _inward(checked)
+
+    def _note_infinite(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """A state from elsewhere (other settings) may hold infinite half-widths even though
+        this instance's start is finite: then keep to the masked path, which handles them."""
+        if np.isinf(arrays["q"]).any() or np.isinf(arrays["pending_width"]).any():
+            self._always_started = self._steady_possible = False
 
     def take(self, rows: Any) -> dict[str, np.ndarray]:
         """Copies of ``rows``' state, streams first (for :meth:`put` or :meth:`concat`)."""
@@ -405,14 +424,17 @@ class LiveScores(_Settings):
     def put(self, rows: Any, arrays: Mapping[str, np.ndarray]) -> None:
         """Overwrite ``rows``' state with ``arrays`` (one row each, as :meth:`take` gives)."""
         idx = self._rows(rows)
-        checked = _inward(self._checked(arrays, "put", streams=self.n_streams if idx is None
-                                        else len(idx)))
+        plain = self._checked(arrays, "put", streams=self.n_streams if idx is None else len(idx))
+        self._note_infinite(plain)
+        checked = _inward(plain)
         for name, value in checked.items():
             self._a[name][..., slice(None) if idx is None else idx] = value
 
     def concat(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Append streams: ``arrays`` as :meth:`take` gives, or :meth:`fresh` for new ones."""
-        checked = _inward(self._checked(arrays, "concat"))
+        plain = self._checked(arrays, "concat")
+        self._note_infinite(plain)
+        checked = _inward(plain)
         self._a = {name: np.concatenate([v, checked[name]], axis=-1)
                    for name, v in self._a.items()}
 
@@ -451,6 +473,8 @@ class LiveScores(_Settings):
                 return None
             return np.arange(n)[rows]
         idx = np.asarray(rows)
+        if idx.size == 0 and idx.ndim == 1:
+            return np.empty(0, np.int64)
         if idx.ndim != 1 or idx.dtype.kind not in "iu" or (idx.size and (
                 idx.min() < 0 or idx.max() >= n)) or np.unique(idx).size != idx.size:
             raise InputError(f"rows is {describe(rows)}; expected distinct integers in "
@@ -577,6 +601,29 @@ class LiveStream(_Settings):
 
     def half_width(self) -> list[float]:
         return list(self._q)
+
+    def plain_scores(self) -> dict[str, list[Any]]:
+        """:meth:`scores` and :meth:`coverage_so_far` as plain Python lists, the same numbers
+        bit for bit, without building arrays (for per-row read-outs): ``mae``, ``mse``,
+        ``recent_mae``, ``recent_mse``, ``count`` (each ``[3][T]``, forecasters in
+        :data:`FORECASTERS` order), ``coverage`` and ``scored`` (``[T]``); NaN where nothing
+        was scored."""
+        nan = math.nan
+
+        def ratio(a: list[float], b: list[float]) -> list[float]:
+            return [x / y if y else nan for x, y in zip(a, b, strict=True)]
+
+        acc = self._acc  # [3][6][T]
+        cover = self._cover
+        return {
+            "mae": [ratio(f[_ABS], f[_COUNT]) for f in acc],
+            "mse": [ratio(f[_SQ], f[_COUNT]) for f in acc],
+            "recent_mae": [ratio(f[_EWA], f[_EWW]) for f in acc],
+            "recent_mse": [ratio(f[_EWS], f[_EWW]) for f in acc],
+            "count": [[int(c) for c in f[_COUNT]] for f in acc],
+            "coverage": ratio(cover[1], cover[0]),
+            "scored": [int(c) for c in cover[0]],
+        }
 
     def coverage_so_far(self) -> tuple[np.ndarray, np.ndarray]:
         """As :meth:`LiveScores.coverage_so_far` for one stream (arrays ``[1, T]``)."""
@@ -741,6 +788,9 @@ def _matrix(value: Any, shape: tuple[int, int], what: str) -> np.ndarray:
                          "stream updated)")
     if not np.isfinite(arr).all():
         raise InputError(f"{what} contains NaN or infinity; every value must be finite")
+    if arr.size and np.abs(arr).max() > _LIMIT:
+        raise InputError(f"{what} holds a value beyond +-{_LIMIT:g}; scale the series (squared "
+                         "errors must stay finite)")
     return arr
 
 

@@ -511,7 +511,10 @@ class StreamPool(_EngineFacts):
             return live.coverage_so_far(self._rows_of(self._keys if keys is None else keys))
 
     def _rows_of(self, keys: Sequence[Hashable]) -> np.ndarray:
-        return np.array([self._row(k) for k in keys], np.int64)
+        rows = [self._row(k) for k in keys]
+        if len(set(rows)) != len(rows):
+            raise StreamKeyError(f"duplicate stream keys in {_show(keys)}; name each once")
+        return np.array(rows, np.int64)
 
     @property
     def live(self) -> LiveScores | None:
@@ -542,6 +545,8 @@ class StreamPool(_EngineFacts):
             row = self._row(key)
             for name, t in tensors.items():
                 self._bufs[name][row] = t
+            if self._live is not None:  # a State holds no live scores: they start afresh
+                self._live.reset([row])
 
     def save_state(self, path: str | os.PathLike[str]) -> None:
         """Write every stream's key and state to ``path`` (.npz) atomically."""
@@ -555,8 +560,11 @@ class StreamPool(_EngineFacts):
             if self._live is not None:
                 arrays.update((_LIVE + k, v[:n].copy()) for k, v in self._live.take(
                     slice(None)).items())
-            meta = {"kind": "pool", "fingerprint": self.fingerprint, "keys": list(self._keys),
-                    "states": [s.name for s in self._io.states]}
+            meta: dict[str, Any] = {"kind": "pool", "fingerprint": self.fingerprint,
+                                    "keys": list(self._keys),
+                                    "states": [s.name for s in self._io.states]}
+            if self._live is not None:
+                meta["live"] = self._live.settings()
         write_snapshot(path, meta, arrays)
 
     def load_state(self, path: str | os.PathLike[str]) -> None:
@@ -572,8 +580,9 @@ class StreamPool(_EngineFacts):
         live = None
         if self._live is not None:  # checked before anything changes: all or nothing
             given = {k[len(_LIVE):]: v for k, v in arrays.items() if k.startswith(_LIVE)}
-            live = self._live.check_arrays(live_or_fresh(self._live, given, source, len(keys)),
-                                           source, streams=len(keys))
+            live = self._live.check_arrays(
+                live_or_fresh(self._live, given, source, len(keys), saved=meta.get("live")),
+                source, streams=len(keys))
         with self._lock:
             for key in list(self._keys):
                 del self._rows[key]

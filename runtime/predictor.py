@@ -36,14 +36,21 @@ _LIVE = "live."  # snapshot keys of the live scores: live.<array name>
 _ACI_ARRAYS = {"alpha", "residuals", "res_count", "pending_own"}  # 0.2.0's live scores
 
 
-def live_or_fresh(live: Any, arrays: dict[str, np.ndarray], source: str,
-                  n: int = 1) -> dict[str, np.ndarray]:
-    """A snapshot's live arrays, or a fresh start for a snapshot without them (saved without
-    coverage, or by 0.2.0, whose window-based intervals this release replaced; warned)."""
+def live_or_fresh(live: Any, arrays: dict[str, np.ndarray], source: str, n: int = 1,
+                  saved: Any = None) -> dict[str, np.ndarray]:
+    """A snapshot's live arrays, or a fresh start (warned where something is lost) for a
+    snapshot without them (saved without coverage), saved by 0.2.0 (whose window-based
+    intervals this release replaced), or saved with other settings (``saved``, the snapshot's
+    ``live`` metadata: coverage, lr, half_life, season, horizon)."""
     if arrays and _ACI_ARRAYS & set(arrays):
         warnings.warn(f"{source}: the live scores were saved by rnnstream 0.2.0, whose "
                       "intervals this release computes differently; they start afresh (the "
                       "model state continues)", stacklevel=3)
+        arrays = {}
+    if arrays and isinstance(saved, dict) and saved != live.settings():
+        warnings.warn(f"{source}: the live scores were saved with {saved}, and these are "
+                      f"{live.settings()}; they start afresh (the model state continues)",
+                      stacklevel=3)
         arrays = {}
     return arrays or live.fresh(n)
 
@@ -212,18 +219,21 @@ class Predictor(_EngineFacts):
 
     def forecast_interval(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(forecast, lower, upper)``, each ``[n]`` (or ``[n, T]``): :meth:`forecast` with an
-        interval per step ahead. Step 1 is the live interval; step ``k`` scales it by the ratio
-        of the validation half-widths ``k`` steps and 1 step ahead stored in the contract
-        (infinite for a model without them). Only step 1 is calibrated online."""
+        interval per step. ``forecast(n)[i]`` is ``i + 2`` steps past the latest point (the
+        latest prediction, one step ahead, has :meth:`interval`); its half-width is the live
+        one-step half-width times the ratio of the validation half-widths ``i + 2`` steps and
+        1 step ahead stored in the contract (infinite for a model without them). Only the
+        one-step interval is calibrated online."""
         live = self._live_scores("forecast_interval")
         y = self._stream.forecast(n)
         f = y.reshape(n, -1)
         c = self._engine.contract
-        if self._ratios is None or len(self._ratios) < n:
+        if self._ratios is None or len(self._ratios) < n + 1:
             self._ratios = step_ratios(c.metrics if c else {}, live.targets, live.coverage,
-                                       max(n, 16), self.path)
-        w = np.asarray(live.half_width(), np.float64)[None] * self._ratios[:n]
-        w = np.where(np.isnan(w), np.inf, w)  # 0 * inf: a zero interval scaled by no figure
+                                       max(n + 1, 16), self.path)
+        with np.errstate(invalid="ignore"):  # 0 * inf: a zero width scaled by no figure
+            w = np.asarray(live.half_width(), np.float64)[None] * self._ratios[1:n + 1]
+        w = np.where(np.isnan(w), np.inf, w)
         lower, upper = f - w, f + w
         if y.ndim == 1:
             return y, lower[:, 0], upper[:, 0]
@@ -288,6 +298,8 @@ class Predictor(_EngineFacts):
 
     def set_state(self, state: State | Mapping[str, np.ndarray]) -> None:
         """Continue from ``state`` (from get_state, or a mapping of name -> row array).
+        With ``coverage``, the live scores start afresh (a State holds no live scores; use
+        save_state/load_state to carry them).
 
         Wrong names, shapes, dtype, non-finite values or another model's fingerprint raise
         StateError and change nothing.
@@ -297,6 +309,8 @@ class Predictor(_EngineFacts):
         tensors = check_tensors(state, self._engine.io.states, "set_state")
         last = state.last_output if isinstance(state, State) else None
         self._stream.install(tensors, self._stream.check_last(last, "set_state"))
+        if self._live is not None:  # its pending forecasts belong to the trajectory left
+            self._live.reset()
 
     def save_state(self, path: str | os.PathLike[str]) -> None:
         """Write the state to ``path`` (.npz) atomically, with the model's fingerprint."""
@@ -304,17 +318,20 @@ class Predictor(_EngineFacts):
         last = self._stream.last_output()
         if last is not None and self._stream.keeps_last:
             arrays["last_output"] = last
+        meta: dict[str, Any] = {"kind": "stream", "fingerprint": self.fingerprint,
+                                "states": [s.name for s in self._engine.io.states]}
         if self._live is not None:
             arrays.update((_LIVE + k, v) for k, v in self._live.state_arrays().items())
-        write_snapshot(path, {"kind": "stream", "fingerprint": self.fingerprint,
-                              "states": [s.name for s in self._engine.io.states]}, arrays)
+            meta["live"] = self._live.settings()
+        write_snapshot(path, meta, arrays)
 
     def load_state(self, path: str | os.PathLike[str]) -> None:
         """Continue from a snapshot written by :meth:`save_state` for this same model.
 
         With ``coverage``, the snapshot's live scores continue too; a snapshot without them
-        (an older one, or saved without coverage) starts the live scores afresh. Live scores
-        in the snapshot of a Predictor without ``coverage`` are ignored.
+        (an older one, or saved without coverage) or saved with other live settings (coverage,
+        season, ...; warned) starts the live scores afresh. Live scores in the snapshot of a
+        Predictor without ``coverage`` are ignored.
         """
         source = os.fspath(path)
         meta, arrays = read_snapshot(source, "stream")
@@ -323,5 +340,6 @@ class Predictor(_EngineFacts):
         last = self._stream.check_last(arrays.get("last_output"), source)
         live = {k[len(_LIVE):]: v for k, v in arrays.items() if k.startswith(_LIVE)}
         if self._live is not None:  # checked before anything is written: all or nothing
-            self._live.load_arrays(live_or_fresh(self._live, live, source), source)
+            self._live.load_arrays(live_or_fresh(self._live, live, source,
+                                                 saved=meta.get("live")), source)
         self._stream.install(tensors, last)

@@ -22,19 +22,48 @@ user set them; see :func:`loopback_builder` and ``docs/spark.md``.
 
 State kept per key in Spark's state store (:data:`STATE_SCHEMA`, the same for every model, so
 that a checkpoint reused with another model reaches the fingerprint check below rather than a
-Spark schema error)::
+Spark schema error; with ``coverage=...``, :data:`LIVE_STATE_SCHEMA`: one more column)::
 
-    fingerprint  string   the model that wrote the state; any other model refuses it
+    fingerprint  string   the model that wrote the state; any other model refuses it. With
+                          coverage=..., followed by the live settings the `live` column depends
+                          on: "sha256:... live coverage=0.9 season=24 lr=0.1 half_life=100.0";
+                          other settings refuse it too
     steps        bigint   rows pushed through the model for this key so far
     bad_rows     bigint   rows refused for this key so far (on_bad_row="drop")
     h            binary   float32 little-endian, row-major [layers, hidden]
     c            binary   same layout; LSTM only, null for rnn/gru
     last         binary   float32 [F + 1]: the last point and its seen flag; only for models
                           fed changes (input_mode "delta"), null otherwise
+    live         binary   only with coverage=...: the key's live scores, each array of
+                          rnnstream.runtime.live.STATE_ARRAYS in that order without the stream
+                          axis, row-major, little-endian: seen int64; pending float64
+                          [horizon, 3, T]; pending_width [horizon, T]; history [season or 0,
+                          T]; acc [6, 3, T]; q [T]; peak [T]; cover [2, T] (float64)
 
 One binary column per state name the one spec knows (:data:`STATE_COLUMNS`), filled by name.
 The ``last`` column is new in release 0.2: a Spark checkpoint written by 0.1 has a state schema
 without it, and Spark refuses to resume it; start such queries from a new checkpoint location.
+Likewise a checkpoint written without ``coverage`` cannot be resumed with it, nor the other way
+round: Spark refuses the other state schema (``STATE_STORE_VALUE_SCHEMA_NOT_COMPATIBLE``).
+
+Live scores, ``coverage=...`` (off by default): each key also keeps what
+:class:`~rnnstream.runtime.Predictor` ``(coverage=...)`` keeps for one stream
+(:mod:`rnnstream.runtime.live`). After a key's rows went through the model in one sequence call,
+they go one by one through the key's :class:`~rnnstream.runtime.LiveStream` (microseconds
+each): each prediction is scored against the value observed ``horizon`` rows later, and gets an
+interval at ``coverage``, calibrated online on the key's own errors. Output columns, one per
+target and kind (:func:`live_columns`): ``lower_<target>``, ``upper_<target>`` (the interval
+around this row's prediction), ``mae_<target>`` and ``recent_mae_<target>`` (the model's, over
+all scored rows and exponentially weighted), ``persistence_mae_<target>``,
+``seasonal_mae_<target>`` (with a season: ``season=``, by default the one the model was
+trained with), ``realised_coverage_<target>`` (the share of
+scored intervals that held the value); all after this row. Null where nothing was scored yet;
++-inf bounds until the interval is calibrated (a model without validation quantiles) and always
+for a target that is not a feature (it is never observed, so never scored). A dropped bad row
+gets nulls and leaves the scores alone; a NaN or infinite prediction starts the key's scores
+afresh, as in Predictor. The scores live in the key's state row with its recurrent state, so
+checkpoints, replays and restarts carry them exactly: a restarted query emits the same bounds
+and metrics as an uninterrupted one. ``initial_quantiles`` only seeds keys not seen yet.
 
 (Binary rather than ``array<float>``: pyspark 4.3's worker cannot parse a state schema holding an
 array -- ``KeyError: 'elementType'`` in ``ArrayType.fromJson`` -- and bytes are exact and small.)
@@ -67,7 +96,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,12 +123,16 @@ from rnnstream.runtime import (
     StateError,
     UnsupportedError,
 )
+from rnnstream.runtime.live import FORECASTERS, STATE_ARRAYS, LiveStream, open_live
 from rnnstream.runtime.spec import CELLS, INPUT_MODES, state_names
 
 __all__ = [
     "BAD_ROW_POLICIES",
     "ERROR_COLUMN",
+    "LIVE_COLUMN",
+    "LIVE_STATE_SCHEMA",
     "STATE_SCHEMA",
+    "live_columns",
     "loopback_builder",
     "output_schema",
     "predict_stream",
@@ -119,6 +152,10 @@ STATE_SCHEMA = T.StructType([
     *(T.StructField(name, T.BinaryType(), not all(name in c.states for c in CELLS.values()))
       for name in STATE_COLUMNS),
 ])
+# with coverage=...: the live scores of the key (rnnstream.runtime.live), one more column
+LIVE_COLUMN = "live"
+LIVE_STATE_SCHEMA = T.StructType([*STATE_SCHEMA.fields,
+                                  T.StructField(LIVE_COLUMN, T.BinaryType(), False)])
 _STATE_DTYPE = np.dtype("<f4")
 _EVENT_MS = "_rnnstream_event_ms"  # the order timestamp as epoch ms, computed by Spark (exact)
 
@@ -135,6 +172,9 @@ def predict_stream(
     on_bad_row: str = "drop",
     idle_timeout_s: float | None = None,
     ship_model: bool = False,
+    coverage: float | None = None,
+    season: int | None = None,
+    live_options: Mapping[str, Any] | None = None,
 ) -> DataFrame:
     """Predictions for a (streaming) DataFrame of keyed events, one output row per input row.
 
@@ -148,6 +188,15 @@ def predict_stream(
     ``SparkContext.addFile`` and read from there when the path does not exist on an executor.
     ``on_bad_row`` and ``idle_timeout_s`` (event time: ``order`` must be a timestamp with a
     watermark) are described in the module docstring.
+
+    ``coverage`` (default None: off; output and state exactly as without it) turns on live
+    scores per key, as :class:`~rnnstream.runtime.Predictor` ``(coverage=...)`` keeps them for
+    one stream: each row's output also carries its prediction interval at that coverage
+    (``lower_<target>``, ``upper_<target>``) and the key's live accuracy after that row
+    (:func:`live_columns`); the scores are kept in the state store next to the recurrent state.
+    ``season`` is the seasonal-naive baseline's period (default: the season the model was
+    trained with, if it stores one; 0: none); ``live_options`` passes ``lr``, ``half_life`` or
+    ``initial_quantiles`` on (:func:`rnnstream.runtime.live.open_live`).
 
     Raises :class:`~rnnstream.runtime.errors.ModelLoadError` for an unusable model and
     :class:`~rnnstream.runtime.errors.InputError` for missing or non-numeric columns.
@@ -169,19 +218,21 @@ def predict_stream(
                          f"must be a timestamp with a watermark, not "
                          f"{events.schema[order].dataType.simpleString()}; e.g. "
                          f"events.withWatermark({order!r}, '10 minutes')")
+    live = live_spec(contract, coverage, season, live_options, path)
     schema = output_schema(events.schema, contract, key=key, order=order, keep=keep,
-                           prefix=prefix)
+                           prefix=prefix, coverage=coverage, season=season)
     shipped = _ship(events, path, contract) if ship_model else ""
     step = KeyStep(path, loaded.fingerprint, key, order, tuple(feature_cols), tuple(keep),
                    tuple(f"{prefix}{t}" for t in contract.targets), on_bad_row, timeout_ms,
-                   shipped)
+                   shipped, live)
     columns = [F.col(c) for c in dict.fromkeys([key, order, *feature_cols, *keep])]
     timeout = GroupStateTimeout.NoTimeout
     if timeout_ms is not None:
         timeout = GroupStateTimeout.EventTimeTimeout
         columns.append(F.unix_millis(F.col(order).cast("timestamp")).alias(_EVENT_MS))
+    state_schema = STATE_SCHEMA if live is None else LIVE_STATE_SCHEMA
     return (events.select(*columns).groupBy(key)
-            .applyInPandasWithState(step, schema, STATE_SCHEMA, "append", timeout))
+            .applyInPandasWithState(step, schema, state_schema, "append", timeout))
 
 
 def _ship(events: DataFrame, path: str, contract: ModelContract) -> str:
@@ -218,11 +269,17 @@ def output_schema(
     order: str,
     keep: Sequence[str] = (),
     prefix: str = "pred_",
+    coverage: float | None = None,
+    season: int | None = None,
 ) -> T.StructType:
-    """The schema of :func:`predict_stream`'s result for ``input_schema`` and ``contract``."""
+    """The schema of :func:`predict_stream`'s result for ``input_schema`` and ``contract``
+    (``coverage`` and ``season`` as given to predict_stream)."""
     fields = [input_schema[name] for name in dict.fromkeys([key, order, *keep])]
     fields = [T.StructField(f.name, f.dataType, True) for f in fields]
     fields += [T.StructField(f"{prefix}{t}", T.DoubleType(), True) for t in contract.targets]
+    live = live_spec(contract, coverage, season, None, "output_schema")
+    if live is not None:
+        fields += [T.StructField(name, T.DoubleType(), True) for name in live.columns]
     fields.append(T.StructField(ERROR_COLUMN, T.StringType(), True))
     names = [f.name for f in fields]
     clashes = sorted({n for n in names if names.count(n) > 1})
@@ -240,6 +297,131 @@ def _timeout_ms(idle_timeout_s: float | None) -> int | None:
         raise ValueError(f"idle_timeout_s={idle_timeout_s!r}: expected a positive number of "
                          "seconds, or None for no timeout")
     return max(1, round(idle_timeout_s * 1000))
+
+
+# -- live scores (coverage=...) ------------------------------------------------------------------
+_MODEL, _PERSISTENCE, _SEASONAL = (FORECASTERS.index(f) for f in ("model", "persistence",
+                                                                  "seasonal"))
+
+
+def live_columns(targets: Sequence[str], season: int | None = None) -> list[str]:
+    """The double columns ``coverage=...`` adds to the output, in order: each kind, one column
+    per target (``lower_<target>``, ``upper_<target>``, ...; docs/spark.md describes them)."""
+    kinds = ["lower", "upper", "mae", "recent_mae", "persistence_mae"]
+    if season is not None:
+        kinds.append("seasonal_mae")
+    kinds.append("realised_coverage")
+    return [f"{kind}_{t}" for kind in kinds for t in targets]
+
+
+@dataclass(frozen=True)
+class LiveSpec:
+    """The live scores predict_stream(coverage=...) keeps per key (picklable: plain fields)."""
+
+    coverage: float
+    season: int | None  # as asked (None: the model's own, 0: none), passed to open_live
+    options: tuple[tuple[str, Any], ...]
+    # what the stored arrays depend on besides the model: stored after the model's fingerprint
+    tag: str
+    # (name, shape without the stream axis, little-endian dtype) per array, in STATE_ARRAYS order
+    layout: tuple[tuple[str, tuple[int, ...], str], ...]
+    columns: tuple[str, ...]  # live_columns(targets, the season in effect)
+
+    def open(self, contract: ModelContract, source: str) -> LiveStream:
+        return open_live(contract, self.coverage, self.season, dict(self.options), source)
+
+    @property
+    def size(self) -> int:
+        return sum(math.prod(shape) * np.dtype(code).itemsize for _, shape, code in self.layout)
+
+    def describe(self) -> str:
+        return ", ".join(f"{name} {np.dtype(code).name}{list(shape)}"
+                         for name, shape, code in self.layout)
+
+
+def live_spec(contract: ModelContract, coverage: float | None, season: int | None,
+              options: Mapping[str, Any] | None, source: str) -> LiveSpec | None:
+    """The live scores asked for (None without ``coverage``), checked on the driver: a bad
+    setting raises InputError before any query starts."""
+    if coverage is None:
+        if season is not None or options:
+            raise InputError(f"season={season!r} and live_options={options!r} set up the live "
+                             "scores, which are off; pass coverage= (e.g. coverage=0.9) too")
+        return None
+    opts = dict(options or {})
+    live = open_live(contract, coverage, season, opts, source)
+    tag = (f"live coverage={live.coverage!r} season={live.season!r} lr={live.lr!r} "
+           f"half_life={live.half_life!r}")
+    fresh = live.state_arrays()
+    layout = tuple((name, tuple(fresh[name].shape[1:]), fresh[name].dtype.newbyteorder("<").str)
+                   for name in STATE_ARRAYS)
+    return LiveSpec(live.coverage, season, tuple(sorted(opts.items())), tag, layout,
+                    tuple(live_columns(contract.targets, live.season)))
+
+
+def _decode_live(blob: bytes | None, spec: LiveSpec, key: Any) -> dict[str, np.ndarray]:
+    """The arrays of a ``live`` state column (one stream); their values are checked by
+    LiveStream.load_arrays."""
+    if blob is None or len(blob) != spec.size:
+        raise StateError(f"key {_plain(key)!r}: stored live state has "
+                         f"{0 if blob is None else len(blob)} bytes; expected {spec.size} "
+                         f"({spec.describe()}, little-endian)")
+    arrays, offset = {}, 0
+    for name, shape, code in spec.layout:
+        dtype, count = np.dtype(code), math.prod(shape)
+        flat = np.frombuffer(blob, dtype, count, offset) if count else np.zeros(0, dtype)
+        arrays[name] = flat.reshape((1, *shape)).astype(dtype.newbyteorder("="))
+        offset += count * dtype.itemsize
+    return arrays
+
+
+@dataclass
+class KeyLive:
+    """One key's live scores during one micro-batch."""
+
+    spec: LiveSpec
+    stream: LiveStream
+
+    @classmethod
+    def restore(cls, spec: LiveSpec, contract: ModelContract, source: str, key: Any,
+                stored: bool, blob: bytes | None) -> KeyLive:
+        """Fresh for a new key, else from its ``live`` state column (StateError: a misfit)."""
+        stream = spec.open(contract, source)
+        if stored:
+            stream.load_arrays(_decode_live(blob, spec, key),
+                               f"key {_plain(key)!r}: stored live state")
+        return cls(spec, stream)
+
+    def advance(self, x: np.ndarray, y: np.ndarray, good: np.ndarray) -> np.ndarray:
+        """Feed the good rows one by one, as Predictor(coverage=...) does; return the live
+        columns of every row (NaN on the bad rows, which do not touch the scores)."""
+        live = self.stream
+        seasonal = live.season is not None
+        out = np.full((len(x), len(self.spec.columns)), np.nan)
+        xs, ys = x.tolist(), y.tolist()
+        for i in np.flatnonzero(good).tolist():
+            yi = ys[i]
+            if all(v - v == 0.0 for v in yi):
+                live.update(xs[i], yi)
+            else:  # NaN/inf predicted: it cannot be scored or bounded; start afresh
+                live.reset()
+            lower, upper = live.interval()
+            scores = live.plain_scores()  # lists: no arrays built per row
+            mae = scores["mae"]
+            row = [*lower, *upper, *mae[_MODEL], *scores["recent_mae"][_MODEL],
+                   *mae[_PERSISTENCE]]
+            if seasonal:
+                row += mae[_SEASONAL]
+            row += scores["coverage"]
+            out[i] = row
+        return out
+
+    def encode(self) -> bytes:
+        """The ``live`` state column: each array of STATE_ARRAYS in order, little-endian,
+        row-major, without the stream axis."""
+        arrays = self.stream.state_arrays()
+        return b"".join(np.ascontiguousarray(arrays[name][0], code).tobytes()
+                        for name, _, code in self.spec.layout)
 
 
 def _check_columns(schema: T.StructType, key: str, order: str, features: list[str],
@@ -305,6 +487,12 @@ class KeyStep:
     on_bad_row: str
     timeout_ms: int | None
     shipped: str = ""  # file name sent with SparkContext.addFile ("" when not shipped)
+    live: LiveSpec | None = None  # coverage=...: live scores kept in the state's `live` column
+
+    @property
+    def stored_fingerprint(self) -> str:
+        """The state's fingerprint column: the model's, then the live settings (when on)."""
+        return self.fingerprint if self.live is None else f"{self.fingerprint} {self.live.tag}"
 
     def __call__(self, key: tuple[Any, ...], frames: Iterator[pd.DataFrame],
                  state: GroupState) -> Iterator[pd.DataFrame]:
@@ -321,7 +509,9 @@ class KeyStep:
         contract = loaded.contract
         if contract is None:  # predict_stream refused it; a file replaced since is refused
             raise UnsupportedError(f"{self.path}: has no rnnstream contract")  # by fingerprint
-        tensors, steps, bad_count = self._restore(key[0], stored, contract)
+        tensors, steps, bad_count, live_blob = self._restore(key[0], stored, contract)
+        live = None if self.live is None else KeyLive.restore(
+            self.live, contract, self.path, key[0], stored is not None, live_blob)
         x = x64.astype(np.float32)  # too big for float32 -> inf -> a bad row
         errors = self._bad_rows(key[0], cols[self.order], x64, x)
         good = np.array([e is None for e in errors])
@@ -329,8 +519,12 @@ class KeyStep:
         if good.any():
             out, after = loaded.run_sequence(x[good], tensors)
             y[good], tensors = out, dict(after)
-        state.update((self.fingerprint, steps + int(good.sum()),
-                      bad_count + int((~good).sum()), *_encode(tensors, contract)))
+        extra: tuple[bytes, ...] = ()
+        if live is not None:
+            y = np.hstack([y, live.advance(x, y, good)])
+            extra = (live.encode(),)
+        state.update((self.stored_fingerprint, steps + int(good.sum()),
+                      bad_count + int((~good).sum()), *_encode(tensors, contract), *extra))
         if self.timeout_ms is not None:  # never before the watermark (Spark refuses that)
             event_ms = cols[_EVENT_MS].astype(np.float64)
             newest = int(np.nanmax(event_ms)) if not np.isnan(event_ms).all() else 0
@@ -358,23 +552,33 @@ class KeyStep:
                                      kind="mergesort", na_position="last").index.to_numpy()
         return {c: v[index] for c, v in cols.items()}, x64[index]
 
-    def _restore(self, key: Any, stored: tuple | None,
-                 contract: ModelContract) -> tuple[dict[str, np.ndarray], int, int]:
-        """The key's state (name -> row), rows and bad rows so far; the runtime validates the
-        values (finite, shape) when the state is used."""
+    def _restore(self, key: Any, stored: tuple | None, contract: ModelContract
+                 ) -> tuple[dict[str, np.ndarray], int, int, bytes | None]:
+        """The key's state (name -> row), rows and bad rows so far, and its live column; the
+        runtime validates the values (finite, shape) when the state is used."""
         specs = contract.states
         if stored is None:
             zeros = {s.name: np.zeros(s.row_shape, np.float32) for s in specs}
-            return zeros, 0, 0
+            return zeros, 0, 0, None
         fingerprint, steps, bad_count, *columns = stored
-        blobs = dict(zip(STATE_COLUMNS, columns, strict=True))
-        if fingerprint != self.fingerprint:
+        model, _, live_tag = str(fingerprint).partition(" ")
+        if model != self.fingerprint:
             raise StateError(
                 f"key {_plain(key)!r}: the state in Spark's state store was written by another "
-                f"model (stored fingerprint {fingerprint}, this model's fingerprint "
+                f"model (stored fingerprint {model}, this model's fingerprint "
                 f"{self.fingerprint}); restart with the model that wrote the checkpoint, or "
                 "start the query from a new checkpoint location"
             )
+        want_tag = "" if self.live is None else self.live.tag
+        if live_tag != want_tag:
+            raise StateError(
+                f"key {_plain(key)!r}: the live scores in Spark's state store were kept with "
+                f"other settings (stored: {live_tag or 'none, coverage=None'}; this query: "
+                f"{want_tag or 'none, coverage=None'}); restart with the settings that wrote "
+                "the checkpoint, or start the query from a new checkpoint location"
+            )
+        blobs = dict(zip(STATE_COLUMNS, columns[:len(STATE_COLUMNS)], strict=True))
+        live_blob = columns[len(STATE_COLUMNS)] if len(columns) > len(STATE_COLUMNS) else None
         tensors = {}
         for spec in specs:
             blob = blobs[spec.name]
@@ -385,7 +589,7 @@ class KeyStep:
                                  f"{size * _STATE_DTYPE.itemsize} ({spec.row_shape} float32)")
             row = np.frombuffer(blob, _STATE_DTYPE).reshape(spec.row_shape)
             tensors[spec.name] = row.astype(np.float32)
-        return tensors, int(steps), int(bad_count)
+        return tensors, int(steps), int(bad_count), live_blob
 
     def _bad_rows(self, key: Any, order: np.ndarray, x64: np.ndarray,
                   x: np.ndarray) -> list[str | None]:
@@ -413,7 +617,8 @@ class KeyStep:
     def _output(self, cols: dict[str, np.ndarray], y: np.ndarray,
                 errors: list[str | None]) -> pd.DataFrame:
         out = {c: cols[c] for c in dict.fromkeys([self.key, self.order, *self.keep])}
-        out.update((name, y[:, j]) for j, name in enumerate(self.outputs))
+        names = self.outputs if self.live is None else self.outputs + self.live.columns
+        out.update((name, y[:, j]) for j, name in enumerate(names))
         out[ERROR_COLUMN] = np.array(errors, dtype=object)
         return pd.DataFrame(out)
 

@@ -4,7 +4,7 @@
  * recurrent state carried between calls. This is the reference embedders copy; it is tested
  * against the Python runtime (tests/embedding/test_javascript.py).
  *
- *   node stream.js MODEL.onnx [POINTS.csv|-] [--key] [--dump-state FILE]
+ *   node stream.js MODEL.onnx [POINTS.csv|-] [--key] [--coverage C] [--season M] [--dump-state FILE]
  *
  * MODEL.onnx may also be the step graph MODEL.step.onnx (the same model for one time step,
  * from plain ops); its contract is MODEL.onnx.json all the same.
@@ -16,8 +16,20 @@
  * and each output line is "key,prediction...".
  * Output: one line per point, T comma-separated predictions, each the shortest decimal that
  * reads back as the same float32.
+ * --coverage C (0 < C < 1) adds a prediction interval per target, calibrated online per stream
+ * exactly as rnnstream's Python runtime does it (Predictor(coverage=C), rnnstream.runtime.live:
+ * quantile tracking, Angelopoulos, Candes & Tibshirani, "Conformal PID Control for Time Series
+ * Prediction", NeurIPS 2023, https://arxiv.org/abs/2307.16895). Each line is then
+ * "prediction,lower,upper" per target, in the model's target order, every number formatted as
+ * Python's format(v, ".9g") formats it (inf, -inf, nan), the lines of `rnnstream stream
+ * --coverage C`. --season M sets the seasonal-naive baseline's period in points for the live
+ * accuracy (default: the season the model was trained with, metrics.season; 0: none).
  * --dump-state FILE writes the final state of every stream as JSON (each state's shape without its
  * batch axis, and the model fingerprint so the snapshot is never loaded into another model).
+ * With --coverage it also holds each stream's live state ("live", or "live_streams" by key): the
+ * arrays of rnnstream.runtime.live.STATE_ARRAYS without their stream axis, non-finite values and
+ * -0 as the strings "nan", "inf", "-inf", "-0.0" (JSON has no such numbers; Python's float()
+ * reads them).
  *
  * Everything about the model comes from its sidecar, MODEL.onnx.json: onnxruntime's JavaScript
  * API cannot read an ONNX file's custom metadata, so rnnstream writes the same contract beside
@@ -44,22 +56,56 @@ const SCHEMA_VERSION = 2; // the newest contract version this program understand
 
 class UsageError extends Error {}
 
+const USAGE = 'usage: node stream.js MODEL.onnx [POINTS.csv|-] [--key] [--coverage C] [--season M] ' +
+  '[--dump-state FILE]';
+
 function parseArgs(argv) {
-  const args = { model: null, points: null, key: false, dumpState: null };
+  const args = { model: null, points: null, key: false, dumpState: null, coverage: null, season: null };
   const positional = [];
   for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
+    let a = argv[i];
+    let value; // --option=value or --option value
+    const eq = a.startsWith('--') ? a.indexOf('=') : -1;
+    if (eq > 0) [a, value] = [a.slice(0, eq), a.slice(eq + 1)];
+    const takes = ['--dump-state', '--coverage', '--season'].includes(a);
+    if (takes && value === undefined) value = argv[++i];
+    if (takes && value === undefined) throw new UsageError(`${a} needs a value`);
+    if (!takes && eq > 0) throw new UsageError(`${a} takes no value`);
     if (a === '--key') args.key = true;
-    else if (a === '--dump-state') args.dumpState = argv[++i];
+    else if (a === '--dump-state') args.dumpState = value;
+    else if (a === '--coverage') args.coverage = parseCoverage(value);
+    else if (a === '--season') args.season = parseSeason(value);
     else if (a === '-h' || a === '--help') throw new UsageError('');
     else if (a.startsWith('--')) throw new UsageError(`unknown option ${a}`);
     else positional.push(a);
   }
   if (positional.length < 1 || positional.length > 2) throw new UsageError('expected MODEL.onnx [POINTS.csv|-]');
-  if (args.dumpState === undefined) throw new UsageError('--dump-state needs a file name');
+  if (args.season !== null && args.coverage === null) {
+    throw new UsageError('--season needs --coverage (it adds seasonal naive to the live scores)');
+  }
   [args.model, args.points = '-'] = positional;
   return args;
 }
+
+function parseCoverage(text) {
+  const c = DECIMAL.test(text) ? Number(text) : NaN;
+  if (!(c > 0 && c < 1)) {
+    throw new UsageError(`--coverage is ${JSON.stringify(text)}; expected a number strictly ` +
+      'between 0 and 1, the share of values the intervals should hold (e.g. 0.9)');
+  }
+  return c;
+}
+
+function parseSeason(text) {
+  const m = /^[0-9]+$/.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(m)) {
+    throw new UsageError(`--season is ${JSON.stringify(text)}; expected a whole number of points, ` +
+      'the seasonal period (e.g. 24 for hourly data with a daily cycle; 0: none)');
+  }
+  return m;
+}
+
+const DECIMAL = /^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$/;
 
 // ---- the contract ---------------------------------------------------------------------------
 
@@ -69,7 +115,7 @@ function parseArgs(argv) {
  */
 function loadContract(modelPath) {
   const step = modelPath.endsWith('.step.onnx');
-  const sidecar = step ? `${modelPath.slice(0, -'.step.onnx'.length)}.onnx.json` : `${modelPath}.json`;
+  const sidecar = sidecarOf(modelPath);
   let contract;
   try {
     contract = JSON.parse(fs.readFileSync(sidecar, 'utf8'));
@@ -86,6 +132,12 @@ function loadContract(modelPath) {
   }
   if (step) checkStepGraph(modelPath, sidecar, contract);
   return contract;
+}
+
+/** MODEL.onnx.json, for MODEL.onnx and for its step graph MODEL.step.onnx alike. */
+function sidecarOf(modelPath) {
+  const step = modelPath.endsWith('.step.onnx');
+  return step ? `${modelPath.slice(0, -'.step.onnx'.length)}.onnx.json` : `${modelPath}.json`;
 }
 
 /** The step graph must be the very file the sidecar names: a stale one computes another model. */
@@ -155,6 +207,257 @@ function stateToJSON(state, contract) {
   return json;
 }
 
+// ---- live accuracy and intervals (--coverage) -----------------------------------------------
+//
+// A port of rnnstream.runtime.live.LiveStream, the same float operations in the same order, so
+// the numbers (and the state) are bit for bit those of Python's Predictor(coverage=C). Per stream
+// and target, the interval is prediction +- q; each time a prediction is scored (when the value
+// it was for arrives, `horizon` points later), quantile tracking (Angelopoulos, Candes &
+// Tibshirani 2023, section 2) moves q:
+//   q <- max(0, q + lr * recent_mae * (miss - alpha)),   alpha = 1 - coverage, miss = 0 or 1
+// so a miss widens the interval by lr * recent_mae * coverage and a hit narrows it by
+// lr * recent_mae * alpha: the miss rate is driven to alpha. q starts at the validation
+// half-width the sidecar stores (metrics.calibration), or, for a model without one, is infinite
+// until `warmup` residuals were scored and then starts at the largest of them. A target can only
+// be scored when it is also a feature (same name); otherwise its interval stays where it started.
+
+const LIVE_DEFAULTS = { lr: 0.1, halfLife: 100.0 }; // rnnstream.runtime.live.DEFAULTS
+const MODEL = 0; // forecasters, in this order: the model, persistence, seasonal naive
+const N_FORECASTERS = 3;
+const N_ACC = 6; // per forecaster and target: count, abs_sum, sq_sum, ew_weight, ew_abs, ew_sq
+
+class LiveStream {
+  constructor(features, targets, { horizon = 1, season = null, coverage, initial = null,
+    lr = LIVE_DEFAULTS.lr, halfLife = LIVE_DEFAULTS.halfLife }) {
+    this.targets = targets;
+    this.horizon = horizon;
+    this.season = season;
+    this.coverage = coverage;
+    this.alpha = 1.0 - coverage;
+    this.lr = lr;
+    this.decay = 0.5 ** (1.0 / halfLife);
+    const index = new Map(features.map((name, i) => [name, i]));
+    this.source = targets.map((t) => (index.has(t) ? index.get(t) : -1)); // -1: never scored
+    this.initial = initial ?? targets.map(() => Infinity);
+    this.warmup = warmup(coverage);
+    // seasonal naive for t + h is the value at lag m * ceil(h / m) - h from t, in [0, m)
+    this.lag = season === null ? 0 : season * Math.floor((horizon + season - 1) / season) - horizon;
+    this.reset();
+  }
+
+  /** Forget everything (a fresh stream). */
+  reset() {
+    const t = this.targets.length;
+    const full = (v) => new Array(t).fill(v);
+    this.seen = 0;
+    this.pending = Array.from({ length: this.horizon }, () => [full(NaN), full(NaN), full(NaN)]);
+    this.pendingWidth = Array.from({ length: this.horizon }, () => full(Infinity));
+    this.history = Array.from({ length: this.season ?? 0 }, () => full(NaN));
+    this.acc = Array.from({ length: N_FORECASTERS }, () => Array.from({ length: N_ACC }, () => full(0.0)));
+    this.q = [...this.initial];
+    this.peak = full(0.0);
+    this.cover = [full(0.0), full(0.0)]; // intervals scored, of which held the value
+  }
+
+  /** Score what is due with the point x (F finite values) and record the prediction y made from it. */
+  update(x, y) {
+    const h = this.horizon;
+    const seen = this.seen;
+    const slot = seen % h;
+    const due = this.pending[slot];
+    const issued = this.pendingWidth[slot];
+    const actual = this.source.map((i) => (i >= 0 ? x[i] : NaN));
+    const { decay, lr, alpha } = this;
+    for (let f = 0; f < N_FORECASTERS; f++) {
+      const forecast = due[f];
+      const [cnt, asum, ssum, eww, ewa, ews] = this.acc[f];
+      for (let j = 0; j < actual.length; j++) {
+        const err = actual[j] - forecast[j];
+        if (err - err !== 0.0) continue; // NaN or infinite: not scorable
+        const ae = Math.abs(err);
+        const sq = err * err;
+        cnt[j] += 1.0;
+        asum[j] += ae;
+        ssum[j] += sq;
+        eww[j] = eww[j] * decay + 1.0;
+        ewa[j] = ewa[j] * decay + ae;
+        ews[j] = ews[j] * decay + sq;
+        if (f === MODEL) { // track the quantile of the model's residuals
+          if (ae > this.peak[j]) this.peak[j] = ae;
+          let q = this.q[j];
+          if (issued[j] < Infinity) {
+            const hit = ae <= issued[j];
+            this.cover[0][j] += 1.0;
+            if (hit) this.cover[1][j] += 1.0;
+            const step = lr * (ewa[j] / eww[j]) * ((hit ? 0.0 : 1.0) - alpha);
+            q = pyMax(q + step, 0.0);
+          }
+          if (q === Infinity && cnt[j] >= this.warmup) q = this.peak[j];
+          this.q[j] = q;
+        }
+      }
+    }
+    let seasonal;
+    if (this.season === null) {
+      seasonal = actual.map(() => NaN);
+    } else {
+      const m = this.season;
+      this.history[seen % m] = [...actual];
+      seasonal = seen >= this.lag ? [...this.history[(seen - this.lag) % m]] : actual.map(() => NaN);
+    }
+    this.pending[slot] = [[...y], actual, seasonal];
+    this.pendingWidth[slot] = [...this.q];
+    this.seen = seen + 1;
+  }
+
+  /** [lower, upper] around the latest prediction, one value per target (NaN before any). */
+  interval() {
+    if (this.seen === 0) return [this.targets.map(() => NaN), this.targets.map(() => NaN)];
+    const slot = (this.seen - 1) % this.horizon;
+    const y = this.pending[slot][MODEL];
+    const w = this.pendingWidth[slot];
+    return [y.map((v, j) => v - w[j]), y.map((v, j) => v + w[j])];
+  }
+
+  /** The state as rnnstream.runtime.live.LiveStream.state_arrays() has it, without the stream axis. */
+  stateArrays() {
+    const acc = Array.from({ length: N_ACC }, (_, k) => this.acc.map((perForecaster) => [...perForecaster[k]]));
+    return {
+      seen: this.seen,
+      pending: this.pending,
+      pending_width: this.pendingWidth,
+      history: this.history,
+      acc, // [metric][forecaster][target]
+      q: this.q,
+      peak: this.peak,
+      cover: this.cover,
+    };
+  }
+}
+
+/** Python's max(a, b): b only when it is greater (so max(-0.0, 0.0) is -0.0, as in Python). */
+function pyMax(a, b) {
+  return b > a ? b : a;
+}
+
+/** The fewest residuals whose conformal `coverage` quantile is finite. */
+function warmup(coverage) {
+  let m = 1;
+  while (Math.ceil((m + 1) * coverage) > m) m++;
+  return m;
+}
+
+/**
+ * One step of a stream's live scores (Predictor._live_update): a prediction that is NaN or
+ * infinite cannot be scored or bounded, so the live scores start afresh.
+ */
+function liveUpdate(live, x, y) {
+  if (!y.every((v) => v - v === 0.0)) {
+    live.reset();
+    return;
+  }
+  live.update(x, y);
+}
+
+/** A function that opens a stream's LiveStream for this model and the options given. */
+function liveOpener(contract, args, sidecar) {
+  if (!(Number.isInteger(contract.horizon) && contract.horizon >= 1)) {
+    throw new Error(`${sidecar}: horizon is ${JSON.stringify(contract.horizon)}; expected an ` +
+      'integer >= 1 (--coverage needs it: predictions are scored horizon points later)');
+  }
+  const initial = initialHalfWidths(contract, args.coverage, sidecar);
+  const season = seasonOf(contract, args.season);
+  const open = () => new LiveStream(contract.features, contract.targets, {
+    horizon: contract.horizon, season, coverage: args.coverage, initial,
+  });
+  open.season = season;
+  return open;
+}
+
+/** --season M; without it the season the model was trained with (metrics.season), if any;
+ * 0: none (null). As rnnstream.runtime.live.open_live. */
+function seasonOf(contract, given) {
+  if (given === null) {
+    const stored = isObject(contract.metrics) ? contract.metrics.season : undefined;
+    return Number.isSafeInteger(stored) && stored >= 1 ? stored : null;
+  }
+  return given === 0 ? null : given;
+}
+
+/** The validation half-width per target at `coverage` from the sidecar's metrics.calibration,
+ * one step ahead (rnnstream.runtime.live.initial_half_widths); null for a model without one. */
+function initialHalfWidths(contract, coverage, sidecar) {
+  const table = calibrationTable(contract.metrics, contract.targets, sidecar);
+  if (table === null) return null;
+  return contract.targets.map((t) => halfWidthAt(table.levels, table.half_widths[t][0], coverage));
+}
+
+function calibrationTable(metrics, targets, sidecar) {
+  const cal = isObject(metrics) ? metrics.calibration : undefined;
+  if (cal === undefined || cal === null) return null;
+  const levels = isObject(cal) ? cal.levels : undefined;
+  const steps = isObject(cal) ? cal.half_widths : undefined;
+  const isNum = (v) => typeof v === 'number';
+  let problem = '';
+  if (!(Array.isArray(levels) && levels.length > 0 &&
+      levels.every((v, i) => isNum(v) && v > 0 && v < 1 && (i === 0 || levels[i - 1] <= v)))) {
+    problem = `'levels' is ${JSON.stringify(levels)}; expected increasing coverages in (0, 1)`;
+  } else if (!isObject(steps) || !Object.keys(steps).every((k) => targets.includes(k)) ||
+      !targets.every((t) => Object.hasOwn(steps, t))) {
+    const given = isObject(steps) ? JSON.stringify(Object.keys(steps).sort()) : JSON.stringify(steps);
+    problem = `'half_widths' has targets ${given}; the model's are ${JSON.stringify(targets)}`;
+  } else {
+    const bad = Object.keys(steps).find((name) => {
+      const rows = steps[name];
+      return !(Array.isArray(rows) && rows.length > 0 &&
+        rows.every((r) => Array.isArray(r) && r.length === levels.length &&
+          r.every((v) => v === null || (isNum(v) && Number.isFinite(v) && v >= 0))));
+    });
+    if (bad !== undefined) {
+      problem = `'half_widths' of ${JSON.stringify(bad)} is not a list of rows (one per step ` +
+        `ahead) of ${levels.length} non-negative numbers or nulls`;
+    }
+  }
+  if (problem) {
+    throw new Error(`${sidecar}: metrics 'calibration' is malformed: ${problem}. It is written ` +
+      'by training; re-export the model with this release');
+  }
+  return { levels, half_widths: steps };
+}
+
+function isObject(v) {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+/** A half-width at `coverage`, linear between the stored levels; inf outside them or next to a
+ * null (rnnstream.runtime.live._at, the same arithmetic). */
+function halfWidthAt(levels, row, coverage) {
+  for (let i = 0; i < levels.length; i++) {
+    if (Math.abs(levels[i] - coverage) <= 1e-12) return row[i] === null ? Infinity : row[i];
+    if (i && levels[i - 1] < coverage && coverage < levels[i]) {
+      const lo = row[i - 1];
+      const hi = row[i];
+      if (lo === null || hi === null) return Infinity;
+      const w = (coverage - levels[i - 1]) / (levels[i] - levels[i - 1]);
+      return lo + w * (hi - lo);
+    }
+  }
+  return Infinity;
+}
+
+/** A stream's live state for JSON: NaN, +-inf and -0 as "nan", "inf", "-inf", "-0.0". */
+function liveToJSON(live) {
+  const encode = (v) => {
+    if (Array.isArray(v)) return v.map(encode);
+    if (Number.isNaN(v)) return 'nan';
+    if (v === Infinity) return 'inf';
+    if (v === -Infinity) return '-inf';
+    if (Object.is(v, -0)) return '-0.0';
+    return v;
+  };
+  return Object.fromEntries(Object.entries(live.stateArrays()).map(([k, v]) => [k, encode(v)]));
+}
+
 // ---- input and output -----------------------------------------------------------------------
 
 /** The shortest decimal that reads back as the same float32 (9 significant digits always do). */
@@ -164,6 +467,53 @@ function formatFloat32(v) {
     if (Math.fround(s) === v) return String(s);
   }
   return String(Number(v.toPrecision(9)));
+}
+
+/**
+ * A number exactly as Python's format(v, '.9g') writes it: 9 significant digits rounded half to
+ * even, trailing zeros dropped, exponent form below 1e-4 and from 1e9 ("1.5e-05", "1e+09"), and
+ * "inf", "-inf", "nan", "-0". toExponential rounds exact ties away from zero instead; an exact tie
+ * (the value's full decimal expansion ends in that 5) is rare and checked exactly with BigInt.
+ */
+function formatG9(v) {
+  if (Number.isNaN(v)) return 'nan';
+  if (v === Infinity) return 'inf';
+  if (v === -Infinity) return '-inf';
+  const sign = v < 0 || Object.is(v, -0) ? '-' : '';
+  const a = Math.abs(v);
+  if (a === 0) return `${sign}0`;
+  const [mantissa, e] = a.toExponential(8).split('e');
+  let digits = mantissa.replace('.', ''); // 9 digits
+  const exp = Number(e);
+  if (digits.endsWith('1') || digits.endsWith('3') || digits.endsWith('5') || digits.endsWith('7') ||
+      digits.endsWith('9')) {
+    if (a.toExponential(9).split('e')[0].endsWith('5') && isTie(a, BigInt(digits), exp)) {
+      digits = String(BigInt(digits) - 1n); // the even neighbour, as Python rounds
+    }
+  }
+  const strip = (s) => (s.includes('.') ? s.replace(/0+$/, '').replace(/[.]$/, '') : s);
+  if (exp >= -4 && exp < 9) {
+    const fixed = exp >= 0 ? `${digits.slice(0, exp + 1)}.${digits.slice(exp + 1)}`
+      : `0.${'0'.repeat(-exp - 1)}${digits}`;
+    return sign + strip(fixed);
+  }
+  const exponent = `${exp < 0 ? '-' : '+'}${String(Math.abs(exp)).padStart(2, '0')}`;
+  return `${sign}${strip(`${digits[0]}.${digits.slice(1)}`)}e${exponent}`;
+}
+
+/** Whether a > 0 lies exactly halfway below n * 10^(exp - 8): a = (n - 1/2) * 10^(exp - 8). */
+function isTie(a, n, exp) {
+  let m = a;
+  let k = 0;
+  while (!Number.isInteger(m)) { m *= 2; k--; } // a = m * 2^k exactly
+  // 2 * m * 2^k == (2n - 1) * 2^p * 5^p, p = exp - 8
+  const p = exp - 8;
+  let lhs = BigInt(m);
+  let rhs = 2n * n - 1n;
+  const e2 = k + 1 - p;
+  if (e2 >= 0) lhs <<= BigInt(e2); else rhs <<= BigInt(-e2);
+  if (p >= 0) rhs *= 5n ** BigInt(p); else lhs *= 5n ** BigInt(-p);
+  return lhs === rhs;
 }
 
 /** Turns CSV lines into points of F numbers, honouring an optional header of feature names. */
@@ -201,6 +551,11 @@ class PointParser {
       throw new Error(`line ${lineNo}: feature ${this.features[bad]} is ` +
         `${JSON.stringify(values[bad] ?? '')}, not a finite number`);
     }
+    const huge = values.findIndex((f) => !Number.isFinite(Math.fround(Number(f))));
+    if (huge >= 0) { // the model reads float32: this would be fed as infinity
+      throw new Error(`line ${lineNo}: feature ${this.features[huge]} is ${values[huge]}, beyond ` +
+        'the float32 range (+-3.40282e+38) of the model input');
+    }
     return { key, values: values.map(Number) };
   }
 }
@@ -219,17 +574,30 @@ async function main(argv) {
   const session = await ort.InferenceSession.create(args.model, { intraOpNumThreads: 1 });
   checkSession(session, contract);
 
+  const openLive = args.coverage === null ? null : liveOpener(contract, args, sidecarOf(args.model));
   const parser = new PointParser(contract.features, args.key);
   const streams = new Map(); // stream key -> state; never feed one stream's state to another
+  const lives = new Map(); // stream key -> its LiveStream (--coverage)
   const input = args.points === '-' ? process.stdin : fs.createReadStream(args.points);
   const lines = readline.createInterface({ input, crlfDelay: Infinity });
   let lineNo = 0;
   for await (const line of lines) {
     const point = parser.parse(line, ++lineNo);
     if (!point) continue;
-    if (!streams.has(point.key)) streams.set(point.key, initialState(contract));
+    if (!streams.has(point.key)) {
+      streams.set(point.key, initialState(contract));
+      if (openLive) lives.set(point.key, openLive());
+    }
     const y = await step(session, contract, streams.get(point.key), point.values);
-    const text = Array.from(y, formatFloat32).join(',');
+    let text;
+    if (openLive) {
+      const live = lives.get(point.key);
+      liveUpdate(live, Array.from(Float32Array.from(point.values)), Array.from(y));
+      const [lower, upper] = live.interval();
+      text = Array.from(y, (v, j) => [v, lower[j], upper[j]].map(formatG9).join(',')).join(',');
+    } else {
+      text = Array.from(y, formatFloat32).join(',');
+    }
     process.stdout.write(args.key ? `${point.key},${text}\n` : `${text}\n`);
   }
 
@@ -241,15 +609,29 @@ async function main(argv) {
     } else {
       snapshot.states = stateToJSON(streams.get('') ?? initialState(contract), contract);
     }
+    if (openLive) {
+      Object.assign(snapshot, { coverage: args.coverage, season: openLive.season });
+      if (args.key) {
+        snapshot.live_streams = {};
+        for (const [key, live] of lives) snapshot.live_streams[key] = liveToJSON(live);
+      } else {
+        snapshot.live = liveToJSON(lives.get('') ?? openLive());
+      }
+    }
     fs.writeFileSync(args.dumpState, `${JSON.stringify(snapshot)}\n`);
   }
   await session.release();
 }
 
-main(process.argv.slice(2)).catch((err) => {
+if (require.main !== module) {
+  // required (by the tests): the pieces, no run
+  module.exports = {
+    LIVE_DEFAULTS, LiveStream, liveUpdate, liveToJSON, formatG9, formatFloat32, halfWidthAt,
+  };
+} else main(process.argv.slice(2)).catch((err) => {
   if (err instanceof UsageError) {
     if (err.message) process.stderr.write(`error: ${err.message}\n`);
-    process.stderr.write('usage: node stream.js MODEL.onnx [POINTS.csv|-] [--key] [--dump-state FILE]\n');
+    process.stderr.write(`${USAGE}\n`);
     process.exitCode = 2;
   } else {
     process.stderr.write(`error: ${err.message}\n`);

@@ -9,6 +9,9 @@ feature (named as in the model, see ``rnnstream inspect model.onnx``). New files
 under ``--checkpoint``, so stopping and restarting the script continues every series where it
 was, without repeating or losing a prediction (``--output``: parquet, exactly-once). Without
 ``--output`` predictions are printed (the console sink: handy, not exactly-once).
+``--coverage 0.9`` adds to each row its prediction interval and the series' live accuracy
+(``lower_<target>``, ``upper_<target>``, ``mae_<target>``, ``persistence_mae_<target>``, ...),
+kept in the checkpoint with the recurrent state; a checkpoint is started with or without it.
 ``--demo`` first writes a few files of random walks into ``--input``.
 """
 
@@ -31,6 +34,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--key", default="key", help="key column (default: key)")
     p.add_argument("--order", default="ts", help="event-order column, integer (default: ts)")
     p.add_argument("--on-bad-row", choices=["drop", "fail"], default="drop")
+    p.add_argument("--coverage", type=float,
+                   help="add prediction intervals at this coverage (e.g. 0.9) and live "
+                        "accuracy per row (default: off)")
+    p.add_argument("--season", type=int,
+                   help="with --coverage: seasonal period in rows, for the seasonal naive "
+                        "baseline")
     p.add_argument("--once", action="store_true",
                    help="process the files present now, then stop (trigger availableNow)")
     p.add_argument("--trigger-seconds", type=float, default=5.0,
@@ -82,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"`{f}` double" for f in features))
     events = spark.readStream.schema(schema).option("header", True).csv(args.input)
     preds = predict_stream(events, args.model, key=args.key, order=args.order,
-                           on_bad_row=args.on_bad_row)
+                           on_bad_row=args.on_bad_row, coverage=args.coverage,
+                           season=args.season)
     writer = preds.writeStream.option("checkpointLocation", args.checkpoint)
     writer = (writer.format("parquet").option("path", args.output) if args.output
               else writer.format("console").option("truncate", False).option("numRows", 50))

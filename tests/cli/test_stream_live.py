@@ -115,6 +115,13 @@ def test_bad_coverage_is_a_usage_error(lstm, value, message):
     assert message in out.stderr
 
 
+def test_season_without_coverage_is_a_usage_error(lstm):
+    out = _stream(lstm[0], "0.5\n", "--season", "4")
+    assert out.returncode == 2
+    assert "--season is for the live scores: give --coverage too" in out.stderr
+    assert out.stdout == ""
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="SIGUSR1 is POSIX only")
 def test_sigusr1_prints_the_summary_between_lines(lstm):
     proc = subprocess.Popen([sys.executable, "-m", "rnnstream.cli.main", "stream",

@@ -65,8 +65,12 @@ CASES = [
 ]
 
 
-def make_forecaster(case: Case, seed: int = 0) -> Forecaster:
-    """A forecaster with random weights and a non-trivial normalisation (raw units != z-units)."""
+def make_forecaster(case: Case, seed: int = 0, target_names: list[str] | None = None,
+                    horizon: int = 1) -> Forecaster:
+    """A forecaster with random weights and a non-trivial normalisation (raw units != z-units).
+
+    Targets are named ``sensor_<i>_next`` unless ``target_names`` is given (a target named like
+    a feature is scored by the live scores)."""
     torch.manual_seed(seed)
     config = ForecasterConfig(
         cell=case.cell, n_features=case.n_features, n_targets=case.n_targets,
@@ -74,7 +78,8 @@ def make_forecaster(case: Case, seed: int = 0) -> Forecaster:
         target_index=list(case.target_index),
         input_mode=case.input_mode,
         feature_names=[f"sensor_{i}" for i in range(case.n_features)],
-        target_names=[f"sensor_{i}_next" for i in range(case.n_targets)],
+        target_names=target_names or [f"sensor_{i}_next" for i in range(case.n_targets)],
+        horizon=horizon,
     )
     model = Forecaster(config).eval()
     f, t = case.n_features, case.n_targets
@@ -96,9 +101,9 @@ def series(case: Case, n: int = 200, seed: int = 1) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def export(model: Forecaster, path: Path) -> Path:
+def export(model: Forecaster, path: Path, metrics: dict | None = None) -> Path:
     """Export with rnnstream's exporter: model + sidecar, after its parity proof."""
-    export_model(model, path)
+    export_model(model, path, metrics=metrics)
     return path
 
 

@@ -214,6 +214,13 @@ def test_one_stream_in_python_floats_equals_the_numpy_pool_bit_for_bit():
                 ones[i].update(x[t, i].tolist(), y[t, i].tolist())
         for i in range(3):
             assert _equal(pool.take([i]), ones[i].state_arrays())
+            plain, arrays = ones[i].plain_scores(), pool.scores([i])
+            for name in ("mae", "mse", "recent_mae", "recent_mse", "count"):
+                assert np.array_equal(np.array(plain[name], float), arrays[name][0],
+                                      equal_nan=True), name
+            share, scored = pool.coverage_so_far([i])
+            assert np.array_equal(plain["coverage"], share[0], equal_nan=True)
+            assert plain["scored"] == scored[0].tolist()
             lo, hi = pool.interval([i])
             assert (lo[0].tolist(), hi[0].tolist()) == tuple(ones[i].interval())
         # and the other way: a LiveStream continues from a pool row
@@ -356,3 +363,30 @@ def test_bad_input_raises_input_error_and_changes_nothing():
 def test_bad_settings(option, value, match):
     with pytest.raises(InputError, match=match):
         LiveScores(1, ["a"], ["a", "b"], **{option: value})
+
+
+def test_a_loaded_infinite_width_keeps_to_the_masked_path():
+    """A state saved while its intervals were still infinite, resumed where they start finite:
+    the pool's numbers still equal one stream's (it switches to the warm-up start)."""
+    early = LiveScores(1, ["y"], ["y"], initial_quantiles=[np.inf])
+    early.update([[0.0]], [[0.0]])
+    saved = early.state_arrays()
+    pool = LiveScores(1, ["y"], ["y"], initial_quantiles=[0.5])
+    one = LiveStream(["y"], ["y"], initial_quantiles=[0.5])
+    pool.load_arrays(saved)
+    one.load_arrays(saved)
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        v = float(rng.normal())
+        pool.update([[v]], [[0.0]])
+        one.update([v], [0.0])
+    assert _equal(pool.state_arrays(), one.state_arrays())
+    assert np.isfinite(pool.half_width()).all()
+
+
+def test_negative_zero_and_huge_values():
+    live = LiveScores(1, ["y"], ["y"], initial_quantiles=[-0.0])
+    assert np.signbit(live.half_width()).tolist() == [[False]]
+    with pytest.raises(InputError, match="beyond"):
+        live.update([[1e120]], [[0.0]])
+    live.update(np.zeros((0, 1)), np.zeros((0, 1)), rows=[])  # no rows: nothing to do

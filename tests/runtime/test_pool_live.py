@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from rnnstream.runtime import Predictor, StateError, StreamPool, UnsupportedError
+from rnnstream.runtime import Predictor, StateError, StreamKeyError, StreamPool, UnsupportedError
 
 
 @pytest.fixture
@@ -158,3 +158,40 @@ def test_without_coverage_there_are_no_live_scores(two):
         with pytest.raises(UnsupportedError, match=r"needs live scores: create the pool with "
                                                    r"coverage=0\.9"):
             call()
+
+
+def test_the_mask_free_path_equals_predictors(two):
+    """With initial half-widths (as trained models store) and targets that are features, a
+    warm pool takes LiveScores' mask-free path: still the Predictors' numbers, bit for bit."""
+    opts = {"live_options": {"initial_quantiles": [0.3, 0.2]}, "coverage": 0.9, "season": 2}
+    pool = StreamPool(two, capacity=4, **opts)
+    solo = {k: Predictor(two, **opts) for k in range(4)}
+    for k in range(4):
+        pool.add(k)
+    rng = np.random.default_rng(9)
+    for t in range(40):
+        x = rng.normal(size=(4, 2)).astype(np.float32)
+        keys = [0, 1, 2, 3] if t % 5 else [2, 0]  # mostly the whole block, in row order
+        y = pool.step_many(keys, x[keys])
+        for k, yk in zip(keys, y, strict=True):
+            assert np.array_equal(solo[k].step(x[k]), yk)
+    assert pool.live._steady_possible
+    for k in range(4):
+        assert _same(_live_row(pool, k), solo[k]._live.state_arrays())
+
+
+def test_settings_and_set_state(two, tmp_path):
+    pool = StreamPool(two, coverage=0.9)
+    pool.add("a")
+    pool.step_many(["a"], np.ones((1, 2), np.float32))
+    pool.step_many(["a"], np.ones((1, 2), np.float32))
+    pool.save_state(tmp_path / "s.npz")
+    other = StreamPool(two, coverage=0.8)  # other settings: the scores start afresh, warned
+    with pytest.warns(UserWarning, match="saved with .*'coverage': 0.9.*start afresh"):
+        other.load_state(tmp_path / "s.npz")
+    assert other.accuracy()["model"]["count"].tolist() == [[0, 0]]
+    assert np.array_equal(other.get_state("a")["h"], pool.get_state("a")["h"])
+    pool.set_state("a", pool.get_state("a"))  # a State holds no live scores
+    assert pool.accuracy()["model"]["count"].tolist() == [[0, 0]]
+    with pytest.raises(StreamKeyError, match="duplicate stream keys"):
+        pool.interval(["a", "a"])

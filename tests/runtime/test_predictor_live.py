@@ -140,11 +140,15 @@ def test_live_scores_of_0_2_0_start_afresh_with_a_warning(three, tmp_path):
 def test_forecast_interval_widens_by_the_stored_step_ratios(model_file):
     path = model_file(cell="lstm", features=1, targets=1, hidden=8, seed=3)[0]
     p = Predictor(path, coverage=0.9, live_options={"initial_quantiles": [0.25]})
-    p.step(0.5)
+    y1 = p.step(0.5)
     f, lo, hi = p.forecast_interval(3)
     assert np.array_equal(f, p.forecast(3))
-    assert (hi[0] - f[0], f[0] - lo[0]) == (0.25, 0.25)
-    assert np.isinf(hi[1:]).all()  # this test model stores no validation step figures
-    p._ratios = np.array([[1.0], [2.0], [3.5], [4.0]])
+    # forecast(n)[0] is two steps past the latest point: the latest prediction fed back
+    twin = Predictor(path)
+    twin.step(0.5)
+    assert f[0] == twin.step(y1)
+    assert np.isinf(hi).all()  # this test model stores no validation step figures
+    p._ratios = np.array([[1.0], [2.0], [3.5], [4.0]])  # 1, 2, 3, 4 steps ahead
     f, lo, hi = p.forecast_interval(3)
-    assert (hi - f).tolist() == [0.25, 0.5, 0.875]
+    assert (hi - f).tolist() == [0.5, 0.875, 1.0]
+    assert (f - lo).tolist() == [0.5, 0.875, 1.0]

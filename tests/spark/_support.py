@@ -20,6 +20,7 @@ KEY, ORDER = "key", "ts"
 FEATURES = ["sensor_0", "sensor_1"]
 SCHEMA = f"{KEY} string, {ORDER} bigint, " + ", ".join(f"{f} double" for f in FEATURES)
 QUERY_TIMEOUT_S = 120
+LIVE_MODEL_SEASON = 3  # the season the live_model fixture's contract stores
 
 
 def missing_toolchain() -> str | None:
@@ -164,3 +165,64 @@ def assert_same_predictions(got: pd.DataFrame, want: pd.DataFrame, atol: float =
         np.testing.assert_allclose(merged[f"{col}_got"].to_numpy(float),
                                    merged[f"{col}_want"].to_numpy(float), rtol=0, atol=atol,
                                    err_msg=col)
+
+
+def live_reference(model: Path, parts: list[pd.DataFrame], prefix: str = "pred_",
+                   **live) -> tuple[pd.DataFrame, dict[str, object]]:
+    """Each key's rows in each part (micro-batch) through one Predictor(coverage=...) per key
+    with ``prime`` (the sequence call Spark makes per key and micro-batch). Returns every row's
+    predictions, the live columns after each part's last row of a key (NaN on other rows;
+    ``_end`` marks those rows), and the Predictors."""
+    from rnnstream.runtime import Predictor
+    from rnnstream.spark import live_columns
+
+    predictors: dict[str, Predictor] = {}
+    frames = []
+    for part in parts:
+        for key, rows in part.sort_values(ORDER).groupby(KEY, sort=True):
+            p = predictors.setdefault(key, Predictor(model, **live))
+            y = p.prime(rows[FEATURES].to_numpy(np.float32)).reshape(len(rows), -1)
+            frame = rows[[KEY, ORDER]].reset_index(drop=True)
+            for j, t in enumerate(p.targets):
+                frame[f"{prefix}{t}"] = y[:, j]
+            season = p.live.season
+            names = live_columns(p.targets, season)
+            frame[names] = np.nan
+            frame["_end"] = np.arange(len(frame)) == len(frame) - 1
+            frame.loc[len(frame) - 1, names] = live_values(p, season is not None)
+            frames.append(frame)
+    return pd.concat(frames).sort_values([KEY, ORDER], ignore_index=True), predictors
+
+
+def live_values(p, season: bool) -> np.ndarray:
+    """A Predictor's live columns now, in live_columns order, read through its public API."""
+    lower, upper = p.interval()
+    acc = p.accuracy()
+    share, _ = p.realised_coverage()
+    parts = [lower, upper, acc["model"]["mae"], acc["model"]["recent_mae"],
+             acc["persistence"]["mae"]]
+    if season:
+        parts.append(acc["seasonal"]["mae"])
+    parts.append(share)
+    return np.concatenate(parts, axis=None)
+
+
+def assert_live_equal(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    """Bit-equal predictions on every row and live columns on the ``_end`` rows (NaN where
+    nothing was scored yet: Spark writes null, read back as NaN)."""
+    assert not got.duplicated([KEY, ORDER]).any(), "a row was emitted twice"
+    got = got.sort_values([KEY, ORDER], ignore_index=True)
+    assert got[[KEY, ORDER]].equals(want[[KEY, ORDER]])
+    end = want["_end"].to_numpy()
+    for col in [c for c in want.columns if c not in (KEY, ORDER, "_end")]:
+        rows = slice(None) if col.startswith("pred_") else end
+        np.testing.assert_array_equal(got[col].to_numpy(float)[rows],
+                                      want[col].to_numpy(float)[rows], err_msg=col)
+
+
+def snapshot_live(p, folder: Path) -> dict[str, np.ndarray]:
+    """A Predictor's live arrays, read from its save_state snapshot (``live.<name>``)."""
+    path = folder / "reference.npz"
+    p.save_state(path)
+    with np.load(path) as saved:
+        return {k[len("live."):]: saved[k] for k in saved.files if k.startswith("live.")}

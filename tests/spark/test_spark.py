@@ -12,14 +12,18 @@ import pytest
 from ._support import (
     FEATURES,
     KEY,
+    LIVE_MODEL_SEASON,
     ORDER,
     SCHEMA,
+    assert_live_equal,
     assert_same_predictions,
     keyed_rows,
+    live_reference,
     pool_predictions,
     read_sink,
     require_toolchain,
     run_query,
+    snapshot_live,
     split_in_files,
     write_files,
 )
@@ -30,7 +34,14 @@ from pyspark.errors import StreamingQueryException  # noqa: E402
 
 from rnnstream.runtime import Predictor  # noqa: E402
 from rnnstream.runtime.errors import InputError  # noqa: E402
-from rnnstream.spark import STATE_SCHEMA, predict_stream  # noqa: E402
+from rnnstream.spark import (  # noqa: E402
+    LIVE_STATE_SCHEMA,
+    STATE_SCHEMA,
+    _decode_live,
+    live_columns,
+    live_spec,
+    predict_stream,
+)
 
 pytestmark = pytest.mark.spark
 
@@ -197,6 +208,7 @@ def test_idle_timeout_needs_a_timestamp_order(spark, model):
 def test_state_schema_is_the_same_for_every_model():
     assert STATE_SCHEMA.simpleString() == (
         "struct<fingerprint:string,steps:bigint,bad_rows:bigint,h:binary,c:binary,last:binary>")
+    assert LIVE_STATE_SCHEMA.simpleString() == STATE_SCHEMA.simpleString()[:-1] + ",live:binary>"
 
 
 
@@ -217,3 +229,59 @@ def test_shipped_model_streams_and_resolves_to_the_spark_files_copy(spark, model
     assert Path(elsewhere).read_bytes() == model.read_bytes()
     step = Path(elsewhere).with_name(f"{model.stem}.step.onnx")
     assert step.read_bytes() == model.with_name(f"{model.stem}.step.onnx").read_bytes()
+
+
+# -- live scores (coverage=...) -------------------------------------------------------------------
+LIVE = {"coverage": 0.8}  # season: the model's own (LIVE_MODEL_SEASON)
+
+
+@pytest.fixture(scope="module")
+def live_uninterrupted(spark, live_model, tmp_path_factory) -> tuple[Run, pd.DataFrame]:
+    run = Run(tmp_path_factory.mktemp("live-uninterrupted"))
+    write_files(run.source, PARTS)
+    assert run_query(spark, live_model, run.source, run.checkpoint, run.out,
+                     **LIVE) == list(range(FILES))
+    return run, read_sink(spark, run.out)
+
+
+def test_live_scores_equal_predictor_with_coverage(spark, live_model, live_uninterrupted,
+                                                   tmp_path):
+    """Per key, Predictor(coverage=...) fed each micro-batch's rows with prime: predictions on
+    every row, and interval and live accuracy after each micro-batch, bit-equal; and the live
+    arrays in Spark's state store (read with the statestore source) equal its own."""
+    run, got = live_uninterrupted
+    targets = Predictor(live_model).targets
+    assert list(got.columns) == [KEY, ORDER, *(f"pred_{t}" for t in targets),
+                                 *live_columns(targets, LIVE_MODEL_SEASON), "error"]
+    assert got["error"].isna().all()
+    want, predictors = live_reference(live_model, PARTS, **LIVE)
+    assert_live_equal(got.drop(columns="error"), want)
+    assert np.isfinite(got.filter(regex="^(lower|upper)_").to_numpy()[-1]).all()
+    stored = (spark.read.format("statestore").load(str(run.checkpoint))
+              .selectExpr("key.key AS key", "value.groupState.live AS live").toPandas())
+    assert sorted(stored["key"]) == sorted(predictors)
+    spec = live_spec(Predictor(live_model).contract, LIVE["coverage"], None, {},
+                     str(live_model))
+    assert spec is not None
+    for key, blob in zip(stored["key"], stored["live"], strict=True):
+        arrays = _decode_live(bytes(blob), spec, key)
+        for name, value in snapshot_live(predictors[key], tmp_path).items():
+            np.testing.assert_array_equal(arrays[name], value, err_msg=f"{key} {name}")
+
+
+def test_live_restart_from_checkpoint_equals_uninterrupted_run(spark, live_model,
+                                                               live_uninterrupted, tmp_path):
+    """As test_restart_from_checkpoint_equals_uninterrupted_run, with coverage: intervals and
+    live accuracy continue from the checkpoint exactly."""
+    run = Run(tmp_path)
+    write_files(run.source, PARTS[:2])
+    assert run_query(spark, live_model, run.source, run.checkpoint, run.out, **LIVE) == [0, 1]
+    for name in ("1", ".1.crc"):
+        (run.checkpoint / "commits" / name).unlink()
+    write_files(run.source, PARTS[2:], first=2)
+    assert run_query(spark, live_model, run.source, run.checkpoint, run.out,
+                     **LIVE) == [1, 2, 3]
+    got, want = read_sink(spark, run.out), live_uninterrupted[1]
+    assert list(got.columns) == list(want.columns)
+    assert len(got) == len(want) == len(ALL_ROWS)
+    assert_same_predictions(got.drop(columns="error"), want.drop(columns="error"), atol=0)
