@@ -158,8 +158,9 @@ def test_predictor_interval_is_finite_from_the_first_step(sine_result: TrainResu
     assert (upper - lower) / 2 == pytest.approx(rows[0][level], abs=4 * F64_EPS * max(1, abs(y)))
     _forecast, lo, hi = p.forecast_interval(5)
     half = (hi - lo) / 2
-    # step k: the live half-width scaled by the stored k-step / 1-step ratio
-    expected = np.array([rows[k][level] for k in range(5)])
+    # forecast(n)[i] is i + 2 points after the latest one fed: the live half-width scaled by
+    # the stored (i + 2)-step / 1-step ratio (row i + 1 / row 0); here live = row 0
+    expected = np.array([rows[i + 1][level] for i in range(5)])
     np.testing.assert_allclose(half, expected, rtol=1e-12, atol=8 * F64_EPS)
 
 
