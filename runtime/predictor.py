@@ -137,8 +137,10 @@ class Predictor(_EngineFacts):
         self._stream = self._engine.open_stream()
         self._live: LiveStream | None = None
         self._ratios: np.ndarray | None = None
+        self._one_target = False
         if coverage is not None:
             self._live = self._open_live(coverage, season, live_options or {})
+            self._one_target = len(self._live.targets) == 1
 
     def _open_live(self, coverage: float, season: int | None,
                    options: Mapping[str, Any]) -> LiveStream:
@@ -171,8 +173,13 @@ class Predictor(_EngineFacts):
         live = self._live
         if live is None:
             return
-        ys = [y] if type(y) is float else np.asarray(y, np.float64).ravel().tolist()
-        if not all(v - v == 0.0 for v in ys):
+        if type(y) is float:
+            ys = [y]
+            finite = y - y == 0.0
+        else:
+            ys = np.asarray(y, np.float64).ravel().tolist()
+            finite = all(v - v == 0.0 for v in ys)
+        if not finite:
             # the model's own output: the state has moved on, so the point cannot be refused;
             # it is left unscored rather than counted with a made-up value
             live.reset()
@@ -212,9 +219,10 @@ class Predictor(_EngineFacts):
         (floats with one target, else ``[T]`` arrays): NaN before the first prediction; +-inf
         for a target that is not a feature, and until the stream has scored a few points when
         the model stores no validation quantiles. Needs ``coverage`` (UnsupportedError)."""
-        lower, upper = self._live_scores("interval").interval()
-        if len(lower) == 1:
-            return lower[0], upper[0]
+        live = self._live_scores("interval")
+        if self._one_target:
+            return live.interval_of_one()
+        lower, upper = live.interval()
         return np.array(lower), np.array(upper)
 
     def forecast_interval(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
