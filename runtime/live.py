@@ -20,25 +20,31 @@ A target can only be scored when its value arrives with the points: when it is a
 (matched by name). A target that is not a feature is never scored; its accuracy is NaN and its
 interval stays at ``initial_quantiles`` (or infinite) forever.
 
-**Intervals: quantile tracking.** A. N. Angelopoulos, E. J. Candès and R. J. Tibshirani,
-"Conformal PID Control for Time Series Prediction", NeurIPS 2023,
-https://arxiv.org/abs/2307.16895 (section 2, "quantile tracking", the P of PID). The interval
-is ``prediction +- q_t`` per stream and target; each time one is scored,
+**Intervals: quantile tracking of log residuals.** A. N. Angelopoulos, E. J. Candès and
+R. J. Tibshirani, "Conformal PID Control for Time Series Prediction", NeurIPS 2023,
+https://arxiv.org/abs/2307.16895 (section 2, "quantile tracking", the P of PID), applied to the
+score ``log |residual|``. The interval is ``prediction +- q_t`` per stream and target; each
+time one is scored,
 
-    q_{t+1} = max(0, q_t + eta_t * (err_t - alpha)),   err_t = 1 if the value fell outside
+    log q_{t+1} = log q_t + lr * (err_t - alpha),      err_t = 1 if the value fell outside
+    q_{t+1}     = max(q_{t+1}, FLOOR * recent MAE)     (FLOOR = 0.01)
 
-with ``alpha = 1 - coverage``: a miss widens the interval by ``eta_t * coverage``, a hit
-narrows it by ``eta_t * alpha``, which pushes the miss rate toward ``alpha``. With a fixed step
-``eta`` and immediate feedback, the paper's Proposition 1 bounds the long-run miss rate of any
-sequence of residuals in ``[0, B]``: ``|mean(err) - alpha| <= (B + eta) / (eta * T)``, under
-any drift, no exchangeability assumed. Here the step is ``eta_t = lr * s_t``, ``s_t`` the
-stream's recent model MAE (above, updated with the new residual first), so it is unit-free (the
-paper's experiments likewise scale the step by the recent residual size, their trailing
-largest score); the feedback of a ``horizon``-step model comes ``horizon`` steps late; and
-``q`` is clipped at 0. The bound is not proven for this variant, so the tests measure the
-coverage (``tests/runtime/test_live.py``; real series in ``bench/quality.py``). This is O(1)
-state and work per stream and target (ACI, Gibbs & Candès 2021, needs a window of residuals
-and its quantile every step: about 13x the work in a 1,024-stream pool).
+with ``alpha = 1 - coverage``: a miss widens the interval by the factor ``exp(lr * (1 -
+alpha))``, a hit narrows it by ``exp(-lr * alpha)``. Since ``|e| <= q`` exactly when ``log|e| <=
+log q``, this is the paper's quantile tracking with a fixed step ``lr`` on the log score, and its
+Proposition 1 bounds the long-run miss rate of any sequence of scores in an interval of length
+``B``: ``|mean(err) - alpha| <= (B + lr) / (lr * T)``, under any drift, no exchangeability
+assumed. On the log scale the step needs no unit (a price near 5,000 and a sensor near 0.01 use
+the same ``lr``), and after a transient of large errors (a cold start from the zero state) the
+width shrinks geometrically, 1% a hit at coverage 0.9, instead of by a fixed amount. Two things
+sit outside the proposition: the floor at 1% of the recent MAE (it keeps a stream of exact
+predictions from shrinking its width to nothing, from which it could only grow back slowly),
+and the feedback of a ``horizon``-step model, which comes ``horizon`` steps late. The tests
+measure the coverage (``tests/runtime/test_live.py``; real series in ``bench/quality.py``).
+The two factors come from :func:`exp_series`, a fixed series in basic arithmetic, so every
+implementation computes the same bits. This is O(1) state and work per stream and target (ACI,
+Gibbs & Candès 2021, which 0.2.0 used, needs a window of residuals and its quantile every step:
+about 13x the work in a 1,024-stream pool, and it recovered from shifts 2-6x slower).
 Residuals of a ``horizon``-step model are ``horizon``-step residuals, and ``err_t`` arrives
 ``horizon`` steps after the interval was issued: the update is applied with that delay.
 
@@ -51,10 +57,11 @@ which is exactly the split-conformal quantile of those residuals at ``coverage``
 
 Defaults, and why (``tests/runtime/test_live.py`` measures them, 64 seeded streams):
 
-* ``lr = 0.1``: after a 3-sigma level shift or a tripled noise level, coverage of every later
-  50-step block is back within 3 points after at most :data:`RECOVERY_NOTE` steps, while the
-  stationary width stays within a few per cent of the exact Gaussian interval.
-* ``half_life = 100`` scored points for the recent accuracy (and the step's scale).
+* ``lr = 0.1``: after a 3-sigma level shift or a tripled noise level, coverage of every
+  50-step block after the first is within 3 points of the target, while the stationary width
+  stays 0.7-1.6% above the exact Gaussian interval (0.05: 0.2-0.8% and 100-150 steps to
+  recover; 0.2: 1.5-3.2%).
+* ``half_life = 100`` scored points for the recent accuracy (and the floor).
 
 **State.** Everything is plain arrays with the stream as axis 0 (:meth:`LiveScores.state_arrays`,
 :meth:`~LiveScores.load_arrays`, :meth:`~LiveScores.take`, :meth:`~LiveScores.put`,
@@ -83,13 +90,25 @@ FORECASTERS = ("model", "persistence", "seasonal")
 # axis 1 of the "acc" state array: per forecaster and target, in this order
 ACC = ("count", "abs_sum", "sq_sum", "ew_weight", "ew_abs", "ew_sq")
 STATE_ARRAYS = ("seen", "pending", "pending_width", "history", "acc", "q", "peak", "cover")
-RECOVERY_NOTE = 150
 _MODEL, _PERSISTENCE, _SEASONAL = range(3)
 _COUNT, _ABS, _SQ, _EWW, _EWA, _EWS = range(6)
 _F64 = np.dtype(np.float64)
 _I64 = np.dtype(np.int64)
 _LIMIT = 1e100  # largest |value| LiveScores takes (errors squared and summed stay finite)
 DEFAULTS = {"lr": 0.1, "half_life": 100.0}
+FLOOR = 0.01  # the half-width never falls below this share of the recent model MAE
+
+
+def exp_series(x: float) -> float:
+    """``exp(x)`` for ``|x| <= 1`` from its series in basic arithmetic only (32 terms, error
+    below 1e-16 relative), so that every implementation (Python, JavaScript, ...) gets the same
+    bits; libm's ``exp`` and JavaScript's ``Math.exp`` differ in the last bit for about 4% of
+    the factors used here."""
+    total, term = 1.0, 1.0
+    for k in range(1, 33):
+        term = term * x / k
+        total = total + term
+    return total
 
 
 class _Settings:
@@ -108,6 +127,9 @@ class _Settings:
         self.lr = _positive_number(lr, "lr")
         self.half_life = _positive_number(half_life, "half_life")
         self.decay = 0.5 ** (1.0 / self.half_life)
+        # log q moves by lr * (err_t - alpha): q is multiplied by these (module docstring)
+        self._up = exp_series(self.lr * (1.0 - self.alpha))
+        self._down = exp_series(self.lr * (0.0 - self.alpha))
         index = {name: i for i, name in enumerate(self.features)}
         # which feature carries each target; -1: not a feature, never scored
         self.source = np.array([index.get(t, -1) for t in self.targets], np.int64)
@@ -310,14 +332,13 @@ class LiveScores(_Settings):
             both += s
             r = s[1, _MODEL]
             np.maximum(peak, r, out=peak)
-            step = np.divide(acc[_EWA, _MODEL], acc[_EWW, _MODEL])  # the recent MAE
+            floor = np.divide(acc[_EWA, _MODEL], acc[_EWW, _MODEL])  # the recent MAE ...
+            floor *= FLOOR  # ... times FLOOR
             hit = r <= issued
             cover[0] += 1.0
             cover[1] += hit
-            step *= self.lr
-            step *= np.where(hit, 0.0 - self.alpha, 1.0 - self.alpha)  # err_t - alpha
-            q += step
-            np.maximum(q, 0.0, out=q)
+            q *= np.where(hit, self._down, self._up)
+            np.maximum(q, floor, out=q)
         else:
             ok = np.isfinite(err)
             s[0] = ok
@@ -337,8 +358,8 @@ class LiveScores(_Settings):
             hit = r <= issued
             cover[0] += tracked
             cover[1] += tracked & hit
-            g = np.where(hit, 0.0 - self.alpha, 1.0 - self.alpha)  # err_t - alpha
-            np.copyto(q, np.maximum(q + self.lr * scale * g, 0.0), where=tracked)
+            moved = np.maximum(q * np.where(hit, self._down, self._up), scale * FLOOR)
+            np.copyto(q, moved, where=tracked)
             if not self._always_started:
                 np.copyto(q, peak, where=scored & (q == np.inf)
                           & (acc[_COUNT, _MODEL] >= self.warmup))
@@ -501,7 +522,6 @@ class LiveStream(_Settings):
         self._src = [int(i) for i in self.source]
         self._init = [float(v) for v in self.initial]
         self._nans = [math.nan] * len(self.targets)
-        self._g_hit, self._g_miss = 0.0 - self.alpha, 1.0 - self.alpha  # err_t - alpha
         self._load(self._fresh(1))
 
     # state as nested lists: pending[slot][forecaster][target], acc[forecaster][metric][target]
@@ -575,12 +595,11 @@ class LiveStream(_Settings):
                 cover[0][j] += 1.0
                 if ae <= w:
                     cover[1][j] += 1.0
-                    g = self._g_hit
+                    qj = q[j] * self._down
                 else:
-                    g = self._g_miss
-                step = self.lr * (ewa[j] / eww[j]) * g
-                qj = q[j] + step
-                q[j] = qj if qj > 0.0 else 0.0  # (as np.maximum: -0.0 -> 0.0)
+                    qj = q[j] * self._up
+                floor = (ewa[j] / eww[j]) * FLOOR
+                q[j] = qj if qj > floor else floor  # (as np.maximum)
             if q[j] == math.inf and cnt[j] >= self.warmup:
                 q[j] = peak[j]
         # the baselines: persistence, and seasonal naive with a season

@@ -213,15 +213,29 @@ function stateToJSON(state, contract) {
 // the numbers (and the state) are bit for bit those of Python's Predictor(coverage=C). Per stream
 // and target, the interval is prediction +- q; each time a prediction is scored (when the value
 // it was for arrives, `horizon` points later), quantile tracking (Angelopoulos, Candes &
-// Tibshirani 2023, section 2) moves q:
-//   q <- max(0, q + lr * recent_mae * (miss - alpha)),   alpha = 1 - coverage, miss = 0 or 1
-// so a miss widens the interval by lr * recent_mae * coverage and a hit narrows it by
-// lr * recent_mae * alpha: the miss rate is driven to alpha. q starts at the validation
+// Tibshirani 2023, section 2), applied to log |residual|, moves q:
+//   log q <- log q + lr * (miss - alpha),   alpha = 1 - coverage, miss = 0 or 1
+//   q <- max(q, 0.01 * recent_mae)          (never collapses to zero)
+// so a miss widens the interval by exp(lr * coverage) and a hit narrows it by exp(-lr * alpha):
+// the miss rate is driven to alpha. The two factors come from expSeries, the same 32-term
+// series Python uses (Math.exp and libm differ in the last bit now and then). q starts at the validation
 // half-width the sidecar stores (metrics.calibration), or, for a model without one, is infinite
 // until `warmup` residuals were scored and then starts at the largest of them. A target can only
 // be scored when it is also a feature (same name); otherwise its interval stays where it started.
 
 const LIVE_DEFAULTS = { lr: 0.1, halfLife: 100.0 }; // rnnstream.runtime.live.DEFAULTS
+const LIVE_FLOOR = 0.01; // rnnstream.runtime.live.FLOOR
+
+/** exp(x) for |x| <= 1 by its series in basic arithmetic: the bits of rnnstream.runtime.live.exp_series. */
+function expSeries(x) {
+  let total = 1.0;
+  let term = 1.0;
+  for (let k = 1; k < 33; k++) {
+    term = term * x / k;
+    total = total + term;
+  }
+  return total;
+}
 const MODEL = 0; // forecasters, in this order: the model, persistence, seasonal naive
 const N_FORECASTERS = 3;
 const N_ACC = 6; // per forecaster and target: count, abs_sum, sq_sum, ew_weight, ew_abs, ew_sq
@@ -236,6 +250,8 @@ class LiveStream {
     this.alpha = 1.0 - coverage;
     this.lr = lr;
     this.decay = 0.5 ** (1.0 / halfLife);
+    this.up = expSeries(lr * (1.0 - this.alpha)); // rnnstream.runtime.live.exp_series
+    this.down = expSeries(lr * (0.0 - this.alpha));
     const index = new Map(features.map((name, i) => [name, i]));
     this.source = targets.map((t) => (index.has(t) ? index.get(t) : -1)); // -1: never scored
     this.initial = initial ?? targets.map(() => Infinity);
@@ -267,7 +283,7 @@ class LiveStream {
     const due = this.pending[slot];
     const issued = this.pendingWidth[slot];
     const actual = this.source.map((i) => (i >= 0 ? x[i] : NaN));
-    const { decay, lr, alpha } = this;
+    const { decay } = this;
     for (let f = 0; f < N_FORECASTERS; f++) {
       const forecast = due[f];
       const [cnt, asum, ssum, eww, ewa, ews] = this.acc[f];
@@ -289,8 +305,9 @@ class LiveStream {
             const hit = ae <= issued[j];
             this.cover[0][j] += 1.0;
             if (hit) this.cover[1][j] += 1.0;
-            const step = lr * (ewa[j] / eww[j]) * ((hit ? 0.0 : 1.0) - alpha);
-            q = pyMax(q + step, 0.0);
+            const moved = q * (hit ? this.down : this.up);
+            const floor = (ewa[j] / eww[j]) * LIVE_FLOOR;
+            q = moved > floor ? moved : floor; // as numpy's maximum
           }
           if (q === Infinity && cnt[j] >= this.warmup) q = this.peak[j];
           this.q[j] = q;
@@ -333,11 +350,6 @@ class LiveStream {
       cover: this.cover,
     };
   }
-}
-
-/** Python's max(a, b): b only when it is greater (so max(-0.0, 0.0) is -0.0, as in Python). */
-function pyMax(a, b) {
-  return b > a ? b : a;
 }
 
 /** The fewest residuals whose conformal `coverage` quantile is finite. */
@@ -626,7 +638,8 @@ async function main(argv) {
 if (require.main !== module) {
   // required (by the tests): the pieces, no run
   module.exports = {
-    LIVE_DEFAULTS, LiveStream, liveUpdate, liveToJSON, formatG9, formatFloat32, halfWidthAt,
+    LIVE_DEFAULTS, LIVE_FLOOR, LiveStream, liveUpdate, liveToJSON, formatG9, formatFloat32,
+    halfWidthAt, expSeries,
   };
 } else main(process.argv.slice(2)).catch((err) => {
   if (err instanceof UsageError) {

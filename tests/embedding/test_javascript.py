@@ -20,7 +20,14 @@ import pytest
 
 from rnnstream.export.step_graph import step_path
 from rnnstream.runtime import Predictor
-from rnnstream.runtime.live import DEFAULTS, STATE_ARRAYS, LiveStream, initial_half_widths
+from rnnstream.runtime.live import (
+    DEFAULTS,
+    FLOOR,
+    STATE_ARRAYS,
+    LiveStream,
+    exp_series,
+    initial_half_widths,
+)
 
 from ._support import (
     JS_DIR,
@@ -314,7 +321,8 @@ def test_live_port_resets_and_formats_like_python(node: str) -> None:
               1.5e-05, 5e-324, 1.7976931348623157e308, np.inf, -np.inf, np.nan,
               *rng.normal(0, 1e3, 50), *(float(np.float32(v)) for v in rng.normal(0, 10, 50))]
     script = """
-const { LIVE_DEFAULTS, LiveStream, liveUpdate, liveToJSON, formatG9, halfWidthAt } =
+const { LIVE_DEFAULTS, LIVE_FLOOR, LiveStream, liveUpdate, liveToJSON, formatG9, halfWidthAt,
+  expSeries } =
   require(process.argv[1]);
 const input = JSON.parse(require('fs').readFileSync(0, 'utf8'));
 const num = (v) => (typeof v === 'string' ? Number(v.replace('inf', 'Infinity')) : v);
@@ -328,6 +336,7 @@ const widths = input.coverages.map((c) => input.table.map((row) => {
   return Number.isFinite(w) ? w : String(w); // "Infinity": Python's float() reads it
 }));
 process.stdout.write(JSON.stringify({ lines, state: liveToJSON(live), defaults: LIVE_DEFAULTS,
+  floor: LIVE_FLOOR, exps: [0.09, -0.01, 0.3, -0.3, 0.0475, -0.0025].map(expSeries),
   formatted: input.values.map(num).map(formatG9), widths }));
 """
 
@@ -359,6 +368,8 @@ process.stdout.write(JSON.stringify({ lines, state: liveToJSON(live), defaults: 
     assert out["formatted"] == [_g9(v) for v in values]
     assert out["formatted"][2:4] == ["1234567.12", "-1234567.38"]  # ties: to even
     assert out["defaults"] == {"lr": DEFAULTS["lr"], "halfLife": DEFAULTS["half_life"]}
+    assert out["floor"] == FLOOR
+    assert out["exps"] == [exp_series(v) for v in (0.09, -0.01, 0.3, -0.3, 0.0475, -0.0025)]
     metrics = {"calibration": {"levels": levels, "half_widths": table}}
     want_widths = [initial_half_widths(metrics, ["a", "b"], c) for c in coverages]
     got_widths = _decode(out["widths"])
