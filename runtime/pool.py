@@ -52,8 +52,8 @@ from ._state import (
 )
 from .contract import ModelContract
 from .errors import InputError, StateError, StreamKeyError, UnsupportedError
-from .live import FORECASTERS, LiveScores, open_live
-from .predictor import _LIVE, _EngineFacts, live_or_fresh
+from .live import FORECASTERS, LiveScores, open_live, snapshot_entries
+from .predictor import _EngineFacts
 
 __all__ = ["StreamPool"]
 
@@ -558,8 +558,7 @@ class StreamPool(_EngineFacts):
             n = len(self._keys)
             arrays = state_arrays({name: buf[:n].copy() for name, buf in self._bufs.items()})
             if self._live is not None:
-                arrays.update((_LIVE + k, v[:n].copy()) for k, v in self._live.take(
-                    slice(None)).items())
+                arrays.update(snapshot_entries(self._live.take(slice(0, n))))
             meta: dict[str, Any] = {"kind": "pool", "fingerprint": self.fingerprint,
                                     "keys": list(self._keys),
                                     "states": [s.name for s in self._io.states]}
@@ -579,10 +578,9 @@ class StreamPool(_EngineFacts):
         tensors = check_tensors(tensors_from(arrays), self._io.states, source, len(keys))
         live = None
         if self._live is not None:  # checked before anything changes: all or nothing
-            given = {k[len(_LIVE):]: v for k, v in arrays.items() if k.startswith(_LIVE)}
-            live = self._live.check_arrays(
-                live_or_fresh(self._live, given, source, len(keys), saved=meta.get("live")),
-                source, streams=len(keys))
+            live = self._live.check_arrays(self._live.from_snapshot(arrays, meta, source,
+                                                                   len(keys)),
+                                           source, streams=len(keys))
         with self._lock:
             for key in list(self._keys):
                 del self._rows[key]

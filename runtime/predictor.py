@@ -9,7 +9,6 @@ The Predictor itself only checks and converts what crosses its public methods.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,31 +27,9 @@ from ._state import (
 )
 from .contract import ModelContract
 from .errors import UnsupportedError
-from .live import FORECASTERS, LiveStream, open_live, step_ratios
+from .live import FORECASTERS, LiveStream, open_live, snapshot_entries, step_ratios
 
 __all__ = ["Predictor"]
-
-_LIVE = "live."  # snapshot keys of the live scores: live.<array name>
-_ACI_ARRAYS = {"alpha", "residuals", "res_count", "pending_own"}  # 0.2.0's live scores
-
-
-def live_or_fresh(live: Any, arrays: dict[str, np.ndarray], source: str, n: int = 1,
-                  saved: Any = None) -> dict[str, np.ndarray]:
-    """A snapshot's live arrays, or a fresh start (warned where something is lost) for a
-    snapshot without them (saved without coverage), saved by 0.2.0 (whose window-based
-    intervals this release replaced), or saved with other settings (``saved``, the snapshot's
-    ``live`` metadata: coverage, lr, half_life, season, horizon)."""
-    if arrays and _ACI_ARRAYS & set(arrays):
-        warnings.warn(f"{source}: the live scores were saved by rnnstream 0.2.0, whose "
-                      "intervals this release computes differently; they start afresh (the "
-                      "model state continues)", stacklevel=3)
-        arrays = {}
-    if arrays and isinstance(saved, dict) and saved != live.settings():
-        warnings.warn(f"{source}: the live scores were saved with {saved}, and these are "
-                      f"{live.settings()}; they start afresh (the model state continues)",
-                      stacklevel=3)
-        arrays = {}
-    return arrays or live.fresh(n)
 
 class _EngineFacts:
     """What Predictor and StreamPool both say about their model (read from the engine)."""
@@ -329,7 +306,7 @@ class Predictor(_EngineFacts):
         meta: dict[str, Any] = {"kind": "stream", "fingerprint": self.fingerprint,
                                 "states": [s.name for s in self._engine.io.states]}
         if self._live is not None:
-            arrays.update((_LIVE + k, v) for k, v in self._live.state_arrays().items())
+            arrays.update(snapshot_entries(self._live.state_arrays()))
             meta["live"] = self._live.settings()
         write_snapshot(path, meta, arrays)
 
@@ -346,8 +323,6 @@ class Predictor(_EngineFacts):
         check_fingerprint(str(meta.get("fingerprint", "")), self.fingerprint, source)
         tensors = check_tensors(tensors_from(arrays), self._engine.io.states, source)
         last = self._stream.check_last(arrays.get("last_output"), source)
-        live = {k[len(_LIVE):]: v for k, v in arrays.items() if k.startswith(_LIVE)}
         if self._live is not None:  # checked before anything is written: all or nothing
-            self._live.load_arrays(live_or_fresh(self._live, live, source,
-                                                 saved=meta.get("live")), source)
+            self._live.load_arrays(self._live.from_snapshot(arrays, meta, source), source)
         self._stream.install(tensors, last)
