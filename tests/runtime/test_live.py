@@ -214,7 +214,9 @@ def test_one_stream_in_python_floats_equals_the_numpy_pool_bit_for_bit():
         pool = LiveScores(3, feats, targ, horizon=h, season=m, initial_quantiles=init)
         ones = [LiveStream(feats, targ, horizon=h, season=m, initial_quantiles=init)
                 for _ in range(3)]
-        x = rng.normal(size=(300, 3, 3)).cumsum(axis=0)
+        # the second group at a price's size: raw values near 5,000
+        level = 5000.0 if targ == ["c", "a", "b"] else 0.0
+        x = level + rng.normal(size=(300, 3, 3)).cumsum(axis=0)
         y = x[:, :, [2, 0, 0]] + rng.normal(size=(300, 3, 3))
         for t in range(300):
             pool.update(x[t], y[t])
