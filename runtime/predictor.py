@@ -8,6 +8,7 @@ The Predictor itself only checks and converts what crosses its public methods.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -115,9 +116,11 @@ class Predictor(_EngineFacts):
         self._live: LiveStream | None = None
         self._ratios: np.ndarray | None = None
         self._one_target = False
+        self._source = -1  # with one target: which feature is its value (-1: none)
         if coverage is not None:
             self._live = self._open_live(coverage, season, live_options or {})
             self._one_target = len(self._live.targets) == 1
+            self._source = int(self._live.source[0])
 
     def _open_live(self, coverage: float, season: int | None,
                    options: Mapping[str, Any]) -> LiveStream:
@@ -150,15 +153,18 @@ class Predictor(_EngineFacts):
         live = self._live
         if live is None:
             return
-        if type(y) is float:
-            ys = [y]
-            finite = y - y == 0.0
-        else:
-            ys = np.asarray(y, np.float64).ravel().tolist()
-            finite = all(v - v == 0.0 for v in ys)
-        if not finite:
-            # the model's own output: the state has moved on, so the point cannot be refused;
-            # it is left unscored rather than counted with a made-up value
+        # a non-finite prediction is the model's own output: the state has moved on, so the
+        # point cannot be refused; it is left unscored (the live scores start afresh) rather
+        # than counted with a made-up value
+        if type(y) is float:  # one target: the scalar path, LiveStream.update_one
+            if y - y != 0.0:
+                live.reset()
+                return
+            src = self._source
+            live.update_one(x.item(src) if src >= 0 else math.nan, y)
+            return
+        ys = np.asarray(y, np.float64).ravel().tolist()
+        if not all(v - v == 0.0 for v in ys):
             live.reset()
             return
         live.update(x.tolist(), ys)

@@ -240,6 +240,64 @@ def test_one_stream_in_python_floats_equals_the_numpy_pool_bit_for_bit():
         assert _equal(pool.take([1]), ones[0].state_arrays())
 
 
+def test_update_one_equals_update_bit_for_bit():
+    """LiveStream.update_one (the Predictor's one-target path) against update: horizons,
+    seasons, no starting widths (the warm-up start), a target that is not a feature (NaN),
+    raw values near 5,000."""
+    rng = np.random.default_rng(11)
+    for h, m, init, target in ((1, None, [0.4], "b"), (3, 5, None, "b"), (2, 2, [1.0], "b"),
+                               (1, 4, None, "z")):
+        opts = dict(horizon=h, season=m, initial_quantiles=init)
+        a, b = LiveStream(["a", "b"], [target], **opts), LiveStream(["a", "b"], [target], **opts)
+        x = 5000.0 + rng.normal(size=(300, 2)).cumsum(axis=0)
+        y = x[:, 1] + rng.normal(size=300) * rng.uniform(0.2, 3.0)
+        for t in range(300):
+            a.update(x[t].tolist(), [float(y[t])])
+            b.update_one(float(x[t, 1]) if target == "b" else math.nan, float(y[t]))
+        assert _equal(a.state_arrays(), b.state_arrays()), (h, m, init, target)
+        assert a.interval() == b.interval()
+        # a state whose model forecasts are missing but whose persistence ones are not
+        state = a.state_arrays()
+        state["pending"][:, :, 0] = np.nan
+        a.load_arrays(state)
+        b.load_arrays(state)
+        for t in range(2 * h):
+            a.update(x[t].tolist(), [float(y[t])])
+            b.update_one(float(x[t, 1]) if target == "b" else math.nan, float(y[t]))
+        assert _equal(a.state_arrays(), b.state_arrays()), (h, m, init, target)
+
+
+def test_block_updates_with_resets_and_resizes_equal_one_stream_each():
+    """The pool's path (advance_block on a block of rows, its views kept between calls) through
+    resets (a fresh row sends the block back to the masked path, then to the mask-free one) and
+    resizes and loads (new arrays: the kept views must not be used) equals LiveStream bit for
+    bit."""
+    rng = np.random.default_rng(9)
+    feats, targ = ["a", "b"], ["b", "a"]
+    for h, m in ((1, None), (2, 3)):
+        opts = dict(horizon=h, season=m, initial_quantiles=[0.5, 1.5])
+        pool = LiveScores(4, feats, targ, **opts)
+        ones = [LiveStream(feats, targ, **opts) for _ in range(6)]
+        x = 5000.0 + rng.normal(size=(400, 6, 2)).cumsum(axis=0)
+        y = x[:, :, [1, 0]] + rng.normal(size=(400, 6, 2))
+        for t in range(400):
+            n = pool.n_streams
+            if t == 150:  # grow: rows 4 and 5 start fresh
+                pool.resize(6)
+            if t in (250, 300):  # new arrays, the same rows: the kept views are stale
+                pool.load_arrays(pool.state_arrays()) if t == 250 else pool.resize(6)
+            if t in (60, 61, 200):  # a fresh stream in the block
+                pool.reset([t % n])
+                ones[t % n] = LiveStream(feats, targ, **opts)
+            n = pool.n_streams
+            lo = 1 if t % 7 == 0 else 0  # another block now and then
+            pool.advance_block(slice(lo, n), x[t, lo:n], y[t, lo:n])
+            for i in range(lo, n):
+                ones[i].update(x[t, i].tolist(), y[t, i].tolist())
+        for i in range(pool.n_streams):
+            assert _equal(pool.take([i]), ones[i].state_arrays()), (h, m, i)
+
+
 def test_calibration_from_the_contract():
     r = np.arange(1.0, 20.0)  # 19 residuals: 0.95 -> the 19th, 0.9 -> 18th, 0.99 -> none
     assert conformal_half_widths(r, [0.5, 0.9, 0.95, 0.99]) == [10.0, 18.0, 19.0, None]
