@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 TRAIN_EXTRA_HINT = "pip install 'rnnstream[train]'"
@@ -24,3 +25,22 @@ def require_train_extra(command: str) -> None:
 def fail(message: str, code: int = 1) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
+
+
+def coverage_arg(text: str) -> float:
+    """``--coverage C`` (argparse type): a coverage strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a coverage strictly between 0 and 1 "
+                                         "(e.g. 0.9)")
+    return value
+
+
+def season_arg(text: str) -> int:
+    """``--season N`` (argparse type): a whole number of points, 0 for none."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of points (0: none)")
+    return int(text)

@@ -11,6 +11,8 @@ import os
 import sys
 from typing import Any
 
+from ._common import coverage_arg, season_arg
+
 SERVE_EXTRA_HINT = "pip install 'rnnstream[serve]'"
 
 DESCRIPTION = """\
@@ -27,6 +29,15 @@ examples:
   curl -s localhost:8000/v2/models/model/infer -d '{"parameters": {"sequence_id": 7,
     "sequence_start": true}, "inputs": [{"name": "x", "datatype": "FP32",
     "shape": [1, 1, 1], "data": [0.5]}]}'
+  rnnstream serve model.onnx --coverage 0.9            # outputs y, lower, upper; live scores
+
+prediction intervals and live accuracy (--coverage C):
+  every answer carries two more FP32 outputs beside 'y', 'lower' and 'upper', the same shape:
+  the interval around each prediction, calibrated online per sequence and target from that
+  sequence's own errors (as 'rnnstream stream --coverage'), holding about C of the values. A
+  request's 'outputs' may ask for any of y, lower, upper. GET /metrics adds each model's live
+  scores pooled over its live sequences: realised coverage, model and persistence MAE, scored
+  points. --state saves and restores the scores and the calibration with the states.
 """
 
 
@@ -63,6 +74,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "arrives together)")
     p.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
                    help="event loop: uvloop when installed (auto, the default), or asyncio's")
+    p.add_argument("--coverage", type=coverage_arg, metavar="C",
+                   help="add outputs 'lower' and 'upper': a prediction interval holding about "
+                        "C of the values (e.g. 0.9), and live scores on /metrics (see below)")
+    p.add_argument("--season", type=season_arg, metavar="N",
+                   help="with --coverage: the seasonal period for the seasonal-naive baseline "
+                        "(default: the season the model was trained with; 0: none)")
     p.add_argument("--max-request-bytes", type=int, default=16 << 20, metavar="N",
                    help="largest request body (default 16 MiB); larger answers 413")
 
@@ -95,6 +112,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {len(args.name)} --name for {len(args.models)} models; give one per "
               "model, in order", file=sys.stderr)
         return 2
+    if args.season is not None and not args.coverage:
+        print("rnnstream serve: error: --season is for the live scores: give --coverage too "
+              "(e.g. --coverage 0.9 --season 24)", file=sys.stderr)
+        return 2
     names = args.name or [os.path.splitext(os.path.basename(m))[0] for m in args.models]
     if len(set(names)) != len(names):
         print(f"error: two models named alike ({names}); name them with --name",
@@ -108,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
                          http_port=None if args.http_port < 0 else args.http_port,
                          grpc_port=None if args.grpc_port < 0 else args.grpc_port,
                          state=args.state, save_every=args.save_every,
-                         max_request_bytes=args.max_request_bytes, limits=limits)
+                         max_request_bytes=args.max_request_bytes, limits=limits,
+                         coverage=args.coverage, season=args.season)
     try:
         server = Server(config)
         run_loop(server.serve_until_signal(), args.loop)

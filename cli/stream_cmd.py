@@ -18,6 +18,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ._common import coverage_arg, season_arg
+
 DESCRIPTION = """\
 Stream predictions: read one data point per line, print one prediction per line as soon as
 it is computed (flushed, so it works inside a pipe).
@@ -70,29 +72,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "much (default: 10; 0 saves after every line)")
     p.add_argument("--key", metavar="COLUMN",
                    help="column or JSON field naming the stream of each line (many streams)")
-    p.add_argument("--coverage", type=_coverage, metavar="C",
+    p.add_argument("--coverage", type=coverage_arg, metavar="C",
                    help="print a prediction interval holding about C of the values (e.g. 0.9) "
                         "after each prediction, and score every stream live (see below)")
-    p.add_argument("--season", type=_season, metavar="N",
+    p.add_argument("--season", type=season_arg, metavar="N",
                    help="with --coverage: the seasonal period for the seasonal-naive baseline "
                         "(default: the season the model was trained with; 0: none)")
-
-
-def _coverage(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a coverage strictly between 0 and 1 "
-                                         "(e.g. 0.9)")
-    return value
-
-
-def _season(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of points (0: none)")
-    return int(text)
 
 
 class LineError(Exception):

@@ -44,6 +44,8 @@ class ServeConfig:
     save_every: float = 30.0
     max_request_bytes: int = 16 << 20
     limits: Limits = field(default_factory=Limits)
+    coverage: float | None = None  # prediction intervals (outputs lower/upper) and live scores
+    season: int | None = None  # seasonal-naive period for the live scores (None: the model's)
 
 
 def state_paths(state: str | None, names: list[str]) -> dict[str, str]:
@@ -61,9 +63,13 @@ class Server:
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.services = {name: ModelService(name, path, config.limits, self.metrics)
+        self.services = {name: ModelService(name, path, config.limits, self.metrics,
+                                            coverage=config.coverage, season=config.season)
                          for name, path in config.models.items()}
         self.metrics.watch_live(lambda: {(n, ): s.live for n, s in self.services.items()})
+        if config.coverage is not None:
+            self.metrics.watch_scores(lambda: {n: s.live_summary()
+                                               for n, s in self.services.items()})
         self.max_request_bytes = config.max_request_bytes
         self.connections: set[HttpProtocol] = set()
         self.ready = False

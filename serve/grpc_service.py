@@ -71,16 +71,17 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return resp
 
     # -- inference --------------------------------------------------------------------------------
-    def _submit(self, request: Any) -> tuple[asyncio.Future, str, int]:
+    def _submit(self, request: Any) -> tuple[asyncio.Future, str, int, tuple[str, ...]]:
         service = self.server.model(request.model_name, request.model_version)
         infer = grpc_request(request)
         self.server.metrics.requests.inc(service.name, "grpc")
         points = infer.x.shape[0] * infer.x.shape[1]
-        return service.submit(infer), service.name, points
+        return service.submit(infer), service.name, points, infer.outputs
 
-    def _respond(self, request: Any, model: str, y: Any, start: float, points: int) -> Any:
+    def _respond(self, request: Any, model: str, outputs: Any, start: float, points: int,
+                 names: tuple[str, ...]) -> Any:
         metrics = self.server.metrics
-        resp = grpc_response(pb, model, request.id, y)
+        resp = grpc_response(pb, model, request.id, outputs, names)
         metrics.predictions.inc(model, by=points)
         metrics.request_seconds.observe(time.perf_counter() - start)
         return resp
@@ -88,12 +89,12 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         start = time.perf_counter()
         try:
-            future, model, points = self._submit(request)
-            y = await future
+            future, model, points, names = self._submit(request)
+            outputs = await future
         except ServeError as exc:
             self.server.count_error(request.model_name, "grpc", exc)
             await self._abort(context, exc)
-        return self._respond(request, model, y, start, points)
+        return self._respond(request, model, outputs, start, points, names)
 
     async def ModelStreamInfer(self, request_iterator: AsyncIterator[Any],
                                context: Any) -> AsyncIterator[Any]:
@@ -109,23 +110,24 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                     try:
                         queue.put_nowait((request, start, *self._submit(request)))
                     except ServeError as exc:
-                        queue.put_nowait((request, start, exc, "", 0))
+                        queue.put_nowait((request, start, exc, "", 0, ()))
             finally:
                 queue.put_nowait(None)
 
         reader = asyncio.ensure_future(read())
         try:
             while (entry := await queue.get()) is not None:
-                request, start, future, model, points = entry
+                request, start, future, model, points, names = entry
                 try:
                     if isinstance(future, ServeError):
                         raise future
-                    y = await future
+                    outputs = await future
                 except ServeError as exc:
                     self.server.count_error(request.model_name, "grpc", exc)
                     yield pb.ModelStreamInferResponse(error_message=str(exc))
                     continue
                 yield pb.ModelStreamInferResponse(
-                    infer_response=self._respond(request, model, y, start, points))
+                    infer_response=self._respond(request, model, outputs, start, points,
+                                                 names))
         finally:
             reader.cancel()

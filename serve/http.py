@@ -177,8 +177,9 @@ class HttpProtocol(asyncio.Protocol):
             req, request_id, binary = http_request(body, int(hl) if hl is not None else None)
             server.metrics.requests.inc(service.name, "http")
             points = req.x.shape[0] * req.x.shape[1]
-            service.submit_with(req, lambda y, error: self._answered(
-                entry, y, error, service.name, request_id, binary, start, points))
+            service.submit_with(req, lambda outputs, error: self._answered(
+                entry, outputs, error, service.name, request_id, binary, start, points,
+                req.outputs))
         except ServeError as exc:
             server.count_error(name, "http", exc)
             self._fill(entry, exc.http_status, error_body(str(exc)))
@@ -192,15 +193,16 @@ class HttpProtocol(asyncio.Protocol):
         raise ServeError("not_found", f"no such path /{'/'.join(parts)}; infer is POST "
                          "/v2/models/NAME[/versions/1]/infer")
 
-    def _answered(self, entry: _Entry, y: Any, exc: Exception | None, model: str,
-                  request_id: str, binary: bool, start: float, points: int) -> None:
+    def _answered(self, entry: _Entry, outputs: Any, exc: Exception | None, model: str,
+                  request_id: str, binary: bool, start: float, points: int,
+                  names: tuple[str, ...]) -> None:
         server = self.server
         if exc is not None:
             error = exc if isinstance(exc, ServeError) else ServeError("internal", str(exc))
             server.count_error(model, "http", error)
             self._fill(entry, error.http_status, error_body(str(error)))
             return
-        body, hl = http_response(model, request_id, y, binary)
+        body, hl = http_response(model, request_id, outputs, binary, names)
         server.metrics.predictions.inc(model, by=points)
         server.metrics.request_seconds.observe(time.perf_counter() - start)
         self._fill(entry, 200, body, b"application/octet-stream" if binary else JSON,

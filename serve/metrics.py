@@ -8,7 +8,12 @@ update happens on the event loop thread, so plain integers suffice (no locks).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .sequences import LiveSummary
 
 __all__ = ["Counter", "Histogram", "Metrics"]
 
@@ -86,6 +91,62 @@ class Gauge:
             yield f"{self.name}{_labels(self.label_names, labels)} {v:g}"
 
 
+def _exact(value: float) -> str:
+    """A float as Prometheus reads it, every digit kept (``repr``; NaN, +Inf, -Inf)."""
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+class LiveScoreGauges:
+    """The live scores of each model with ``--coverage``, pooled over its live sequences per
+    target; ``read`` is called once per scrape (O(live sequences), nothing per request)."""
+
+    def __init__(self, read: Callable[[], Mapping[str, LiveSummary | None]]) -> None:
+        self.read = read
+
+    def lines(self) -> Iterable[str]:
+        summaries = {m: s for m, s in sorted(self.read().items()) if s is not None}
+        g = PREFIX
+        # name, help, (summary, target index) -> [(extra label values, value)]
+        specs: list[tuple[str, str, Callable[[LiveSummary, int],
+                                             list[tuple[tuple[str, ...], float]]]]] = [
+            ("live_scored_points", "Points scored against the model's predictions, over the "
+             "live sequences.", lambda s, j: [((), s.count[j])]),
+            ("live_mae", "Mean absolute error over every scored point of the live sequences, "
+             "per forecaster (model, persistence, seasonal with a season).",
+             lambda s, j: [((f,), v[j]) for f, v in s.mae.items()]),
+            ("live_mae_ratio", "Model MAE / persistence MAE (below 1: the model beats "
+             "persistence).", lambda s, j: [((), _ratio(s.mae["model"][j],
+                                                         s.mae["persistence"][j]))]),
+            ("interval_scored", "Prediction intervals scored, over the live sequences.",
+             lambda s, j: [((), s.tracked[j])]),
+            ("interval_coverage", "Share of the scored intervals that held the value "
+             "(realised coverage; NaN before any).",
+             lambda s, j: [((), _ratio(s.covered[j], s.tracked[j]))]),
+        ]
+        for name, help_text, values in specs:
+            yield f"# HELP {g}{name} {help_text}"
+            yield f"# TYPE {g}{name} gauge"
+            for model, s in summaries.items():
+                for j, target in enumerate(s.targets):
+                    for extra, v in values(s, j):
+                        names = ("model", "target", "forecaster")[:2 + len(extra)]
+                        labels = _labels(names, (model, target, *extra))
+                        yield f"{g}{name}{labels} {_exact(v)}"
+        yield f"# HELP {g}interval_coverage_asked The coverage the intervals aim at (--coverage)."
+        yield f"# TYPE {g}interval_coverage_asked gauge"
+        for model, s in summaries.items():
+            yield f"{g}interval_coverage_asked{_labels(('model',), (model,))} {_exact(s.coverage)}"
+
+
+def _ratio(a: float, b: float) -> float:
+    return float(a) / float(b) if b and not math.isnan(float(b)) else math.nan
+
+
 # 10 µs steps up to 200 µs (where a one-point request lands), then coarser
 _SECONDS = [i * 1e-5 for i in range(1, 21)] + [3e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2,
                                                 5e-2, 0.1, 0.25, 0.5, 1.0]
@@ -115,9 +176,14 @@ class Metrics:
                                          "request, from parsed body to encoded answer.",
                                          _SECONDS)
         self.live: Gauge | None = None
+        self.scores: LiveScoreGauges | None = None
 
     def watch_live(self, read: Callable[[], dict[tuple[str, ...], float]]) -> None:
         self.live = Gauge("live_sequences", "Sequences holding state.", ("model",), read)
+
+    def watch_scores(self, read: Callable[[], Mapping[str, LiveSummary | None]]) -> None:
+        """Export the live scores (``--coverage``): ``read`` gives model -> LiveSummary."""
+        self.scores = LiveScoreGauges(read)
 
     def render(self) -> str:
         parts: list[Iterable[str]] = [
@@ -127,4 +193,6 @@ class Metrics:
             self.request_seconds.lines()]
         if self.live is not None:
             parts.append(self.live.lines())
+        if self.scores is not None:
+            parts.append(self.scores.lines())
         return "\n".join(line for p in parts for line in p) + "\n"

@@ -2,7 +2,9 @@
 
 Tensors. Input ``x``: FP32 ``[B, T, F]``: ``B`` sequences, ``T >= 1`` points each (``T > 1``
 primes), ``F`` the model's features. Output ``y``: FP32 ``[B, T, targets]``, the prediction
-after every point.
+after every point; with ``--coverage`` also ``lower`` and ``upper``, the same shape, the
+prediction interval after every point. The request's ``outputs`` list selects some of them, in
+the order given (the model's service checks the names); without it every output is sent.
 
 Sequences (Triton's sequence extension). ``B == 1``: the request parameters ``sequence_id``
 (uint64 > 0 or a non-empty string), ``sequence_start``, ``sequence_end``. ``B > 1`` (many
@@ -15,8 +17,9 @@ parameters apply to every row. Integer and string ids are different sequences, a
 HTTP bodies are JSON, or JSON followed by binary tensor data (the binary data extension:
 header ``Inference-Header-Content-Length``, input parameter ``binary_data_size``; an output is
 sent as binary when its ``binary_data`` parameter or the request's ``binary_data_output``
-parameter is true, which tritonclient's HTTP client sets by default). gRPC requests carry
-tensors in ``raw_input_contents`` (tritonclient) or typed ``contents``.
+parameter is true, which tritonclient's HTTP client sets by default; when any output asks for
+binary data every output is sent binary, in the order of the response's ``outputs``). gRPC
+requests carry tensors in ``raw_input_contents`` (tritonclient) or typed ``contents``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 from rnnstream.runtime.spec import INPUT_NAME, OUTPUT_NAME
 
 from .errors import ServeError
-from .sequences import Infer
+from .sequences import Infer, Outputs
 
 __all__ = ["grpc_request", "grpc_response", "http_request", "http_response"]
 
@@ -302,8 +305,10 @@ def http_request(body: bytes, header_length: int | None) -> tuple[Infer, str, bo
     if offset != len(binary):
         raise ServeError("bad_request", f"{len(binary) - offset} binary bytes after the JSON "
                          "header are not claimed by any input's binary_data_size")
-    _check_outputs([o.get("name") if isinstance(o, dict) else o
-                    for o in doc.get("outputs") or []])
+    asked = doc.get("outputs") or []
+    if not isinstance(asked, list):
+        raise ServeError("bad_request", "'outputs' must be a JSON list of objects with a 'name'")
+    outputs = _output_names([o.get("name") if isinstance(o, dict) else o for o in asked])
     as_binary = bool(params.get("binary_data_output", False)) or any(
         isinstance(o, dict) and (o.get("parameters") or {}).get("binary_data")
         for o in doc.get("outputs") or [])
@@ -315,27 +320,37 @@ def http_request(body: bytes, header_length: int | None) -> tuple[Infer, str, bo
         raise ServeError("bad_request", "'id' must be a string")
     x = np.ascontiguousarray(x, np.float32)
     starts, ends = _flags(params, flags, x.shape[0])
-    return Infer(x, keys, starts, ends, "http"), request_id, as_binary
+    return Infer(x, keys, starts, ends, "http", outputs), request_id, as_binary
 
 
-def _check_outputs(names: list[Any]) -> None:
-    unknown = [n for n in names if n != OUTPUT]
-    if unknown:
-        raise ServeError("bad_request", f"unknown output(s) {unknown}; this model has one "
-                         f"output, {OUTPUT!r}")
+def _output_names(names: list[Any]) -> tuple[str, ...]:
+    """The requested output names, each once, in order (the service checks they exist)."""
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise ServeError("bad_request", f"an entry of 'outputs' has name {bad[0]!r}; expected "
+                         f"an output name such as {OUTPUT!r}")
+    return tuple(dict.fromkeys(names))
 
 
-def http_response(model: str, request_id: str, y: np.ndarray, binary: bool
-                  ) -> tuple[bytes, int | None]:
-    """Encode y; returns (body, Inference-Header-Content-Length or None for plain JSON)."""
-    out: dict[str, Any] = {"name": OUTPUT, "datatype": "FP32", "shape": list(y.shape)}
-    raw = b""
-    if binary:
-        raw = y.astype("<f4", copy=False).tobytes()
-        out["parameters"] = {"binary_data_size": len(raw)}
-    else:
-        out["data"] = y.reshape(-1).tolist()
-    doc: dict[str, Any] = {"model_name": model, "model_version": "1", "outputs": [out]}
+def _chosen(outputs: Outputs, names: tuple[str, ...]) -> list[tuple[str, np.ndarray]]:
+    return [(n, outputs[n]) for n in names] if names else list(outputs.items())
+
+
+def http_response(model: str, request_id: str, outputs: Outputs, binary: bool,
+                  names: tuple[str, ...] = ()) -> tuple[bytes, int | None]:
+    """Encode the outputs ``names`` (all when empty); returns (body,
+    Inference-Header-Content-Length or None for plain JSON)."""
+    tensors, raws = [], []
+    for name, value in _chosen(outputs, names):
+        out: dict[str, Any] = {"name": name, "datatype": "FP32", "shape": list(value.shape)}
+        if binary:
+            raws.append(value.astype("<f4", copy=False).tobytes())
+            out["parameters"] = {"binary_data_size": len(raws[-1])}
+        else:
+            out["data"] = value.reshape(-1).tolist()
+        tensors.append(out)
+    raw = b"".join(raws)
+    doc: dict[str, Any] = {"model_name": model, "model_version": "1", "outputs": tensors}
     if request_id:
         doc["id"] = request_id
     head = json.dumps(doc, separators=(",", ":")).encode()
@@ -381,20 +396,23 @@ def grpc_request(request: Any) -> Infer:
                           else list(c.uint64_contents) if t.datatype == "UINT64"
                           else list(c.int64_contents) or list(c.int_contents))
             ids = _ids_array(t.datatype, shape, raw, listed)
-    _check_outputs([o.name for o in request.outputs])
+    outputs = _output_names([o.name for o in request.outputs])
     params = {k: _grpc_param(v) for k, v in request.parameters.items()}
     if x is None:  # _check_names made sure there is an 'x'; this tells the type checker
         raise ServeError("bad_request", f"no input {INPUT!r} in the request")
     keys = _keys(_param_id(params.get("sequence_id")), ids, x.shape[0])
     starts, ends = _flags(params, flags, x.shape[0])
-    return Infer(np.ascontiguousarray(x, np.float32), keys, starts, ends, "grpc")
+    return Infer(np.ascontiguousarray(x, np.float32), keys, starts, ends, "grpc", outputs)
 
 
-def grpc_response(pb: Any, model: str, request_id: str, y: np.ndarray) -> Any:
-    """A ModelInferResponse carrying y as raw_output_contents (what tritonclient reads)."""
+def grpc_response(pb: Any, model: str, request_id: str, outputs: Outputs,
+                  names: tuple[str, ...] = ()) -> Any:
+    """A ModelInferResponse carrying the outputs ``names`` (all when empty) as
+    raw_output_contents (what tritonclient reads)."""
     resp = pb.ModelInferResponse(model_name=model, model_version="1", id=request_id)
-    out = resp.outputs.add()
-    out.name, out.datatype = OUTPUT, "FP32"
-    out.shape.extend(y.shape)
-    resp.raw_output_contents.append(y.astype("<f4", copy=False).tobytes())
+    for name, value in _chosen(outputs, names):
+        out = resp.outputs.add()
+        out.name, out.datatype = name, "FP32"
+        out.shape.extend(value.shape)
+        resp.raw_output_contents.append(value.astype("<f4", copy=False).tobytes())
     return resp

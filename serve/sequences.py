@@ -18,6 +18,14 @@ arrive within ``queue_delay`` of the first ready one share a step (like Triton's
 batcher ``max_queue_delay_microseconds``). ``T > 1`` points (priming) take ``T`` rounds, each
 one point, which is exactly what stepping the pool point by point gives.
 
+Intervals (``coverage``). With a coverage the pool scores every sequence live and keeps an
+interval per sequence around its latest prediction (:mod:`rnnstream.runtime.live`); each round
+reads it right after its step, for every sequence the step advanced, so a ``T``-point request
+gets the interval after each of its points, as ``lower``/``upper`` beside ``y``. The pool's
+bounds are float64; they are rounded to the nearest float32 (numpy's cast), like every FP32
+output. :meth:`ModelService.live_summary` pools the live scores of every live sequence (the
+``/metrics`` gauges).
+
 Flags. ``start`` gives the sequence a fresh state when its first point is applied (a new key is
 added, a live one reset); ``end`` removes it after its last point. A request without ``start``
 for a sequence that is neither live nor started by a queued request is refused; so is one for a
@@ -38,12 +46,13 @@ from typing import Any
 import numpy as np
 
 from rnnstream.runtime import RnnStreamError, StreamPool
+from rnnstream.runtime.live import FORECASTERS
 from rnnstream.runtime.spec import INPUT_NAME, OUTPUT_NAME
 
 from .errors import ServeError
 from .metrics import Metrics
 
-__all__ = ["Infer", "Limits", "ModelService"]
+__all__ = ["BOUNDS", "Infer", "Limits", "LiveSummary", "ModelService", "Outputs"]
 
 log = logging.getLogger("rnnstream.serve")
 
@@ -51,6 +60,7 @@ log = logging.getLogger("rnnstream.serve")
 SETTLE_TURNS = 8
 # How many evicted ids are remembered to answer "evicted" rather than "never started".
 EVICTED_MEMORY = 100_000
+BOUNDS = ("lower", "upper")  # the interval outputs, with --coverage
 
 
 @dataclass
@@ -72,10 +82,13 @@ class Infer:
     starts: list[bool]  # per row: fresh state before its first point
     ends: list[bool]  # per row: release the sequence after its last point
     protocol: str = "http"
+    outputs: tuple[str, ...] = ()  # the outputs asked for, in order; () for every output
 
 
-# called once with (y, None) or (None, error), on the event loop, as soon as the answer is known
-Answer = Callable[[np.ndarray | None, Exception | None], None]
+# output name -> [B, T, targets] FP32: y, and lower/upper with coverage
+Outputs = dict[str, np.ndarray]
+# called once with (outputs, None) or (None, error), on the event loop, as soon as it is known
+Answer = Callable[[Outputs | None, Exception | None], None]
 
 
 @dataclass
@@ -86,12 +99,37 @@ class _Gather:
     y: np.ndarray  # [B, T, targets]
     left: int
     arrived: float
+    lower: np.ndarray | None = None  # [B, T, targets], with coverage
+    upper: np.ndarray | None = None
     done: bool = False
 
-    def finish(self, y: np.ndarray | None, error: Exception | None) -> None:
-        if not self.done:
-            self.done = True
-            self.answer(y, error)
+    def finish(self, error: Exception | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        if error is not None:
+            self.answer(None, error)
+        elif self.lower is None or self.upper is None:
+            self.answer({OUTPUT_NAME: self.y}, None)
+        else:
+            self.answer({OUTPUT_NAME: self.y, "lower": self.lower, "upper": self.upper}, None)
+
+
+@dataclass
+class LiveSummary:
+    """One model's live scores pooled over its live sequences, per target (``/metrics``).
+
+    ``mae[f]`` is forecaster ``f``'s mean absolute error over every scored point of every live
+    sequence (``count``: how many); forecasters are ``model``, ``persistence`` and, with a
+    season, ``seasonal``. ``covered`` of ``tracked`` scored intervals held the value.
+    """
+
+    coverage: float
+    targets: list[str]
+    count: np.ndarray  # [T] points scored (the model's errors)
+    mae: dict[str, np.ndarray]  # forecaster -> [T]; NaN where nothing was scored
+    tracked: np.ndarray  # [T] intervals scored
+    covered: np.ndarray  # [T] of which held the value
 
 
 @dataclass
@@ -126,9 +164,12 @@ class ModelService:
     """One model's sequences: checks requests, queues them per sequence, steps them in batches."""
 
     def __init__(self, name: str, path: str, limits: Limits, metrics: Metrics,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, coverage: float | None = None,
+                 season: int | None = None) -> None:
         self.name = name
-        self.pool = StreamPool(path)
+        self.pool = StreamPool(path, coverage=coverage, season=season)
+        self.coverage = coverage
+        self.outputs = (OUTPUT_NAME, *BOUNDS) if coverage is not None else (OUTPUT_NAME,)
         contract = self.pool.contract
         if contract is None:
             raise ServeError("bad_request", f"{path}: not an rnnstream model (no contract); "
@@ -172,23 +213,52 @@ class ModelService:
                         "optional": True},
                        {"name": "sequence_end", "datatype": "BOOL", "shape": [-1],
                         "optional": True}],
-            "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32",
-                         "shape": [-1, -1, self.n_targets]}],
+            "outputs": [{"name": name, "datatype": "FP32", "shape": [-1, -1, self.n_targets]}
+                        for name in self.outputs],
         }
+
+    def live_summary(self) -> LiveSummary | None:
+        """The live scores of every live sequence, pooled per target (None without coverage).
+        Reads the pool's arrays once: O(live sequences), meant for a metrics scrape."""
+        live = self.pool.live
+        if live is None:
+            return None
+        t = self.n_targets
+        count = np.zeros(t, np.int64)
+        forecasters = FORECASTERS if live.season else FORECASTERS[:2]
+        mae = {f: np.full(t, np.nan) for f in forecasters}
+        tracked, covered = np.zeros(t, np.int64), np.zeros(t, np.int64)
+        if len(self.pool):
+            acc = self.pool.accuracy()
+            count = acc["model"]["count"].sum(axis=0)
+            for f in forecasters:
+                scores = acc[f]
+                n = scores["count"].sum(axis=0)
+                # mae * count is each sequence's sum of absolute errors (NaN * 0 where none)
+                total = np.nansum(scores["mae"] * scores["count"], axis=0)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    mae[f] = np.where(n > 0, total / n, np.nan)
+            share, scored = self.pool.realised_coverage()
+            tracked = scored.sum(axis=0)
+            # share * scored is the hit count within rounding (both are counts below 2**53)
+            covered = np.rint(np.nan_to_num(share) * scored).astype(np.int64).sum(axis=0)
+        return LiveSummary(live.coverage, list(self.contract.targets), count, mae, tracked,
+                           covered)
 
     # -- admission ------------------------------------------------------------------------------
     def submit(self, req: Infer) -> asyncio.Future:
-        """Check ``req`` whole, then queue it; the future gets y [B, T, targets]."""
+        """Check ``req`` whole, then queue it; the future gets its :data:`Outputs` (``y``
+        [B, T, targets], and ``lower``/``upper`` with coverage)."""
         loop = self._loop or asyncio.get_running_loop()
         future = loop.create_future()
 
-        def answer(y: np.ndarray | None, error: Exception | None) -> None:
+        def answer(outputs: Outputs | None, error: Exception | None) -> None:
             if future.done():  # cancelled (a gRPC client's deadline or cancel): nobody waits,
                 return  # and the round that computed it must go on for the others
             if error is not None:
                 future.set_exception(error)
             else:
-                future.set_result(y)
+                future.set_result(outputs)
 
         self.submit_with(req, answer)
         return future
@@ -205,8 +275,7 @@ class ModelService:
                 and self._held.keys().isdisjoint(req.keys)):
             self._submit_block(req, answer)
             return
-        gather = _Gather(answer, np.empty((b, t, self.n_targets), np.float32), b,
-                         time.perf_counter())
+        gather = self._gather(b, t, b, answer)
         for row, key in enumerate(req.keys):
             start = req.starts[row]
             item = _Item(key, req.x[row], gather, row, start, req.ends[row])
@@ -224,8 +293,7 @@ class ModelService:
 
     def _submit_block(self, req: Infer, answer: Answer) -> None:
         b, t = req.x.shape[:2]
-        gather = _Gather(answer, np.empty((b, t, self.n_targets), np.float32), 1,
-                         time.perf_counter())
+        gather = self._gather(b, t, 1, answer)
         block = _Block(list(req.keys), req.x, gather, list(req.starts), list(req.ends))
         if any(req.starts):
             for key, start in zip(req.keys, req.starts, strict=True):
@@ -249,6 +317,8 @@ class ModelService:
         if len(set(req.keys)) != len(req.keys):
             raise ServeError("bad_request", f"model {self.name!r}: a sequence id appears twice "
                              "in one request; send a sequence's points along the time axis")
+        if req.outputs:
+            self._check_outputs(req.outputs)
         if not np.isfinite(x).all():
             b, t, f = np.argwhere(~np.isfinite(x))[0]
             raise ServeError("bad_request", f"model {self.name!r}: x[{b}, {t}, {f}] is "
@@ -276,6 +346,27 @@ class ModelService:
             raise ServeError("not_started", f"model {self.name!r}: sequence {k!r} is not live "
                              "(never started, or already ended); its first request must "
                              "carry sequence_start=true")
+
+    def _check_outputs(self, names: tuple[str, ...]) -> None:
+        unknown = [n for n in names if n not in self.outputs]
+        if not unknown:
+            return
+        if self.coverage is None and set(unknown) <= set(BOUNDS):
+            raise ServeError("bad_request", f"model {self.name!r}: output(s) {unknown} are the "
+                             "prediction interval, which this server does not compute; start "
+                             "the server with --coverage (e.g. rnnstream serve MODEL "
+                             "--coverage 0.9)")
+        raise ServeError("bad_request", f"model {self.name!r}: unknown output(s) {unknown}; "
+                         f"this model has {list(self.outputs)}"
+                         + ("" if self.coverage is not None else
+                            " (and 'lower', 'upper' with --coverage)"))
+
+    def _gather(self, b: int, t: int, left: int, answer: Answer) -> _Gather:
+        shape = (b, t, self.n_targets)
+        gather = _Gather(answer, np.empty(shape, np.float32), left, time.perf_counter())
+        if self.coverage is not None:
+            gather.lower, gather.upper = np.empty(shape, np.float32), np.empty(shape, np.float32)
+        return gather
 
     # -- rounds ---------------------------------------------------------------------------------
     def _schedule(self) -> None:
@@ -346,6 +437,10 @@ class ModelService:
             self._fail(keys, items, error)
             self._schedule()
             return
+        # the interval after this step, before an ended sequence is removed (float64 -> FP32)
+        lower = upper = None
+        if self.coverage is not None:
+            lower, upper = self.pool.interval(all_keys)
         self.metrics.step_seconds.observe(time.perf_counter() - now)
         self.metrics.batch_size.observe(len(all_keys))
         seen = self._clock()
@@ -353,6 +448,9 @@ class ModelService:
         for blk in blocks:
             n = len(blk.keys)
             blk.gather.y[:, blk.pos] = y[offset:offset + n]
+            if lower is not None and upper is not None:
+                _put(blk.gather, (slice(None), blk.pos), lower[offset:offset + n],
+                     upper[offset:offset + n])
             offset += n
             blk.pos += 1
             self._last_seen.update(dict.fromkeys(blk.keys, seen))
@@ -360,7 +458,9 @@ class ModelService:
                 self._blocks.append(blk)
             else:
                 self._release_block(blk, None)
-        self._advance(keys, items, y[offset:], seen)
+        self._advance(keys, items, y[offset:], seen,
+                      None if lower is None or upper is None else
+                      (lower[offset:], upper[offset:]))
         if not self._queues and not self._held:
             self._wake_idle()
         self._schedule()
@@ -391,10 +491,12 @@ class ModelService:
         return keys, items
 
     def _advance(self, keys: list[Hashable], items: list[_Item], y: np.ndarray,
-                 seen: float) -> None:
+                 seen: float, bounds: tuple[np.ndarray, np.ndarray] | None) -> None:
         ready = self._ready
         for i, (key, item) in enumerate(zip(keys, items, strict=True)):
             item.gather.y[item.row, item.pos] = y[i]
+            if bounds is not None:
+                _put(item.gather, (item.row, item.pos), bounds[0][i], bounds[1][i])
             item.pos += 1
             self._last_seen[key] = seen
             if item.pos < item.x.shape[0]:
@@ -425,10 +527,7 @@ class ModelService:
             for key in blk.keys:
                 if key in queues:
                     ready[key] = None
-        if error is None:
-            blk.gather.finish(blk.gather.y, None)
-        else:
-            blk.gather.finish(None, error)
+        blk.gather.finish(error)
 
     def _begin(self, key: Hashable) -> tuple[Hashable, Any]:
         """Start (or restart) ``key`` at the initial state; returns what :meth:`_undo_begins`
@@ -460,12 +559,12 @@ class ModelService:
     def _answer(gather: _Gather) -> None:
         gather.left -= 1
         if gather.left == 0:
-            gather.finish(gather.y, None)
+            gather.finish(None)
 
     def _fail(self, keys: list[Hashable], items: list[_Item], error: ServeError) -> None:
         """Drop the failed items (their requests get ``error``); keep later ones queued."""
         for key, item in zip(keys, items, strict=True):
-            item.gather.finish(None, error)
+            item.gather.finish(error)
             queue = self._queues[key]
             queue.popleft()
             if queue:
@@ -521,3 +620,10 @@ class ModelService:
         now = self._clock()
         self._last_seen = dict.fromkeys(self.pool.keys(), now)
         return len(self.pool)
+
+
+def _put(gather: _Gather, at: tuple[Any, Any], lower: np.ndarray, upper: np.ndarray) -> None:
+    """Write float64 bounds into the request's FP32 outputs (numpy's cast: nearest float32)."""
+    if gather.lower is not None and gather.upper is not None:
+        gather.lower[at] = lower
+        gather.upper[at] = upper

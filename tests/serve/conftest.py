@@ -159,10 +159,14 @@ def infer_doc(x: np.ndarray, seq=None, start=False, end=False, ids=None) -> dict
 
 
 class Reference:
-    """StreamPool stepped request by request, point by point: what the server must answer."""
+    """StreamPool stepped request by request, point by point: what the server must answer.
+    With ``coverage``, :meth:`run` also keeps the pool's interval after every point in
+    ``lower`` and ``upper`` ([B, T, targets] float64, what the server rounds to FP32)."""
 
-    def __init__(self, path: Path) -> None:
-        self.pool = StreamPool(path)
+    def __init__(self, path: Path, coverage: float | None = None) -> None:
+        self.pool = StreamPool(path, coverage=coverage)
+        self.lower: np.ndarray | None = None
+        self.upper: np.ndarray | None = None
 
     def run(self, keys: list, x: np.ndarray, start: bool = False, end: bool = False):
         for k in keys:
@@ -171,12 +175,18 @@ class Reference:
                     self.pool.reset(k)
                 else:
                     self.pool.add(k)
-        ys = np.stack([self.pool.step_many(keys, np.ascontiguousarray(x[:, t]))
-                       for t in range(x.shape[1])], axis=1)
+        ys, bounds = [], []
+        for t in range(x.shape[1]):
+            ys.append(self.pool.step_many(keys, np.ascontiguousarray(x[:, t])))
+            if self.pool.live is not None:
+                bounds.append(self.pool.interval(keys))
+        if bounds:
+            self.lower = np.stack([lo for lo, _ in bounds], axis=1)
+            self.upper = np.stack([hi for _, hi in bounds], axis=1)
         if end:
             for k in keys:
                 self.pool.remove(k)
-        return ys
+        return np.stack(ys, axis=1)
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> None:
