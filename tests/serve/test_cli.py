@@ -32,6 +32,22 @@ def test_names_must_match_models(capsys):
     assert "1 --name for 2 models" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("argv", "code", "message"), [
+    (["--season", "24"], 2, "--season is for the live scores: give --coverage too"),
+    (["--coverage", "1.5"], None, "'1.5' is not a coverage strictly between 0 and 1"),
+    (["--coverage", "0.9", "--season", "x"], None, "'x' is not a whole number of points"),
+])
+def test_coverage_and_season_are_checked_like_stream(capsys, argv, code, message):
+    if code is None:  # argparse refuses it (usage error, status 2)
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args(["serve", "model.onnx", *argv])
+        assert exit_info.value.code == 2
+    else:
+        args = build_parser().parse_args(["serve", "model.onnx", *argv])
+        assert serve_cmd.run(args) == code
+    assert message in capsys.readouterr().err
+
+
 def test_serve_imports_only_the_public_runtime_api():
     sources = sorted(SERVE.glob("*.py"))
     assert sources

@@ -76,7 +76,8 @@ def test_http_json_binary_and_grpc_intervals_match_pool(cov_server, multi_model)
             r = grpc.infer("lstm", [inp], sequence_id=seq, sequence_start=start)
             assert [o.name for o in r.get_response().outputs] == ["y", *BOUNDS]
             _check({n: r.as_numpy(n) for n in ("y", *BOUNDS)}, ref, y)
-    assert np.isfinite(ref.lower).all() and np.isfinite(ref.upper).all()  # calibrated by now
+    assert np.isfinite(ref.lower).all()
+    assert np.isfinite(ref.upper).all()
     assert (ref.lower < ref.upper).all()
     http.close()
     grpc.close()
@@ -155,7 +156,7 @@ def _samples(text: str, model: str) -> dict[tuple[str, ...], float]:
     """name + label values -> value, for the samples of ``model`` in a /metrics page."""
     out = {}
     for line in text.splitlines():
-        m = re.fullmatch(r'rnnstream_serve_(\w+)\{model="%s"(.*)\} (\S+)' % model, line)
+        m = re.fullmatch(rf'rnnstream_serve_(\w+)\{{model="{model}"(.*)\}} (\S+)', line)
         if m:
             labels = tuple(re.findall(r'="([^"]*)"', m.group(2)))
             out[(m.group(1), *labels)] = float(m.group(3))
@@ -171,7 +172,8 @@ def test_metrics_equal_the_pools_live_scores(multi_model):
         url = f"{running.url}/v2/models/m/infer"
         status, text = get(f"{running.url}/metrics")
         got = _samples(text.decode(), "m")  # nothing scored yet
-        assert got[("live_scored_points", "a")] == 0 and np.isnan(got[("interval_coverage", "b")])
+        assert got[("live_scored_points", "a")] == 0
+        assert np.isnan(got[("interval_coverage", "b")])
         for call in range(4):
             x = (rng.standard_normal((3, 5, 3)) * 3).astype(np.float32)
             assert post(url, infer_doc(x, ids=ids, start=call == 0))[0] == 200

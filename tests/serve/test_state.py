@@ -25,6 +25,14 @@ def _infer(running, x, **kw):
     return status, np.array(body["outputs"][0]["data"], np.float32).reshape(x.shape)
 
 
+def _infer_all(running, x, **kw):
+    """Every output of the answer (y, and lower/upper with --coverage), name -> array."""
+    status, body = post(f"{running.url}/v2/models/model/infer", infer_doc(x, **kw))
+    assert status == 200, body
+    return {o["name"]: np.array(o["data"], np.float32).reshape(x.shape)
+            for o in body["outputs"]}
+
+
 def test_eviction_and_sequence_limit():
     one = np.ones((1, 1, 1), np.float32)
     # an idle limit long enough that a loaded machine never evicts between two requests below
@@ -57,24 +65,37 @@ def test_eviction_and_sequence_limit():
 SEQS = [11, "twelve", 13]
 
 
-def _drive(running, ref, rng, rounds, first):
+def _drive(running, ref, rng, rounds, first, points=3):
     for r in range(rounds):
         for seq in SEQS:
-            x = rng.standard_normal((1, int(rng.integers(1, 3)), 1)).astype(np.float32)
+            x = rng.standard_normal((1, int(rng.integers(1, points)), 1)).astype(np.float32)
             start = first and r == 0
-            status, y = _infer(running, x, seq=seq, start=start)
-            assert status == 200, y
-            same_bits(y, ref.run([seq], x, start=start))
+            got = _infer_all(running, x, seq=seq, start=start)
+            same_bits(got["y"], ref.run([seq], x, start=start))
+            if ref.lower is not None:  # --coverage: the intervals continue exactly too
+                assert list(got) == ["y", "lower", "upper"]
+                same_bits(got["lower"], ref.lower)
+                same_bits(got["upper"], ref.upper)
 
 
-@pytest.mark.parametrize("stop", ["sigterm", "sigkill-after-periodic-save"])
-def test_restart_continues_every_sequence_exactly(tmp_path, stop):
+@pytest.mark.parametrize(("stop", "coverage"), [("sigterm", None),
+                                           ("sigkill-after-periodic-save", None),
+                                           ("sigterm", 0.9)])
+def test_restart_continues_every_sequence_exactly(tmp_path, stop, coverage):
     state = tmp_path / "sequences.npz"
-    ref = Reference(LEGACY)  # the uninterrupted run
+    ref = Reference(LEGACY, coverage)  # the uninterrupted run
     rng = np.random.default_rng(9)
     every = "0" if stop == "sigterm" else "0.2"
-    with serving([LEGACY], "--state", str(state), "--save-every", every) as running:
-        _drive(running, ref, rng, 4, first=True)
+    flags = ["--state", str(state), "--save-every", every]
+    # with coverage, enough points before the stop that the intervals are calibrated (finite;
+    # this model stores no validation quantiles), so the restart carries the calibration
+    points = 3 if coverage is None else 6
+    if coverage is not None:
+        flags += ["--coverage", str(coverage)]
+    with serving([LEGACY], *flags) as running:
+        _drive(running, ref, rng, 4, first=True, points=points)
+        if coverage is not None:
+            assert np.isfinite(ref.lower).all()
         if stop == "sigterm":
             assert running.stop(signal.SIGTERM) == 0
             events = [json.loads(line).get("event") for line in running.lines]
@@ -83,7 +104,7 @@ def test_restart_continues_every_sequence_exactly(tmp_path, stop):
             time.sleep(1.0)  # several periodic saves, no request since
             running.stop(signal.SIGKILL)
     assert state.exists()
-    with serving([LEGACY], "--state", str(state), "--save-every", every) as running:
+    with serving([LEGACY], *flags) as running:
         restored = [json.loads(line) for line in running.lines]
         assert any(d.get("event") == "restored" and d["sequences"] == 3 for d in restored)
-        _drive(running, ref, rng, 3, first=False)
+        _drive(running, ref, rng, 3, first=False, points=points)
