@@ -13,6 +13,9 @@ machine (it competes with the server for the cores) and is bounded in requests a
    (--max-batch 1), same run.
 3. batch dimension: one request carries 1,000 sequences' points (x [1000, 1, F] + INT64
    sequence_id [1000], binary); stream-steps/s against StreamPool.step_many in-process.
+   Rows 1-3 are also run with ``--coverage 0.9`` (outputs lower/upper, live scores) where it
+   is cheap (in-process CPU, 256 sequences over HTTP with delay 0, the 1,000-sequence
+   request), each printed as a ratio to the same case without coverage, same run.
 4. soak (--soak-seconds > 0): a steady request rate over HTTP from 64 sequences; per window,
    the server's RSS, errors and the client p99.
 
@@ -45,6 +48,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 LEGACY = ROOT / "tests" / "data" / "legacy_v0_1_0" / "model.onnx"
+COVERAGE = 0.9  # the coverage rows (--coverage)
 
 
 # -- model and server -----------------------------------------------------------------------------
@@ -179,17 +183,19 @@ def latency_grpc(port: int, n: int) -> np.ndarray:
     return out
 
 
-def cpu_per_request(model: Path, n: int) -> np.ndarray:
+def cpu_per_request(model: Path, n: int, coverage: float | None = None) -> np.ndarray:
     """In-process CPU of one HTTP JSON request, by stage (µs, p50): parse, queue + round (the
-    pool step included), encode; and the bare StreamPool.step_many of one row for scale. The
-    round is called directly, so no event-loop or socket time is in these figures."""
+    pool step included), encode; and the bare StreamPool.step_many of one row for scale (both
+    pools with ``coverage``). The round is called directly, so no event-loop or socket time is
+    in these figures."""
     from rnnstream.runtime import StreamPool
     from rnnstream.serve import Limits, ModelService
     from rnnstream.serve.metrics import Metrics
     from rnnstream.serve.protocol import http_request, http_response
 
     loop = asyncio.new_event_loop()
-    service = ModelService("model", str(model), Limits(max_idle_seconds=None), Metrics())
+    service = ModelService("model", str(model), Limits(max_idle_seconds=None), Metrics(),
+                           coverage=coverage)
     answers: list = []
 
     def one(data: bytes) -> None:
@@ -201,7 +207,7 @@ def cpu_per_request(model: Path, n: int) -> np.ndarray:
 
     service._loop = loop
     one(body(5, 0.25, True))
-    pool = StreamPool(model)
+    pool = StreamPool(model, coverage=coverage)
     pool.add(5)
     x = np.ones((1, 1), np.float32)
     ts = np.empty((n, 4))
@@ -227,10 +233,10 @@ def cpu_per_request(model: Path, n: int) -> np.ndarray:
 class _HttpSeq(asyncio.Protocol):
     """One keep-alive connection driving one sequence: next request when the answer is in."""
 
-    def __init__(self, seq: int, stats: dict, stop_at: float) -> None:
+    def __init__(self, seq: int, stats: dict) -> None:
         import httptools
 
-        self.seq, self.stats, self.stop_at = seq, stats, stop_at
+        self.seq, self.stats = seq, stats  # stats["stop_at"]: send no request after it
         self.parser = httptools.HttpResponseParser(self)
         self.done = asyncio.get_running_loop().create_future()
         self.first = True
@@ -258,7 +264,7 @@ class _HttpSeq(asyncio.Protocol):
             st["lat"].append(now - self.sent)
         else:
             st["errors"] += 1
-        if now < self.stop_at:
+        if now < st["stop_at"]:
             self._send()
         else:
             self.transport.close()
@@ -272,11 +278,18 @@ async def _http_load(port: int, seqs: int, seconds: float, rate: float | None,
     stats = {"ok": 0, "errors": 0, "lat": []}
     if rate:  # open loop at a steady rate, 64 connections round robin
         return await _http_steady(port, seqs, seconds, rate, base)
-    stop_at = time.perf_counter() + seconds
-    conns = [await loop.create_connection(lambda s=s: _HttpSeq(base + s, stats, stop_at),
+    # each connection sends its first request as soon as it is made, and making 256 of them
+    # takes a second or more while the server answers the first ones: count only what is
+    # answered after the last connection is made (the steady state), for `seconds` from then
+    stats["stop_at"] = float("inf")
+    conns = [await loop.create_connection(lambda s=s: _HttpSeq(base + s, stats),
                                           "127.0.0.1", port) for s in range(seqs)]
     start = time.perf_counter()
+    stats["stop_at"] = start + seconds
+    ok0, lat0 = stats["ok"], len(stats["lat"])
     await asyncio.gather(*(p.done for _, p in conns))
+    stats["ok"] -= ok0
+    del stats["lat"][:lat0]
     stats["seconds"] = time.perf_counter() - start
     return stats
 
@@ -424,10 +437,10 @@ def batch_http(port: int, n: int, reps: int) -> float:
     return n * reps / elapsed
 
 
-def batch_inprocess(model: Path, n: int, reps: int) -> float:
+def batch_inprocess(model: Path, n: int, reps: int, coverage: float | None = None) -> float:
     from rnnstream.runtime import StreamPool
 
-    pool = StreamPool(model)
+    pool = StreamPool(model, coverage=coverage)
     keys = list(range(1, n + 1))
     for k in keys:
         pool.add(k)
@@ -441,6 +454,13 @@ def batch_inprocess(model: Path, n: int, reps: int) -> float:
 
 
 # -- report ---------------------------------------------------------------------------------------
+def mean_batch(text: str) -> float:
+    """Mean sequences per pool step, from a /metrics page."""
+    bsum = float(re.search(r"^rnnstream_serve_batch_size_sum (\S+)", text, re.M).group(1))
+    bcount = float(re.search(r"^rnnstream_serve_batch_size_count (\S+)", text, re.M).group(1))
+    return bsum / max(bcount, 1)
+
+
 def pct(a, q) -> float:
     return float(np.percentile(np.asarray(a), q) * 1e6)
 
@@ -470,6 +490,12 @@ def main() -> int:
             print(f"   server CPU per request, in-process p50: parse {cpu[0]:.1f} µs, queue + "
                   f"step {cpu[1]:.1f} µs (the pool step alone: {cpu[3]:.1f} µs), encode "
                   f"{cpu[2]:.1f} µs; total {cpu[:3].sum():.1f} µs")
+            cov = cpu_per_request(model, 2000 if args.quick else 5000, COVERAGE)
+            print(f"   same with --coverage {COVERAGE}: parse {cov[0]:.1f} µs, queue + step "
+                  f"{cov[1]:.1f} µs (the pool step alone: {cov[3]:.1f} µs), encode "
+                  f"{cov[2]:.1f} µs; total {cov[:3].sum():.1f} µs = "
+                  f"{cov[:3].sum() / cpu[:3].sum():.2f}x without; beyond the pool step "
+                  f"{cov[:3].sum() - cov[3]:.1f} µs vs {cpu[:3].sum() - cpu[3]:.1f} µs")
             print(f"   {'protocol':<14}{'client p50 µs':>14}{'client p99 µs':>14}"
                   f"{'server p50 µs':>14}{'server p99 µs':>14}")
             for label, lat, a, b in (("HTTP JSON", lat_h, before, mid),
@@ -488,15 +514,20 @@ def main() -> int:
                 with server(model, *flags) as (_, hp, gp):
                     st = load(kind, hp if kind == "http" else gp, 256, seconds)
                     after = metrics(hp)
-                bsum = float(re.search(r"^rnnstream_serve_batch_size_sum (\S+)", after,
-                                       re.M).group(1))
-                bcount = float(re.search(r"^rnnstream_serve_batch_size_count (\S+)", after,
-                                         re.M).group(1))
                 rate = st["ok"] / st["seconds"]
                 rates[kind, label] = rate
                 print(f"   {kind.upper():<10}{label:<24}{rate:14,.0f}"
                       f"{pct(st['lat'], 50) / 1e3:8.2f}{pct(st['lat'], 99) / 1e3:8.2f}"
-                      f"{bsum / max(bcount, 1):11.1f}{st['errors']:7d}")
+                      f"{mean_batch(after):11.1f}{st['errors']:7d}")
+        with server(model, "--coverage", str(COVERAGE)) as (_, hp, gp):
+            st = load("http", hp, 256, seconds)
+            after = metrics(hp)
+        rate = st["ok"] / st["seconds"]
+        print(f"   {'HTTP':<10}{'on, delay 0, coverage':<24}{rate:14,.0f}"
+              f"{pct(st['lat'], 50) / 1e3:8.2f}{pct(st['lat'], 99) / 1e3:8.2f}"
+              f"{mean_batch(after):11.1f}{st['errors']:7d}")
+        print(f"   HTTP: --coverage {COVERAGE} {rate / rates['http', modes[0][1]]:.2f}x the "
+              "rate without (delay 0)")
         for kind in ("http", "grpc"):
             off = rates[kind, modes[2][1]]
             print(f"   {kind.upper()}: batching {rates[kind, modes[0][1]] / off:.2f}x unbatched "
@@ -505,9 +536,16 @@ def main() -> int:
         with server(model) as (_proc, hp, gp):
             served = batch_http(hp, n, reps)
         local = batch_inprocess(model, n, reps)
+        with server(model, "--coverage", str(COVERAGE)) as (_proc, hp, gp):
+            served_cov = batch_http(hp, n, reps)
+        local_cov = batch_inprocess(model, n, reps, COVERAGE)
         print(f"\n3. one request carrying {n} sequences' points (binary, HTTP)")
         print(f"   served: {served:,.0f} stream-steps/s; in-process StreamPool.step_many: "
               f"{local:,.0f}/s; served/in-process = {served / local:.2f}")
+        print(f"   with --coverage {COVERAGE} (y, lower, upper): served {served_cov:,.0f}/s = "
+              f"{served_cov / served:.2f}x without; in-process StreamPool(coverage=) "
+              f"{local_cov:,.0f}/s = {local_cov / local:.2f}x without; served/in-process = "
+              f"{served_cov / local_cov:.2f}")
         if args.soak_seconds > 0:
             soak(model, args.soak_seconds, args.soak_rate)
     return 0
