@@ -7,6 +7,7 @@ byte for byte."""
 from __future__ import annotations
 
 import json
+import queue
 import re
 
 import numpy as np
@@ -115,6 +116,19 @@ def test_many_sequences_in_one_request_and_output_selection(cov_server, multi_mo
     y = ref.run([42], x[:1])
     assert [o.name for o in r.get_response().outputs] == ["lower"]
     same_bits(r.as_numpy("lower"), ref.lower)
+    answers: queue.Queue = queue.Queue()  # the streaming front end selects the same way
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    for asked in (None, ["upper", "y"]):
+        client.async_stream_infer("multi", [inp], sequence_id=42, outputs=None if asked is None
+                                  else [grpcclient.InferRequestedOutput(n) for n in asked])
+        result, error = answers.get(timeout=30)
+        assert error is None
+        y = ref.run([42], x[:1])
+        names = [o.name for o in result.get_response().outputs]
+        assert names == (asked or ["y", *BOUNDS])
+        same_bits(result.as_numpy("y"), y)
+        same_bits(result.as_numpy("upper"), ref.upper)
+    client.stop_stream()
     client.close()
 
 
