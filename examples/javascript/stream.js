@@ -588,12 +588,18 @@ async function main(argv) {
 
   const openLive = args.coverage === null ? null : liveOpener(contract, args, sidecarOf(args.model));
   const parser = new PointParser(contract.features, args.key);
+  let readerGone = false; // `node stream.js ... | head`: the reader left early
+  process.stdout.on('error', (err) => {
+    if (err.code !== 'EPIPE') throw err;
+    readerGone = true; // stop quietly, as Unix tools and `rnnstream stream` do
+  });
   const streams = new Map(); // stream key -> state; never feed one stream's state to another
   const lives = new Map(); // stream key -> its LiveStream (--coverage)
   const input = args.points === '-' ? process.stdin : fs.createReadStream(args.points);
   const lines = readline.createInterface({ input, crlfDelay: Infinity });
   let lineNo = 0;
   for await (const line of lines) {
+    if (readerGone) break;
     const point = parser.parse(line, ++lineNo);
     if (!point) continue;
     if (!streams.has(point.key)) {

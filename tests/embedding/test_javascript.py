@@ -8,6 +8,7 @@ prediction and the final state must agree to ``ATOL``.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -135,6 +136,20 @@ def test_bad_input_says_which_line(node: str, rnn_model: Path, text: str, messag
     done = run_js(node, rnn_model, text, check=False)
     assert done.returncode == 1
     assert re.search(message, done.stderr), done.stderr
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(node: str, rnn_model: Path) -> None:
+    """`node stream.js M | head -1`: the closed pipe (EPIPE) stops the example quietly, exit 0,
+    as it does `rnnstream stream`."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads: writes fail with EPIPE
+    try:
+        done = subprocess.run([node, str(STREAM), str(rnn_model)], input="0.5\n" * 20_000,
+                              stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              timeout=NODE_TIMEOUT_S, check=False)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (0, "")
 
 
 def test_stale_step_graph_is_refused(node: str, rnn_model: Path, tmp_path: Path) -> None:

@@ -392,6 +392,15 @@ def test_misfit_state_raises_state_error_and_changes_nothing():
     with pytest.raises(StateError, match="put: live state has 3 streams; expected 1"):
         live.put([0], good)
     assert _equal(live.state_arrays(), before)
+    # without a season, seasonal sums cannot have been saved by these settings
+    plain = LiveScores(3, ["a", "b"], ["b", "q"], horizon=2)
+    state = plain.state_arrays()
+    state["acc"][:, :, 2] = 1.0
+    with pytest.raises(StateError, match="'acc' holds seasonal-naive sums, but these live "
+                                         "scores have no season"):
+        plain.load_arrays(state)
+    assert _equal(plain.state_arrays(), LiveScores(3, ["a", "b"], ["b", "q"],
+                                                   horizon=2).state_arrays())
 
 
 # -- bad input ----------------------------------------------------------------------------------
