@@ -289,6 +289,7 @@ async def _http_load(port: int, seqs: int, seconds: float, rate: float | None,
     ok0, lat0 = stats["ok"], len(stats["lat"])
     await asyncio.gather(*(p.done for _, p in conns))
     stats["ok"] -= ok0
+    stats["setup_ok"] = ok0  # answered while the connections were being made (not counted)
     del stats["lat"][:lat0]
     stats["seconds"] = time.perf_counter() - start
     return stats
