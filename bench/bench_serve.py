@@ -61,9 +61,14 @@ def build_model(folder: str) -> tuple[Path, str]:
     except ImportError:
         return LEGACY, "LSTM hidden 8, 2 layers (release 0.1.0 fixture)"
     torch.manual_seed(0)
-    model = Forecaster(ForecasterConfig(cell="lstm", hidden=64, layers=2)).eval()
+    # the target is the feature (a forecaster of its own series), so --coverage scores it;
+    # validation half-widths as every trained model's contract stores them, so intervals are
+    # finite from the first point (as bench_runtime.build)
+    model = Forecaster(ForecasterConfig(cell="lstm", hidden=64, layers=2, feature_names=["y"],
+                                        target_names=["y"])).eval()
     path = Path(folder) / "model.onnx"
-    export_model(model, path)
+    export_model(model, path, metrics={"calibration": {
+        "levels": [0.5, 0.8, 0.9, 0.95], "half_widths": {"y": [[0.1, 0.2, 0.3, 0.4]]}}})
     return path, "LSTM hidden 64, 2 layers"
 
 

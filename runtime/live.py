@@ -147,9 +147,10 @@ class _Settings:
         # seasonal naive for t + h is the value at lag m*ceil(h/m) - h from t, in [0, m)
         self.lag = 0 if self.season is None else (
             self.season * -(-self.horizon // self.season) - self.horizon)
-        # the mask-free path of LiveScores: every target a feature and every interval finite
-        # from the start; it applies once every stream has seen horizon + lag points
-        self._steady_possible = bool((self.source >= 0).all()) and self._always_started
+        # the mask-free path of LiveScores: every target a feature; it applies once every
+        # stream has seen horizon + lag points and every interval due is finite (always, when
+        # they all start finite; else once every stream has started its intervals)
+        self._steady_possible = bool((self.source >= 0).all())
         self._steady_after = self.horizon + self.lag
 
     def from_snapshot(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any],
@@ -364,10 +365,14 @@ class LiveScores(_Settings):
             s = self._scratch[due.shape] = np.empty((3, *due.shape))
         err = np.subtract(actual[None], due, out=s[2])
         k = self._k
-        if self._steady_possible and seen.min(initial=self._steady_after) >= self._steady_after:
+        if self._steady_possible and seen.min(initial=self._steady_after) >= self._steady_after \
+                and (self._always_started or issued.max(initial=0.0) < np.inf):
             # every stream has a forecast of every kind due and a finite interval issued (the
-            # targets are features, every interval starts finite): nothing is NaN, every
-            # point is scored. The same arithmetic as below, without the masks.
+            # targets are features; the intervals started finite, or have all started): nothing
+            # is NaN, every point is scored, and q is finite (it was when the interval due was
+            # issued, and only finite factors and floors have touched it since), so the
+            # warm-up start below has nothing to do. The same arithmetic as below, without the
+            # masks.
             if due.shape not in self._ones:
                 s[0] = 1.0
                 self._ones.add(due.shape)
@@ -436,9 +441,13 @@ class LiveScores(_Settings):
         idx = self._rows(rows)
         pick = (lambda v: v) if idx is None else (lambda v: v[..., idx])
         seen = pick(self._a["seen"])
-        at = ((seen - 1) % self.horizon)[None, None, :]
-        y = np.take_along_axis(pick(self._a["pending"])[:, _MODEL], at, axis=0)[0]
-        w = np.take_along_axis(pick(self._a["pending_width"]), at, axis=0)[0]
+        pending, widths = self._a["pending"][:, _MODEL], self._a["pending_width"]
+        if self.horizon == 1:  # one slot: no gather over the slots
+            y, w = pick(pending[0]), pick(widths[0])
+        else:
+            at = ((seen - 1) % self.horizon)[None, None, :]
+            y = np.take_along_axis(pick(pending), at, axis=0)[0]
+            w = np.take_along_axis(pick(widths), at, axis=0)[0]
         w = np.where(seen > 0, w, np.nan)
         return (y - w).T.copy(), (y + w).T.copy()
 
@@ -498,9 +507,9 @@ class LiveScores(_Settings):
 
     def _note_infinite(self, arrays: Mapping[str, np.ndarray]) -> None:
         """A state from elsewhere (other settings) may hold infinite half-widths even though
-        this instance's start is finite: then keep to the masked path, which handles them."""
+        this instance's start is finite: then check the widths due before the mask-free path."""
         if np.isinf(arrays["q"]).any() or np.isinf(arrays["pending_width"]).any():
-            self._always_started = self._steady_possible = False
+            self._always_started = False
 
     def take(self, rows: Any) -> dict[str, np.ndarray]:
         """Copies of ``rows``' state, streams first (for :meth:`put` or :meth:`concat`)."""
@@ -556,9 +565,8 @@ class LiveScores(_Settings):
         if rows is None:
             return None
         if isinstance(rows, slice):
-            if rows.indices(n) == (0, n, 1):
-                return None
-            return np.arange(n)[rows]
+            span = rows.indices(n)
+            return None if span == (0, n, 1) else np.arange(*span)
         idx = np.asarray(rows)
         if idx.size == 0 and idx.ndim == 1:
             return np.empty(0, np.int64)

@@ -424,6 +424,8 @@ class StreamPool(_EngineFacts):
             return
         y = y.reshape(len(arr), -1)
         if self._all_finite(y):
+            if not isinstance(rows, slice) and len(rows) == 1:  # one stream: a block of one
+                rows = slice(int(rows[0]), int(rows[0]) + 1)
             if isinstance(rows, slice):  # the usual case: a block of rows, in place
                 live.advance_block(rows, arr, y)
             else:
@@ -489,7 +491,12 @@ class StreamPool(_EngineFacts):
         ``coverage`` (UnsupportedError)."""
         live = self._live_scores("interval")
         with self._lock:
-            return live.interval(self._rows_of(keys))
+            # the keys of the latest step (a server reads its round's intervals): its rows
+            rows = (self._cache_rows if isinstance(keys, list) and keys == self._cache_keys
+                    else self._rows_of(keys))
+            if not isinstance(rows, slice) and len(rows) == 1:  # known rows: no checks
+                rows = slice(int(rows[0]), int(rows[0]) + 1)
+            return live.interval(rows)
 
     def accuracy(self, keys: Sequence[Hashable] | None = None
                  ) -> dict[str, dict[str, np.ndarray]]:

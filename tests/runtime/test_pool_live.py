@@ -33,12 +33,16 @@ def test_pool_live_scores_equal_predictors_through_adds_removes_and_growth(two):
     pool = StreamPool(two, auto_add=True, capacity=2, coverage=0.9, season=3)
     solo = {k: Predictor(two, coverage=0.9, season=3) for k in keys}
     for t in range(80):
-        chosen = [k for k in keys if rng.random() < 0.6] or [keys[t % 9]]
+        # every fifth step one stream alone (the pool's one-row path)
+        chosen = ([k for k in keys if rng.random() < 0.6] if t % 5 else []) or [keys[t % 9]]
         rng.shuffle(chosen)
         x = rng.normal(size=(len(chosen), 2)).astype(np.float32)
         y = pool.step_many(chosen, x)
-        for k, row, yk in zip(chosen, x, y, strict=True):
+        lower, upper = pool.interval(chosen)  # the step's keys: its cached rows
+        for i, (k, row, yk) in enumerate(zip(chosen, x, y, strict=True)):
             assert np.array_equal(solo[k].step(row), yk)
+            assert (lower[i].tolist(), upper[i].tolist()) == tuple(
+                v.tolist() for v in solo[k].interval())
         if t == 40:  # a removed stream's row is refilled by the last one
             pool.remove("s3")
             solo["s3"] = Predictor(two, coverage=0.9, season=3)
