@@ -207,8 +207,10 @@ def test_one_stream_in_python_floats_equals_the_numpy_pool_bit_for_bit():
     rng = np.random.default_rng(5)
     cases = [(["c", "a", "z"], h, m, init) for h, m, init in (
         (1, None, None), (3, 5, [1.0, 2.0, np.inf]), (2, 4, None))]
-    # targets that are features, with initial half-widths: LiveScores' mask-free path
+    # targets that are features, with initial half-widths: LiveScores' mask-free path; without
+    # them, the mask-free path once every stream's intervals have started
     cases += [(["c", "a", "b"], h, m, [1.0, 2.0, 0.5]) for h, m in ((1, None), (2, 4), (1, 3))]
+    cases += [(["c", "a", "b"], h, m, None) for h, m in ((1, None), (2, 4))]
     for targ, h, m, init in cases:
         feats = ["a", "b", "c"]
         pool = LiveScores(3, feats, targ, horizon=h, season=m, initial_quantiles=init)
@@ -274,8 +276,8 @@ def test_block_updates_with_resets_and_resizes_equal_one_stream_each():
     bit."""
     rng = np.random.default_rng(9)
     feats, targ = ["a", "b"], ["b", "a"]
-    for h, m in ((1, None), (2, 3)):
-        opts = dict(horizon=h, season=m, initial_quantiles=[0.5, 1.5])
+    for h, m, init in ((1, None, [0.5, 1.5]), (2, 3, [0.5, 1.5]), (1, None, None)):
+        opts = dict(horizon=h, season=m, initial_quantiles=init)
         pool = LiveScores(4, feats, targ, **opts)
         ones = [LiveStream(feats, targ, **opts) for _ in range(6)]
         x = 5000.0 + rng.normal(size=(400, 6, 2)).cumsum(axis=0)
