@@ -315,12 +315,19 @@ class LiveScores(_Settings):
         k = self.n_streams if idx is None else len(idx)
         x = _matrix(points, (k, len(self.features)), "points")
         y = _matrix(predictions, (k, len(self.targets)), "predictions")
-        # all streams: the arrays themselves (nothing below refuses); some: copies of their rows
-        a = self._a if idx is None else {name: v[..., idx] for name, v in self._a.items()}
+        if idx is None:  # all streams: the arrays themselves (nothing below refuses)
+            self._advance(self._a, x, y)
+        else:
+            self.advance_rows(idx, x, y)
+
+    def advance_rows(self, rows: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+        """:meth:`advance_block` for distinct row indices (their state gathered, advanced and
+        put back), without the checks: for a caller (the pool) that knows them distinct and in
+        range, and ``x``, ``y`` as :meth:`advance_block` needs them."""
+        a = {name: v[..., rows] for name, v in self._a.items()}
         self._advance(a, x, y)
-        if idx is not None:
-            for name, value in a.items():
-                self._a[name][..., idx] = value
+        for name, value in a.items():
+            self._a[name][..., rows] = value
 
     def advance_block(self, rows: slice, x: np.ndarray, y: np.ndarray) -> None:
         """:meth:`update` for a block of rows without the input checks: for a caller (the

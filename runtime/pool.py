@@ -428,8 +428,8 @@ class StreamPool(_EngineFacts):
                 rows = slice(int(rows[0]), int(rows[0]) + 1)
             if isinstance(rows, slice):  # the usual case: a block of rows, in place
                 live.advance_block(rows, arr, y)
-            else:
-                live.update(arr, y, rows)
+            else:  # distinct rows (the lookup refuses a key twice)
+                live.advance_rows(rows, arr, y)
             return
         # a non-finite prediction (the model's own output: the state has moved on) cannot be
         # scored or bounded: those streams' live scores start afresh, the others go on
