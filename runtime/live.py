@@ -373,7 +373,8 @@ class LiveScores(_Settings):
         err = np.subtract(actual[None], due, out=s[2])
         k = self._k
         if self._steady_possible and seen.min(initial=self._steady_after) >= self._steady_after \
-                and (self._always_started or issued.max(initial=0.0) < np.inf):
+                and (self._always_started or (issued.max(initial=0.0) < np.inf
+                                              and q.max(initial=0.0) < np.inf)):
             # every stream has a forecast of every kind due and a finite interval issued (the
             # targets are features; the intervals started finite, or have all started): nothing
             # is NaN, every point is scored, and q is finite (it was when the interval due was
@@ -679,7 +680,8 @@ class LiveStream(_Settings):
 
     def update_one(self, x: float, y: float) -> None:
         """:meth:`update` of a model with one target, ``x`` the target's value in the point
-        that arrived (finite) and ``y`` the prediction (finite): the same arithmetic in the
+        that arrived (finite; NaN when the target is not a feature) and ``y`` the prediction
+        (finite): the same arithmetic in the
         same order, without the lists and loops over targets (half the time; what
         ``Predictor.step`` uses for one-target models). A differential test holds it equal to
         :meth:`update` bit for bit."""

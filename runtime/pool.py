@@ -402,7 +402,7 @@ class StreamPool(_EngineFacts):
     def _step(self, keys: list[Hashable], arr: np.ndarray) -> np.ndarray:
         with self._lock:
             before = len(self._keys)
-            rows = self._cache_rows if keys == self._cache_keys else self._lookup(keys)
+            rows = self._cache_rows if self._cached(keys) else self._lookup(keys)
             try:
                 y = self._runner.run(rows, arr, self._bufs, self._generation)
             except BaseException:  # streams auto-added for this call go again: nothing changed
@@ -448,6 +448,13 @@ class StreamPool(_EngineFacts):
         del self._keys[before:]
         self._cache_keys = None
 
+    def _cached(self, keys: Any) -> bool:
+        """Whether ``keys`` are the keys of the latest lookup (whose rows are cached)."""
+        try:
+            return isinstance(keys, list) and keys == self._cache_keys
+        except (TypeError, ValueError):  # a key that compares as an array is none of ours
+            return False
+
     def _lookup(self, keys: list[Hashable]) -> np.ndarray | slice:
         """Rows for ``keys`` (adding unknown ones when auto_add); caches the answer."""
         rows_of = self._rows
@@ -492,8 +499,7 @@ class StreamPool(_EngineFacts):
         live = self._live_scores("interval")
         with self._lock:
             # the keys of the latest step (a server reads its round's intervals): its rows
-            rows = (self._cache_rows if isinstance(keys, list) and keys == self._cache_keys
-                    else self._rows_of(keys))
+            rows = self._cache_rows if self._cached(keys) else self._rows_of(keys)
             if not isinstance(rows, slice) and len(rows) == 1:  # known rows: no checks
                 rows = slice(int(rows[0]), int(rows[0]) + 1)
             return live.interval(rows)
@@ -554,6 +560,22 @@ class StreamPool(_EngineFacts):
                 self._bufs[name][row] = t
             if self._live is not None:  # a State holds no live scores: they start afresh
                 self._live.reset([row])
+
+    def get_live(self, key: Hashable) -> dict[str, np.ndarray]:
+        """A copy of stream ``key``'s live scores (one row of the pool's ``live`` state
+        arrays, streams first, as its snapshot stores them), for :meth:`set_live`. Needs
+        ``coverage`` (UnsupportedError)."""
+        live = self._live_scores("get_live")
+        with self._lock:
+            return live.take([self._row(key)])
+
+    def set_live(self, key: Hashable, arrays: Mapping[str, np.ndarray]) -> None:
+        """Continue stream ``key``'s live scores from ``arrays`` (:meth:`get_live` of a pool
+        with the same live settings), e.g. after :meth:`set_state`, which starts them afresh;
+        a misfit raises StateError, changing nothing. Needs ``coverage``."""
+        live = self._live_scores("set_live")
+        with self._lock:
+            live.put([self._row(key)], arrays)
 
     def save_state(self, path: str | os.PathLike[str]) -> None:
         """Write every stream's key and state to ``path`` (.npz) atomically."""

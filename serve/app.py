@@ -47,6 +47,12 @@ class ServeConfig:
     coverage: float | None = None  # prediction intervals (outputs lower/upper) and live scores
     season: int | None = None  # seasonal-naive period for the live scores (None: the model's)
 
+    def __post_init__(self) -> None:
+        if self.season is not None and self.coverage is None:
+            raise ValueError(f"ServeConfig: season={self.season} is for the live scores, which "
+                             "need coverage (e.g. coverage=0.9); without coverage leave season "
+                             "unset")
+
 
 def state_paths(state: str | None, names: list[str]) -> dict[str, str]:
     """Snapshot file per model: ``state`` itself for one model, ``<stem>.<name><ext>`` for

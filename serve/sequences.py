@@ -437,11 +437,11 @@ class ModelService:
             self._fail(keys, items, error)
             self._schedule()
             return
+        self.metrics.step_seconds.observe(time.perf_counter() - now)
         # the interval after this step, before an ended sequence is removed (float64 -> FP32)
         lower = upper = None
         if self.coverage is not None:
             lower, upper = self.pool.interval(all_keys)
-        self.metrics.step_seconds.observe(time.perf_counter() - now)
         self.metrics.batch_size.observe(len(all_keys))
         seen = self._clock()
         offset = 0
@@ -531,7 +531,8 @@ class ModelService:
 
     def _begin(self, key: Hashable) -> tuple[Hashable, Any]:
         """Start (or restart) ``key`` at the initial state; returns what :meth:`_undo_begins`
-        needs to put it back: the key and its previous state (None: it was not live)."""
+        needs to put it back: the key and its previous state and live scores (None: it was
+        not live)."""
         left = self._starting[key] - 1
         if left:
             self._starting[key] = left
@@ -539,7 +540,8 @@ class ModelService:
             del self._starting[key]
         previous = None
         if key in self.pool:
-            previous = self.pool.get_state(key)
+            previous = (self.pool.get_state(key),
+                        None if self.coverage is None else self.pool.get_live(key))
             self.pool.reset(key)
         else:
             self.pool.add(key)
@@ -553,7 +555,10 @@ class ModelService:
             if previous is None:
                 self.pool.remove(key)
             else:
-                self.pool.set_state(key, previous)
+                state, live = previous
+                self.pool.set_state(key, state)  # (which starts the live scores afresh)
+                if live is not None:
+                    self.pool.set_live(key, live)
 
     @staticmethod
     def _answer(gather: _Gather) -> None:
@@ -623,7 +628,9 @@ class ModelService:
 
 
 def _put(gather: _Gather, at: tuple[Any, Any], lower: np.ndarray, upper: np.ndarray) -> None:
-    """Write float64 bounds into the request's FP32 outputs (numpy's cast: nearest float32)."""
+    """Write float64 bounds into the request's FP32 outputs (numpy's cast: nearest float32; a
+    bound beyond the float32 range is +-inf, as an interval that wide means)."""
     if gather.lower is not None and gather.upper is not None:
-        gather.lower[at] = lower
-        gather.upper[at] = upper
+        with np.errstate(over="ignore"):
+            gather.lower[at] = lower
+            gather.upper[at] = upper

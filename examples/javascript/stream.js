@@ -590,7 +590,10 @@ async function main(argv) {
   const parser = new PointParser(contract.features, args.key);
   let readerGone = false; // `node stream.js ... | head`: the reader left early
   process.stdout.on('error', (err) => {
-    if (err.code !== 'EPIPE') throw err;
+    if (err.code !== 'EPIPE') { // a real write error: say so and fail
+      process.stderr.write(`error: cannot write the predictions: ${err.message}\n`);
+      process.exit(1);
+    }
     readerGone = true; // stop quietly, as Unix tools and `rnnstream stream` do
   });
   const streams = new Map(); // stream key -> state; never feed one stream's state to another

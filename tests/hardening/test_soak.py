@@ -36,8 +36,9 @@ def _inputs(model, n: int, seed: int, shape=()) -> np.ndarray:
 def _soak(kind: str, model, values: np.ndarray, tmp_path) -> dict:
     inputs = tmp_path / f"{kind}.npy"
     np.save(inputs, values)
-    out = subprocess.run([sys.executable, str(HERE / "_soak_child.py"), kind, str(model.path),
-                          str(inputs)], capture_output=True, text=True, timeout=900)
+    out = subprocess.run([sys.executable, "-W", "error", str(HERE / "_soak_child.py"), kind,
+                          str(model.path), str(inputs)], capture_output=True, text=True,
+                         timeout=900)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 

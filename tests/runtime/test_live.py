@@ -469,3 +469,24 @@ def test_negative_zero_and_huge_values():
     with pytest.raises(InputError, match="beyond"):
         live.update([[1e120]], [[0.0]])
     live.update(np.zeros((0, 1)), np.zeros((0, 1)), rows=[])  # no rows: nothing to do
+
+
+def test_a_loaded_state_with_an_infinite_width_but_finite_widths_due_starts_it_as_one_stream():
+    """A hand-made state (q infinite, the widths due finite) on a model without starting
+    widths: the pool takes the masked path, which starts q at the peak once enough points were
+    scored, as LiveStream does; the mask-free path would keep q infinite."""
+    rng = np.random.default_rng(4)
+    pool, one = LiveScores(1, ["a"], ["a"]), LiveStream(["a"], ["a"])
+    x = rng.normal(size=(40, 1, 1))
+    for t in range(20):
+        pool.update(x[t], x[t] + 0.1)
+    state = pool.state_arrays()
+    state["q"][:] = np.inf
+    state["pending_width"][:] = 1.0
+    pool.load_arrays(state)
+    one.load_arrays(state)
+    for t in range(20, 40):
+        pool.update(x[t], x[t] + 0.1)
+        one.update(x[t, 0].tolist(), (x[t, 0] + 0.1).tolist())
+    assert np.isfinite(pool.state_arrays()["q"]).all()
+    assert _equal(pool.state_arrays(), one.state_arrays())

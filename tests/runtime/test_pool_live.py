@@ -199,3 +199,34 @@ def test_settings_and_set_state(two, tmp_path):
     assert pool.accuracy()["model"]["count"].tolist() == [[0, 0]]
     with pytest.raises(StreamKeyError, match="duplicate stream keys"):
         pool.interval(["a", "a"])
+
+
+def test_get_live_and_set_live_carry_one_streams_scores(two):
+    pool = StreamPool(two, coverage=0.9)
+    pool.add("a")
+    pool.add("b")
+    x = np.random.default_rng(3).normal(size=(30, 2, 2)).astype(np.float32)
+    for t in range(30):
+        pool.step_many(["a", "b"], x[t])
+    kept, state = pool.get_live("a"), pool.get_state("a")
+    pool.set_state("a", state)  # starts the live scores afresh ...
+    assert int(pool.get_live("a")["seen"][0]) == 0
+    pool.set_live("a", kept)  # ... and set_live puts them back
+    assert _same(pool.get_live("a"), kept)
+    before = pool.get_live("b")
+    with pytest.raises(StateError, match=r"set_live|put"):
+        pool.set_live("b", {**kept, "q": kept["q"][:, :1]})
+    assert _same(pool.get_live("b"), before)
+    with pytest.raises(StreamKeyError):
+        pool.get_live("nobody")
+    with pytest.raises(UnsupportedError, match="get_live\\(\\) needs live scores"):
+        StreamPool(two).get_live("a")
+
+
+def test_interval_of_a_key_that_compares_as_an_array_is_a_key_error(two):
+    pool = StreamPool(two, coverage=0.9)
+    pool.add("a")
+    pool.add("b")
+    pool.step_many(["a", "b"], np.ones((2, 2), np.float32))
+    with pytest.raises(StreamKeyError):
+        pool.interval([np.array([1, 2]), "b"])

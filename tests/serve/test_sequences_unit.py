@@ -40,11 +40,13 @@ def test_a_cancelled_request_does_not_stop_the_others():
     asyncio.run(main())
 
 
-def test_a_failed_step_undoes_the_starts_of_its_round(monkeypatch):
+@pytest.mark.parametrize("coverage", [None, 0.9])
+def test_a_failed_step_undoes_the_starts_of_its_round(monkeypatch, coverage):
     async def main():
-        service = ModelService("m", str(LEGACY), Limits(), Metrics())
-        await service.submit(_request("live", start=True, t=4))
+        service = ModelService("m", str(LEGACY), Limits(), Metrics(), coverage=coverage)
+        await service.submit(_request("live", start=True, t=30))
         before = service.pool.get_state("live")
+        live = None if coverage is None else service.pool.get_live("live")
 
         def broken(*args, **kwargs):
             raise InferenceError("onnxruntime failed (injected)")
@@ -58,5 +60,16 @@ def test_a_failed_step_undoes_the_starts_of_its_round(monkeypatch):
         assert "new" not in service.pool  # never started: it takes no --max-sequences slot
         for name, value in service.pool.get_state("live").items():
             np.testing.assert_array_equal(value, before[name])
+        if live is not None:  # the live scores too (set_state alone starts them afresh)
+            assert int(live["seen"][0]) == 30
+            for name, value in service.pool.get_live("live").items():
+                np.testing.assert_array_equal(value, live[name])
 
     asyncio.run(main())
+
+
+def test_a_season_without_coverage_is_refused():
+    from rnnstream.serve.app import ServeConfig
+
+    with pytest.raises(ValueError, match="season=24 is for the live scores, which need coverage"):
+        ServeConfig(models={"m": str(LEGACY)}, season=24)
