@@ -39,6 +39,24 @@ def coverage_arg(text: str) -> float:
     return value
 
 
+def add_live_args(p: argparse.ArgumentParser, coverage_help: str) -> None:
+    """``--coverage C`` and ``--season N``, as ``rnnstream stream`` and ``serve`` take them."""
+    p.add_argument("--coverage", type=coverage_arg, metavar="C", help=coverage_help)
+    p.add_argument("--season", type=season_arg, metavar="N",
+                   help="with --coverage: the seasonal period for the seasonal-naive baseline "
+                        "(default: the season the model was trained with; 0: none)")
+
+
+def season_without_coverage(args: argparse.Namespace, command: str) -> bool:
+    """Say so (usage error, exit 2 for the caller) when ``--season`` comes without
+    ``--coverage``."""
+    if args.season is not None and not args.coverage:
+        print(f"rnnstream {command}: error: --season is for the live scores: give --coverage "
+              "too (e.g. --coverage 0.9 --season 24)", file=sys.stderr)
+        return True
+    return False
+
+
 def season_arg(text: str) -> int:
     """``--season N`` (argparse type): a whole number of points, 0 for none."""
     if not text.isdigit():

@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any
 
-from ._common import coverage_arg, season_arg
+from ._common import add_live_args, season_without_coverage
 
 SERVE_EXTRA_HINT = "pip install 'rnnstream[serve]'"
 
@@ -74,12 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "arrives together)")
     p.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
                    help="event loop: uvloop when installed (auto, the default), or asyncio's")
-    p.add_argument("--coverage", type=coverage_arg, metavar="C",
-                   help="add outputs 'lower' and 'upper': a prediction interval holding about "
-                        "C of the values (e.g. 0.9), and live scores on /metrics (see below)")
-    p.add_argument("--season", type=season_arg, metavar="N",
-                   help="with --coverage: the seasonal period for the seasonal-naive baseline "
-                        "(default: the season the model was trained with; 0: none)")
+    add_live_args(p, "add outputs 'lower' and 'upper': a prediction interval holding about C "
+                     "of the values (e.g. 0.9), and live scores on /metrics (see below)")
     p.add_argument("--max-request-bytes", type=int, default=16 << 20, metavar="N",
                    help="largest request body (default 16 MiB); larger answers 413")
 
@@ -112,9 +108,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {len(args.name)} --name for {len(args.models)} models; give one per "
               "model, in order", file=sys.stderr)
         return 2
-    if args.season is not None and not args.coverage:
-        print("rnnstream serve: error: --season is for the live scores: give --coverage too "
-              "(e.g. --coverage 0.9 --season 24)", file=sys.stderr)
+    if season_without_coverage(args, "serve"):
         return 2
     names = args.name or [os.path.splitext(os.path.basename(m))[0] for m in args.models]
     if len(set(names)) != len(names):

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ._common import coverage_arg, season_arg
+from ._common import add_live_args, season_without_coverage
 
 DESCRIPTION = """\
 Stream predictions: read one data point per line, print one prediction per line as soon as
@@ -72,12 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "much (default: 10; 0 saves after every line)")
     p.add_argument("--key", metavar="COLUMN",
                    help="column or JSON field naming the stream of each line (many streams)")
-    p.add_argument("--coverage", type=coverage_arg, metavar="C",
-                   help="print a prediction interval holding about C of the values (e.g. 0.9) "
-                        "after each prediction, and score every stream live (see below)")
-    p.add_argument("--season", type=season_arg, metavar="N",
-                   help="with --coverage: the seasonal period for the seasonal-naive baseline "
-                        "(default: the season the model was trained with; 0: none)")
+    add_live_args(p, "print a prediction interval holding about C of the values (e.g. 0.9) "
+                     "after each prediction, and score every stream live (see below)")
 
 
 class LineError(Exception):
@@ -286,9 +282,7 @@ def run(args: argparse.Namespace) -> int:
     from rnnstream.runtime import Predictor, RnnStreamError, StreamPool
 
     target: Predictor | StreamPool
-    if args.season is not None and not args.coverage:
-        print("rnnstream stream: error: --season is for the live scores: give --coverage too "
-              "(e.g. --coverage 0.9 --season 24)", file=sys.stderr)
+    if season_without_coverage(args, "stream"):
         return 2
     live = {"coverage": args.coverage, "season": args.season} if args.coverage else {}
     try:

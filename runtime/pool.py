@@ -136,6 +136,13 @@ def _bind(method: Callable[..., None], name: str, a: np.ndarray) -> None:
     method(name, "cpu", 0, a.dtype, a.shape, a.ctypes.data)
 
 
+def _one_as_block(rows: np.ndarray | slice) -> np.ndarray | slice:
+    """One row index as a block of one (the live scores' in-place path: no copies)."""
+    if isinstance(rows, slice) or len(rows) != 1:
+        return rows
+    return slice(int(rows[0]), int(rows[0]) + 1)
+
+
 def _show(keys: Iterable[Any], limit: int = 10) -> str:
     keys = list(keys)
     text = ", ".join(repr(k) for k in keys[:limit])
@@ -424,8 +431,7 @@ class StreamPool(_EngineFacts):
             return
         y = y.reshape(len(arr), -1)
         if self._all_finite(y):
-            if not isinstance(rows, slice) and len(rows) == 1:  # one stream: a block of one
-                rows = slice(int(rows[0]), int(rows[0]) + 1)
+            rows = _one_as_block(rows)  # one stream: a block of one
             if isinstance(rows, slice):  # the usual case: a block of rows, in place
                 live.advance_block(rows, arr, y)
             else:  # distinct rows (the lookup refuses a key twice)
@@ -500,9 +506,7 @@ class StreamPool(_EngineFacts):
         with self._lock:
             # the keys of the latest step (a server reads its round's intervals): its rows
             rows = self._cache_rows if self._cached(keys) else self._rows_of(keys)
-            if not isinstance(rows, slice) and len(rows) == 1:  # known rows: no checks
-                rows = slice(int(rows[0]), int(rows[0]) + 1)
-            return live.interval(rows)
+            return live.interval(_one_as_block(rows))  # known rows: no checks
 
     def accuracy(self, keys: Sequence[Hashable] | None = None
                  ) -> dict[str, dict[str, np.ndarray]]:
