@@ -164,6 +164,15 @@ class BoundEngine(Engine):
         return BoundStream(self)
 
     def run_sequence(self, rows: np.ndarray, tensors: Tensors) -> tuple[np.ndarray, Tensors]:
+        if self.contract.step_only:  # the graph's time axis is 1: one call per row
+            ys = []
+            for i in range(len(rows)):
+                y, tensors = self._run_rows(rows[i:i + 1], tensors)
+                ys.append(y)
+            return np.concatenate(ys), tensors
+        return self._run_rows(rows, tensors)
+
+    def _run_rows(self, rows: np.ndarray, tensors: Tensors) -> tuple[np.ndarray, Tensors]:
         io = self.io
         feeds = {io.input: rows[None]}
         feeds.update((s.input, tensors[s.name][None]) for s in io.states)

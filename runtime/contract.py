@@ -51,9 +51,10 @@ __all__ = [
     "state_output_name",
 ]
 
-# 2 added input_mode "delta" (and its `last` state). A file declares the lowest version that
+# 2 added input_mode "delta" (and its `last` state); 3 added cell "custom" (states declared in
+# the contract, see spec.CUSTOM) and "step_only". A file declares the lowest version that
 # describes it, so models that do not use a newer feature stay readable by older runtimes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FORMAT = "rnnstream"
 METADATA_KEY = "rnnstream"  # the metadata_props key holding the contract JSON
 SIDECAR_SUFFIX = ".json"  # model.onnx -> model.onnx.json
@@ -66,6 +67,8 @@ CELL_STATES: dict[str, tuple[str, ...]] = {name: c.states for name, c in spec.CE
 MAX_FEATURES = 1 << 16
 MAX_HIDDEN = 1 << 16
 MAX_LAYERS = 64
+MAX_STATES = 64
+MAX_STATE_RANK = 8
 
 
 def sidecar_path(model_path: str) -> str:
@@ -115,6 +118,12 @@ class ModelContract:
     quantized: bool = False
     # {"file": "model.step.onnx", "sha256": "<hex of its bytes>"}; empty when there is none
     step_model: dict[str, str] = field(default_factory=dict)
+    # cell "custom" only: (name, one stream's shape) of each state, in graph order; stored as
+    # the contract's `states`, which for the other cells is derived from the spec instead
+    declared_states: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    # the graph's time axis is fixed to 1 (a foreign model that takes one step per call): the
+    # runtime primes and forecasts it one step at a time
+    step_only: bool = False
     schema_version: int = 0  # 0: the lowest version that describes this model (required_schema)
     format: str = FORMAT
 
@@ -136,10 +145,18 @@ class ModelContract:
         """(inputs, outputs) of this model's graph in order (``time=1``: the step graph)."""
         return spec.graph_io(self.cell, layers=self.layers, hidden=self.hidden,
                              n_features=self.n_features, n_targets=self.n_targets,
-                             input_mode=self.input_mode, time=time)
+                             input_mode=self.input_mode, time=1 if self.step_only else time,
+                             declared=self.declared_states)
+
+    @property
+    def is_custom(self) -> bool:
+        """True for a model rnnstream did not build from one of its cells (see spec.CUSTOM)."""
+        return self.cell == spec.CUSTOM
 
     @property
     def states(self) -> list[StateSpec]:
+        if self.is_custom:
+            return [StateSpec.for_state(name, row) for name, row in self.declared_states]
         return [StateSpec.for_state(s, spec.state_row_shape(
                     s, layers=self.layers, hidden=self.hidden, n_features=self.n_features))
                 for s in spec.state_names(self.cell, self.input_mode)]
@@ -157,6 +174,8 @@ class ModelContract:
     @property
     def required_schema(self) -> int:
         """The lowest schema version that describes this model (see SCHEMA_VERSION)."""
+        if self.is_custom or self.step_only:
+            return 3
         return 2 if self.input_mode != "level" else 1
 
     @property
@@ -167,6 +186,7 @@ class ModelContract:
     # -- (de)serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        del d["declared_states"]
         d["input"] = self.input
         d["output"] = self.output
         d["states"] = [
@@ -178,6 +198,8 @@ class ModelContract:
                  "normalization", "metrics", "parity", "versions", "fingerprint"]
         if self.step_model:  # optional: files without a step graph keep their exact old JSON
             order.append("step_model")
+        if self.step_only:
+            order.append("step_only")
         return {k: d[k] for k in order}
 
     def to_json(self) -> str:
@@ -211,12 +233,20 @@ class ModelContract:
                 f"understands ({SCHEMA_VERSION}); upgrade rnnstream (pip install -U rnnstream)"
             )
         cell = data.get("cell")
-        if cell not in spec.CELLS:
+        custom = cell == spec.CUSTOM and version >= 3
+        if not isinstance(cell, str) or (cell not in spec.CELLS and not custom):
             raise ContractError(
                 f"{source}: unknown cell {cell!r}; expected one of {sorted(spec.CELLS)}"
+                + (f" or {spec.CUSTOM!r} (schema_version 3)" if cell == spec.CUSTOM else "")
             )
-        layers = _positive_int(data, "layers", MAX_LAYERS, source)
-        hidden = _positive_int(data, "hidden", MAX_HIDDEN, source)
+        # a custom model may not say how many layers or hidden units it has: 0 means unknown
+        low = 0 if custom else 1
+        layers = _positive_int(data, "layers", MAX_LAYERS, source, low)
+        hidden = _positive_int(data, "hidden", MAX_HIDDEN, source, low)
+        step_only = data.get("step_only", False)
+        if not isinstance(step_only, bool) or (step_only and version < 3):
+            raise ContractError(f"{source}: step_only {step_only!r} is not true or false "
+                                "(and true needs schema_version 3)")
         features = _names(data, "features", source)
         targets = _names(data, "targets", source)
         horizon = _positive_int(data, "horizon", 1 << 20, source)
@@ -243,6 +273,8 @@ class ModelContract:
             fingerprint=str(data.get("fingerprint", "")),
             quantized=bool(data.get("quantized", False)),
             step_model=_step_model(data, source),
+            declared_states=_declared_states(data, source) if custom else (),
+            step_only=step_only,
             schema_version=version,
         )
         contract._check_declared(data, source)
@@ -259,13 +291,42 @@ class ModelContract:
                 )
 
 
-def _positive_int(data: Mapping[str, Any], key: str, limit: int, source: str) -> int:
+def _positive_int(data: Mapping[str, Any], key: str, limit: int, source: str,
+                  low: int = 1) -> int:
     value = data.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= limit:
         raise ContractError(
-            f"{source}: metadata {key!r} is {value!r}; expected an integer 1..{limit}"
+            f"{source}: metadata {key!r} is {value!r}; expected an integer {low}..{limit}"
         )
     return value
+
+
+def _declared_states(data: Mapping[str, Any], source: str
+                     ) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """A custom model's states: names and row shapes, checked (names by the spec's rule)."""
+    value = data.get("states")
+    if (not isinstance(value, Sequence) or isinstance(value, str)
+            or not 1 <= len(value) <= MAX_STATES):
+        raise ContractError(f"{source}: a custom model must declare 1..{MAX_STATES} states in "
+                            f"'states', got {value!r}")
+    out: list[tuple[str, tuple[int, ...]]] = []
+    for item in value:
+        name = item.get("name") if isinstance(item, Mapping) else None
+        shape = item.get("shape") if isinstance(item, Mapping) else None
+        if (not isinstance(name, str) or not spec.is_state_name(name)
+                or not isinstance(shape, list) or not 2 <= len(shape) <= MAX_STATE_RANK
+                or shape[0] != spec.BATCH
+                or not all(isinstance(d, int) and not isinstance(d, bool)
+                           and 1 <= d <= MAX_HIDDEN for d in shape[1:])):
+            raise ContractError(
+                f"{source}: state {item!r} is not a state rnnstream can carry; expected "
+                "{'name': '<letters, digits, _>', 'shape': ['batch', <sizes 1..65536>], ...}"
+            )
+        out.append((name, tuple(shape[1:])))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise ContractError(f"{source}: state names {names} repeat")
+    return tuple(out)
 
 
 def _names(data: Mapping[str, Any], key: str, source: str) -> list[str]:

@@ -29,6 +29,7 @@ GIL, but one pool is one state; run several pools for parallel sessions).
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -80,7 +81,11 @@ MAX_PLANS = 8
 
 def chunk_rows(contract: ModelContract) -> int:
     """Rows per session call for this model (see CHUNK_GATE_FLOATS)."""
-    columns = spec.CELLS[contract.cell].step_columns * contract.hidden
+    cell = spec.CELLS.get(contract.cell)
+    if cell is None:  # a custom model: its state's width stands in for the gate columns
+        columns = max(1, 4 * max((math.prod(s.row_shape) for s in contract.states), default=1))
+    else:
+        columns = cell.step_columns * contract.hidden
     return max(MIN_CHUNK_ROWS, CHUNK_GATE_FLOATS // columns)
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 __all__ = [
     "BATCH",
     "CELLS",
+    "CUSTOM",
     "DTYPE",
     "INPUT_MODES",
     "INPUT_NAME",
@@ -46,6 +47,7 @@ __all__ = [
     "CellSpec",
     "TensorSpec",
     "graph_io",
+    "is_state_name",
     "state_input_name",
     "state_names",
     "state_output_name",
@@ -60,6 +62,9 @@ TIME = "time"
 INPUT_MODES = ("level", "delta")
 TARGET_MODES = ("level", "delta")
 LAST_STATE = "last"
+# A model rnnstream did not build from one of CELLS (a traced torch module, a wrapped foreign
+# ONNX file): its states are declared one by one in its contract instead of derived from a cell.
+CUSTOM = "custom"
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,12 @@ CELLS: dict[str, CellSpec] = {
     "gru": CellSpec("gru", "GRU", ("h",), gates=3, gate_order=(1, 0, 2), step_columns=4,
                     linear_before_reset=True),
 }
+
+
+def is_state_name(name: str) -> bool:
+    """A name a declared (custom) state may have: a plain identifier, not x or y."""
+    return (name.isascii() and name.isidentifier() and len(name) <= 64
+            and name not in (INPUT_NAME, OUTPUT_NAME))
 
 
 def state_input_name(state: str) -> str:
@@ -130,12 +141,18 @@ def graph_io(
     n_targets: int,
     input_mode: str = "level",
     time: str | int = TIME,
+    declared: tuple[tuple[str, tuple[int, ...]], ...] = (),
 ) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """(inputs, outputs) of a model's graph, in order; ``time=1`` for the single-step graph."""
+    """(inputs, outputs) of a model's graph, in order; ``time=1`` for the single-step graph.
+
+    ``declared``: (name, row shape) of each state of a :data:`CUSTOM` model, in graph order.
+    """
     inputs = [TensorSpec(INPUT_NAME, (BATCH, time, n_features))]
     outputs = [TensorSpec(OUTPUT_NAME, (BATCH, time, n_targets))]
-    for s in state_names(cell, input_mode):
-        row = state_row_shape(s, layers=layers, hidden=hidden, n_features=n_features)
+    rows = declared if cell == CUSTOM else tuple(
+        (s, state_row_shape(s, layers=layers, hidden=hidden, n_features=n_features))
+        for s in state_names(cell, input_mode))
+    for s, row in rows:
         inputs.append(TensorSpec(state_input_name(s), (BATCH, *row)))
         outputs.append(TensorSpec(state_output_name(s), (BATCH, *row)))
     return inputs, outputs
