@@ -89,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
             exporter=args.exporter, atol=args.atol, seed=args.seed,
             step_graph=not args.no_step_graph, sample=sample,
         )
-    except (ExportError, CheckpointError, DataError) as exc:
+    except CheckpointError as exc:
+        return fail(not_a_checkpoint(args.checkpoint) or one_line(str(exc)))
+    except (ExportError, DataError) as exc:
         return fail(str(exc))
     print(report.summary())
     print(f"wrote {report.path} ({report.path.stat().st_size:,} bytes, "
@@ -99,3 +101,57 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {report.sidecar}")
     print(f"took {report.seconds:.2f} s; see it with: rnnstream inspect {report.path}")
     return 0
+
+
+EXPORT_MODULE_HINT = ('from Python: rnnstream.export.export_module(model, "model.onnx", '
+                      "sample=...)")
+
+
+def not_a_checkpoint(path: str) -> str | None:
+    """What a torch file that is not an rnnstream checkpoint holds, and how to export it; None
+    when it is neither a state_dict nor a pickled module.
+
+    Nothing is unpickled beyond what the checkpoint loader itself does (``weights_only=True``):
+    a pickled module is recognised by the class names its pickle refers to, read by torch
+    without running it (``get_unsafe_globals_in_checkpoint``).
+    """
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except (RuntimeError, OSError, ValueError, EOFError, zipfile.BadZipFile,
+            pickle.UnpicklingError):
+        return None
+    modules = [g for g in found if g.startswith("torch.nn.modules.")]
+    if modules:
+        own = [g for g in found if not g.startswith("torch.")]
+        what = own[0] if own else modules[0]
+        return (f"{path}: a whole torch module ({what}) saved with torch.save(model), not an "
+                "rnnstream checkpoint; rnnstream will not unpickle it (that runs code from the "
+                f"file). Load the module yourself and export it {EXPORT_MODULE_HINT}")
+    if found:
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, ValueError, EOFError, zipfile.BadZipFile,
+            pickle.UnpicklingError):
+        return None
+    if (isinstance(payload, dict) and payload
+            and all(isinstance(v, torch.Tensor) for v in payload.values())):
+        first = next(iter(payload))
+        return (f"{path}: a state_dict ({len(payload)} tensors, e.g. {first!r}), not an "
+                "rnnstream checkpoint; it holds weights but not the module that uses them. "
+                "Build the module, call model.load_state_dict(torch.load(FILE)), then export "
+                f"it {EXPORT_MODULE_HINT}")
+    return None
+
+
+def one_line(message: str) -> str:
+    """``message`` without terminal escape codes, on one line (torch's messages carry both)."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", message)
+    return " ".join(text.split())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from export_helpers import make_model
@@ -88,3 +89,32 @@ def test_export_proves_parity_on_a_sample_of_the_series(exported, tmp_path, caps
                  "--sample", str(short)]) == 1
     assert "sample of shape (1," in capsys.readouterr().err
     assert not (tmp_path / "m2.onnx").exists()
+
+
+class _Net(__import__("torch").nn.Module):
+    """A user's own module, saved whole with torch.save(model)."""
+
+    def __init__(self) -> None:
+        import torch
+
+        super().__init__()
+        self.lstm = torch.nn.LSTM(2, 4)
+
+
+@pytest.mark.parametrize("saved", ["state_dict", "module"])
+def test_export_of_a_state_dict_or_a_module_says_what_it_is_in_one_line(tmp_path, capsys, saved):
+    import torch
+
+    net = _Net()
+    path = tmp_path / f"{saved}.pt"
+    torch.save(net.state_dict() if saved == "state_dict" else net, path)
+    assert main(["export", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\x1b" not in err and "Traceback" not in err
+    assert 'rnnstream.export.export_module(model, "model.onnx", sample=...)' in err
+    if saved == "state_dict":
+        assert "a state_dict (4 tensors, e.g. 'lstm.weight_ih_l0')" in err
+        assert "load_state_dict" in err
+    else:
+        assert re.search(r"a whole torch module \(\S*_Net\) saved with torch.save\(model\)", err)
+    assert not (tmp_path / f"{saved}.onnx").exists()
