@@ -110,7 +110,9 @@ def test_export_of_a_state_dict_or_a_module_says_what_it_is_in_one_line(tmp_path
     torch.save(net.state_dict() if saved == "state_dict" else net, path)
     assert main(["export", str(path)]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "\x1b" not in err and "Traceback" not in err
+    assert err.count("\n") == 1
+    assert "\x1b" not in err
+    assert "Traceback" not in err
     assert 'rnnstream.export.export_module(model, "model.onnx", sample=...)' in err
     if saved == "state_dict":
         assert "a state_dict (4 tensors, e.g. 'lstm.weight_ih_l0')" in err
