@@ -46,8 +46,8 @@ from .quantize import quantize_graph, quantized_parity, refuse_unsupported
 from .step_graph import build_step_graph, step_path
 from .verify import DEFAULT_ATOL, DEFAULT_CASES, ParityReport, verify_parity, verify_step_parity
 
-__all__ = ["EXPORTERS", "ExportReport", "check_graph", "check_step_graph", "export_checkpoint",
-           "export_model"]
+__all__ = ["EXPORTERS", "ExportReport", "check_graph", "check_step_graph", "check_valid",
+           "export_checkpoint", "export_model"]
 
 
 def _torchscript(model, opset: int) -> onnx.ModelProto:
@@ -77,9 +77,10 @@ class ExportReport:
     nodes: dict[str, int] = field(default_factory=dict)  # op type -> count
     step_path: Path | None = None  # the single-step graph, when one was written
     step_parity: dict[str, ParityReport] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # how a user's module was understood
 
     def summary(self) -> str:
-        lines = [self.parity.summary()]
+        lines = [*self.notes, self.parity.summary()]
         if self.quantized_parity is not None:
             lines.append(self.quantized_parity.summary())
         lines.extend(r.summary() for r in self.step_parity.values())
@@ -89,7 +90,7 @@ class ExportReport:
 # -- checks ---------------------------------------------------------------------------------
 def check_graph(graph: onnx.ModelProto, model) -> None:
     """ONNX validity plus the structure the contract promises; GraphError otherwise."""
-    _check_valid(graph, "ONNX graph")
+    check_valid(graph, "ONNX graph")
     _check_io(graph, model)
     _check_recurrent_nodes(graph, model.config)
     _check_self_contained(graph)
@@ -97,12 +98,12 @@ def check_graph(graph: onnx.ModelProto, model) -> None:
 
 def check_step_graph(graph: onnx.ModelProto, model) -> None:
     """ONNX validity and the contract's names for the single-step graph; GraphError otherwise."""
-    _check_valid(graph, "step graph")
+    check_valid(graph, "step graph")
     _check_io(graph, model)
     _check_self_contained(graph)
 
 
-def _check_valid(graph: onnx.ModelProto, what: str) -> None:
+def check_valid(graph: onnx.ModelProto, what: str) -> None:
     """onnx.checker (full check) and strict shape inference."""
     try:
         onnx.checker.check_model(graph, full_check=True)
@@ -200,6 +201,7 @@ def export_model(
     seed: int = 0,
     step_graph: bool = True,
     sample: np.ndarray | None = None,
+    reference=None,
 ) -> ExportReport:
     """Export ``model`` to ``path`` (+ ``path.json``) after proving parity with torch.
 
@@ -213,6 +215,10 @@ def export_model(
     ``<stem>.step.onnx`` (model.onnx -> model.step.onnx), proven equal to the sequence graph and
     to torch, and names it with its SHA-256 in the contract's ``step_model``.
 
+    ``reference``: the torch module the files must equal when ``model`` was rebuilt from it
+    (:func:`rnnstream.export.export_module`): every parity proof then runs it in float64 as the
+    truth; it has the Forecaster's calling convention ``forward(x, states) -> (y, states)``.
+
     Raises :class:`ParityError`, :class:`GraphError`, :class:`QuantizationError` or
     :class:`ExportError`; when it raises, nothing has been written.
     """
@@ -220,11 +226,12 @@ def export_model(
     path = Path(path)
     _validate_args(model, path, exporter, atol)
     if quantize:
-        refuse_unsupported(model.config.cell)
+        refuse_unsupported(model.config.cell, model.config.head_hidden)
     with _eval_mode(model):
         graph = EXPORTERS[exporter](model, opset)
         check_graph(graph, model)
-        parity = verify_parity(model, graph, atol=atol, seed=seed, sample=sample)
+        parity = verify_parity(model, graph, atol=atol, seed=seed, sample=sample,
+                               reference=reference)
         qparity = None
         if quantize:
             graph = quantize_graph(graph, model)
@@ -233,7 +240,8 @@ def export_model(
         step_bytes: bytes | None = None
         sparity: dict[str, ParityReport] = {}
         if step_graph and not quantize:
-            step_bytes, sparity = _step_graph(model, graph, path, opset, atol, seed, sample)
+            step_bytes, sparity = _step_graph(model, graph, path, opset, atol, seed, sample,
+                                              reference)
     contract = _final_contract(model, graph, metrics, parity, qparity, exporter, opset, sparity)
     files: dict[Path, bytes] = {}
     spath = None
@@ -256,13 +264,14 @@ def export_model(
 
 
 def _step_graph(model, graph, path: Path, opset: int, atol: float | None, seed: int,
-                sample) -> tuple[bytes, dict[str, ParityReport]]:
+                sample, reference=None) -> tuple[bytes, dict[str, ParityReport]]:
     """Build, check and prove the single-step graph; its serialised bytes and parity reports."""
     # the sequence graph's rule (lowest IR for the opset), so every runtime that loads one
     # loads the other: onnxruntime-node/-web 1.30 refuse the IR 14 onnx stamps by default
     step = pin_ir_version(build_step_graph(model, opset))
     check_step_graph(step, model)
-    reports = verify_step_parity(model, graph, step, atol=atol, seed=seed, sample=sample)
+    reports = verify_step_parity(model, graph, step, atol=atol, seed=seed, sample=sample,
+                                 reference=reference)
     step.producer_name = PRODUCER_NAME
     step.doc_string = (f"rnnstream single-step companion of {path.name} (time fixed to 1); its "
                        f"contract, with this file's SHA-256, is in {path.name}.")

@@ -43,7 +43,7 @@ from rnnstream.runtime.spec import (
     state_output_name,
 )
 
-__all__ = ["DEFAULT_OPSET", "build_graph", "graph_value_infos", "onnx_weights",
+__all__ = ["DEFAULT_OPSET", "build_graph", "graph_value_infos", "head_hidden_nodes", "onnx_weights",
            "pin_ir_version"]
 
 DEFAULT_OPSET = 17
@@ -141,9 +141,31 @@ def onnx_weights(model) -> dict[str, np.ndarray]:
         out[f"R{layer}"] = _reorder(w_hh, cfg.cell, h)[None]
         out[f"B{layer}"] = np.concatenate([_reorder(b_ih, cfg.cell, h),
                                            _reorder(b_hh, cfg.cell, h)])[None]
-    out["head_W"] = (sd["head.weight"] * y_std[:, None]).T  # [H, Tg]
-    out["head_b"] = sd["head.bias"] * y_std + y_mean
+    last = "head" if not cfg.head_hidden else f"head.{2 * len(cfg.head_hidden)}"
+    for i in range(len(cfg.head_hidden)):  # hidden head layers: Linear i is module 2 i
+        out[f"head{i}_W"] = sd[f"head.{2 * i}.weight"].T  # [in, size]
+        out[f"head{i}_b"] = sd[f"head.{2 * i}.bias"]
+    out["head_W"] = (sd[f"{last}.weight"] * y_std[:, None]).T  # [H or last size, Tg]
+    out["head_b"] = sd[f"{last}.bias"] * y_std + y_mean
     return out
+
+
+def head_hidden_nodes(cfg, nodes: list, seq: str, op: str = "MatMul") -> str:
+    """Append the head's hidden layers (``head{i}_W``/``head{i}_b`` from :func:`onnx_weights`,
+    each followed by the activation); returns what the last linear layer reads. ``op``:
+    ``MatMul`` + ``Add`` for [T,B,H] sequences, ``Gemm`` for [B,H] steps."""
+    act = spec.HEAD_ACTIVATIONS[cfg.head_activation]
+    for i in range(len(cfg.head_hidden)):
+        if op == "Gemm":
+            nodes.append(helper.make_node("Gemm", [seq, f"head{i}_W", f"head{i}_b"],
+                                          [f"head{i}_lin"]))
+        else:
+            nodes.append(helper.make_node("MatMul", [seq, f"head{i}_W"], [f"head{i}_mm"]))
+            nodes.append(helper.make_node("Add", [f"head{i}_mm", f"head{i}_b"],
+                                          [f"head{i}_lin"]))
+        nodes.append(helper.make_node(act, [f"head{i}_lin"], [f"head{i}_out"]))
+        seq = f"head{i}_out"
+    return seq
 
 
 def build_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
@@ -197,6 +219,7 @@ def build_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
         nodes.append(helper.make_node("Transpose", [stacked], [state_output_name(s)],
                                       perm=[1, 0, 2]))
 
+    seq = head_hidden_nodes(cfg, nodes, seq)
     nodes.append(helper.make_node("MatMul", [seq, "head_W"], ["head_mm"]))
     nodes.append(helper.make_node("Add", ["head_mm", "head_b"], ["head_tbt"]))
     if cfg.target_mode == "delta":

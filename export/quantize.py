@@ -50,7 +50,7 @@ import contextlib
 import copy
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -90,8 +90,14 @@ QUANT_STREAM_STEPS = 200  # int8 error is not expected to be tiny; a shorter str
 NATIVE_TIME_MAJOR_INPUT = "x_tbf"  # graph.build_graph's name for x transposed to [T, B, F]
 
 
-def refuse_unsupported(cell: str) -> None:
-    """Raise before doing any work when ``cell`` has no quantised recurrent kernel."""
+def refuse_unsupported(cell: str, head_hidden: Sequence[int] = ()) -> None:
+    """Raise before doing any work when ``cell`` has no quantised recurrent kernel, or the head
+    has hidden layers (the int8 head is written for one linear layer)."""
+    if head_hidden:
+        raise QuantizationError(
+            f"cannot quantise a model whose head has hidden layers {list(head_hidden)}: the "
+            "int8 export handles a one-layer head only. Export without quantize=True"
+        )
     if cell not in QUANTIZED_OP:
         raise QuantizationError(
             f"cannot quantise a {cell!r} model: onnxruntime's quantize_dynamic has a quantised "

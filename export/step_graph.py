@@ -35,7 +35,13 @@ from onnx import helper, numpy_helper
 from rnnstream.runtime import spec
 from rnnstream.runtime.spec import INPUT_NAME, OUTPUT_NAME, state_input_name, state_output_name
 
-from .graph import DEFAULT_OPSET, delta_input_nodes, graph_value_infos, onnx_weights
+from .graph import (
+    DEFAULT_OPSET,
+    delta_input_nodes,
+    graph_value_infos,
+    head_hidden_nodes,
+    onnx_weights,
+)
 
 __all__ = ["STEP_SUFFIX", "build_step_graph", "step_path"]
 
@@ -163,6 +169,10 @@ def build_step_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
         if layers > 1:
             flat = b.op("Concat", finals[s], f"{s}_cat", axis=1)[0]
         b.op("Reshape", [flat, "shape_blh"], state_output_name(s))
+    for i in range(len(cfg.head_hidden)):
+        b.const(f"head{i}_W", w[f"head{i}_W"].astype(np.float32))
+        b.const(f"head{i}_b", w[f"head{i}_b"].astype(np.float32))
+    seq = head_hidden_nodes(cfg, b.nodes, seq, op="Gemm")
     head = b.op("Gemm", [seq, b.const("head_W", w["head_W"].astype(np.float32)),
                          b.const("head_b", w["head_b"].astype(np.float32))], "head_bt")[0]
     if cfg.target_mode == "delta":

@@ -367,15 +367,17 @@ def folded_model(model):
     return folded
 
 
-def torch_runner(model) -> Runner:
+def torch_runner(model, state_names: tuple[str, ...] | None = None) -> Runner:
     """The torch model as a runner (its own dtype, eval mode, no autograd).
 
     Inputs arrive as float32 and are converted exactly to the model's dtype, so a float64 copy
-    sees the very same numbers as the float32 model.
+    sees the very same numbers as the float32 model. ``state_names``: the model's states when
+    it has no ``config`` (a module with the Forecaster's calling convention).
     """
     import torch
 
-    outputs = [OUTPUT_NAME, *(state_output_name(s) for s in model.config.state_names)]
+    names = model.config.state_names if state_names is None else state_names
+    outputs = [OUTPUT_NAME, *(state_output_name(s) for s in names)]
     dtype = next(model.parameters()).dtype
 
     def run(x: np.ndarray, states: tuple[np.ndarray, ...]) -> dict[str, np.ndarray]:
@@ -577,13 +579,22 @@ def _nudge(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def _criterion(model, atol: float | None):
-    """(reference runner, baseline runner or None, tolerance or None, names) for ``atol``."""
+def _criterion(model, atol: float | None, reference=None):
+    """(reference runner, baseline runner or None, tolerance or None, names) for ``atol``.
+
+    ``reference``: the module the graph must equal when it is not ``model`` itself (a user's
+    module that ``model`` was rebuilt from, see :func:`rnnstream.export.export_module`); same
+    calling convention as a Forecaster. It is the truth (in float64); the float32 baseline
+    stays ``model`` folded, which computes what the graph computes.
+    """
     spec = InputSpec.from_model(model)
+    truth = model if reference is None else reference
     if atol is None:
-        return (torch_runner(float64_model(model)), torch_runner(folded_model(model)), None,
+        return (torch_runner(float64_model(truth), model.config.state_names),
+                torch_runner(folded_model(model)), None,
                 ("torch float64", "onnxruntime", "torch float32"))
-    return torch_runner(model), None, spec.tolerance(atol), ("torch", "onnxruntime")
+    return (torch_runner(truth, model.config.state_names), None, spec.tolerance(atol),
+            ("torch", "onnxruntime"))
 
 
 def verify_parity(
@@ -595,6 +606,7 @@ def verify_parity(
     cases: tuple[ParityCase, ...] = DEFAULT_CASES,
     stream_steps: int = STREAM_STEPS,
     sample: np.ndarray | None = None,
+    reference=None,
 ) -> ParityReport:
     """onnxruntime on ``graph`` vs torch; raises :class:`ParityError` listing every failure.
 
@@ -602,10 +614,10 @@ def verify_parity(
     a number: ``max |onnxruntime - torch float32| <= atol`` per output.
     """
     spec = InputSpec.from_model(model, sample)
-    reference, baseline, tolerance, names = _criterion(model, atol)
+    truth, baseline, tolerance, names = _criterion(model, atol, reference)
     report = measure_parity(
         spec,
-        reference,
+        truth,
         ort_runner(session(graph), spec.state_names),
         tolerance=tolerance,
         baseline=baseline,
@@ -634,6 +646,7 @@ def verify_step_parity(
     seed: int = 0,
     stream_steps: int = STREAM_STEPS,
     sample: np.ndarray | None = None,
+    reference=None,
 ) -> dict[str, ParityReport]:
     """The step graph against torch (float64, or float32 with ``atol``), and the sequence graph.
 
@@ -650,9 +663,9 @@ def verify_step_parity(
     Raises :class:`ParityError` listing every failure.
     """
     spec = InputSpec.from_model(model, sample)
-    reference, baseline, tolerance, names = _criterion(model, atol)
+    truth, baseline, tolerance, names = _criterion(model, atol, reference)
     reports = measure_candidates(
-        spec, reference,
+        spec, truth,
         {"step": ort_runner(session(step_graph), spec.state_names),
          "sequence": ort_runner(session(sequence_graph), spec.state_names)},
         tolerance=tolerance, baseline=baseline, seed=seed, cases=STEP_CASES,

@@ -37,6 +37,7 @@ __all__ = [
     "BATCH",
     "CELLS",
     "CUSTOM",
+    "HEAD_ACTIVATIONS",
     "DTYPE",
     "INPUT_MODES",
     "INPUT_NAME",
@@ -65,6 +66,8 @@ LAST_STATE = "last"
 # A model rnnstream did not build from one of CELLS (a traced torch module, a wrapped foreign
 # ONNX file): its states are declared one by one in its contract instead of derived from a cell.
 CUSTOM = "custom"
+# Element-wise activations a forecaster's head may put between its linear layers: name -> ONNX op
+HEAD_ACTIVATIONS = {"tanh": "Tanh", "relu": "Relu", "sigmoid": "Sigmoid"}
 
 
 @dataclass(frozen=True)

@@ -481,7 +481,7 @@ def _shrink_toward_persistence(model: Forecaster, split: Split,
         se = gain.std(ddof=1) / np.sqrt(gain.size) if gain.size > 1 else 0.0
         if not (se > 0 and gain.mean() / se > SIGNIFICANT_T):
             factor[j] = 0.0
-    head: torch.nn.Linear = model.head
+    head: torch.nn.Linear = model.out_layer
     a = torch.as_tensor(factor, dtype=head.weight.dtype, device=head.weight.device)
     head.weight.mul_(a[:, None])
     head.bias.mul_(a)

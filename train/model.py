@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from rnnstream.runtime import spec
 
-__all__ = ["CELLS", "Forecaster", "ForecasterConfig", "StateTensors"]
+__all__ = ["ACTIVATIONS", "CELLS", "Forecaster", "ForecasterConfig", "StateTensors"]
 
 StateTensors = tuple[Tensor, ...]  # one tensor per name in ForecasterConfig.state_names
 
@@ -33,6 +33,12 @@ CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.
 if set(CELLS) != set(spec.CELLS):  # pragma: no cover - a developer's mistake, caught at import
     raise ImportError(f"train.model.CELLS {sorted(CELLS)} != runtime.spec.CELLS "
                       f"{sorted(spec.CELLS)}")
+# The torch module of each head activation in the spec (same keys, checked at import).
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU,
+                                           "sigmoid": nn.Sigmoid}
+if set(ACTIVATIONS) != set(spec.HEAD_ACTIVATIONS):  # pragma: no cover - as above
+    raise ImportError(f"train.model.ACTIVATIONS {sorted(ACTIVATIONS)} != runtime.spec."
+                      f"HEAD_ACTIVATIONS {sorted(spec.HEAD_ACTIVATIONS)}")
 
 
 @dataclass
@@ -43,7 +49,7 @@ class ForecasterConfig:
     n_features: int = 1  # F, inputs per time step
     n_targets: int = 1  # T, predictions per time step
     hidden: int = 32
-    layers: int = 1  # 1..3
+    layers: int = 1  # 1..8 (the training CLI offers 1..3; users' own modules may have more)
     dropout: float = 0.0  # between recurrent layers (training only)
     target_mode: str = "level"  # "level" | "delta" (predict change from last observed value)
     input_mode: str = "level"  # "level" | "delta" (feed changes since the previous point)
@@ -52,15 +58,26 @@ class ForecasterConfig:
     feature_names: list[str] = field(default_factory=list)
     target_names: list[str] = field(default_factory=list)
     horizon: int = 1  # the prediction at time t is for time t + horizon
+    # Sizes of the head's hidden linear layers, each followed by head_activation; empty (the
+    # default): the head is one linear layer. Models brought by users have such heads
+    # (rnnstream.export.export_module), e.g. Linear(H, 32) - Tanh - Linear(32, T).
+    head_hidden: list[int] = field(default_factory=list)
+    head_activation: str = "tanh"  # one of spec.HEAD_ACTIVATIONS
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
             raise ValueError(f"cell {self.cell!r} is not one of {sorted(CELLS)}")
         for name, lo, hi in (("n_features", 1, 1 << 16), ("n_targets", 1, 1 << 16),
-                             ("hidden", 1, 1 << 16), ("layers", 1, 3), ("horizon", 1, 1 << 20)):
+                             ("hidden", 1, 1 << 16), ("layers", 1, 8), ("horizon", 1, 1 << 20)):
             value = getattr(self, name)
             if not isinstance(value, int) or not lo <= value <= hi:
                 raise ValueError(f"{name}={value!r}: expected an integer in {lo}..{hi}")
+        if (not isinstance(self.head_hidden, list)
+                or not all(isinstance(n, int) and 1 <= n <= 1 << 16 for n in self.head_hidden)):
+            raise ValueError(f"head_hidden={self.head_hidden!r}: expected a list of layer sizes")
+        if self.head_activation not in ACTIVATIONS:
+            raise ValueError(f"head_activation={self.head_activation!r}: expected one of "
+                             f"{sorted(ACTIVATIONS)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout!r}: expected 0 <= dropout < 1")
         if self.target_mode not in spec.TARGET_MODES:
@@ -125,7 +142,7 @@ class Forecaster(nn.Module):
             dropout=c.dropout if c.layers > 1 else 0.0,
             batch_first=True,
         )
-        self.head = nn.Linear(c.hidden, c.n_targets)
+        self.head: nn.Module = _head(c)
         self.register_buffer("x_mean", torch.zeros(c.n_features))
         self.register_buffer("x_std", torch.ones(c.n_features))
         self.register_buffer("y_mean", torch.zeros(c.n_targets))
@@ -137,12 +154,21 @@ class Forecaster(nn.Module):
             self.register_buffer("x_level_mean", torch.zeros(c.n_features))
             self.register_buffer("x_level_std", torch.ones(c.n_features))
 
+    @property
+    def out_layer(self) -> nn.Linear:
+        """The head's last linear layer (the one that gives the targets)."""
+        head = self.head
+        last = head[-1] if isinstance(head, nn.Sequential) else head
+        if not isinstance(last, nn.Linear):  # pragma: no cover - _head builds it so
+            raise TypeError("the head must end with a linear layer")
+        return last
+
     # -- state ----------------------------------------------------------------------------
     def initial_state(self, batch: int, device: torch.device | str | None = None
                       ) -> StateTensors:
         """All-zero state: one [batch, *row] tensor per state name (see the module doc)."""
-        device = device if device is not None else self.head.weight.device
-        dtype = self.head.weight.dtype
+        device = device if device is not None else self.out_layer.weight.device
+        dtype = self.out_layer.weight.dtype
         return tuple(torch.zeros((batch, *self.config.state_row_shape(name)), device=device,
                                  dtype=dtype)
                      for name in self.config.state_names)
@@ -224,3 +250,16 @@ class Forecaster(nn.Module):
         if self.config.target_mode == "delta":
             y = y - x.index_select(-1, self.target_index)
         return (y - self.y_mean) / self.y_std
+
+
+def _head(c: ForecasterConfig) -> nn.Module:
+    """One Linear (state_dict keys ``head.weight``/``head.bias``, as every release wrote), or
+    Linear - activation - ... - Linear for ``head_hidden`` (keys ``head.0.weight``, ...)."""
+    if not c.head_hidden:
+        return nn.Linear(c.hidden, c.n_targets)
+    layers: list[nn.Module] = []
+    width = c.hidden
+    for size in c.head_hidden:
+        layers += [nn.Linear(width, size), ACTIVATIONS[c.head_activation]()]
+        width = size
+    return nn.Sequential(*layers, nn.Linear(width, c.n_targets))
