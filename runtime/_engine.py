@@ -43,7 +43,8 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import onnxruntime as ort
 
-from ._io import ORT_ERRORS, ModelIO, input_shape
+from ._generic import BatchAxis
+from ._io import ORT_ERRORS, ModelIO, free_axes, input_array, output_rows
 from ._points import PointReader
 from ._session import LoadedModel, load_model, load_step_session
 from .contract import ModelContract
@@ -64,24 +65,25 @@ def open_engine(
     providers: Sequence[Any] | None = None,
     state_map: Mapping[str, str] | None = None,
     fixed_inputs: Mapping[str, Any] | None = None,
+    batch_axis: BatchAxis = None,
 ) -> Engine:
     """Load ``model`` and return the engine that streams it (see the module docstring)."""
     loaded = load_model(model, session_options=session_options, providers=providers,
-                        state_map=state_map, fixed_inputs=fixed_inputs)
+                        state_map=state_map, fixed_inputs=fixed_inputs, batch_axis=batch_axis)
     if loaded.contract is None:
         return ForeignEngine(loaded, None)
     return BoundEngine(loaded, load_step_session(loaded, session_options, providers))
 
 
 def input_reader(model: LoadedModel) -> PointReader:
-    """The point validator for a model: named features, or the foreign input's free size."""
+    """The point validator for a model: named features, or the foreign input's size (its fixed
+    axes; any size when a free axis is neither the batch nor time: a chunk of samples)."""
     if model.contract is not None:
         return PointReader(model.contract.n_features, model.contract.features)
-    shape = model.io.input_shape
-    batch = model.io.input_batch_axis
-    free = [i for i, d in enumerate(shape) if d is None and i != batch]
-    fixed = math.prod(d for d in shape if d is not None)
-    return PointReader(None if free else fixed, None, model.io.input_dtype)
+    io = model.io
+    free = [i for i in free_axes(io.input_shape) if i not in (io.batch_axis, io.time_axis)]
+    fixed = math.prod(d for d in io.input_shape if d is not None)
+    return PointReader(None if free and io.time_axis is None else fixed, None, io.input_dtype)
 
 
 class Engine:
@@ -186,23 +188,37 @@ class ForeignEngine(Engine):
     def open_stream(self) -> ForeignStream:
         return ForeignStream(self)
 
-    def feeds(self, row: np.ndarray, live: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One point's feeds: the data input, the live state (by input name), fixed inputs."""
-        x = row.reshape(input_shape(self.io, row.size, 1))
+    def feeds(self, rows: np.ndarray, live: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The feeds of ``rows`` [k, size] (k > 1 along the time axis): the data input, the live
+        state (by input name), fixed inputs."""
+        x = input_array(self.io, rows, self.io.time_axis)
         return {self.io.input: x, **live, **self.io.fixed}
 
-    def run_sequence(self, rows: np.ndarray, tensors: Tensors) -> tuple[np.ndarray, Tensors]:
+    def run_live(self, rows: np.ndarray, live: Mapping[str, np.ndarray]
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``rows`` [k, size] from session state ``live`` -> (predictions [k, values], the
+        state after the last row): one call along the time axis, or one call per row when
+        the model has none. Nothing is kept; ``live`` is not written."""
+        io = self.io
+        if io.time_axis is not None or len(rows) == 1:
+            y, *states = self.run(self.feeds(rows, live))
+            return (output_rows(y, io.output_time_axis, len(rows)),
+                    {s.input: a for s, a in zip(io.states, states, strict=True)})
         if self.reader.n is None:
-            raise UnsupportedError("a sequence needs a fixed point size; this foreign model's "
-                                   f"input {self.io.input!r} has a free axis: call step() per "
-                                   "chunk")
-        live = self.batched(tensors)
+            raise UnsupportedError(
+                f"a sequence needs a fixed point size, and the input {io.input!r} "
+                f"{list(io.input_shape)} of this foreign model has a free axis that is "
+                "neither the batch nor time (a chunk of any size): call step() per chunk")
         ys = []
-        for row in rows:
-            y, *states = self.run(self.feeds(row, live))
-            live = {s.input: a for s, a in zip(self.io.states, states, strict=True)}
+        for i in range(len(rows)):
+            y, *states = self.run(self.feeds(rows[i:i + 1], live))
+            live = {s.input: a for s, a in zip(io.states, states, strict=True)}
             ys.append(y.reshape(-1))
-        return np.stack(ys), self.rows_of(live)
+        return np.stack(ys), dict(live)
+
+    def run_sequence(self, rows: np.ndarray, tensors: Tensors) -> tuple[np.ndarray, Tensors]:
+        ys, live = self.run_live(rows, self.batched(tensors))
+        return ys, self.rows_of(live)
 
     def batched(self, tensors: Tensors) -> dict[str, np.ndarray]:
         """Row tensors (by state name) as session inputs of batch 1 (by input name)."""
@@ -387,7 +403,7 @@ class ForeignStream(Stream):
 
     def step(self, point: Any) -> float | np.ndarray:
         engine = self._engine
-        y, *states = engine.run(engine.feeds(engine.reader.row(point), self._live))
+        y, *states = engine.run(engine.feeds(engine.reader.row(point)[None], self._live))
         self._live = {s.input: a for s, a in zip(engine.io.states, states, strict=True)}
         self._last_y = y
         self.has_last = True
@@ -396,15 +412,14 @@ class ForeignStream(Stream):
     def prime(self, history: Any) -> np.ndarray:
         engine = self._engine
         if engine.reader.n is None:
-            raise UnsupportedError("prime needs a fixed point size; this foreign model's input "
-                                   f"{engine.io.input!r} has a free axis: call step() per chunk")
+            raise UnsupportedError(
+                f"prime needs a fixed point size, and the input {engine.io.input!r} "
+                f"{list(engine.io.input_shape)} of this foreign model has a free axis that is "
+                "neither the batch nor time (a chunk of any size): call step() per chunk")
         rows = engine.reader.rows(history, "history")
-        saved = (dict(self._live), self._last_y, self.has_last)
-        try:
-            return np.stack([np.asarray(self.step(r)) for r in rows])
-        except BaseException:
-            self._live, self._last_y, self.has_last = saved
-            raise
+        ys, live = engine.run_live(rows, self._live)  # nothing written before it succeeds
+        self._live, self._last_y, self.has_last = live, ys[-1].copy(), True
+        return ys[:, 0].copy() if ys.shape[1] == 1 else ys
 
     def forecast(self, n: int) -> np.ndarray:
         raise UnsupportedError("forecast needs an rnnstream contract saying that the "

@@ -79,7 +79,14 @@ class StateBinding:
 
 @dataclass(frozen=True)
 class ModelIO:
-    """How to stream a model: data input, prediction output, state pairs, constant inputs."""
+    """How to stream a model: data input, prediction output, state pairs, constant inputs.
+
+    The axes of the data input and of the prediction: ``batch_axis`` stacks streams (None: the
+    model has none, or it could not be told apart; ``batch_note`` then says why),
+    ``time_axis`` takes several points in one call (None: one point per call). Free axes of the
+    data input that are neither are 1 when there is a time axis; otherwise the last of them
+    takes a point of any size (a chunk of samples).
+    """
 
     input: str
     input_shape: tuple[Dim, ...]
@@ -87,38 +94,63 @@ class ModelIO:
     output: str
     states: tuple[StateBinding, ...]
     fixed: Mapping[str, np.ndarray] = field(default_factory=dict)
+    batch_axis: int | None = 0
+    time_axis: int | None = None
+    output_batch_axis: int | None = 0
+    output_time_axis: int | None = None
+    batch_note: str = ""
 
     @property
     def input_batch_axis(self) -> int | None:
-        return _first_dynamic(self.input_shape)
+        return self.batch_axis
 
 
 def declared_shape(arg: Any) -> tuple[Dim, ...]:
     return tuple(d if isinstance(d, int) and d >= 0 else None for d in (arg.shape or ()))
 
 
-def _first_dynamic(shape: Sequence[Dim]) -> int | None:
-    return next((i for i, d in enumerate(shape) if d is None), None)
+def free_axes(shape: Sequence[Dim]) -> list[int]:
+    """The dynamic axes of a declared shape."""
+    return [i for i, d in enumerate(shape) if d is None]
 
 
-
-
-def input_shape(io: ModelIO, size: int, batch: int) -> tuple[int, ...]:
-    """The data input's shape for ``batch`` points of ``size`` values each."""
-    b = io.input_batch_axis
-    free = [i for i, d in enumerate(io.input_shape) if d is None and i != b]
+def input_shape(io: ModelIO, size: int, batch: int, time: int = 1) -> tuple[int, ...]:
+    """The data input's shape for ``batch`` streams of ``time`` points of ``size`` values."""
+    b, t = io.batch_axis, io.time_axis
+    free = [i for i, d in enumerate(io.input_shape) if d is None and i not in (b, t)]
     fixed = math.prod(d for d in io.input_shape if d is not None)
-    if not free and size != fixed:
+    chunk = free[-1] if free and t is None else None  # the axis a point of any size fills
+    if chunk is None and size != fixed:
         raise InputError(f"got {size} values; the model's input {io.input!r} takes {fixed}")
-    if free and size % fixed:
+    if chunk is not None and size % fixed:
         raise InputError(f"got {size} values; the model's input {io.input!r} takes a multiple "
                          f"of {fixed}")
     dims = []
     for i, d in enumerate(io.input_shape):
         if i == b:
             dims.append(batch)
+        elif i == t:
+            dims.append(time)
         elif d is None:
-            dims.append(size // fixed if i == free[-1] else 1)
+            dims.append(size // fixed if i == chunk else 1)
         else:
             dims.append(d)
     return tuple(dims)
+
+
+def input_array(io: ModelIO, rows: np.ndarray, axis: int | None) -> np.ndarray:
+    """``rows`` [m, size] as the data input, the m points along ``axis`` (the batch or the time
+    axis; with ``axis`` None, m is 1); one point's values fill the other axes in C order."""
+    m, size = rows.shape
+    one = input_shape(io, size, 1)
+    if axis is None or m == 1:
+        return rows.reshape(one)
+    lead = rows.reshape((m, *one[:axis], *one[axis + 1:]))
+    return np.ascontiguousarray(np.moveaxis(lead, 0, axis))
+
+
+def output_rows(y: np.ndarray, axis: int | None, m: int) -> np.ndarray:
+    """An output holding m predictions along ``axis`` as [m, values]."""
+    if axis is None or m == 1:
+        return y.reshape(m, -1)
+    return np.moveaxis(y, axis, 0).reshape(m, -1)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from ._generic import generic_io
+from ._generic import BatchAxis, generic_io
 from ._integrity import WireError, initializers
 from ._integrity import fingerprint as weights_fingerprint
 from ._io import ORT_ERRORS, ModelIO, StateBinding, declared_shape
@@ -60,6 +60,7 @@ def load_model(
     providers: Sequence[Any] | None = None,
     state_map: Mapping[str, str] | None = None,
     fixed_inputs: Mapping[str, Any] | None = None,
+    batch_axis: BatchAxis = None,
 ) -> LoadedModel:
     """Open ``path``; every problem becomes a :class:`ModelLoadError` naming the file."""
     path = os.fspath(path)
@@ -67,10 +68,11 @@ def load_model(
     session = open_session(path, session_options, providers)
     meta = read_metadata(session, path)
     if METADATA_KEY in meta:
-        if state_map or fixed_inputs:
+        if state_map or fixed_inputs or batch_axis is not None:
             raise UnsupportedError(
-                f"{path}: has an rnnstream contract, which fixes its state pairs; state_map and "
-                "fixed_inputs are only for models rnnstream did not export"
+                f"{path}: has an rnnstream contract, which fixes its state pairs and axes; "
+                "state_map, fixed_inputs and batch_axis are only for models rnnstream did not "
+                "export"
             )
         contract = ModelContract.from_json(meta[METADATA_KEY], source=path)
         io = contract_io(contract, session, path)
@@ -79,7 +81,7 @@ def load_model(
             verify_weights(path, contract)
         fingerprint = contract.fingerprint or file_fingerprint(path)
         return LoadedModel(path, session, io, contract, fingerprint, note)
-    io, note = generic_io(session, path, state_map, fixed_inputs)
+    io, note = generic_io(session, path, state_map, fixed_inputs, batch_axis)
     _logger().info("%s", note)
     return LoadedModel(path, session, io, None, file_fingerprint(path), note)
 

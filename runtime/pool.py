@@ -41,7 +41,8 @@ import onnxruntime as ort
 
 from . import spec
 from ._engine import BoundEngine, ForeignEngine, open_engine
-from ._io import declared_shape, input_shape
+from ._generic import BatchAxis
+from ._io import input_array, input_shape, output_rows
 from ._state import (
     State,
     check_fingerprint,
@@ -183,6 +184,7 @@ class StreamPool(_EngineFacts):
         providers: Sequence[Any] | None = None,
         state_map: Mapping[str, str] | None = None,
         fixed_inputs: Mapping[str, Any] | None = None,
+        batch_axis: BatchAxis = None,
         coverage: float | None = None,
         season: int | None = None,
         live_options: Mapping[str, Any] | None = None,
@@ -200,17 +202,19 @@ class StreamPool(_EngineFacts):
                              "number of seconds, or None")
         self._engine = engine = open_engine(
             model, session_options=session_options, providers=providers, state_map=state_map,
-            fixed_inputs=fixed_inputs)
+            fixed_inputs=fixed_inputs, batch_axis=batch_axis)
         io = self._io = engine.io
         self._reader = engine.reader
         n_in = self._reader.n
         if n_in is None:
             raise UnsupportedError(f"{self.path}: input {io.input!r} has a free axis besides "
-                                   "the batch axis; a pool needs fixed-size points")
+                                   "the batch and time axes; a pool needs fixed-size points")
         if io.input_batch_axis is None or any(s.batch_axis is None for s in io.states):
             raise UnsupportedError(
                 f"{self.path}: a pool batches streams along a dynamic batch axis, and this "
-                "model's input or state has none; use one Predictor per stream")
+                f"model has none that onnxruntime confirms ({io.batch_note}); if it has one, "
+                "say which with StreamPool(..., batch_axis=N) (the data input's axis, or "
+                "{input name: axis} for the states too); else use one Predictor per stream")
         self.auto_add = bool(auto_add)
         self.idle_timeout_s = idle_timeout_s
         self._clock = clock
@@ -744,16 +748,13 @@ class _ForeignBatches:
         self._n_in = n_in
         # batch axis of each state (the pool refused models whose states have none)
         self._axes = [s.batch_axis if s.batch_axis is not None else 0 for s in io.states]
-        self._plain = all(s.batch_axis == 0 for s in io.states) and io.input_batch_axis == 0
-        out_arg = next(o for o in engine.session.get_outputs() if o.name == io.output)
-        out_batch = next((i for i, d in enumerate(declared_shape(out_arg)) if d is None), None)
-        self._y_axis = 0 if out_batch is None else out_batch
+        self._plain = all(s.batch_axis == 0 for s in io.states)
 
     def run(self, rows: np.ndarray | slice, arr: np.ndarray, bufs: dict[str, np.ndarray],
             generation: int) -> np.ndarray:
         io = self._io
         n = arr.shape[0]
-        feeds = {io.input: arr.reshape(input_shape(io, self._n_in, n))}
+        feeds = {io.input: input_array(io, arr, io.batch_axis)}
         for s, axis in zip(io.states, self._axes, strict=True):
             feeds[s.input] = (bufs[s.name][rows] if self._plain else np.ascontiguousarray(
                 np.moveaxis(bufs[s.name][rows], 0, axis)))
@@ -761,6 +762,4 @@ class _ForeignBatches:
         y, *new = self._engine.run(feeds)
         for s, axis, a in zip(io.states, self._axes, new, strict=True):
             bufs[s.name][rows] = a if axis == 0 else np.moveaxis(a, axis, 0)
-        if self._y_axis:
-            y = np.moveaxis(y, self._y_axis, 0)
-        return y.reshape(n, -1)
+        return output_rows(y, io.output_batch_axis, n)

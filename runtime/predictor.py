@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ._engine import Engine, open_engine
+from ._generic import BatchAxis
 from ._state import (
     State,
     check_fingerprint,
@@ -82,6 +83,11 @@ class Predictor(_EngineFacts):
     ``model`` is a path to an ``.onnx`` file. rnnstream models carry their contract; for any
     other stateful model pass ``state_map={input: output}`` (or rely on the naming conventions
     listed in :mod:`rnnstream.runtime._generic`) and constant inputs as ``fixed_inputs``.
+    Their axes are probed with onnxruntime at load: the batch axis (or give it: ``batch_axis``,
+    the data input's axis, or ``{input name: axis}``), and a free time axis, along which
+    :meth:`prime` runs a whole history in one call. With a time axis, the state pairs are
+    checked at load: a few seeded points in one call must equal the same points one call at a
+    time (a swapped pair raises ContractError).
     ``session_options`` and ``providers`` replace the latency-minded defaults (one thread).
 
     A Predictor is one stream and is not meant to be shared between threads; use
@@ -106,12 +112,14 @@ class Predictor(_EngineFacts):
         providers: Sequence[Any] | None = None,
         state_map: Mapping[str, str] | None = None,
         fixed_inputs: Mapping[str, Any] | None = None,
+        batch_axis: BatchAxis = None,
         coverage: float | None = None,
         season: int | None = None,
         live_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._engine = open_engine(model, session_options=session_options, providers=providers,
-                                   state_map=state_map, fixed_inputs=fixed_inputs)
+                                   state_map=state_map, fixed_inputs=fixed_inputs,
+                                   batch_axis=batch_axis)
         self._stream = self._engine.open_stream()
         self._live: LiveStream | None = None
         self._ratios: np.ndarray | None = None
