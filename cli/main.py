@@ -1,4 +1,4 @@
-"""``rnnstream`` command line: train | export | inspect | stream | serve | demo.
+"""``rnnstream`` command line: train | export | wrap | inspect | stream | serve | demo.
 
 Each command lives in its own module exposing ``register(subparsers)`` and ``run(args) -> int``.
 Modules are imported lazily so that runtime commands (``stream``, ``inspect``) work on a base
@@ -17,6 +17,7 @@ from collections.abc import Sequence
 COMMANDS = {
     "train": "train_cmd",
     "export": "export_cmd",
+    "wrap": "wrap_cmd",
     "stream": "stream_cmd",
     "serve": "serve_cmd",
     "inspect": "inspect_cmd",
@@ -31,6 +32,7 @@ typical session:
   printf '0.1\\n0.2\\n0.3\\n' | rnnstream stream runs/sine/model.onnx
   rnnstream demo            # all of the above on the built-in sine data
   rnnstream serve runs/sine/model.onnx --state seqs.npz   # KServe v2 over HTTP and gRPC
+  rnnstream wrap lstm.onnx --state h0=hn --state c0=cn --out model.onnx  # ONNX from elsewhere
 
 'rnnstream COMMAND --help' explains each command.
 """

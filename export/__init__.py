@@ -8,6 +8,8 @@ Public API::
     contract = load_contract("model.onnx")      # rnnstream.runtime.contract.ModelContract
     text = read_metadata("model.onnx")          # the embedded contract JSON
 
+    report = wrap_onnx("lstm.onnx", "model.onnx", state_map={"h0": "hn", "c0": "cn"})  # foreign
+
 Errors (nothing is written when any is raised): ExportError > GraphError, ParityError,
 QuantizationError. Needs the 'train' extra (torch, onnx).
 """
@@ -19,6 +21,7 @@ from .exporter import EXPORTERS, ExportReport, check_graph, export_checkpoint, e
 from .graph import DEFAULT_OPSET, build_graph
 from .metadata import fingerprint, load_contract, read_metadata
 from .verify import DEFAULT_ATOL, ParityReport, verify_parity
+from .wrap import WrapParityError, WrapReport, wrap_onnx
 
 __all__ = [
     "DEFAULT_ATOL",
@@ -31,6 +34,8 @@ __all__ = [
     "ParityFailure",
     "ParityReport",
     "QuantizationError",
+    "WrapParityError",
+    "WrapReport",
     "build_graph",
     "check_graph",
     "export_checkpoint",
@@ -39,4 +44,5 @@ __all__ = [
     "load_contract",
     "read_metadata",
     "verify_parity",
+    "wrap_onnx",
 ]
