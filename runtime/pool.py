@@ -206,15 +206,15 @@ class StreamPool(_EngineFacts):
         io = self._io = engine.io
         self._reader = engine.reader
         n_in = self._reader.n
-        if n_in is None:
-            raise UnsupportedError(f"{self.path}: input {io.input!r} has a free axis besides "
-                                   "the batch and time axes; a pool needs fixed-size points")
         if io.input_batch_axis is None or any(s.batch_axis is None for s in io.states):
             raise UnsupportedError(
                 f"{self.path}: a pool batches streams along a dynamic batch axis, and this "
                 f"model has none that onnxruntime confirms ({io.batch_note}); if it has one, "
                 "say which with StreamPool(..., batch_axis=N) (the data input's axis, or "
                 "{input name: axis} for the states too); else use one Predictor per stream")
+        if n_in is None:
+            raise UnsupportedError(f"{self.path}: input {io.input!r} has a free axis besides "
+                                   "the batch and time axes; a pool needs fixed-size points")
         self.auto_add = bool(auto_add)
         self.idle_timeout_s = idle_timeout_s
         self._clock = clock
