@@ -42,6 +42,7 @@ import contextlib
 import copy
 import itertools
 import os
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -631,12 +632,16 @@ def _eval(module) -> Iterator[None]:
 
 
 def _n_features(module, features, sample) -> int:
+    rnn = _recurrent(module)
     if features is not None:
+        if rnn is not None and len(features) != rnn.input_size:
+            raise ExportError(f"features={list(features)!r} names {len(features)} input(s), but "
+                              f"the module's {type(rnn).__name__} takes {rnn.input_size}; give "
+                              "one name per input")
         return len(features)
     if sample is not None:
         arr = np.asarray(sample)
         return 1 if arr.ndim == 1 else int(arr.shape[-1])
-    rnn = _recurrent(module)
     if rnn is not None:
         return int(rnn.input_size)
     raise ExportError("cannot tell how many features the module takes: pass features=[...] "
@@ -707,7 +712,8 @@ def export_module(
 
     ``sample``: raw points of the series ``[time, F]`` (at least 50), for realistic parity
     inputs and the interval quantiles (targets that are features only). ``features``/``targets``:
-    names (default ``f0..``/``t0..``). ``horizon``: y[t] predicts time t + horizon.
+    names (default ``f0..``; targets default to the features when there are as many, else
+    ``t0..``). ``horizon``: y[t] predicts time t + horizon.
     ``batch_first``, ``state_batch_axis``, ``output_layout`` (one of :data:`OUTPUT_LAYOUTS`),
     ``state_example`` (one stream's state, for modules that refuse a None state): given, or
     probed (module docstring). ``scaling``: what you applied outside the module
@@ -738,8 +744,11 @@ def export_module(
         layout, notes = probe_layout(module, f, batch_first=batch_first,
                                      state_batch_axis=state_batch_axis,
                                      output_layout=output_layout, state_example=state_example)
-        names = (_names(features, f, "f", "features"),
-                 _names(targets, layout.n_targets, "t", "targets"))
+        feature_names = _names(features, f, "f", "features")
+        # a module with as many outputs as inputs predicts its own inputs (the lesson's next
+        # point of the series) unless told otherwise: then intervals and forecast work
+        names = (feature_names, list(feature_names) if targets is None and
+                 layout.n_targets == f else _names(targets, layout.n_targets, "t", "targets"))
         arr = None if sample is None else check_sample(sample, f)
         stats = _scaling_arrays(scaling, f, layout.n_targets)
         wrapped = canonical(module, layout, scaling)
@@ -806,8 +815,6 @@ def _export_native(job: _Job, model, step_graph: bool) -> ExportReport:
 
 
 def _traced_graph(job: _Job, names: tuple[str, ...], opset: int) -> onnx.ModelProto:
-    import io
-
     import torch
 
     wrapped = job.wrapped
@@ -828,18 +835,19 @@ def _traced_graph(job: _Job, names: tuple[str, ...], opset: int) -> onnx.ModelPr
     axes: dict[str, dict[int, str]] = {spec.INPUT_NAME: {0: spec.BATCH, 1: spec.TIME},
                                        spec.OUTPUT_NAME: {0: spec.BATCH, 1: spec.TIME}}
     axes.update({n: {0: spec.BATCH} for n in (*ins[1:], *outs[1:])})
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # the TorchScript exporter is deprecated in favour of dynamo, which fixes the time axis
         # to the example's length and writes a side file (graph.py's docstring); scoped here
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(_Flat().eval(), (x, *states), buffer, input_names=ins,
+            traced = os.path.join(tmp, "traced.onnx")
+            torch.onnx.export(_Flat().eval(), (x, *states), traced, input_names=ins,
                               output_names=outs, dynamic_axes=axes, opset_version=opset,
                               dynamo=False, do_constant_folding=True)
+            graph = onnx.load(traced)
         except (RuntimeError, TypeError, ValueError) as exc:
             raise ExportError(f"tracing the module to ONNX failed: {exc}") from exc
-    return pin_ir_version(onnx.load_from_string(buffer.getvalue()))
+    return pin_ir_version(graph)
 
 
 def _export_traced(job: _Job, names: tuple[str, ...]) -> ExportReport:
