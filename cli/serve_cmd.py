@@ -96,6 +96,13 @@ def run_loop(main: Any, loop: str) -> None:
     asyncio.run(main)
 
 
+def _without_contract(models: list[str]) -> str | None:
+    """The first of ``models`` that loads but has no rnnstream contract (a foreign file)."""
+    from rnnstream.runtime._session import contract_missing
+
+    return next((m for m in models if contract_missing(m)), None)
+
+
 def run(args: argparse.Namespace) -> int:
     if any(importlib.util.find_spec(m) is None for m in ("httptools", "grpc", "tritonclient")):
         print(f"rnnstream serve: needs the 'serve' extra:\n  {SERVE_EXTRA_HINT}", file=sys.stderr)
@@ -115,6 +122,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: two models named alike ({names}); name them with --name",
               file=sys.stderr)
         return 2
+    foreign = _without_contract(args.models)
+    if foreign:
+        from rnnstream.runtime._generic import wrap_hint
+
+        print(f"error: {foreign}: no rnnstream contract; rnnstream serve needs one to know "
+              f"the state, features and targets. {wrap_hint(foreign)}", file=sys.stderr)
+        return 1
     json_lines()
     limits = Limits(max_sequences=args.max_sequences,
                     max_idle_seconds=args.max_idle if args.max_idle > 0 else None,

@@ -112,6 +112,16 @@ class LineParser:
             return None
         return self._csv(cells)
 
+    def nameless(self, exc: Exception) -> str:
+        """What a refused point's message should add for a model without feature names."""
+        from rnnstream.runtime import InputError
+
+        if self.features or self.header is None or not isinstance(exc, InputError):
+            return ""
+        names = [c for c in self.header if c != self.key]
+        return (f" (the model has no feature names, so the header's columns {names} are read "
+                "in order; give it as many columns as the model takes)")
+
     def _set_header(self, cells: list[str]) -> None:
         """A header names the columns: the model's features are picked out by name (in any
         order), and other columns (a date, an id) are ignored."""
@@ -143,8 +153,12 @@ class LineParser:
 
     def _pick(self, value: Any) -> Any:
         """An object's features by name, in the model's order; other fields (a timestamp, an
-        id) are ignored, as other CSV columns are. A missing feature is an error."""
-        if not isinstance(value, dict) or not self.features:
+        id) are ignored, as other CSV columns are. A missing feature is an error. A model
+        without feature names (no contract) reads the object's values in order."""
+        if isinstance(value, dict) and not self.features:
+            values = list(value.values())
+            return values[0] if len(values) == 1 else values
+        if not isinstance(value, dict):
             return value
         missing = [f for f in self.features if f not in value]
         if missing:
@@ -175,6 +189,11 @@ class LineParser:
         else:
             names = self.header or []
         values = [_number(c) for c in cells]
+        if self.header is not None and not self.features:  # no names to match: in order
+            if len(values) != len(names):
+                raise LineError(f"{len(values)} values for the {len(names)} header columns "
+                                f"{names}")
+            return key, values[0] if len(values) == 1 else values
         if self.header is not None:
             if len(values) != len(names):
                 raise LineError(f"{len(values)} values for the {len(names)} header columns "
@@ -293,8 +312,12 @@ def run(args: argparse.Namespace) -> int:
         if args.state and os.path.exists(args.state):
             target.load_state(args.state)
     except RnnStreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {with_wrap_hint(str(exc), args.model)}", file=sys.stderr)
         return 1
+    if target.contract is None:
+        print(f"note: {args.model} has no rnnstream contract: streaming it as a foreign model "
+              f"(state pairs {target.state_pairs}, no feature names: each line's values are "
+              f"read in order). {_wrap_hint(args.model)}", file=sys.stderr)
     saver = _Saver(target, args.state, args.save_every)
     report = (lambda: print(summary(target), file=sys.stderr, flush=True)) if live else None
     with _StopSignals(report) as stop:
@@ -421,7 +444,7 @@ def _serve(target: Any, args: argparse.Namespace, out: TextIO, saver: _Saver,
                 saver.maybe()
             stop.line_done()
     except (LineError, RnnStreamError) as exc:
-        print(f"line {lineno}: {exc}", file=sys.stderr)
+        print(f"line {lineno}: {exc}{parser.nameless(exc)}", file=sys.stderr)
         return 1
     except _SaveFailed:
         return 1
@@ -435,6 +458,21 @@ def _serve(target: Any, args: argparse.Namespace, out: TextIO, saver: _Saver,
     if lineno == 0:
         print("warning: the input was empty", file=sys.stderr)
     return 0
+
+
+def _wrap_hint(model: str) -> str:
+    from rnnstream.runtime._generic import wrap_hint
+
+    return wrap_hint(model)
+
+
+def with_wrap_hint(message: str, model: str) -> str:
+    """``message``, and how to give ``model`` a contract when it has none (a foreign file)."""
+    from rnnstream.runtime._session import contract_missing
+
+    if "rnnstream wrap" in message or not contract_missing(model):
+        return message
+    return f"{message.rstrip('.')}. {_wrap_hint(model)}"
 
 
 def _features(target: Any) -> list[str] | None:

@@ -86,6 +86,17 @@ def load_model(
     return LoadedModel(path, session, io, None, file_fingerprint(path), note)
 
 
+def contract_missing(path: str | os.PathLike[str]) -> bool:
+    """True when onnxruntime opens ``path`` and it carries no rnnstream contract (a foreign
+    model: the CLI then says how to give it one); False for a contract or a file that does not
+    load (its own error says why)."""
+    try:
+        session = open_session(os.fspath(path), None, None)
+        return METADATA_KEY not in read_metadata(session, os.fspath(path))
+    except ModelLoadError:
+        return False
+
+
 def read_metadata(session: ort.InferenceSession, path: str) -> dict[str, str]:
     """The model's metadata_props. onnxruntime hands them to Python as str, so bytes that are not
     UTF-8 (a damaged file) raise UnicodeDecodeError there: refuse the file, typed."""
