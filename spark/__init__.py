@@ -210,6 +210,13 @@ def predict_stream(
         raise ValueError(f"on_bad_row={on_bad_row!r}: expected one of {BAD_ROW_POLICIES}")
     timeout_ms = _timeout_ms(idle_timeout_s)
     contract = loaded.contract
+    extra = [s.name for s in contract.states if s.name not in STATE_COLUMNS]
+    if extra:  # a custom model's declared states: the state store's schema is fixed
+        raise UnsupportedError(
+            f"{path}: states {extra} have no column in Spark's state schema {list(STATE_COLUMNS)}"
+            "; export the model with state names among those (export_module(..., "
+            "state_names=('h', 'c')) or `rnnstream wrap --state IN=OUT:h`)"
+        )
     feature_cols = list(features) if features is not None else list(contract.features)
     _check_columns(events.schema, key, order, feature_cols, list(keep), contract)
     if timeout_ms is not None and not isinstance(events.schema[order].dataType,

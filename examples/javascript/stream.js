@@ -52,7 +52,7 @@ const readline = require('node:readline');
 const ort = require('onnxruntime-node');
 
 const FORMAT = 'rnnstream';
-const SCHEMA_VERSION = 2; // the newest contract version this program understands (2: input_mode 'delta', a 'last' state)
+const SCHEMA_VERSION = 3; // the newest contract version this program understands (2: input_mode 'delta', a 'last' state; 3: cell 'custom' with its states declared, step_only)
 
 class UsageError extends Error {}
 

@@ -20,7 +20,7 @@
 import * as ort from 'onnxruntime-web';
 
 export const FORMAT = 'rnnstream';
-export const SCHEMA_VERSION = 2; // the newest contract version this module understands (2: input_mode)
+export const SCHEMA_VERSION = 3; // the newest contract version this module understands (2: input_mode; 3: custom cells)
 export const METADATA_KEY = 'rnnstream'; // ModelProto.metadata_props key holding the contract
 
 /** A model file or sidecar was refused; the previous model and stream are untouched. */
