@@ -155,11 +155,11 @@ class LineParser:
         """An object's features by name, in the model's order; other fields (a timestamp, an
         id) are ignored, as other CSV columns are. A missing feature is an error. A model
         without feature names (no contract) reads the object's values in order."""
-        if isinstance(value, dict) and not self.features:
-            values = list(value.values())
-            return values[0] if len(values) == 1 else values
         if not isinstance(value, dict):
             return value
+        if not self.features:
+            values = list(value.values())
+            return values[0] if len(values) == 1 else values
         missing = [f for f in self.features if f not in value]
         if missing:
             raise LineError(f"no field for the model's feature(s) {missing} in "
