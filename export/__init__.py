@@ -8,6 +8,8 @@ Public API::
     contract = load_contract("model.onnx")      # rnnstream.runtime.contract.ModelContract
     text = read_metadata("model.onnx")          # the embedded contract JSON
 
+    report = export_darts(darts_model, "model.onnx", scaler=scaler)  # a trained darts RNNModel
+
     report = wrap_onnx("lstm.onnx", "model.onnx", state_map={"h0": "hn", "c0": "cn"})  # foreign
 
 Errors (nothing is written when any is raised): ExportError > GraphError, ParityError,
@@ -16,6 +18,7 @@ QuantizationError. Needs the 'train' extra (torch, onnx).
 
 from __future__ import annotations
 
+from .darts import export_darts  # imports darts (and torch) only when called
 from .errors import ExportError, GraphError, ParityError, ParityFailure, QuantizationError
 from .exporter import EXPORTERS, ExportReport, check_graph, export_checkpoint, export_model
 from .graph import DEFAULT_OPSET, build_graph
@@ -39,6 +42,7 @@ __all__ = [
     "build_graph",
     "check_graph",
     "export_checkpoint",
+    "export_darts",
     "export_model",
     "fingerprint",
     "load_contract",
