@@ -296,7 +296,8 @@ def probe_layout(
         first = next(iter(errors.values()))
         per_stream = True
     if per_stream and results:
-        notes.append(f"it fails for batch > 1 ({first}); it is run one stream a call as the "
+        why = str(first).split(";")[0].split(" (")[0]  # the error's first clause is enough
+        notes.append(f"it fails for batch > 1 ({why}): it is run one stream a call as the "
                      "reference, and exported for any batch")
     if not results:
         if len(errors) == 1:
