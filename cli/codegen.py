@@ -44,6 +44,11 @@ def _names(names: list[str]) -> str:
 
 
 def _summary(c: ModelContract) -> str:
+    if c.is_custom:  # declared states; layers/hidden may be unknown (0)
+        states = ", ".join(f"{s.name} {list(s.row_shape)}" for s in c.states)
+        return (f"custom model (states {states}); "
+                f"features [{_names(c.features)}] -> targets [{_names(c.targets)}], "
+                f"horizon {c.horizon}")
     return (f"{c.cell} forecaster, {c.layers} layer(s) x {c.hidden} hidden; "
             f"features [{_names(c.features)}] -> targets [{_names(c.targets)}], "
             f"horizon {c.horizon}")
@@ -57,6 +62,8 @@ def _one_stream(s) -> tuple[int, ...]:
 
 
 def _shape_note(c: ModelContract, s) -> str:
+    if c.is_custom:
+        return "[batch=1, " + ", ".join(str(d) for d in s.row_shape) + "]"
     if s.name == LAST_STATE:
         return f"[batch=1, F+1={c.n_features + 1}]: the last point and a seen flag"
     return f"[batch=1, layers={c.layers}, hidden={c.hidden}]"

@@ -149,6 +149,13 @@ def render_text(found: Inspection) -> str:
 
 def _header(found: Inspection) -> list[str]:
     c = found.contract
+    if c.is_custom:  # states declared one by one; layers/hidden may be unknown (0)
+        found_at = c.parity.get("source")
+        source = found_at.get("file") if isinstance(found_at, dict) else None
+        how = f", wrapped from {source}" if source and c.parity.get("exporter") == "wrap" else ""
+        step = ", one time step per call" if c.step_only else ""
+        return [f"{found.path}: rnnstream custom model, {len(c.states)} declared state(s)"
+                f"{step}{how} (schema {c.schema_version})"]
     kind = ", int8-quantised" if c.quantized else ""
     return [f"{found.path}: rnnstream {c.cell} forecaster, {c.layers} layer(s) x {c.hidden} "
             f"hidden{kind} (schema {c.schema_version})"]
@@ -204,6 +211,8 @@ def _value(v) -> str:
 
 def _criterion(report: dict) -> str:
     """How a parity report was judged: the derived bound's figures, or its atol (old files)."""
+    if isinstance(report.get("rule"), str):  # a fixed rule in words (wrap: a few float32 ulps)
+        return f"bound {report['rule']}, {_value(report.get('bound_used'))} of the bound"
     if report.get("criterion") == "derived" or "baseline_error" in report:
         text = f"{report.get('baseline', 'baseline')} {_value(report.get('max_baseline_error'))}"
         return f"{text}, {_value(report.get('bound_used'))} of the bound"
@@ -229,6 +238,14 @@ def _parity_lines(parity: dict) -> list[str]:
     if quant:
         lines.append(f"  int8 vs float: max |diff| {_value(quant.get('max_abs_diff'))}, "
                      f"{_criterion(quant)}")
+    for key, label in (("streaming", "stepped vs one call"),
+                       ("predictor", "Predictor on the sample vs the foreign graph")):
+        report = parity.get(key)
+        if isinstance(report, dict) and "cases" in report:
+            lines.append(f"  {label}: max |diff| {_value(report.get('max_abs_diff'))}, "
+                         f"{_criterion(report)}")
+        elif isinstance(report, dict):
+            lines.append(f"  {label}: not checked ({report.get('why', 'no reason recorded')})")
     for key, report in (parity.get("step_graph") or {}).items():
         lines.append(f"  step graph {key.replace('_', ' ')}: max |diff| "
                      f"{_value(report.get('max_abs_diff'))} over {len(report.get('cases', {}))} "
