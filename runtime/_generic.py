@@ -15,6 +15,16 @@ input               output              seen in
 ==================  ==================  =====================================
 
 A pair is accepted only if both sides have the same rank and agree on every fixed dimension.
+
+The axes of the data input are then asked of onnxruntime, once, at load (:class:`Probe`, on
+small seeded inputs): the *batch* axis is the free axis whose streams' outputs follow it (run at
+batch 2, each stream gives what it gives alone; or ``batch_axis=`` says so), the *time* axis a
+free axis along which the prediction has one row per point while the states keep their shape
+(torch's time-first layouts have both free). With a time axis the pairs are proven: a few
+seeded points from a seeded non-zero state, run as one call, must equal the same points run one
+call at a time carrying each output into its paired input (:func:`check_round_trip`); a swapped
+pair fails it by far. Without one (time fixed to 1) there is nothing to compare, and the note
+says so.
 """
 
 from __future__ import annotations
@@ -353,7 +363,8 @@ def check_round_trip(probe: Probe, io: ModelIO, path: str) -> str:
         "as one call differ from the same points run one call at a time with each state "
         "output fed back into its paired input (" + "; ".join(bad) + "). A pair is swapped "
         "(e.g. h0->cn, c0->hn) or names the wrong output: fix state_map={input: output}"
-        + _suggestion(probe, io) + f"; or {wrap_hint(path)}")
+        + _suggestion(probe, io) + " (if every pair is right, the model looks ahead in time, "
+        "e.g. a bidirectional layer, and cannot be streamed); or " + wrap_hint(path))
 
 
 def _round_trip(probe: Probe, io: ModelIO) -> tuple[list[str], float]:
