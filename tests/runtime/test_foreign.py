@@ -63,8 +63,8 @@ def net():
 
 
 @pytest.fixture(scope="module")
-def lstm(net, tmp_path_factory):
-    return _export(net, tmp_path_factory.mktemp("foreign") / "lstm.onnx")
+def time_first(net, tmp_path_factory):
+    return _export(net, tmp_path_factory.mktemp("foreign") / "time_first.onnx")
 
 
 def _points(n=12, seed=1):
@@ -81,16 +81,16 @@ def _torch_run(net, xs):
     return y[..., 0].numpy(), hn.numpy(), cn.numpy()
 
 
-def test_axes_are_probed_and_the_pairs_round_trip(lstm):
-    p = Predictor(lstm)
+def test_axes_are_probed_and_the_pairs_round_trip(time_first):
+    p = Predictor(time_first)
     assert p.state_pairs == {"h0": "hn", "c0": "cn"}
     assert "batch axis 1 of 'x', 1 of 'h0', 1 of 'c0'" in p.pairing
     assert "time axis 0 of 'x'; the state pairs round-trip" in p.pairing
 
 
-def test_a_swapped_state_map_is_refused_naming_the_pairs(lstm):
+def test_a_swapped_state_map_is_refused_naming_the_pairs(time_first):
     with pytest.raises(ContractError) as info:
-        Predictor(lstm, state_map={"h0": "cn", "c0": "hn"})
+        Predictor(time_first, state_map={"h0": "cn", "c0": "hn"})
     text = str(info.value)
     assert "the state pairs do not round-trip" in text
     assert "h0->cn: max |diff|" in text
@@ -109,13 +109,13 @@ def test_pairs_found_by_naming_convention_are_checked_too(net, tmp_path):
     assert "round-trip" in p.pairing
 
 
-def test_steps_equal_torch_and_prime_equals_the_steps(net, lstm):
+def test_steps_equal_torch_and_prime_equals_the_steps(net, time_first):
     xs = _points()
     want, hn, cn = _torch_run(net, xs)
-    stepper = Predictor(lstm)
+    stepper = Predictor(time_first)
     stepped = np.array([stepper.step(x) for x in xs])
     np.testing.assert_allclose(stepped, want[:, 0], rtol=1e-5, atol=1e-6)
-    primer = Predictor(lstm)
+    primer = Predictor(time_first)
     primed = primer.prime(xs)
     assert primed.shape == (len(xs),)
     np.testing.assert_allclose(primed, stepped, rtol=1e-6, atol=1e-7)
@@ -126,13 +126,13 @@ def test_steps_equal_torch_and_prime_equals_the_steps(net, lstm):
     np.testing.assert_allclose(primer.get_state()["c0"], cn[:, 0], rtol=1e-5, atol=1e-6)
     # and stepping on from a prime continues the same stream
     np.testing.assert_allclose(primer.step(xs[0]), stepper.step(xs[0]), rtol=1e-6, atol=1e-7)
-    y, state = Predictor(lstm).run_sequence(xs)
+    y, state = Predictor(time_first).run_sequence(xs)
     np.testing.assert_allclose(y[:, 0], primed, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(state["c0"], cn[:, 0], rtol=1e-5, atol=1e-6)
 
 
-def test_a_refused_prime_leaves_the_state_unchanged(lstm):
-    p = Predictor(lstm)
+def test_a_refused_prime_leaves_the_state_unchanged(time_first):
+    p = Predictor(time_first)
     p.prime(_points(4))
     before = {k: v.copy() for k, v in p.get_state().items()}
     with pytest.raises(InputError):
@@ -156,10 +156,10 @@ def test_time_fixed_to_1_skips_the_check_and_primes_step_by_step(net, tmp_path):
     np.testing.assert_allclose(pool.step_many(["a"], xs[:1])[0, 0], stepped[0], rtol=1e-6)
 
 
-def test_the_pool_batches_along_the_probed_axis(net, lstm):
+def test_the_pool_batches_along_the_probed_axis(net, time_first):
     xs = _points(10).reshape(5, 2, FEATURES)  # 5 steps of 2 streams
-    pool = StreamPool(lstm, auto_add=True)
-    a, b = Predictor(lstm), Predictor(lstm)
+    pool = StreamPool(time_first, auto_add=True)
+    a, b = Predictor(time_first), Predictor(time_first)
     for step in xs:
         y = pool.step_many(["a", "b"], step)
         assert y.shape == (2, 1)
@@ -170,19 +170,19 @@ def test_the_pool_batches_along_the_probed_axis(net, lstm):
     np.testing.assert_allclose(pool.get_state("b")["c0"], cn[:, 1], rtol=1e-5, atol=1e-6)
     # a third stream joins later, in another row order
     y = pool.step_many(["c", "b"], xs[0])
-    np.testing.assert_allclose(y[0, 0], Predictor(lstm).step(xs[0, 0]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y[0, 0], Predictor(time_first).step(xs[0, 0]), rtol=1e-5, atol=1e-6)
 
 
-def test_batch_axis_given_or_refused(lstm):
-    pool = StreamPool(lstm, auto_add=True, batch_axis=1)
+def test_batch_axis_given_or_refused(time_first):
+    pool = StreamPool(time_first, auto_add=True, batch_axis=1)
     assert pool.step_many(["a"], _points(1)).shape == (1, 1)
-    StreamPool(lstm, batch_axis={"x": 1, "h0": 1, "c0": -2})
+    StreamPool(time_first, batch_axis={"x": 1, "h0": 1, "c0": -2})
     with pytest.raises(ContractError, match=r"batch_axis=\{'x': 0\}: onnxruntime does not run"):
-        StreamPool(lstm, batch_axis=0)
+        StreamPool(time_first, batch_axis=0)
     with pytest.raises(ContractError, match=r"batch_axis gives axis 2 of 'x'.*fixed to 2"):
-        Predictor(lstm, batch_axis=2)
+        Predictor(time_first, batch_axis=2)
     with pytest.raises(ContractError, match="batch_axis names 'hn'"):
-        Predictor(lstm, batch_axis={"hn": 1})
+        Predictor(time_first, batch_axis={"hn": 1})
 
 
 def test_an_ambiguous_batch_axis_is_refused_by_the_pool_naming_the_argument(tmp_path):
@@ -206,13 +206,18 @@ def test_an_ambiguous_batch_axis_is_refused_by_the_pool_naming_the_argument(tmp_
         StreamPool(path, batch_axis={"x": 0, "h0": 0})
 
 
-def test_the_runtime_checks_the_pairs_without_torch(lstm):
+def test_the_runtime_checks_the_pairs_without_torch(time_first):
     code = (
         "import sys, numpy as np\n"
         "from rnnstream.runtime import Predictor, StreamPool\n"
-        f"p = Predictor({str(lstm)!r})\n"
+        f"p = Predictor({str(time_first)!r})\n"
         "p.prime(np.ones((3, 2), np.float32))\n"
-        f"StreamPool({str(lstm)!r})\n"
+        f"StreamPool({str(time_first)!r})\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_batch_axis_is_for_foreign_models_only(model_file):
+    with pytest.raises(UnsupportedError, match="state_map, fixed_inputs and batch_axis are only"):
+        Predictor(model_file, batch_axis=0)
