@@ -23,6 +23,12 @@ so the exported model takes and returns raw values. Its affine map is measured t
 Scaler itself rather than read from sklearn attributes, and a scaler that is not affine (a
 clipping MinMaxScaler, a PowerTransformer) is refused.
 
+Refused, with what to do instead: anything but an ``RNNModel``, an untrained one, one built on a
+custom ``CustomRNNModule``, and a probabilistic one (a ``likelihood``: darts samples its
+forecasts; rnnstream exports point forecasts, so train with ``likelihood=None``). A model
+trained in float64 (on a float64 series) or on a GPU is exported as a float32 CPU model, as
+every rnnstream model is.
+
 darts is imported only inside these functions: ``import rnnstream.export`` never loads it.
 """
 
@@ -198,10 +204,10 @@ def _adapter_type() -> type[torch.nn.Module]:
 
 
 def _adapter(module: Any) -> torch.nn.Module:
-    """A float32 copy of darts' recurrent layers and head, in eval mode (dropout off); the
+    """A float32 CPU copy of darts' recurrent layers and head, in eval mode (dropout off); the
     user's model is left as it was."""
-    rnn = copy.deepcopy(module.rnn).float().eval()
-    head = copy.deepcopy(module.V).float().eval()
+    rnn = copy.deepcopy(module.rnn).cpu().float().eval()
+    head = copy.deepcopy(module.V).cpu().float().eval()
     return _adapter_type()(rnn, head).eval()
 
 

@@ -58,7 +58,7 @@ def bound(y: np.ndarray) -> float:
     (one rounding), each recurrent step's dot products over 16 + F terms, whose rounding the
     recurrence damps rather than amplifies (sigmoid and tanh have slopes <= 1), the 16-term
     head, the inverse scaling (one rounding). Measured against float64: 0.8 to 1.5 ulps each;
-    apart: 1.3 to 2.1 ulps (RNN, LSTM, GRU; every window and the 300-point stream). 8 ulps is
+    apart: 1.2 to 2.1 ulps (every model here; every window and the 300-point stream). 8 ulps is
     four times that, and still ~1e-6 of the output.
     """
     return 8 * EPS32 * float(np.max(np.abs(y)))
