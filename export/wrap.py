@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import keyword
 import math
 import os
 import tempfile
@@ -145,7 +146,8 @@ class Layout:
 
     def describe(self, names: Sequence[Any]) -> str:
         dims = list(names)
-        for axis, word in ((self.batch, "batch"), (self.time, "time"), (self.flat, "batch*time")):
+        flat = "time*batch" if self.time_major else "batch*time"
+        for axis, word in ((self.batch, "batch"), (self.time, "time"), (self.flat, flat)):
             if axis is not None:
                 dims[axis] = word
         for axis, size in zip(self.others, self.sizes, strict=True):
@@ -460,10 +462,11 @@ def _state_names(inputs: Sequence[str], given: Mapping[str, str], src: str) -> d
                           f"({list(inputs)})")
     default = DEFAULT_NAMES.get(len(inputs)) or tuple(f"s{i}" for i in range(len(inputs)))
     names = {i: given.get(i, d) for i, d in zip(inputs, default, strict=True)}
-    bad = [n for n in names.values() if not spec.is_state_name(n) or n == spec.LAST_STATE]
+    bad = [n for n in names.values() if not spec.is_state_name(n) or n == spec.LAST_STATE
+           or keyword.iskeyword(n)]  # inspect --code uses the names as variables
     if bad or len(set(names.values())) != len(names):
         raise ExportError(f"state names {list(names.values())}: each must be a distinct "
-                          "identifier (letters, digits, _), not x, y or last")
+                          "identifier (letters, digits, _), not x, y, last or a Python keyword")
     return names
 
 
@@ -777,9 +780,12 @@ def rewrite(foreign: onnx.ModelProto, plan: Plan,
             norm: Mapping[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """The foreign graph with the rnnstream interface around it (module docstring)."""
     norm = norm or {}
+    opset = _opset(foreign)
+    if opset < 10:  # Slice with inputs (10); every other added op is older
+        raise ExportError(f"the foreign graph uses opset {opset}; wrap needs 10 or newer "
+                          "(onnx.version_converter.convert_version(model, 17) converts it)")
     model = onnx.compose.add_prefix(foreign, PREFIX)
     g = model.graph
-    opset = _opset(model)
     pre: list[onnx.NodeProto] = []  # before the foreign nodes (topological order), and after
     post: list[onnx.NodeProto] = []
     inits: list[TensorProto] = []
@@ -790,13 +796,12 @@ def rewrite(foreign: onnx.ModelProto, plan: Plan,
         _edge(pre, spec.state_input_name(s.name), PREFIX + s.input, s.layout.to_foreign)
         _edge(post, PREFIX + s.output, spec.state_output_name(s.name), s.layout.order)
     _read_y(plan, norm, post, inits)
-    foreign_inputs = {PREFIX + n for n in (plan.data, *(s.input for s in plan.states))}
-    keep = [v for v in g.input if v.name not in foreign_inputs]  # initializer-backed inputs
+    # inputs the foreign file backs with an initializer (a default) become plain constants
     ins, outs = spec.graph_io(spec.CUSTOM, layers=0, hidden=0, n_features=plan.n_features,
                               n_targets=plan.n_targets, time=time,
                               declared=tuple((s.name, s.row) for s in plan.states))
     del g.input[:]
-    g.input.extend([_value_info(t) for t in ins] + keep)
+    g.input.extend(_value_info(t) for t in ins)
     del g.output[:]
     g.output.extend(_value_info(t) for t in outs)
     foreign_nodes = list(g.node)
@@ -805,9 +810,6 @@ def rewrite(foreign: onnx.ModelProto, plan: Plan,
     g.initializer.extend(inits)
     _prune(g)
     g.name = f"rnnstream wrap of {foreign.graph.name or 'a foreign graph'}"
-    if opset < 13:
-        raise ExportError(f"the foreign graph uses opset {opset}; wrap needs 13 or newer "
-                          "(onnx.version_converter.convert_version(model, 17) converts it)")
     return pin_ir_version(model)
 
 
@@ -908,9 +910,6 @@ def _prune(g: onnx.GraphProto) -> None:
     inits = [t for t in g.initializer if t.name in need]
     del g.initializer[:]
     g.initializer.extend(inits)
-    inputs = [v for v in g.input if v.name in need or not v.name.startswith(PREFIX)]
-    del g.input[:]
-    g.input.extend(inputs)
 
 
 def _subgraph_names(node: onnx.NodeProto) -> set[str]:
