@@ -218,6 +218,6 @@ def test_the_runtime_checks_the_pairs_without_torch(time_first):
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_batch_axis_is_for_foreign_models_only(model_file):
+def test_batch_axis_is_for_foreign_models_only(lstm):
     with pytest.raises(UnsupportedError, match="state_map, fixed_inputs and batch_axis are only"):
-        Predictor(model_file, batch_axis=0)
+        Predictor(lstm[0], batch_axis=0)
