@@ -262,7 +262,8 @@ def find_batch(probe: Probe, io: ModelIO, given: Mapping[str, int], path: str) -
             return replace(io, batch_note=f"state {s.input!r} {_dims(s.shape)} has no free axis")
         per_state.append(axes)
     xs = [given[io.input]] if io.input in given else x_free
-    combos = [(a, c) for a in xs for c in itertools.product(*per_state)][:MAX_COMBOS]
+    combos = list(itertools.islice(((a, c) for a in xs for c in itertools.product(*per_state)),
+                                   MAX_COMBOS))
     found = []
     for a, c in combos:
         y_axis = _batch_follows(probe, io, a, c)
