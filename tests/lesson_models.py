@@ -7,6 +7,8 @@ output is contiguous for batch 1 alone), which rnnstream must cope with.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
@@ -123,3 +125,31 @@ def train_lesson(model: nn.Module, series: np.ndarray, steps: int = 60, seq: int
         loss.backward()
         opt.step()
     return model.eval()
+
+
+# -- the user's models every consumer streams (tests/*/test_byom*.py) -------------------------
+# name -> (the module, trained where the lesson trains it; export_module's keywords)
+BYOM: dict[str, tuple] = {
+    # the lesson's RNN verbatim, trained as the lesson trains it, its feature named by the user
+    "lesson_rnn": (lambda: train_lesson(LessonRNN(1, 1, 32, 1), sine()), {"features": ["value"]}),
+    # the LSTM variant (tuple state h, c), feature names left to the default (f0)
+    "lesson_lstm": (lambda: train_lesson(LessonLSTM(1, 1, 32, 2), sine()), {}),
+    # not recognised: traced, cell "custom", its one declared state named h
+    "traced_skip": (lambda: SkipConnection(), {}),
+}
+_BYOM_FILES: dict[str, Path] = {}
+
+
+def byom_model(name: str, tmp_path_factory) -> Path:
+    """Path of BYOM[name]'s model.onnx (sidecar beside it; step graph where recognised), exported
+    with ``sample=sine()`` (so its contract carries metrics["calibration"]) once per test
+    session, whichever test folder asks first."""
+    if name not in _BYOM_FILES:
+        make, kw = BYOM[name]
+        from rnnstream.export import export_module
+
+        torch.manual_seed(sorted(BYOM).index(name))
+        path = tmp_path_factory.mktemp(f"byom-{name}") / "model.onnx"
+        export_module(make(), path, sample=sine(), **kw)
+        _BYOM_FILES[name] = path
+    return _BYOM_FILES[name]
