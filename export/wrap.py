@@ -43,6 +43,7 @@ A graph fixed to one time step cannot be checked by (b): the report says so.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import keyword
 import math
@@ -221,6 +222,9 @@ class WrapReport:
                          f"{s.layout.describe(['?'] * s.layout.rank)} as {s.name}_in/"
                          f"{s.name}_out [batch, {', '.join(map(str, s.row))}] "
                          f"({p.how.get('pairs', '')})")
+        if "relaxed" in p.how:
+            lines.append(f"  declared with a batch of 1, made free: {p.how['relaxed']} (the "
+                         "graph runs at other batch sizes there; proven below)")
         lines.append(f"  (a) {self.exact.summary()}")
         lines.append("  (b) " + (self.streaming.summary() if self.streaming is not None else
                                  "not checked: the graph's time axis is fixed to 1, so a "
@@ -275,8 +279,7 @@ def wrap_onnx(
     _check_paths(src, out_path)
     foreign = _load(src)
     fixed = _fixed_values(foreign, fixed_inputs or {}, src)
-    sess = _session(foreign, src)
-    plan = plan_wrap(sess, src, state_map=state_map, fixed=fixed, features=features,
+    plan, foreign = plan_wrap(foreign, src, state_map=state_map, fixed=fixed, features=features,
                      batch_axis=batch_axis, time_axis=time_axis, state_names=state_names,
                      output=output, seed=seed)
     names = _names(features, plan.n_features, "f", "features")
@@ -372,7 +375,7 @@ def _free_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 
 # -- planning --------------------------------------------------------------------------------
 def plan_wrap(
-    sess: ort.InferenceSession,
+    foreign: onnx.ModelProto,
     src: str,
     *,
     state_map: Mapping[str, str] | None = None,
@@ -383,9 +386,15 @@ def plan_wrap(
     state_names: Mapping[str, str] | None = None,
     output: str | None = None,
     seed: int = 0,
-) -> Plan:
-    """Pairs, data input, prediction output and every axis; ExportError naming what to pass."""
+) -> tuple[Plan, onnx.ModelProto]:
+    """Pairs, data input, prediction output and every axis; ExportError naming what to pass.
+
+    Also returns the model the plan is for: ``foreign`` itself, or a copy whose state inputs
+    declared with a fixed batch of 1 (torch exports without ``dynamic_axes`` for ``h0``) have
+    that axis made free, when the graph runs with other batch sizes there (probing decides).
+    """
     fixed = dict(fixed or {})
+    sess = _session(foreign, src)
     inputs = {i.name: i for i in sess.get_inputs()}
     outputs = {o.name: o for o in sess.get_outputs()}
     pairs, how = _pairs(inputs, outputs, state_map, fixed, src)
@@ -401,14 +410,40 @@ def plan_wrap(
     _check_float(src, [inputs[data[0]], outputs[pred],
                        *(inputs[i] for i in pairs), *(outputs[o] for o in pairs.values())])
     named = _state_names(list(pairs), state_names or {}, src)
-    states = [StatePlan(named[i], i, o, _state_layout(inputs[i], outputs[o], src))
-              for i, o in pairs.items()]
+    options = {i: _state_layouts(inputs[i], outputs[o], src) for i, o in pairs.items()}
+    relaxed = {i: [lay.batch for lay in lays] for i, lays in options.items()
+               if not any(isinstance(d, str) or d is None for d in _dims(inputs[i]))}
+    if relaxed:
+        foreign = _relax(foreign, {i: (pairs[i], axes) for i, axes in relaxed.items()})
+        sess = _session(foreign, src)
+    states = [[StatePlan(named[i], i, o, lay) for lay in options[i]] for i, o in pairs.items()]
     n_features = None if features is None else len(features)
     plan = _find_axes(sess, src, data[0], pred, states, fixed, n_features, batch_axis,
                       time_axis, seed)
     plan.dropped = [n for n in preds if n != pred]
     plan.how["pairs"] = how
-    return plan
+    if relaxed:
+        plan.how["relaxed"] = ", ".join(
+            f"{s.input} axis {s.layout.batch}" for s in plan.states if s.input in relaxed)
+    return plan, foreign
+
+
+def _relax(model: onnx.ModelProto,
+           axes: Mapping[str, tuple[str, Sequence[int | None]]]) -> onnx.ModelProto:
+    """A copy with the given axes of state inputs (and their outputs) declared free."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    values = {v.name: v for v in [*out.graph.input, *out.graph.output]}
+    for name, (output, which) in axes.items():
+        for k, value in enumerate((values[name], values.get(output))):
+            if value is None:
+                continue
+            dims = value.type.tensor_type.shape.dim
+            for axis in which:
+                if axis is not None and axis < len(dims):
+                    dims[axis].Clear()
+                    dims[axis].dim_param = f"wrap_batch_{name}_{axis}_{k}"
+    return out
 
 
 def _pairs(inputs: Mapping[str, Any], outputs: Mapping[str, Any],
@@ -476,17 +511,27 @@ def _dims(arg: Any) -> list[int | str | None]:
             for d in (arg.shape or [])]
 
 
-def _state_layout(arg_in: Any, arg_out: Any, src: str) -> Layout:
+def _state_layouts(arg_in: Any, arg_out: Any, src: str) -> list[Layout]:
+    """The state's possible layouts: its one free axis as the batch, or, when every axis is
+    fixed, each axis of size 1 (a batch fixed to 1 at export; probing decides which)."""
     dims = _dims(arg_in)
     free = [i for i, d in enumerate(dims) if not isinstance(d, int)]
-    if len(free) != 1:
-        what = ("has no free axis: its batch size is fixed" if not free else
+    ones = [i for i, d in enumerate(dims) if d == 1]
+    if len(free) > 1 or not (free or ones):
+        what = ("has no free axis and no axis of size 1: no batch axis" if not free else
                 f"has free axes {free}: besides the batch, rnnstream carries fixed sizes only")
         raise ExportError(
             f"{src}: state input {arg_in.name!r} {dims} {what}. Re-export the model with a "
             f"dynamic batch axis on the state only (torch: dynamic_axes={{'{arg_in.name}': "
             "{1: 'batch'}, ...})")
-    sizes = tuple(int(d) for i, d in enumerate(dims) if i != free[0])  # type: ignore[arg-type]
+    _check_pair(arg_in, arg_out, dims, src)
+    return [Layout(len(dims), b, None,
+                   tuple(int(d) for i, d in enumerate(dims) if i != b))  # type: ignore[arg-type]
+            for b in (free or ones)]
+
+
+def _check_pair(arg_in: Any, arg_out: Any, dims: list[int | str | None], src: str) -> None:
+    sizes = [d for d in dims if isinstance(d, int)]
     out = _dims(arg_out)
     if len(out) != len(dims) or any(isinstance(a, int) and isinstance(b, int) and a != b
                                     for a, b in zip(dims, out, strict=True)):
@@ -495,7 +540,6 @@ def _state_layout(arg_in: Any, arg_out: Any, src: str) -> Layout:
     if len(dims) > MAX_STATE_RANK or any(not 1 <= s <= MAX_HIDDEN for s in sizes):
         raise ExportError(f"{src}: state {arg_in.name!r} {dims} is beyond what a contract "
                           f"declares (rank <= {MAX_STATE_RANK}, sizes 1..{MAX_HIDDEN})")
-    return Layout(len(dims), free[0], None, sizes)
 
 
 # -- axes, by probing ------------------------------------------------------------------------
@@ -561,32 +605,42 @@ def _preference(lay: Layout, dims: Sequence[int | str | None]) -> tuple[int, int
 
 
 def _find_axes(sess: ort.InferenceSession, src: str, data: str, pred: str,
-               states: list[StatePlan], fixed: Mapping[str, np.ndarray],
+               options: list[list[StatePlan]], fixed: Mapping[str, np.ndarray],
                n_features: int | None, batch_axis: int | None, time_axis: int | str | None,
                seed: int) -> Plan:
+    """Probe every reading of the data input (and of states whose batch was fixed to 1)."""
     arg = {i.name: i for i in sess.get_inputs()}[data]
     dims = _dims(arg)
     candidates = _x_candidates(dims, n_features, batch_axis, time_axis, src, data)
+    combos = list(itertools.islice(itertools.product(*options), MAX_CANDIDATES))
     rng = np.random.default_rng([seed, 7])
     tried: list[str] = []
-    fits: list[tuple[Layout, Layout]] = []
-    for lay in candidates:
+    fits: list[tuple[Layout, list[StatePlan], Layout]] = []
+    for lay, combo in itertools.product(candidates, combos):
+        states = list(combo)
         y_lay, why = _probe_shapes(sess, data, pred, lay, states, fixed, rng)
         if y_lay is None:
-            tried.append(f"batch axis {lay.batch}, time axis {lay.time}: {why}")
+            tried.append(f"batch axis {lay.batch}, time axis {lay.time}"
+                         + "".join(f", {s.input} batch axis {s.layout.batch}"
+                                   for s, o in zip(states, options, strict=True) if len(o) > 1)
+                         + f": {why}")
         else:
-            fits.append((lay, y_lay))
+            fits.append((lay, states, y_lay))
     if not fits:
         raise ExportError(f"{src}: no reading of the data input {data!r} {dims} runs and "
                           "gives outputs that follow the batch and time: "
-                          + "; ".join(tried) + ". Give --batch-axis / --time-axis")
+                          + "; ".join(tried[:6]) + ". Give --batch-axis / --time-axis")
     best = [f for f in fits if _preference(f[0], dims) == _preference(fits[0][0], dims)]
     given = batch_axis is not None and time_axis is not None
-    if len(best) > 1 and not given:
-        readings = ", ".join(f"batch {x.batch} time {x.time}" for x, _ in best)
+    if len({(x.batch, x.time) for x, _, _ in best}) > 1 and not given:
+        readings = ", ".join(f"batch {x.batch} time {x.time}" for x, _, _ in best)
         raise ExportError(f"{src}: the data input {data!r} {dims} runs as several layouts "
                           f"({readings}); say which with --batch-axis N --time-axis N")
-    x_lay, y_lay = best[0]
+    if len(best) > 1:
+        raise ExportError(f"{src}: the states' batch axes are ambiguous (their batch was fixed "
+                          "to 1 at export and several axes of size 1 run); re-export with a "
+                          "dynamic batch axis on each state (torch: dynamic_axes)")
+    x_lay, states, y_lay = best[0]
     y_lay = _probe_batch(sess, data, pred, x_lay, y_lay, states, fixed, rng, src)
     how_x = ("given" if given else "found by running the graph at batch 2 and 3, time 3 and 5"
              + (f"; {len(fits) - 1} other reading(s) ran too, chosen by preference"

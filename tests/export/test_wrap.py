@@ -143,6 +143,24 @@ def test_torch_lstm_streams_like_the_module(lstm, tmp_path):
     assert np.isfinite(ref).all()
 
 
+def test_states_exported_with_a_fixed_batch_of_1(tmp_path):
+    torch.manual_seed(4)
+    module = TorchLSTM(hidden=4, layers=1).eval()  # h0 [1, 1, 4]: which 1 is the batch?
+    src = _export(module, (torch.randn(1, 4, 3), torch.zeros(1, 1, 4), torch.zeros(1, 1, 4)),
+                  tmp_path / "fixed.onnx", ["input", "h0", "c0"], ["output", "hn", "cn"],
+                  {"input": {0: "batch", 1: "time"}, "output": {0: "batch", 1: "time"}})
+    report = wrap_onnx(src, tmp_path / "m.onnx")
+    assert report.plan.how["relaxed"] == "h0 axis 1, c0 axis 1"
+    assert "made free: h0 axis 1, c0 axis 1" in report.summary()
+    assert report.streaming is not None
+    assert not report.streaming.failures()
+    xs = np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32)
+    got, _ = Predictor(tmp_path / "m.onnx").run_sequence(xs)
+    with torch.no_grad():
+        want = module(torch.from_numpy(xs)[None], torch.zeros(1, 1, 4), torch.zeros(1, 1, 4))[0]
+    np.testing.assert_allclose(got.reshape(-1), want.numpy().reshape(-1), rtol=1e-5, atol=1e-6)
+
+
 def test_swapped_h_and_c_are_refused_and_nothing_is_written(lstm, tmp_path):
     out = tmp_path / "model.onnx"
     with pytest.raises(WrapParityError, match=r"h0->cn as h, c0->hn as c.*check --state") as e:
