@@ -7,7 +7,8 @@ engines stand behind one interface:
 * :class:`BoundEngine`: models rnnstream exported (a contract): float32 ``x [batch, time, F]``,
   states ``[batch, layers, hidden]``, an optional single-step graph, IOBinding fast paths.
 * :class:`ForeignEngine`: any other stateful model, its state pairs found by :mod:`._generic`;
-  plain ``session.run`` with the model's own axes and fixed inputs.
+  plain ``session.run`` with the model's own axes (batch and time probed with onnxruntime at
+  load) and fixed inputs; ``prime`` runs a history in one call along a free time axis.
 
 Per-stream state lives in the stream objects an engine opens (:meth:`Engine.open_stream`, one
 per :class:`~rnnstream.runtime.Predictor`); :class:`~rnnstream.runtime.StreamPool` keeps its own
