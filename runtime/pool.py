@@ -168,8 +168,9 @@ class StreamPool(_EngineFacts):
     :meth:`realised_coverage`; snapshots carry them.
 
     Foreign models (no contract; ``state_map`` and ``fixed_inputs`` as on Predictor) are
-    batched along the axes onnxruntime confirms at load; where several could be the batch, or
-    to skip the probe, ``batch_axis`` says which (the data input's axis, or ``{input: axis}``).
+    batched along the axes onnxruntime confirms at load; where several could be the batch,
+    ``batch_axis`` says which (the data input's axis, or ``{input: axis}``; still run once to
+    confirm it).
 
     Deprecated names, kept for one release (each warns): ``max_idle_seconds=`` (now
     ``idle_timeout_s``, the name :mod:`rnnstream.spark` uses too), :meth:`save` and
