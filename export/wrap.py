@@ -94,6 +94,7 @@ STREAM_CASE = ParityCase(3, 50)  # (b): stepped vs one call
 PROBES = ((2, 3), (3, 5))  # (batch, time) of the shape probes: every size and product distinct
 MAX_CANDIDATES = 24  # (batch, time) layouts of the data input tried before asking for the axes
 MAX_SAMPLE = 5000  # points of a sample stepped by proof (c)
+RECHECK = 100  # ...and by the final bytes, which must give the very same predictions
 BATCH_HINTS = ("batch", "n", "b", "bs", "num_seqs")
 TIME_HINTS = ("time", "seq", "len", "step", "t", "frames")
 DEFAULT_NAMES = {1: ("h",), 2: ("h", "c")}
@@ -291,8 +292,8 @@ def wrap_onnx(
     contract = _contract(graph, plan, names, tnames, horizon, norm, reports, src, foreign)
     predictor = None
     if arr is not None:
-        predictor, calibration, more = _prove_predictor(graph, contract, plan, foreign, norm,
-                                                        arr, seed)
+        predictor, calibration, more, ys = _prove_predictor(graph, contract, plan, foreign,
+                                                            norm, arr, seed)
         failures += more
         if calibration:
             contract.metrics["calibration"] = json_safe(calibration, "calibration")
@@ -300,6 +301,11 @@ def wrap_onnx(
     if failures:
         raise WrapParityError(failures, _advice(plan))
     files = _final_files(graph, contract, out_path)
+    if arr is not None:  # the final bytes carry (c)'s figures: they must stream identically
+        again, _ = predictor_run(files, arr[:RECHECK])
+        if not np.array_equal(again, ys[:RECHECK]):
+            raise ExportError("the final file streams differently from the one proven; "
+                              "nothing was written (a bug: please report it)")
     write_atomically(files)
     return WrapReport(out_path, Path(sidecar_path(str(out_path))), contract, plan,
                       reports["exact"], reports.get("streaming"), predictor, src,
@@ -1055,20 +1061,29 @@ def _prove_streaming(wrapped: Runner, plan: Plan, norm: Mapping[str, np.ndarray]
     return report
 
 
+def predictor_run(files: Mapping[Path, bytes],
+                  rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Write ``files`` (model first) to a temp folder, step ``rows`` through rnnstream's
+    Predictor on them: the predictions [N, T] and the final state."""
+    from rnnstream.runtime import Predictor
+
+    with tempfile.TemporaryDirectory(prefix="rnnstream-wrap-") as folder:
+        placed = {Path(folder) / p.name: data for p, data in files.items()}
+        write_atomically(placed)
+        predictor = Predictor(next(iter(placed)))
+        ys = np.stack([np.atleast_1d(np.asarray(predictor.step(r), np.float32)) for r in rows])
+        return ys, dict(predictor.get_state())
+
+
 def _prove_predictor(graph: onnx.ModelProto, contract: ModelContract, plan: Plan,
                      foreign: onnx.ModelProto, norm: Mapping[str, np.ndarray],
                      sample: np.ndarray, seed: int
-                     ) -> tuple[ParityReport, dict[str, Any] | None, list[ParityFailure]]:
-    """(c): the runtime's Predictor on the bytes to be written vs the foreign graph stepped."""
-    from rnnstream.runtime import Predictor
-
+                     ) -> tuple[ParityReport, dict[str, Any] | None, list[ParityFailure],
+                                np.ndarray]:
+    """(c): the runtime's Predictor on the bytes to be written vs the foreign graph stepped
+    (those bytes without (c)'s own figures: :func:`wrap_onnx` checks the final ones equal)."""
     rows = sample[:MAX_SAMPLE]
-    with tempfile.TemporaryDirectory(prefix="rnnstream-wrap-") as folder:
-        path = Path(folder) / "model.onnx"
-        write_atomically(_final_files(graph, contract, path))
-        predictor = Predictor(path)
-        ys = np.stack([np.atleast_1d(np.asarray(predictor.step(r), np.float32)) for r in rows])
-        final = predictor.get_state()
+    ys, final = predictor_run(_final_files(graph, contract, Path("model.onnx")), rows)
     got = {spec.OUTPUT_NAME: ys[None]}
     got.update({spec.state_output_name(n): final[n][None] for n in plan.state_names})
     reference = foreign_runner(_session(foreign, "the foreign graph"), plan, norm)
@@ -1091,7 +1106,7 @@ def _prove_predictor(graph: onnx.ModelProto, contract: ModelContract, plan: Plan
     calibration = sample_calibration(lambda _: ys, rows, contract.features, contract.targets,
                                      contract.horizon)
     failures = [replace(f, case=f"predictor {f.case}") for f in report.failures()]
-    return report, calibration, failures
+    return report, calibration, failures, ys
 
 
 # -- contract and files ----------------------------------------------------------------------
