@@ -54,6 +54,7 @@ import numpy as np
 import onnx
 
 from rnnstream.runtime import spec
+from rnnstream.runtime._io import ORT_ERRORS
 from rnnstream.runtime.contract import ModelContract, sidecar_path
 
 from .calibrate import sample_calibration
@@ -214,6 +215,11 @@ def _call(module, x, state):
             "takes the input and the state and returns (y, next_state), as the lesson's "
             "RNN.forward(x, hidden) does"
         ) from exc
+    return _split(out)
+
+
+def _split(out) -> tuple[Any, tuple, bool]:
+    """What forward returned -> (y, state tuple, is_tuple), or ExportError."""
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         got = type(out).__name__ + (f" of {len(out)}" if isinstance(out, (tuple, list)) else "")
         raise ExportError(f"module(x, state) returned a {got}; expected a pair (y, next_state)")
@@ -356,7 +362,10 @@ def _probe_one(m, f: int, bf: bool, given_axes, state_example, gen, probes):
                 axes = _given_axes(given_axes, ex)
                 state = _initial_states(axes, b, state_example)
             try:
-                y, states, is_tuple = _call(m, x, state)
+                if state is not None:
+                    y, states, is_tuple = _call(m, x, state)
+                else:  # may refuse None as a state: then torch's zeros, below
+                    y, states, is_tuple = _split(m(x, None))
             except (RuntimeError, TypeError, AttributeError) as exc:
                 if state is not None:
                     raise
@@ -815,7 +824,8 @@ def _export_native(job: _Job, model, step_graph: bool) -> ExportReport:
                         sample=job.sample, step_graph=step_graph, reference=job.wrapped)
 
 
-def _traced_graph(job: _Job, names: tuple[str, ...], opset: int) -> onnx.ModelProto:
+def _traced_graph(job: _Job, names: tuple[str, ...], opset: int, time_steps: int
+                  ) -> onnx.ModelProto:
     import torch
 
     wrapped = job.wrapped
@@ -829,12 +839,13 @@ def _traced_graph(job: _Job, names: tuple[str, ...], opset: int) -> onnx.ModelPr
             y, after = self.inner(x, tuple(states))
             return (y, *after)
 
-    x = torch.zeros((2, 3, job.layout.n_features))
+    x = torch.zeros((2, time_steps, job.layout.n_features))
     states = tuple(torch.zeros((2, *row)) for row in job.layout.state_rows)
     ins = [spec.INPUT_NAME, *(spec.state_input_name(s) for s in names)]
     outs = [spec.OUTPUT_NAME, *(spec.state_output_name(s) for s in names)]
-    axes: dict[str, dict[int, str]] = {spec.INPUT_NAME: {0: spec.BATCH, 1: spec.TIME},
-                                       spec.OUTPUT_NAME: {0: spec.BATCH, 1: spec.TIME}}
+    time = {1: spec.TIME} if time_steps > 1 else {}
+    axes: dict[str, dict[int, str]] = {spec.INPUT_NAME: {0: spec.BATCH, **time},
+                                       spec.OUTPUT_NAME: {0: spec.BATCH, **time}}
     axes.update({n: {0: spec.BATCH} for n in (*ins[1:], *outs[1:])})
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # the TorchScript exporter is deprecated in favour of dynamo, which fixes the time axis
@@ -852,7 +863,6 @@ def _traced_graph(job: _Job, names: tuple[str, ...], opset: int) -> onnx.ModelPr
 
 
 def _export_traced(job: _Job, names: tuple[str, ...]) -> ExportReport:
-    from .verify import float64_model
 
     if job.layout.per_stream:
         raise ExportError(
@@ -863,28 +873,24 @@ def _export_traced(job: _Job, names: tuple[str, ...]) -> ExportReport:
         )
 
     rnn = _recurrent(job.wrapped.inner)
-    graph = _traced_graph(job, names, DEFAULT_OPSET)
-    check_valid(graph, "traced graph")
-    _check_traced_io(graph, names)
-    f = job.layout.n_features
-    if job.scaling_given:
-        mean, std = job.stats["feature_mean"], job.stats["feature_std"]
-    elif job.sample is not None:
-        mean, std = job.sample.mean(axis=0).astype(np.float64), job.sample.std(axis=0) + 1e-12
-    else:
-        mean, std = np.zeros(f), np.ones(f)
-    scale = float(np.max(np.abs(mean) + 4 * std))
-    scale = max(scale, float(np.max(np.abs(job.stats["target_mean"])
-                                    + 4 * job.stats["target_std"])))
-    inputs = InputSpec(names, job.layout.state_rows, mean, std, scale, job.sample)
-    report = measure_parity(
-        inputs, torch_runner(float64_model(job.wrapped), names),
-        ort_runner(session(graph), names), baseline=torch_runner(job.wrapped, names),
-        seed=job.seed, names=("torch float64", "onnxruntime", "torch float32"))
-    report.inputs = "random" if job.sample is None else f"sample of {len(job.sample)} points"
-    failures = report.failures()
-    if failures:
-        raise ParityError(failures)
+    inputs = _traced_inputs(job, names)
+    try:
+        graph, report = _trace_and_prove(job, names, inputs, time_steps=3)
+        step_only = False
+    except _TRACE_FAILURES as exc:
+        # A Python loop over time in forward is unrolled by the trace to the example's length:
+        # such a graph is right for that length only. Traced for one step it is right for
+        # every stream, and the runtime primes it one point a call (contract step_only).
+        try:
+            graph, report = _trace_and_prove(job, names, inputs, time_steps=1)
+        except _TRACE_FAILURES:
+            if isinstance(exc, ParityError):
+                raise
+            raise ExportError(f"the traced graph fails to run: {exc}") from exc
+        step_only = True
+        job.notes.append("traced for one step per call: its trace is right for the example's "
+                         "length only (a Python loop over time?); the runtime primes it one "
+                         "point a call")
     metrics = dict(job.metrics)
     metrics["source"] = {**_source(job, "traced"), **dict(metrics["source"])}
     cal = _calibration(job, job.wrapped)
@@ -901,6 +907,7 @@ def _export_traced(job: _Job, names: tuple[str, ...]) -> ExportReport:
         parity=json_safe({**report.to_dict(), "exporter": "torchscript-trace"}, "parity"),
         versions=tool_versions(DEFAULT_OPSET),
         declared_states=tuple(zip(names, job.layout.state_rows, strict=True)),
+        step_only=step_only,
     )
     contract.fingerprint = fingerprint(graph, contract)
     text = attach_metadata(graph, contract)
@@ -912,6 +919,45 @@ def _export_traced(job: _Job, names: tuple[str, ...]) -> ExportReport:
     for node in graph.graph.node:
         nodes[node.op_type] = nodes.get(node.op_type, 0) + 1
     return ExportReport(job.path, side, contract, report, nodes=nodes)
+
+
+# a traced graph that is wrong (ParityError) or does not run (onnxruntime's errors)
+_TRACE_FAILURES: tuple[type[BaseException], ...] = (ParityError, *ORT_ERRORS)
+
+
+def _traced_inputs(job: _Job, names: tuple[str, ...]) -> InputSpec:
+    """Parity inputs at the model's scale: the user's scaling, the sample's, or unit."""
+    f = job.layout.n_features
+    if job.scaling_given:
+        mean, std = job.stats["feature_mean"], job.stats["feature_std"]
+    elif job.sample is not None:
+        mean, std = job.sample.mean(axis=0).astype(np.float64), job.sample.std(axis=0) + 1e-12
+    else:
+        mean, std = np.zeros(f), np.ones(f)
+    scale = max(float(np.max(np.abs(mean) + 4 * std)),
+                float(np.max(np.abs(job.stats["target_mean"]) + 4 * job.stats["target_std"])))
+    return InputSpec(names, job.layout.state_rows, mean, std, scale, job.sample)
+
+
+def _trace_and_prove(job: _Job, names: tuple[str, ...], inputs: InputSpec, time_steps: int
+                     ) -> tuple[onnx.ModelProto, Any]:
+    """Trace with an example of ``time_steps`` points (1: the graph's time axis is fixed to 1)
+    and prove it against the module in float64; (graph, report) or ParityError."""
+    from .verify import DEFAULT_CASES, STEP_CASES, float64_model
+
+    graph = _traced_graph(job, names, DEFAULT_OPSET, time_steps)
+    check_valid(graph, "traced graph")
+    _check_traced_io(graph, names)
+    report = measure_parity(
+        inputs, torch_runner(float64_model(job.wrapped), names),
+        ort_runner(session(graph), names), baseline=torch_runner(job.wrapped, names),
+        seed=job.seed, names=("torch float64", "onnxruntime", "torch float32"),
+        cases=STEP_CASES if time_steps == 1 else DEFAULT_CASES)
+    report.inputs = "random" if job.sample is None else f"sample of {len(job.sample)} points"
+    failures = report.failures()
+    if failures:
+        raise ParityError(failures)
+    return graph, report
 
 
 def _check_traced_io(graph: onnx.ModelProto, names: tuple[str, ...]) -> None:

@@ -40,10 +40,12 @@ def stream_bound(report) -> float:
     return report.parity.bounds[case]["y"]
 
 
-def module_stream(module, points: np.ndarray, batch_first: bool = True) -> np.ndarray:
+def module_stream(module, points: np.ndarray, batch_first: bool = True, state=None
+                  ) -> np.ndarray:
     """The module in float64, one point a call, its state carried: [STEPS, K]."""
     m = copy.deepcopy(module).double().eval()
-    state, ys = None, []
+    state = None if state is None else state.double()
+    ys = []
     with torch.no_grad():
         for p in points:
             x = torch.from_numpy(p.astype(np.float64))[None, None]  # [1, 1, F]
@@ -57,7 +59,7 @@ def export_and_stream(module, tmp_path, points, batch_first=True, **kw):
     report = export_module(module, path, sample=points, **kw)
     predictor = Predictor(str(path))
     got = np.array([np.atleast_1d(predictor.step(p)) for p in points[:STEPS]])
-    want = module_stream(module, points[:STEPS], batch_first)
+    want = module_stream(module, points[:STEPS], batch_first, kw.get("state_example"))
     return report, float(np.max(np.abs(got - want))), path
 
 
@@ -225,3 +227,63 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ExportError, match="route='native'"):
         export_module(SkipConnection(), tmp_path / "m.onnx", route="native")
     assert not list(tmp_path.iterdir())
+
+
+# -- other layouts ----------------------------------------------------------------------------
+class BatchFirstState(nn.Module):
+    """Keeps its state batch-first ([B, L, H]) and refuses a None state."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(2, 10, 2, batch_first=True)
+        self.fc = nn.Linear(10, 2)
+
+    def forward(self, x, h):
+        out, h = self.rnn(x, h.transpose(0, 1).contiguous())
+        return self.fc(out), h.transpose(0, 1)
+
+
+class HandWrittenCell(nn.Module):
+    """No torch recurrent layer: an exponential-smoothing cell written by hand, state [B, H]."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(1, 6)
+        self.out = nn.Linear(6, 1)
+        self.logit = nn.Parameter(torch.linspace(-2.0, 2.0, 6))
+
+    def forward(self, x, h):
+        a = torch.sigmoid(self.logit)
+        ys = []
+        for t in range(x.shape[1]):
+            h = a * h + (1 - a) * torch.tanh(self.inp(x[:, t]))
+            ys.append(self.out(h))
+        return torch.stack(ys, dim=1), h
+
+
+def test_state_batch_axis_0_and_no_none(tmp_path):
+    module = BatchFirstState()
+    example = torch.zeros(1, 2, 10)
+    points = sine(300, 2)
+    report, diff, _ = export_and_stream(module, tmp_path, points, state_example=example,
+                                        state_batch_axis=0)
+    assert report.contract.cell == "gru"
+    assert diff <= stream_bound(report)
+
+
+def test_hand_written_cell_is_traced(tmp_path):
+    module = HandWrittenCell()
+    with pytest.raises(ExportError, match="state_example="):
+        export_module(module, tmp_path / "m.onnx", features=["v"])
+    points = sine(300)
+    report, diff, path = export_and_stream(module, tmp_path, points,
+                                           state_example=torch.zeros(1, 6), state_batch_axis=0)
+    assert report.contract.cell == "custom"
+    assert report.contract.layers == 0
+    assert [s.row_shape for s in report.contract.states] == [(6,)]
+    assert diff <= stream_bound(report)
+    # its Python loop over time unrolls in a trace: traced for one step, primed point by point
+    assert report.contract.step_only
+    stepped = Predictor(str(path))
+    want = [stepped.step(float(v)) for v in points[:30, 0]]
+    np.testing.assert_array_equal(Predictor(str(path)).prime(points[:30]), want)
