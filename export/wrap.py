@@ -226,17 +226,38 @@ class WrapReport:
         if "relaxed" in p.how:
             lines.append(f"  declared with a batch of 1, made free: {p.how['relaxed']} (the "
                          "graph runs at other batch sizes there; proven below)")
-        lines.append(f"  (a) {self.exact.summary()}")
-        lines.append("  (b) " + (self.streaming.summary() if self.streaming is not None else
+        lines.append("  (a) wrapped graph vs foreign graph, " + _figures(self.exact))
+        lines.append("  (b) " + ("stepped one point a call vs one call over the sequence, "
+                                 + _figures(self.streaming) if self.streaming is not None else
                                  "not checked: the graph's time axis is fixed to 1, so a "
                                  "stepped run cannot be compared with one call over a sequence; "
                                  "the state map is trusted as given"))
         if self.predictor is not None:
-            lines.append(f"  (c) {self.predictor.summary()}")
+            lines.append("  (c) rnnstream Predictor on the file vs the foreign graph stepped, "
+                         + _figures(self.predictor))
         cal = self.contract.metrics.get("calibration")
         if cal:
             lines.append(f"  calibration from the sample: {cal['residuals']} residuals")
         return "\n".join(lines)
+
+
+def _figures(report: ParityReport) -> str:
+    """'<inputs>: max |diff| D (output, case), bound B[ = rule], N checks, ok|FAILED': the figures
+    of the output closest to its bound (or, all being 0, the one with the tightest bound)."""
+    rows = [(d / b if b > 0 else math.inf * d, -b, d, b, out, case)
+            for case, diffs in report.cases.items() for out, d in diffs.items()
+            for b in [report.bounds[case][out]]]
+    _, _, diff, bound, out, case = max(rows)
+    rule = ""
+    if report.baseline is not None and report.rule is not None:
+        base = report.baseline_error[case][out]
+        rule = (f" = {report.rule.factor:g} x {base:.3g} ({report.baseline}) + "
+                f"{report.rule.floor_ulps:g} ulps")
+    elif report.rule is None:
+        rule = f" ({EXACT_ULPS} float32 ulps at the output's scale)"
+    verdict = "FAILED" if report.failures() else "ok"
+    return (f"{report.inputs} inputs: max |diff| {diff:.3g} ({out}, {case}), bound "
+            f"{bound:.3g}{rule}; {len(report.cases)} case(s), {verdict}")
 
 
 # -- public entry point ----------------------------------------------------------------------
@@ -278,11 +299,13 @@ def wrap_onnx(
     start = _time.perf_counter()
     src, out_path = os.fspath(src), Path(out)
     _check_paths(src, out_path)
+    if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1:
+        raise ExportError(f"horizon {horizon!r}: expected a whole number of steps >= 1")
     foreign = _load(src)
     fixed = _fixed_values(foreign, fixed_inputs or {}, src)
-    plan, foreign = plan_wrap(foreign, src, state_map=state_map, fixed=fixed, features=features,
-                     batch_axis=batch_axis, time_axis=time_axis, state_names=state_names,
-                     output=output, seed=seed)
+    plan, foreign = plan_wrap(foreign, src, state_map=state_map, fixed=fixed,
+                              features=features, batch_axis=batch_axis, time_axis=time_axis,
+                              state_names=state_names, output=output, seed=seed)
     names = _names(features, plan.n_features, "f", "features")
     tnames = _names(targets, plan.n_targets, "t", "targets")
     norm = _scaling(scaling, plan.n_features, plan.n_targets)
@@ -290,7 +313,7 @@ def wrap_onnx(
     graph = rewrite(foreign, plan, norm)
     reports, failures = prove(foreign, graph, plan, norm, arr, seed)
     contract = _contract(graph, plan, names, tnames, horizon, norm, reports, src, foreign)
-    predictor = None
+    predictor, ys = None, np.zeros(0)
     if arr is not None:
         predictor, calibration, more, ys = _prove_predictor(graph, contract, plan, foreign,
                                                             norm, arr, seed)
@@ -301,15 +324,21 @@ def wrap_onnx(
     if failures:
         raise WrapParityError(failures, _advice(plan))
     files = _final_files(graph, contract, out_path)
-    if arr is not None:  # the final bytes carry (c)'s figures: they must stream identically
-        again, _ = predictor_run(files, arr[:RECHECK])
-        if not np.array_equal(again, ys[:RECHECK]):
-            raise ExportError("the final file streams differently from the one proven; "
-                              "nothing was written (a bug: please report it)")
+    if arr is not None:
+        _recheck(files, arr[:RECHECK], ys[:RECHECK])
     write_atomically(files)
     return WrapReport(out_path, Path(sidecar_path(str(out_path))), contract, plan,
                       reports["exact"], reports.get("streaming"), predictor, src,
                       _time.perf_counter() - start)
+
+
+def _recheck(files: Mapping[Path, bytes], rows: np.ndarray, proven: np.ndarray) -> None:
+    """The final bytes carry (c)'s own figures in their contract: they must predict bit for bit
+    what the proven bytes did."""
+    again, _ = predictor_run(files, rows)
+    if not np.array_equal(again, proven):
+        raise ExportError("the final file streams differently from the one proven; nothing "
+                          "was written (a bug: please report it)")
 
 
 def _advice(plan: Plan) -> str:
@@ -588,8 +617,7 @@ def _feature_sizes(dims: Sequence[int | str | None], b: int, t: int | None,
     free = [i for i, d in enumerate(rest) if not isinstance(d, int)]
     if len(free) > 1 or (free and n_features is None):
         return None
-    if free:
-        assert n_features is not None
+    if free and n_features is not None:
         if known == 0 or n_features % known:
             return None
         rest[free[0]] = n_features // known
@@ -1099,7 +1127,7 @@ def _prove_predictor(graph: onnx.ModelProto, contract: ModelContract, plan: Plan
     case = f"sample{len(rows)}"
     report = ParityReport("foreign graph stepped", "rnnstream Predictor", seed=seed,
                           baseline="the foreign graph on the sample nudged 2 ulps", rule=rule,
-                          inputs=f"sample of {len(rows)} points")
+                          inputs="sample")
     report.cases[case] = max_abs_diffs(want, got)
     report.baseline_error[case] = base
     report.bounds[case] = {o: rule.bound(base[o], want[o]) for o in want}
@@ -1165,8 +1193,6 @@ def _sample(sample: Any, n_features: int) -> np.ndarray:
 def _contract(graph: onnx.ModelProto, plan: Plan, features: list[str], targets: list[str],
               horizon: int, norm: Mapping[str, np.ndarray], reports: Mapping[str, ParityReport],
               src: str, foreign: onnx.ModelProto) -> ModelContract:
-    if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1:
-        raise ExportError(f"horizon {horizon!r}: expected a whole number of steps >= 1")
     with open(src, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     streaming = reports.get("streaming")

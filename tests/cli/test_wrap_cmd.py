@@ -70,8 +70,9 @@ def test_wrap_prints_pairs_axes_and_proofs(files, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "state hid  'h0' -> 'hn' [2, batch, 8] as hid_in/hid_out [batch, 2, 8]" in text
     assert "found by running the graph" in text
-    for proof in ("(a) parity wrapped graph vs foreign graph", "(b) parity stepped vs one call",
-                  "(c) parity rnnstream Predictor vs foreign graph stepped"):
+    for proof in ("(a) wrapped graph vs foreign graph, sample inputs: max |diff| ",
+                  "(b) stepped one point a call vs one call over the sequence, sample inputs",
+                  "(c) rnnstream Predictor on the file vs the foreign graph stepped"):
         assert proof in text
         assert "ok" in text.split(proof)[1].splitlines()[0]
     assert f"wrote {out}.json" in text
