@@ -287,3 +287,23 @@ def test_hand_written_cell_is_traced(tmp_path):
     stepped = Predictor(str(path))
     want = [stepped.step(float(v)) for v in points[:30, 0]]
     np.testing.assert_array_equal(Predictor(str(path)).prime(points[:30]), want)
+
+
+@pytest.mark.slow
+def test_large_lesson_lstm_at_raw_scale(tmp_path):
+    """The sizes users train: hidden 512, 2 layers, 3 features, raw values near 5,000."""
+    torch.manual_seed(4)
+    raw = sine(300, 3, scale=40.0, offset=5000.0)
+    mean, std = raw.mean(axis=0), raw.std(axis=0)
+    module = LessonLSTM(3, 3, 512, 2).eval()
+    path = tmp_path / "m.onnx"
+    report = export_module(module, path, sample=raw, features=["a", "b", "c"],
+                           scaling={"feature_mean": mean.tolist(), "feature_std": std.tolist(),
+                                    "target_mean": mean.tolist(), "target_std": std.tolist()})
+    assert report.contract.cell == "lstm"
+    p = Predictor(str(path))
+    got = np.array([p.step(v) for v in raw[:STEPS]])
+    want = module_stream(module, (raw[:STEPS] - mean) / std) * std + mean
+    assert np.max(np.abs(got - want)) <= stream_bound(report)
+    print(f"hidden 512 x 2, 3 features near 5,000: {report.parity.summary()}; "
+          f"{report.seconds:.1f} s")
