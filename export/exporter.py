@@ -116,7 +116,8 @@ def _check_io(graph: onnx.ModelProto, model) -> None:
     cfg = model.config
     ins, outs = spec.graph_io(cfg.cell, layers=cfg.layers, hidden=cfg.hidden,
                               n_features=cfg.n_features, n_targets=cfg.n_targets,
-                              input_mode=cfg.input_mode)
+                              input_mode=cfg.input_mode, target_mode=cfg.target_mode,
+                              season=cfg.season)
     want_in, want_out = [t.name for t in ins], [t.name for t in outs]
     got_in = [v.name for v in graph.graph.input]
     got_out = [v.name for v in graph.graph.output]
@@ -166,7 +167,7 @@ def write_atomically(files: Mapping[Path, bytes]) -> None:
 
 # -- orchestration --------------------------------------------------------------------------
 @contextlib.contextmanager
-def _eval_mode(model) -> Iterator[None]:
+def eval_mode(model) -> Iterator[None]:
     was_training = model.training
     model.eval()
     try:
@@ -227,7 +228,7 @@ def export_model(
     _validate_args(model, path, exporter, atol)
     if quantize:
         refuse_unsupported(model.config.cell, model.config.head_hidden)
-    with _eval_mode(model):
+    with eval_mode(model):
         graph = EXPORTERS[exporter](model, opset)
         check_graph(graph, model)
         parity = verify_parity(model, graph, atol=atol, seed=seed, sample=sample,

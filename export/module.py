@@ -38,14 +38,13 @@ and nothing is written unless all of them pass:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import itertools
 import os
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +58,7 @@ from rnnstream.runtime.contract import ModelContract, sidecar_path
 
 from .calibrate import sample_calibration
 from .errors import ExportError, GraphError, ParityError
-from .exporter import ExportReport, check_valid, export_model, write_atomically
+from .exporter import ExportReport, check_valid, eval_mode, export_model, write_atomically
 from .graph import DEFAULT_OPSET, pin_ir_version
 from .metadata import attach_metadata, fingerprint, json_safe, load_contract, tool_versions
 from .verify import (
@@ -631,16 +630,6 @@ def _max_rel_diff(a_model, b_model, layout: Layout, seed: int) -> float:
 
 
 # -- the entry point ------------------------------------------------------------------------
-@contextlib.contextmanager
-def _eval(module) -> Iterator[None]:
-    was = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was)
-
-
 def _n_features(module, features, sample) -> int:
     rnn = _recurrent(module)
     if features is not None:
@@ -749,7 +738,7 @@ def export_module(
     path = Path(path)
     if not path.parent.is_dir():
         raise ExportError(f"{path.parent} does not exist; create the folder first")
-    with _eval(module):
+    with eval_mode(module):
         f = _n_features(module, features, sample)
         layout, notes = probe_layout(module, f, batch_first=batch_first,
                                      state_batch_axis=state_batch_axis,
