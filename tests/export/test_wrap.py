@@ -287,6 +287,56 @@ def test_step_only_cell_with_a_fixed_input_and_scaling(tmp_path):
     np.testing.assert_array_equal(y_seq.reshape(-1), got)
 
 
+def test_sequence_to_one_output_becomes_step_only(tmp_path):
+    """x [T, B, 2] through an ONNX RNN, but only the last step's prediction [B, 1] comes out
+    (as from a Keras return_sequences=False model): wrapped to take one step per call."""
+    rng = np.random.default_rng(6)
+    w = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in (
+        ("W", rng.normal(0, 0.5, (1, 4, 2))), ("R", rng.normal(0, 0.5, (1, 4, 4))),
+        ("V", rng.normal(0, 0.5, (4, 1))))]
+    w.append(numpy_helper.from_array(np.array([-1, 4], np.int64), "flat"))
+    nodes = [helper.make_node("RNN", ["x", "W", "R", "", "", "h"], ["", "h_out"], hidden_size=4),
+             helper.make_node("Reshape", ["h_out", "flat"], ["last"]),
+             helper.make_node("MatMul", ["last", "V"], ["y"])]
+    graph = helper.make_graph(nodes, "seq2one", [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", "B", 2]),
+        helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, "B", 4])], [
+        helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 1]),
+        helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [1, "B", 4])], w)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "s.onnx"))
+    report = wrap_onnx(tmp_path / "s.onnx", tmp_path / "m.onnx")
+    assert report.contract.step_only
+    assert (report.plan.x.batch, report.plan.x.time) == (1, 0)
+    assert report.streaming is None
+    xs = rng.standard_normal((15, 2)).astype(np.float32)
+    p = Predictor(tmp_path / "m.onnx")
+    got = [p.step(r) for r in xs]
+    wi, ri, v = (numpy_helper.to_array(t).astype(np.float64) for t in w[:3])
+    wi, ri = wi[0], ri[0]
+    h = np.zeros(4)
+    want = []
+    for r in xs.astype(np.float64):
+        h = np.tanh(wi @ r + ri @ h)
+        want.append((h @ v)[0])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_non_float32_io_is_refused(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "h"], ["h_out"]), helper.make_node("Neg", ["h_out"], ["y"])],
+        "f64", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["B", "T", 3]),
+                helper.make_tensor_value_info("h", TensorProto.DOUBLE, ["B", 1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["B", "T", 3]),
+         helper.make_tensor_value_info("h_out", TensorProto.DOUBLE, ["B", "T", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "d.onnx"))
+    with pytest.raises(ExportError, match=r"'x' \(tensor\(double\)\).* are not float32"):
+        wrap_onnx(tmp_path / "d.onnx", tmp_path / "m.onnx", state_map={"h": "h_out"})
+
+
 def test_plan_errors_say_what_to_pass(lstm, tmp_path):
     src = lstm[1]
     with pytest.raises(ExportError, match=r"--state h0=nope names no such"):
