@@ -63,7 +63,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from rnnstream.runtime import spec
 from rnnstream.runtime._generic import find_pairs
+from rnnstream.runtime._io import ORT_ERRORS
 from rnnstream.runtime.contract import MAX_HIDDEN, MAX_STATE_RANK, ModelContract, sidecar_path
+from rnnstream.runtime.errors import RnnStreamError
 
 from .calibrate import sample_calibration
 from .errors import ExportError, GraphError, ParityError, ParityFailure
@@ -770,7 +772,10 @@ def _probe_batch(sess: ort.InferenceSession, data: str, pred: str, lay: Layout, 
     for s in states:
         moved[s.input] = _perturb_first(feeds[s.input], s.layout.batch, rng)
     fetch = [pred, *(s.output for s in states)]
-    before, after = sess.run(fetch, feeds), sess.run(fetch, moved)
+    try:
+        before, after = sess.run(fetch, feeds), sess.run(fetch, moved)
+    except ORT_ERRORS as exc:
+        raise ExportError(f"{src}: onnxruntime failed on the batch probe: {exc}") from exc
     changed = [np.asarray(a != b) for a, b in zip(before, after, strict=True)]
     for s, c in zip(states, changed[1:], strict=True):
         if not _only_first(c, s.layout.batch):
@@ -1039,9 +1044,13 @@ def prove(foreign: onnx.ModelProto, graph: onnx.ModelProto, plan: Plan,
     wrapped = ort_runner(_session(graph, "the wrapped graph"), plan.state_names)
     reference = foreign_runner(_session(foreign, "the foreign graph"), plan, norm)
     rng = np.random.default_rng(seed)
-    reports = {"exact": _prove_exact(reference, wrapped, plan, norm, sample, rng, seed)}
-    if not plan.step_only:
-        reports["streaming"] = _prove_streaming(wrapped, plan, norm, sample, rng, seed)
+    try:
+        reports = {"exact": _prove_exact(reference, wrapped, plan, norm, sample, rng, seed)}
+        if not plan.step_only:
+            reports["streaming"] = _prove_streaming(wrapped, plan, norm, sample, rng, seed)
+    except ORT_ERRORS as exc:  # e.g. a graph that runs at the probe sizes but not at batch 1
+        raise ExportError(f"onnxruntime failed while proving the wrapped graph: {exc}; give "
+                          "--batch-axis / --time-axis if the axes found are wrong") from exc
     failures = [replace(f, case=f"{key} {f.case}") for key, r in reports.items()
                 for f in r.failures()]
     return reports, failures
@@ -1098,8 +1107,13 @@ def predictor_run(files: Mapping[Path, bytes],
     with tempfile.TemporaryDirectory(prefix="rnnstream-wrap-") as folder:
         placed = {Path(folder) / p.name: data for p, data in files.items()}
         write_atomically(placed)
-        predictor = Predictor(next(iter(placed)))
-        ys = np.stack([np.atleast_1d(np.asarray(predictor.step(r), np.float32)) for r in rows])
+        try:
+            predictor = Predictor(next(iter(placed)))
+            ys = np.stack([np.atleast_1d(np.asarray(predictor.step(r), np.float32))
+                           for r in rows])
+        except RnnStreamError as exc:
+            raise ExportError(f"rnnstream's runtime cannot stream the wrapped file: {exc}; "
+                              "nothing was written") from exc
         return ys, dict(predictor.get_state())
 
 
