@@ -25,9 +25,9 @@ State pairs: --state IN=OUT (repeat per state; IN=OUT:NAME names it), else found
 runtime's naming conventions (h0 -> hn, state -> stateN, X_in -> X_out, ...). Names default to
 h (one state), h and c (two), else s0, s1, .... Axes: found by running the graph at batch 2 and
 3 and time 3 and 5 and by changing one stream's input to see which outputs follow; give
---batch-axis / --time-axis when it says the input reads several ways. A state exported with its
-batch fixed to 1 (torch without dynamic_axes for h0) gets that axis made free when the graph
-runs with other batch sizes there.
+--batch-axis / --time-axis when it says the input reads several ways. A data input or state exported
+with its batch fixed to 1 (torch without dynamic_axes) gets that axis made free when the graph
+runs with other batch sizes there (a fully fixed [1, 1, F] export becomes a one-step model).
 
 Before anything is written it is proven, every failure collected and refused together:
   (a) the wrapped graph computes what the foreign graph computes (seeded inputs or windows of

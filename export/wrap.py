@@ -451,35 +451,44 @@ def plan_wrap(
     relaxed = {i: [lay.batch for lay in lays] for i, lays in options.items()
                if not any(isinstance(d, str) or d is None for d in _dims(inputs[i]))}
     if relaxed:
-        foreign = _relax(foreign, {i: (pairs[i], axes) for i, axes in relaxed.items()})
+        foreign = _relax(foreign, {**relaxed, **{pairs[i]: a for i, a in relaxed.items()}})
         sess = _session(foreign, src)
     states = [[StatePlan(named[i], i, o, lay) for lay in options[i]] for i, o in pairs.items()]
     n_features = None if features is None else len(features)
-    plan = _find_axes(sess, src, data[0], pred, states, fixed, n_features, batch_axis,
-                      time_axis, seed)
+    x_dims = _dims(inputs[data[0]])
+
+    def find(sess: ort.InferenceSession, ones: Sequence[int]) -> Plan:
+        return _find_axes(sess, src, data[0], x_dims, ones, pred, states, fixed, n_features,
+                          batch_axis, time_axis, seed)
+
+    ones = [i for i, d in enumerate(x_dims) if d == 1]
+    try:
+        plan = find(sess, ())
+    except ExportError:  # a data input exported with its batch fixed to 1: try those axes
+        if not ones:
+            raise
+        foreign = _relax(foreign, {data[0]: ones})
+        plan = find(_session(foreign, src), ones)
     plan.dropped = [n for n in preds if n != pred]
     plan.how["pairs"] = how
-    if relaxed:
-        plan.how["relaxed"] = ", ".join(
-            f"{s.input} axis {s.layout.batch}" for s in plan.states if s.input in relaxed)
+    made_free = [f"{s.input} axis {s.layout.batch}" for s in plan.states if s.input in relaxed]
+    if plan.x.batch in ones:
+        made_free.insert(0, f"{data[0]} axis {plan.x.batch}")
+    if made_free:
+        plan.how["relaxed"] = ", ".join(made_free)
     return plan, foreign
 
 
-def _relax(model: onnx.ModelProto,
-           axes: Mapping[str, tuple[str, Sequence[int | None]]]) -> onnx.ModelProto:
-    """A copy with the given axes of state inputs (and their outputs) declared free."""
+def _relax(model: onnx.ModelProto, axes: Mapping[str, Sequence[int | None]]) -> onnx.ModelProto:
+    """A copy with the given axes of graph inputs and outputs (by name) declared free."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    values = {v.name: v for v in [*out.graph.input, *out.graph.output]}
-    for name, (output, which) in axes.items():
-        for k, value in enumerate((values[name], values.get(output))):
-            if value is None:
-                continue
-            dims = value.type.tensor_type.shape.dim
-            for axis in which:
-                if axis is not None and axis < len(dims):
-                    dims[axis].Clear()
-                    dims[axis].dim_param = f"wrap_batch_{name}_{axis}_{k}"
+    for value in [*out.graph.input, *out.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        for axis in axes.get(value.name, ()):
+            if axis is not None and axis < len(dims):
+                dims[axis].Clear()
+                dims[axis].dim_param = f"wrap_free_{axis}"
     return out
 
 
@@ -580,18 +589,20 @@ def _check_pair(arg_in: Any, arg_out: Any, dims: list[int | str | None], src: st
 
 
 # -- axes, by probing ------------------------------------------------------------------------
-def _x_candidates(dims: Sequence[int | str | None], n_features: int | None,
-                  batch_axis: int | None, time_axis: int | str | None,
-                  src: str, data: str) -> list[Layout]:
-    """Every (batch, time) reading of the data input the user's axes allow, best guess first."""
+def _x_candidates(dims: Sequence[int | str | None], ones: Sequence[int],
+                  n_features: int | None, batch_axis: int | None,
+                  time_axis: int | str | None, src: str, data: str) -> list[Layout]:
+    """Every (batch, time) reading of the data input the user's axes allow, best guess first;
+    ``ones``: axes declared 1 that may be the batch (made free)."""
     free = [i for i, d in enumerate(dims) if not isinstance(d, int)]
-    for axis, what in ((batch_axis, "--batch-axis"), (time_axis, "--time-axis")):
-        if isinstance(axis, int) and axis not in free:
+    for axis, what, allowed in ((batch_axis, "--batch-axis", [*free, *ones]),
+                                (time_axis, "--time-axis", free)):
+        if isinstance(axis, int) and axis not in allowed:
             raise ExportError(f"{src}: {what} {axis}: the data input {data!r} {list(dims)} has "
                               f"free axes {free}; the batch and time axes must be among them")
     if time_axis is not None and not isinstance(time_axis, int) and time_axis != NO_TIME_AXIS:
         raise ExportError(f"time_axis={time_axis!r}: expected an axis or {NO_TIME_AXIS!r}")
-    batches = [batch_axis] if batch_axis is not None else free
+    batches = [batch_axis] if batch_axis is not None else [*free, *ones]
     found = []
     for b in batches:
         times: list[int | None] = ([None] if time_axis == NO_TIME_AXIS
@@ -640,14 +651,13 @@ def _preference(lay: Layout, dims: Sequence[int | str | None]) -> tuple[int, int
     return (lay.time is None, -hinted)
 
 
-def _find_axes(sess: ort.InferenceSession, src: str, data: str, pred: str,
+def _find_axes(sess: ort.InferenceSession, src: str, data: str,
+               dims: Sequence[int | str | None], ones: Sequence[int], pred: str,
                options: list[list[StatePlan]], fixed: Mapping[str, np.ndarray],
                n_features: int | None, batch_axis: int | None, time_axis: int | str | None,
                seed: int) -> Plan:
     """Probe every reading of the data input (and of states whose batch was fixed to 1)."""
-    arg = {i.name: i for i in sess.get_inputs()}[data]
-    dims = _dims(arg)
-    candidates = _x_candidates(dims, n_features, batch_axis, time_axis, src, data)
+    candidates = _x_candidates(dims, ones, n_features, batch_axis, time_axis, src, data)
     combos = list(itertools.islice(itertools.product(*options), MAX_CANDIDATES))
     rng = np.random.default_rng([seed, 7])
     tried: list[str] = []

@@ -143,17 +143,22 @@ def test_torch_lstm_streams_like_the_module(lstm, tmp_path):
     assert np.isfinite(ref).all()
 
 
-def test_states_exported_with_a_fixed_batch_of_1(tmp_path):
+@pytest.mark.parametrize(("axes", "made_free"), [
+    ({"input": {0: "batch", 1: "time"}, "output": {0: "batch", 1: "time"}},
+     "h0 axis 1, c0 axis 1"),
+    ({}, "input axis 0, h0 axis 1, c0 axis 1"),  # no dynamic_axes at all: one step a call
+])
+def test_exported_with_a_fixed_batch_of_1(tmp_path, axes, made_free):
     torch.manual_seed(4)
     module = TorchLSTM(hidden=4, layers=1).eval()  # h0 [1, 1, 4]: which 1 is the batch?
-    src = _export(module, (torch.randn(1, 4, 3), torch.zeros(1, 1, 4), torch.zeros(1, 1, 4)),
-                  tmp_path / "fixed.onnx", ["input", "h0", "c0"], ["output", "hn", "cn"],
-                  {"input": {0: "batch", 1: "time"}, "output": {0: "batch", 1: "time"}})
+    time = 4 if axes else 1
+    src = _export(module, (torch.randn(1, time, 3), torch.zeros(1, 1, 4), torch.zeros(1, 1, 4)),
+                  tmp_path / "fixed.onnx", ["input", "h0", "c0"], ["output", "hn", "cn"], axes)
     report = wrap_onnx(src, tmp_path / "m.onnx")
-    assert report.plan.how["relaxed"] == "h0 axis 1, c0 axis 1"
-    assert "made free: h0 axis 1, c0 axis 1" in report.summary()
-    assert report.streaming is not None
-    assert not report.streaming.failures()
+    assert report.plan.how["relaxed"] == made_free
+    assert f"made free: {made_free}" in report.summary()
+    assert report.contract.step_only == (not axes)
+    assert report.streaming is None or not report.streaming.failures()
     xs = np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32)
     got, _ = Predictor(tmp_path / "m.onnx").run_sequence(xs)
     with torch.no_grad():
