@@ -426,15 +426,53 @@ def plan_wrap(
 ) -> tuple[Plan, onnx.ModelProto]:
     """Pairs, data input, prediction output and every axis; ExportError naming what to pass.
 
-    Also returns the model the plan is for: ``foreign`` itself, or a copy whose state inputs
-    declared with a fixed batch of 1 (torch exports without ``dynamic_axes`` for ``h0``) have
-    that axis made free, when the graph runs with other batch sizes there (probing decides).
+    Also returns the model the plan is for: ``foreign`` itself, or a copy whose state or data
+    inputs declared with a fixed batch of 1 (torch exports without ``dynamic_axes``) have that
+    axis made free, when the graph runs with other batch sizes there (probing decides).
     """
     fixed = dict(fixed or {})
     sess = _session(foreign, src)
     inputs = {i.name: i for i in sess.get_inputs()}
     outputs = {o.name: o for o in sess.get_outputs()}
     pairs, how = _pairs(inputs, outputs, state_map, fixed, src)
+    data, pred, preds = _roles(inputs, outputs, pairs, fixed, output, src)
+    named = _state_names(list(pairs), state_names or {}, src)
+    options = {i: _state_layouts(inputs[i], outputs[o], src) for i, o in pairs.items()}
+    relaxed = {i: [lay.batch for lay in lays] for i, lays in options.items()
+               if not any(isinstance(d, str) or d is None for d in _dims(inputs[i]))}
+    if relaxed:
+        foreign = _relax(foreign, {**relaxed, **{pairs[i]: a for i, a in relaxed.items()}})
+        sess = _session(foreign, src)
+    states = [[StatePlan(named[i], i, o, lay) for lay in options[i]] for i, o in pairs.items()]
+    n_features = None if features is None else len(features)
+    x_dims = _dims(inputs[data])
+
+    def find(sess: ort.InferenceSession, ones: Sequence[int]) -> Plan:
+        return _find_axes(sess, src, data, x_dims, ones, pred, states, fixed, n_features,
+                          batch_axis, time_axis, seed)
+
+    ones = [i for i, d in enumerate(x_dims) if d == 1]
+    try:
+        plan = find(sess, ())
+    except ExportError:  # a data input exported with its batch fixed to 1: try those axes
+        if not ones:
+            raise
+        foreign = _relax(foreign, {data: ones})
+        plan = find(_session(foreign, src), ones)
+    plan.dropped = [n for n in preds if n != pred]
+    plan.how["pairs"] = how
+    made_free = [f"{s.input} axis {s.layout.batch}" for s in plan.states if s.input in relaxed]
+    if plan.x.batch in ones:
+        made_free.insert(0, f"{data} axis {plan.x.batch}")
+    if made_free:
+        plan.how["relaxed"] = ", ".join(made_free)
+    return plan, foreign
+
+
+def _roles(inputs: Mapping[str, Any], outputs: Mapping[str, Any], pairs: Mapping[str, str],
+           fixed: Mapping[str, Any], output: str | None,
+           src: str) -> tuple[str, str, list[str]]:
+    """(data input, prediction output, every output that is not a state), dtypes checked."""
     data = [n for n in inputs if n not in pairs and n not in fixed]
     if len(data) != 1:
         raise ExportError(
@@ -446,37 +484,7 @@ def plan_wrap(
     pred = _prediction(preds, output, src)
     _check_float(src, [inputs[data[0]], outputs[pred],
                        *(inputs[i] for i in pairs), *(outputs[o] for o in pairs.values())])
-    named = _state_names(list(pairs), state_names or {}, src)
-    options = {i: _state_layouts(inputs[i], outputs[o], src) for i, o in pairs.items()}
-    relaxed = {i: [lay.batch for lay in lays] for i, lays in options.items()
-               if not any(isinstance(d, str) or d is None for d in _dims(inputs[i]))}
-    if relaxed:
-        foreign = _relax(foreign, {**relaxed, **{pairs[i]: a for i, a in relaxed.items()}})
-        sess = _session(foreign, src)
-    states = [[StatePlan(named[i], i, o, lay) for lay in options[i]] for i, o in pairs.items()]
-    n_features = None if features is None else len(features)
-    x_dims = _dims(inputs[data[0]])
-
-    def find(sess: ort.InferenceSession, ones: Sequence[int]) -> Plan:
-        return _find_axes(sess, src, data[0], x_dims, ones, pred, states, fixed, n_features,
-                          batch_axis, time_axis, seed)
-
-    ones = [i for i, d in enumerate(x_dims) if d == 1]
-    try:
-        plan = find(sess, ())
-    except ExportError:  # a data input exported with its batch fixed to 1: try those axes
-        if not ones:
-            raise
-        foreign = _relax(foreign, {data[0]: ones})
-        plan = find(_session(foreign, src), ones)
-    plan.dropped = [n for n in preds if n != pred]
-    plan.how["pairs"] = how
-    made_free = [f"{s.input} axis {s.layout.batch}" for s in plan.states if s.input in relaxed]
-    if plan.x.batch in ones:
-        made_free.insert(0, f"{data[0]} axis {plan.x.batch}")
-    if made_free:
-        plan.how["relaxed"] = ", ".join(made_free)
-    return plan, foreign
+    return data[0], pred, preds
 
 
 def _relax(model: onnx.ModelProto, axes: Mapping[str, Sequence[int | None]]) -> onnx.ModelProto:
