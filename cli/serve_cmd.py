@@ -59,7 +59,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "atomically on SIGTERM/Ctrl-C and every --save-every seconds (with "
                         "several models: FILE's stem + .NAME per model)")
     p.add_argument("--save-every", type=float, default=30.0, metavar="SECONDS",
-                   help="with --state, seconds between snapshots (default 30; 0: only at stop)")
+                   help="with --state, seconds between snapshots (default 30; 0: only at stop "
+                        "and, with the log, when it outgrows 64 MiB)")
+    p.add_argument("--durability", choices=["log", "snapshot"], default="log",
+                   help="with --state: 'log' (default) answers a request only once its inputs "
+                        "are in a write-ahead log (FILE.wal, fsynced once per batched round), "
+                        "so a crash loses nothing answered; 'snapshot' only saves every "
+                        "--save-every seconds and at stop (a crash loses what came after the "
+                        "last snapshot)")
     p.add_argument("--max-sequences", type=int, default=100_000, metavar="N",
                    help="live sequences per model; a start beyond it answers 429 / "
                         "RESOURCE_EXHAUSTED (default 100000)")
@@ -138,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
                          grpc_port=None if args.grpc_port < 0 else args.grpc_port,
                          state=args.state, save_every=args.save_every,
                          max_request_bytes=args.max_request_bytes, limits=limits,
-                         coverage=args.coverage, season=args.season)
+                         coverage=args.coverage, season=args.season,
+                         durability=args.durability)
     try:
         server = Server(config)
         run_loop(server.serve_until_signal(), args.loop)

@@ -25,7 +25,7 @@ from rnnstream.runtime import RnnStreamError
 from .errors import ServeError
 from .http import JSON, HttpProtocol, metadata_body
 from .metrics import Metrics
-from .sequences import Limits, ModelService
+from .sequences import DURABILITY, Limits, ModelService
 
 __all__ = ["ServeConfig", "Server", "state_paths"]
 
@@ -46,8 +46,14 @@ class ServeConfig:
     limits: Limits = field(default_factory=Limits)
     coverage: float | None = None  # prediction intervals (outputs lower/upper) and live scores
     season: int | None = None  # seasonal-naive period for the live scores (None: the model's)
+    # with state: "log" answers a request only once its inputs are in the fsynced log (nothing
+    # answered is lost); "snapshot" only saves every save_every seconds and at stop
+    durability: str = "log"
 
     def __post_init__(self) -> None:
+        if self.durability not in DURABILITY:
+            raise ValueError(f"ServeConfig: durability={self.durability!r}; expected one of "
+                             f"{list(DURABILITY)}")
         if self.season is not None and self.coverage is None:
             raise ValueError(f"ServeConfig: season={self.season} is for the live scores, which "
                              "need coverage (e.g. coverage=0.9); without coverage leave season "
@@ -146,7 +152,7 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         for name, path in self._paths.items():
-            n = self.services[name].load(path)
+            n = self.services[name].load(path, self.config.durability)
             if n:
                 log.info("state restored", extra={"event": "restored", "model": name,
                                                    "path": path, "sequences": n})
@@ -242,6 +248,8 @@ class Server:
             conn.close()
         if self._http is not None:
             await self._http.wait_closed()
+        for service in self.services.values():
+            service.close()
         log.info("stopped", extra={"event": "stopped"})
         self._stopped.set()
 

@@ -175,6 +175,9 @@ class Metrics:
         self.request_seconds = Histogram("request_seconds", "Server-side time of an infer "
                                          "request, from parsed body to encoded answer.",
                                          _SECONDS)
+        self.log_sync_seconds = Histogram("log_sync_seconds", "Writing and fsyncing one "
+                                          "round's record to the log (--durability log).",
+                                          _SECONDS)
         self.live: Gauge | None = None
         self.scores: LiveScoreGauges | None = None
 
@@ -191,6 +194,8 @@ class Metrics:
             self.sequences_started.lines(), self.sequences_evicted.lines(),
             self.batch_size.lines(), self.queue_seconds.lines(), self.step_seconds.lines(),
             self.request_seconds.lines()]
+        if self.log_sync_seconds.count:
+            parts.append(self.log_sync_seconds.lines())
         if self.live is not None:
             parts.append(self.live.lines())
         if self.scores is not None:

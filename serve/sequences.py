@@ -46,11 +46,13 @@ from typing import Any
 import numpy as np
 
 from rnnstream.runtime import RnnStreamError, StreamPool
+from rnnstream.runtime._wal import LogWriter, file_digest, read_log
 from rnnstream.runtime.live import FORECASTERS
 from rnnstream.runtime.spec import INPUT_NAME, OUTPUT_NAME
 
 from .errors import ServeError
 from .metrics import Metrics
+from .wal import LOG_KIND, Rows, encode_evict, encode_round, replay
 
 __all__ = ["BOUNDS", "Infer", "Limits", "LiveSummary", "ModelService", "Outputs"]
 
@@ -61,6 +63,9 @@ SETTLE_TURNS = 8
 # How many evicted ids are remembered to answer "evicted" rather than "never started".
 EVICTED_MEMORY = 100_000
 BOUNDS = ("lower", "upper")  # the interval outputs, with --coverage
+DURABILITY = ("log", "snapshot")  # --durability: what an answer with --state promises
+# A log longer than this is checkpointed into the snapshot (and emptied) at once.
+CHECKPOINT_BYTES = 64 << 20
 
 
 @dataclass
@@ -191,6 +196,17 @@ class ModelService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle_waiters: list[asyncio.Future] = []
         self._arrivals = 0  # requests submitted so far (see _settle)
+        # --durability log (see .wal): the log, the rows the current round completed, the
+        # answers it holds back until its record is durable, and the state every sequence in
+        # the middle of a multi-point request had before it (a checkpoint saves that, since
+        # the request is logged whole when it completes)
+        self._log: LogWriter | None = None
+        self._log_path = ""
+        self._state_path = ""
+        self._log_broken: str | None = None
+        self._done: list[Rows] = []
+        self._held_answers: list[tuple[_Gather, ServeError | None]] | None = None
+        self._before: dict[Hashable, tuple[Any, Any] | None] = {}
 
     # -- facts ----------------------------------------------------------------------------------
     @property
@@ -306,6 +322,10 @@ class ModelService:
         self._schedule()
 
     def _check(self, req: Infer) -> None:
+        if self._log_broken is not None:
+            raise ServeError("unavailable", f"model {self.name!r}: the log cannot be written "
+                             f"({self._log_broken}); nothing more is accepted until the "
+                             "server is restarted (it recovers every answered request)")
         x = req.x
         if x.ndim != 3 or x.shape[2] != self.n_features or x.shape[0] < 1 or x.shape[1] < 1:
             raise ServeError("bad_request", f"model {self.name!r}: input 'x' has shape "
@@ -405,11 +425,16 @@ class ModelService:
         parts: list[np.ndarray] = []
         all_keys: list[Hashable] = []
         begun: list[tuple[Hashable, Any]] = []  # what _begin changed, undone if the step fails
+        logged = self._log is not None
         for blk in blocks:
             if blk.pos == 0:
                 for key, start in zip(blk.keys, blk.starts, strict=True):
                     if start:
                         begun.append(self._begin(key))
+                    elif logged and blk.x.shape[1] > 1:
+                        self._before[key] = self._snapshot_of(key)
+                if logged and blk.x.shape[1] > 1:
+                    self._before.update(begun[len(begun) - sum(blk.starts):])
                 self.metrics.queue_seconds.observe(now - blk.gather.arrived)
             parts.append(blk.x[:, blk.pos])
             all_keys += blk.keys
@@ -417,6 +442,10 @@ class ModelService:
             if item.pos == 0:
                 if item.start:
                     begun.append(self._begin(item.key))
+                    if logged and item.x.shape[0] > 1:
+                        self._before[item.key] = begun[-1][1]
+                elif logged and item.x.shape[0] > 1:
+                    self._before[item.key] = self._snapshot_of(item.key)
                 self.metrics.queue_seconds.observe(now - item.gather.arrived)
         if len(items) == 1 and not blocks:
             x = items[0].x[items[0].pos:items[0].pos + 1]  # a contiguous [1, F] view
@@ -424,6 +453,8 @@ class ModelService:
             parts.extend(item.x[item.pos][None] for item in items)
             x = np.concatenate(parts) if len(parts) > 1 else np.ascontiguousarray(parts[0])
         all_keys += keys
+        if logged:
+            self._held_answers = []
         try:
             y = self.pool.step_many(all_keys, x)
         except RnnStreamError as exc:  # onnxruntime failed: the pool left every state as it was,
@@ -432,9 +463,12 @@ class ModelService:
                                             "error": str(exc)})
             error = ServeError("internal", f"model {self.name!r}: the step failed ({exc}); no "
                                "state changed")
+            if logged:  # points of multi-point requests that earlier rounds applied stay
+                self._log_partial(blocks, items)
             for blk in blocks:
                 self._release_block(blk, error)
             self._fail(keys, items, error)
+            self._commit()
             self._schedule()
             return
         self.metrics.step_seconds.observe(time.perf_counter() - now)
@@ -457,13 +491,78 @@ class ModelService:
             if blk.pos < blk.x.shape[1]:
                 self._blocks.append(blk)
             else:
+                if logged:
+                    self._done.append(Rows(blk.keys, blk.x, blk.starts, blk.ends))
+                    if blk.x.shape[1] > 1:
+                        for key in blk.keys:
+                            self._before.pop(key, None)
                 self._release_block(blk, None)
         self._advance(keys, items, y[offset:], seen,
                       None if lower is None or upper is None else
                       (lower[offset:], upper[offset:]))
+        if logged:
+            self._commit()
         if not self._queues and not self._held:
             self._wake_idle()
         self._schedule()
+
+    # -- the log (--durability log) ---------------------------------------------------------------
+    def _commit(self) -> None:
+        """Make the round's completed rows durable (one record, one fsync), then send the
+        answers the round held back. If the log cannot be written, those answers are errors
+        and the model refuses every later request: its state is ahead of its log."""
+        held, self._held_answers = self._held_answers or [], None
+        done, self._done = self._done, []
+        log_ = self._log
+        if done and log_ is not None and self._log_broken is None:
+            started = time.perf_counter()
+            try:
+                log_.append(encode_round(done, self.n_features))
+                log_.sync()
+            except OSError as exc:
+                self._break_log(exc)
+            else:
+                self.metrics.log_sync_seconds.observe(time.perf_counter() - started)
+                if log_.size > CHECKPOINT_BYTES and self._loop is not None:
+                    self._loop.call_soon(self._checkpoint_now)
+        if self._log_broken is not None:
+            error = ServeError("internal", f"model {self.name!r}: the log cannot be written "
+                               f"({self._log_broken}); this request may or may not survive a "
+                               "restart")
+            held = [(gather, error) for gather, _ in held]
+        for gather, err in held:
+            gather.finish(err)
+
+    def _break_log(self, exc: Exception) -> None:
+        self._log_broken = str(exc)
+        log.error("log write failed", extra={"event": "log_failed", "model": self.name,
+                                             "path": self._log_path, "error": str(exc)})
+
+    def _finish(self, gather: _Gather, error: ServeError | None) -> None:
+        """Answer now, or once the round's record is durable (--durability log)."""
+        if self._held_answers is not None:
+            self._held_answers.append((gather, error))
+        else:
+            gather.finish(error)
+
+    def _snapshot_of(self, key: Hashable) -> tuple[Any, Any]:
+        return (self.pool.get_state(key),
+                None if self.coverage is None else self.pool.get_live(key))
+
+    def _log_partial(self, blocks: list[_Block], items: list[_Item]) -> None:
+        """A failed round drops its requests; the points earlier rounds applied for them stay
+        in the states, so they are logged (as rows without an end) to keep the log exact."""
+        for blk in blocks:
+            if blk.pos > 0:
+                self._done.append(Rows(blk.keys, blk.x[:, :blk.pos], blk.starts,
+                                       [False] * len(blk.keys)))
+                for key in blk.keys:
+                    self._before.pop(key, None)
+        for item in items:
+            if item.pos > 0:
+                self._done.append(Rows([item.key], item.x[None, :item.pos], [item.start],
+                                       [False]))
+                self._before.pop(item.key, None)
 
     def _take_blocks(self) -> list[_Block]:
         """Whole blocks, oldest first, while they fit max_batch (at least one)."""
@@ -504,6 +603,10 @@ class ModelService:
                 continue
             queue = self._queues[key]
             queue.popleft()
+            if self._log is not None:
+                self._done.append(Rows([key], item.x[None], [item.start], [item.end]))
+                if item.x.shape[0] > 1:
+                    self._before.pop(key, None)
             if item.end:
                 self.pool.remove(key)
                 self._last_seen.pop(key, None)
@@ -527,7 +630,7 @@ class ModelService:
             for key in blk.keys:
                 if key in queues:
                     ready[key] = None
-        blk.gather.finish(error)
+        self._finish(blk.gather, error)
 
     def _begin(self, key: Hashable) -> tuple[Hashable, Any]:
         """Start (or restart) ``key`` at the initial state; returns what :meth:`_undo_begins`
@@ -560,16 +663,15 @@ class ModelService:
                 if live is not None:
                     self.pool.set_live(key, live)
 
-    @staticmethod
-    def _answer(gather: _Gather) -> None:
+    def _answer(self, gather: _Gather) -> None:
         gather.left -= 1
         if gather.left == 0:
-            gather.finish(None)
+            self._finish(gather, None)
 
     def _fail(self, keys: list[Hashable], items: list[_Item], error: ServeError) -> None:
         """Drop the failed items (their requests get ``error``); keep later ones queued."""
         for key, item in zip(keys, items, strict=True):
-            item.gather.finish(error)
+            self._finish(item.gather, error)
             queue = self._queues[key]
             queue.popleft()
             if queue:
@@ -593,6 +695,11 @@ class ModelService:
             self._evicted[key] = now
         while len(self._evicted) > EVICTED_MEMORY:
             self._evicted.popitem(last=False)
+        if gone and self._log is not None and self._log_broken is None:
+            try:  # made durable by the next round's fsync (nobody waits for an eviction)
+                self._log.append(encode_evict(gone))
+            except OSError as exc:
+                self._break_log(exc)
         if gone:
             self.metrics.sequences_evicted.inc(self.name, len(gone))
             log.info("evicted idle sequences", extra={"event": "evicted", "model": self.name,
@@ -614,17 +721,99 @@ class ModelService:
 
     # -- snapshots --------------------------------------------------------------------------------
     def save(self, path: str) -> None:
-        """Every live sequence's state, atomically (StreamPool.save_state)."""
-        self.pool.save_state(path)
+        """Every live sequence's state, atomically (StreamPool.save_state); with a log, a
+        checkpoint: the snapshot, then the log emptied (see :mod:`rnnstream.runtime._wal`)."""
+        if self._log is None:
+            self.pool.save_state(path)
+            return
+        if self._log_broken is not None:
+            raise OSError(f"the log cannot be written ({self._log_broken}); the snapshot is "
+                          "left as it was, so a restart recovers every answered request")
+        self._log.sync()  # evictions appended since the last round
+        self._save_completed(path)
+        try:
+            self._log.reset(self._log_header(file_digest(path)))
+        except OSError as exc:  # the snapshot is newer than the log: later records would be
+            self._break_log(exc)  # dropped as stale on recovery, so nothing more is accepted
+            raise
 
-    def load(self, path: str) -> int:
-        """Continue the sequences of a snapshot written by :meth:`save`; returns their count."""
-        if not os.path.exists(path):
-            return 0
-        self.pool.load_state(path)
+    def _save_completed(self, path: str) -> None:
+        """Save the states as the log sees them: a sequence in the middle of a multi-point
+        request is saved as it was before the request (which is logged whole later)."""
+        pool, swapped = self.pool, []
+        for key, before in self._before.items():
+            swapped.append((key, self._snapshot_of(key)))
+            if before is None:
+                pool.remove(key)
+            else:
+                pool.set_state(key, before[0])
+                if before[1] is not None:
+                    pool.set_live(key, before[1])
+        try:
+            pool.save_state(path)
+        finally:
+            for key, (state, live) in swapped:
+                if key in pool:
+                    pool.set_state(key, state)
+                else:
+                    pool.add(key, state)
+                if live is not None:
+                    pool.set_live(key, live)
+
+    def _checkpoint_now(self) -> None:
+        """The log outgrew CHECKPOINT_BYTES: checkpoint between rounds."""
+        if not self._state_path or self._log is None or self._log_broken is not None:
+            return
+        try:
+            self.save(self._state_path)
+        except (OSError, RnnStreamError) as exc:
+            log.error("checkpoint failed", extra={"event": "save_failed", "model": self.name,
+                                                  "path": self._state_path, "error": str(exc)})
+
+    def _log_header(self, base: str) -> dict[str, Any]:
+        return {"kind": LOG_KIND, "fingerprint": self.pool.fingerprint, "base": base,
+                "model": self.name}
+
+    def load(self, path: str, durability: str = "snapshot") -> int:
+        """Continue the sequences of a snapshot written by :meth:`save`, and the records of
+        its log (``path + ".wal"``) when there is one; returns their count. With
+        ``durability="log"``, keep logging from here (every answer waits for its record)."""
+        if durability not in DURABILITY:
+            raise ValueError(f"durability {durability!r}; expected one of {DURABILITY}")
+        self._state_path, self._log_path = path, log_path(path)
+        if os.path.exists(path):
+            self.pool.load_state(path)
+        digest = file_digest(path)
+        if os.path.exists(self._log_path):
+            contents = read_log(self._log_path, LOG_KIND, self.pool.fingerprint, digest)
+            points = 0
+            if not contents.stale:
+                points = replay(self.pool, contents.records, self.n_features, self._log_path)
+            log.info("log read", extra={"event": "log_replayed", "model": self.name,
+                                        "path": self._log_path,
+                                        "records": len(contents.records),
+                                        "points": points, "stale": contents.stale,
+                                        "dropped_bytes": contents.dropped})
+            if contents.records and not contents.stale:  # the recovered states become
+                # the snapshot that the new log continues
+                self.pool.save_state(path)
+                digest = file_digest(path)
+        if durability == "log":
+            self._log = LogWriter.create(self._log_path, self._log_header(digest))
+        elif os.path.exists(self._log_path):
+            os.remove(self._log_path)  # its records are in the snapshot now
         now = self._clock()
         self._last_seen = dict.fromkeys(self.pool.keys(), now)
         return len(self.pool)
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+
+
+def log_path(state: str) -> str:
+    """The log beside a snapshot: ``sequences.npz`` -> ``sequences.npz.wal``."""
+    return state + ".wal"
 
 
 def _put(gather: _Gather, at: tuple[Any, Any], lower: np.ndarray, upper: np.ndarray) -> None:
