@@ -20,6 +20,8 @@ inputs without a time axis and extra unit axes are moved into place), its predic
 y [batch, time, T] (a flattened [batch*time, K] output too), and each state pair IN -> OUT
 becomes <name>_in / <name>_out [batch, ...] with the batch first (torch's [layers, batch,
 hidden] is transposed). Other outputs are dropped; constant inputs must be given (--fixed).
+float16/float64 tensors are cast to and from float32 (a float64 state is then carried in
+float32 between calls); integer data or states are refused.
 
 State pairs: --state IN=OUT (repeat per state; IN=OUT:NAME names it), else found by the
 runtime's naming conventions (h0 -> hn, state -> stateN, X_in -> X_out, ...). Names default to

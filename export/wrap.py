@@ -12,7 +12,8 @@ spec`)::
     foreign state output -> Transpose -> <s>_out [batch, *row]
 
 Every foreign name is prefixed with ``foreign/`` (so none collides with ``x``, ``y`` or a
-``<s>_in``), constant inputs are folded in as initializers, other outputs are dropped and the
+``<s>_in``), float16/float64 tensors are Cast to and from float32, constant inputs are folded
+in as initializers, other outputs are dropped and the
 nodes only they needed are pruned. A graph whose time axis cannot vary (``[batch, F]`` inputs,
 or a prediction without a time axis) becomes ``step_only``: its ``x`` is ``[batch, 1, F]``.
 
@@ -100,6 +101,9 @@ RECHECK = 100  # ...and by the final bytes, which must give the very same predic
 BATCH_HINTS = ("batch", "n", "b", "bs", "num_seqs")
 TIME_HINTS = ("time", "seq", "len", "step", "t", "frames")
 DEFAULT_NAMES = {1: ("h",), 2: ("h", "c")}
+FLOAT_TYPES: dict[str, np.dtype] = {"tensor(float)": np.dtype(np.float32),
+                                    "tensor(float16)": np.dtype(np.float16),
+                                    "tensor(double)": np.dtype(np.float64)}
 
 Runner = Callable[[np.ndarray, tuple[np.ndarray, ...]], dict[str, np.ndarray]]
 
@@ -183,6 +187,7 @@ class Plan:
     fixed: dict[str, np.ndarray]
     n_features: int
     n_targets: int
+    dtypes: dict[str, np.dtype] = field(default_factory=dict)  # foreign name -> its dtype
     dropped: list[str] = field(default_factory=list)
     how: dict[str, str] = field(default_factory=dict)  # what -> how it was found
 
@@ -435,7 +440,7 @@ def plan_wrap(
     inputs = {i.name: i for i in sess.get_inputs()}
     outputs = {o.name: o for o in sess.get_outputs()}
     pairs, how = _pairs(inputs, outputs, state_map, fixed, src)
-    data, pred, preds = _roles(inputs, outputs, pairs, fixed, output, src)
+    data, pred, preds, dtypes = _roles(inputs, outputs, pairs, fixed, output, src)
     named = _state_names(list(pairs), state_names or {}, src)
     options = {i: _state_layouts(inputs[i], outputs[o], src) for i, o in pairs.items()}
     relaxed = {i: [lay.batch for lay in lays] for i, lays in options.items()
@@ -448,8 +453,8 @@ def plan_wrap(
     x_dims = _dims(inputs[data])
 
     def find(sess: ort.InferenceSession, ones: Sequence[int]) -> Plan:
-        return _find_axes(sess, src, data, x_dims, ones, pred, states, fixed, n_features,
-                          batch_axis, time_axis, seed)
+        probe = _Probe(sess, src, data, pred, fixed, dtypes, np.random.default_rng([seed, 7]))
+        return _find_axes(probe, x_dims, ones, states, n_features, batch_axis, time_axis)
 
     ones = [i for i, d in enumerate(x_dims) if d == 1]
     try:
@@ -471,8 +476,8 @@ def plan_wrap(
 
 def _roles(inputs: Mapping[str, Any], outputs: Mapping[str, Any], pairs: Mapping[str, str],
            fixed: Mapping[str, Any], output: str | None,
-           src: str) -> tuple[str, str, list[str]]:
-    """(data input, prediction output, every output that is not a state), dtypes checked."""
+           src: str) -> tuple[str, str, list[str], dict[str, np.dtype]]:
+    """(data input, prediction output, every output that is not a state, their dtypes)."""
     data = [n for n in inputs if n not in pairs and n not in fixed]
     if len(data) != 1:
         raise ExportError(
@@ -482,9 +487,9 @@ def _roles(inputs: Mapping[str, Any], outputs: Mapping[str, Any], pairs: Mapping
             "state ones with --state IN=OUT")
     preds = [n for n in outputs if n not in pairs.values()]
     pred = _prediction(preds, output, src)
-    _check_float(src, [inputs[data[0]], outputs[pred],
-                       *(inputs[i] for i in pairs), *(outputs[o] for o in pairs.values())])
-    return data[0], pred, preds
+    dtypes = _dtypes(src, [inputs[data[0]], outputs[pred],
+                           *(inputs[i] for i in pairs), *(outputs[o] for o in pairs.values())])
+    return data[0], pred, preds, dtypes
 
 
 def _relax(model: onnx.ModelProto, axes: Mapping[str, Sequence[int | None]]) -> onnx.ModelProto:
@@ -535,13 +540,17 @@ def _prediction(preds: Sequence[str], output: str | None, src: str) -> str:
     return preds[0]
 
 
-def _check_float(src: str, args: Sequence[Any]) -> None:
-    bad = [f"{a.name!r} ({a.type})" for a in args if a.type != "tensor(float)"]
+def _dtypes(src: str, args: Sequence[Any]) -> dict[str, np.dtype]:
+    """Each tensor's dtype: float32, or float16/float64 (Cast to and from float32 in the
+    wrapped graph: rnnstream's x, y and states are float32, so a float64 state is rounded to
+    float32 between calls; the proofs compare with the foreign graph carried the same way)."""
+    bad = [f"{a.name!r} ({a.type})" for a in args if a.type not in FLOAT_TYPES]
     if bad:
         raise ExportError(
-            f"{src}: {', '.join(bad)} are not float32; rnnstream's data input, prediction and "
-            "states are float32. Convert the model first (e.g. onnxconverter_common's "
-            "float16.convert_float16_to_float32, or re-export it in float32)")
+            f"{src}: {', '.join(bad)} are not floating point; rnnstream's data input, "
+            "prediction and states are float32 (float16 and float64 are cast). Convert the "
+            "model first, or re-export it with float inputs and outputs")
+    return {a.name: FLOAT_TYPES[a.type] for a in args}
 
 
 def _state_names(inputs: Sequence[str], given: Mapping[str, str], src: str) -> dict[str, str]:
@@ -659,20 +668,42 @@ def _preference(lay: Layout, dims: Sequence[int | str | None]) -> tuple[int, int
     return (lay.time is None, -hinted)
 
 
-def _find_axes(sess: ort.InferenceSession, src: str, data: str,
-               dims: Sequence[int | str | None], ones: Sequence[int], pred: str,
-               options: list[list[StatePlan]], fixed: Mapping[str, np.ndarray],
-               n_features: int | None, batch_axis: int | None, time_axis: int | str | None,
-               seed: int) -> Plan:
+@dataclass
+class _Probe:
+    """What every probing run needs: the session, the foreign names and dtypes, constants."""
+
+    sess: ort.InferenceSession
+    src: str
+    data: str
+    pred: str
+    fixed: Mapping[str, np.ndarray]
+    dtypes: Mapping[str, np.dtype]
+    rng: np.random.Generator
+
+    def feeds(self, lay: Layout, states: Sequence[StatePlan], batch: int,
+              time: int) -> dict[str, np.ndarray]:
+        """Random inputs of these sizes: x ~ N(0, 1), states uniform in (-0.9, 0.9)."""
+        x = self.rng.standard_normal(_shape(lay, batch, time))
+        feeds = {self.data: x.astype(self.dtypes[self.data])}
+        for s in states:
+            value = self.rng.uniform(-0.9, 0.9, _shape(s.layout, batch, time))
+            feeds[s.input] = value.astype(self.dtypes[s.input])
+        feeds.update(self.fixed)
+        return feeds
+
+
+def _find_axes(probe: _Probe, dims: Sequence[int | str | None], ones: Sequence[int],
+               options: list[list[StatePlan]], n_features: int | None,
+               batch_axis: int | None, time_axis: int | str | None) -> Plan:
     """Probe every reading of the data input (and of states whose batch was fixed to 1)."""
+    src, data, pred = probe.src, probe.data, probe.pred
     candidates = _x_candidates(dims, ones, n_features, batch_axis, time_axis, src, data)
     combos = list(itertools.islice(itertools.product(*options), MAX_CANDIDATES))
-    rng = np.random.default_rng([seed, 7])
     tried: list[str] = []
     fits: list[tuple[Layout, list[StatePlan], Layout]] = []
     for lay, combo in itertools.product(candidates, combos):
         states = list(combo)
-        y_lay, why = _probe_shapes(sess, data, pred, lay, states, fixed, rng)
+        y_lay, why = _probe_shapes(probe, lay, states)
         if y_lay is None:
             tried.append(f"batch axis {lay.batch}, time axis {lay.time}"
                          + "".join(f", {s.input} batch axis {s.layout.batch}"
@@ -695,26 +726,17 @@ def _find_axes(sess: ort.InferenceSession, src: str, data: str,
                           "to 1 at export and several axes of size 1 run); re-export with a "
                           "dynamic batch axis on each state (torch: dynamic_axes)")
     x_lay, states, y_lay = best[0]
-    y_lay = _probe_batch(sess, data, pred, x_lay, y_lay, states, fixed, rng, src)
+    y_lay = _probe_batch(probe, x_lay, y_lay, states)
     how_x = ("given" if given else "found by running the graph at batch 2 and 3, time 3 and 5"
              + (f"; {len(fits) - 1} other reading(s) ran too, chosen by preference"
                 if len(fits) > 1 else ""))
     n_targets = math.prod(y_lay.sizes)
-    plan = Plan(data, x_lay, pred, y_lay, states, dict(fixed), math.prod(x_lay.sizes),
-                n_targets)
+    plan = Plan(data, x_lay, pred, y_lay, states, dict(probe.fixed), math.prod(x_lay.sizes),
+                n_targets, dict(probe.dtypes))
     plan.how.update(x=how_x, y="follows the batch" + (" and time" if y_lay.time is not None
                                                       else " x time, flattened"
                                                       if y_lay.flat is not None else ""))
     return plan
-
-
-def _feeds(lay: Layout, data: str, states: Sequence[StatePlan], fixed: Mapping[str, Any],
-           batch: int, time: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    feeds = {data: rng.standard_normal(_shape(lay, batch, time)).astype(np.float32)}
-    for s in states:
-        feeds[s.input] = rng.uniform(-0.9, 0.9, _shape(s.layout, batch, time)).astype(np.float32)
-    feeds.update(fixed)
-    return feeds
 
 
 def _shape(lay: Layout, batch: int, time: int) -> tuple[int, ...]:
@@ -728,16 +750,15 @@ def _shape(lay: Layout, batch: int, time: int) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def _probe_shapes(sess: ort.InferenceSession, data: str, pred: str, lay: Layout,
-                  states: Sequence[StatePlan], fixed: Mapping[str, Any],
-                  rng: np.random.Generator) -> tuple[Layout | None, str]:
+def _probe_shapes(probe: _Probe, lay: Layout,
+                  states: Sequence[StatePlan]) -> tuple[Layout | None, str]:
     """Run ``lay`` at PROBES sizes: the prediction's layout, or None and why not."""
-    fetch = [pred, *(s.output for s in states)]
+    fetch = [probe.pred, *(s.output for s in states)]
     shapes = []
     for batch, time in PROBES:
-        feeds = _feeds(lay, data, states, fixed, batch, time, rng)
+        feeds = probe.feeds(lay, states, batch, time)
         try:
-            got = sess.run(fetch, feeds)
+            got = probe.sess.run(fetch, feeds)
         except Exception as exc:  # onnxruntime's errors share no base class
             return None, f"onnxruntime: {str(exc).splitlines()[0][:160]}"
         for s, value in zip(states, got[1:], strict=True):
@@ -778,20 +799,20 @@ def _follow(shapes: Sequence[tuple[int, ...]], has_time: bool) -> tuple[Layout |
     return Layout(len(s1), one("batch"), one("time"), tuple(sizes), one("flat")), ""
 
 
-def _probe_batch(sess: ort.InferenceSession, data: str, pred: str, lay: Layout, y_lay: Layout,
-                 states: Sequence[StatePlan], fixed: Mapping[str, Any],
-                 rng: np.random.Generator, src: str) -> Layout:
+def _probe_batch(probe: _Probe, lay: Layout, y_lay: Layout,
+                 states: Sequence[StatePlan]) -> Layout:
     """Change stream 0's input and state only: every output entry that moves must be stream
     0's, on the batch axis found (for a flattened prediction this also tells its order)."""
+    src, pred, rng = probe.src, probe.pred, probe.rng
     batch, time = PROBES[0]
-    feeds = _feeds(lay, data, states, fixed, batch, time, rng)
+    feeds = probe.feeds(lay, states, batch, time)
     moved = dict(feeds)
-    moved[data] = _perturb_first(feeds[data], lay.batch, rng)
+    moved[probe.data] = _perturb_first(feeds[probe.data], lay.batch, rng)
     for s in states:
         moved[s.input] = _perturb_first(feeds[s.input], s.layout.batch, rng)
     fetch = [pred, *(s.output for s in states)]
     try:
-        before, after = sess.run(fetch, feeds), sess.run(fetch, moved)
+        before, after = probe.sess.run(fetch, feeds), probe.sess.run(fetch, moved)
     except ORT_ERRORS as exc:
         raise ExportError(f"{src}: onnxruntime failed on the batch probe: {exc}") from exc
     changed = [np.asarray(a != b) for a, b in zip(before, after, strict=True)]
@@ -871,10 +892,11 @@ def foreign_runner(sess: ort.InferenceSession, plan: Plan,
         xs = x.astype(np.float32)
         if "feature_mean" in norm:
             xs = (xs - norm["feature_mean"]) / norm["feature_std"]
-        feeds = {plan.data: x_to_foreign(xs, plan.x), **plan.fixed}
-        feeds.update({s.input: state_to_foreign(v, s.layout)
+        feeds = {plan.data: x_to_foreign(xs, plan.x).astype(plan.dtypes[plan.data]),
+                 **plan.fixed}
+        feeds.update({s.input: state_to_foreign(v, s.layout).astype(plan.dtypes[s.input])
                       for s, v in zip(plan.states, states, strict=True)})
-        y, *new = sess.run(fetch, feeds)
+        y, *new = (a.astype(np.float32) for a in sess.run(fetch, feeds))
         y = y_from_foreign(y, plan.y, x.shape[0], x.shape[1])
         if "target_mean" in norm:
             y = y * norm["target_std"] + norm["target_mean"]
@@ -904,8 +926,10 @@ def rewrite(foreign: onnx.ModelProto, plan: Plan,
     time: str | int = 1 if plan.step_only else spec.TIME
     _feed_x(plan, norm, pre, inits)
     for s in plan.states:
-        _edge(pre, spec.state_input_name(s.name), PREFIX + s.input, s.layout.to_foreign)
-        _edge(post, PREFIX + s.output, spec.state_output_name(s.name), s.layout.order)
+        _into(pre, spec.state_input_name(s.name), PREFIX + s.input, s.layout.to_foreign,
+              plan.dtypes[s.input])
+        _out_of(post, PREFIX + s.output, spec.state_output_name(s.name), s.layout.order,
+                plan.dtypes[s.output])
     _read_y(plan, norm, post, inits)
     # inputs the foreign file backs with an initializer (a default) become plain constants
     ins, outs = spec.graph_io(spec.CUSTOM, layers=0, hidden=0, n_features=plan.n_features,
@@ -955,6 +979,26 @@ def _edge(nodes: list[onnx.NodeProto], src: str, dst: str, perm: Sequence[int]) 
                                       perm=list(perm)))
 
 
+def _into(nodes: list[onnx.NodeProto], src: str, dst: str, perm: Sequence[int],
+          dtype: np.dtype) -> None:
+    """float32 ``src`` -> Transpose -> (Cast to the foreign ``dtype``) -> ``dst``."""
+    if dtype == np.float32:
+        _edge(nodes, src, dst, perm)
+        return
+    _edge(nodes, src, f"wrap/{dst}_f32", perm)
+    nodes.append(helper.make_node("Cast", [f"wrap/{dst}_f32"], [dst],
+                                  to=helper.np_dtype_to_tensor_dtype(dtype)))
+
+
+def _out_of(nodes: list[onnx.NodeProto], src: str, dst: str, perm: Sequence[int],
+            dtype: np.dtype) -> None:
+    """foreign ``src`` -> (Cast to float32) -> Transpose -> ``dst``."""
+    if dtype != np.float32:
+        nodes.append(helper.make_node("Cast", [src], [f"wrap/{src}_f32"], to=TensorProto.FLOAT))
+        src = f"wrap/{src}_f32"
+    _edge(nodes, src, dst, perm)
+
+
 def _feed_x(plan: Plan, norm: Mapping[str, np.ndarray], nodes: list[onnx.NodeProto],
             inits: list[TensorProto]) -> None:
     """x [B, T, F] -> (scaling) -> Reshape to [B, (T), *sizes] -> Transpose -> foreign input."""
@@ -971,14 +1015,14 @@ def _feed_x(plan: Plan, norm: Mapping[str, np.ndarray], nodes: list[onnx.NodePro
         shape = _const(inits, "wrap/x_shape", lead + list(lay.sizes), np.int64)
         nodes.append(helper.make_node("Reshape", [cur, shape], ["wrap/x_split"]))
         cur = "wrap/x_split"
-    _edge(nodes, cur, PREFIX + plan.data, lay.to_foreign)
+    _into(nodes, cur, PREFIX + plan.data, lay.to_foreign, plan.dtypes[plan.data])
 
 
 def _read_y(plan: Plan, norm: Mapping[str, np.ndarray], nodes: list[onnx.NodeProto],
             inits: list[TensorProto]) -> None:
     """foreign prediction -> Transpose -> Reshape to [B, T, K] -> (scaling) -> y."""
     lay, k = plan.y, plan.n_targets
-    _edge(nodes, PREFIX + plan.output, "wrap/y_moved", lay.order)
+    _out_of(nodes, PREFIX + plan.output, "wrap/y_moved", lay.order, plan.dtypes[plan.output])
     if lay.flat is None:
         shape = _const(inits, "wrap/y_shape", [0, 0 if lay.time is not None else 1, k],
                        np.int64)

@@ -328,18 +328,32 @@ def test_sequence_to_one_output_becomes_step_only(tmp_path):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_non_float32_io_is_refused(tmp_path):
-    graph = helper.make_graph(
-        [helper.make_node("Add", ["x", "h"], ["h_out"]), helper.make_node("Neg", ["h_out"], ["y"])],
-        "f64", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["B", "T", 3]),
-                helper.make_tensor_value_info("h", TensorProto.DOUBLE, ["B", 1, 3])],
-        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["B", "T", 3]),
-         helper.make_tensor_value_info("h_out", TensorProto.DOUBLE, ["B", "T", 3])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(tmp_path / "d.onnx"))
-    with pytest.raises(ExportError, match=r"'x' \(tensor\(double\)\).* are not float32"):
-        wrap_onnx(tmp_path / "d.onnx", tmp_path / "m.onnx", state_map={"h": "h_out"})
+def test_float64_io_is_cast_and_integers_refused(tmp_path):
+    """A float64 graph (x + h -> h_out, y = -h_out): wrapped with Casts, float32 outside."""
+    def save(dtype, name):
+        graph = helper.make_graph(
+            [helper.make_node("Add", ["x", "h"], ["h_out"]),
+             helper.make_node("Neg", ["h_out"], ["y"])],
+            "f64", [helper.make_tensor_value_info("x", dtype, ["B", 3]),
+                    helper.make_tensor_value_info("h", dtype, ["B", 3])],
+            [helper.make_tensor_value_info("y", dtype, ["B", 3]),
+             helper.make_tensor_value_info("h_out", dtype, ["B", 3])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        onnx.save(model, str(tmp_path / name))
+        return tmp_path / name
+
+    with pytest.raises(ExportError, match=r"'x' \(tensor\(int64\)\).* are not floating"):
+        wrap_onnx(save(TensorProto.INT64, "i.onnx"), tmp_path / "m.onnx")
+    report = wrap_onnx(save(TensorProto.DOUBLE, "d.onnx"), tmp_path / "m.onnx")
+    assert report.plan.dtypes["x"] == np.float64
+    p = Predictor(tmp_path / "m.onnx")
+    xs = np.random.default_rng(2).standard_normal((5, 3)).astype(np.float32)
+    h = np.zeros(3, np.float32)  # carried as float32 between calls: rounded after each sum
+    for r in xs:
+        y = p.step(r)
+        h = (h.astype(np.float64) + r).astype(np.float32)
+        np.testing.assert_array_equal(y, -h)
 
 
 def test_plan_errors_say_what_to_pass(lstm, tmp_path):
