@@ -46,9 +46,9 @@ from typing import Any
 import numpy as np
 
 from rnnstream.runtime import RnnStreamError, StreamPool
-from rnnstream.runtime._wal import LogWriter, file_digest, read_log
 from rnnstream.runtime.live import FORECASTERS
 from rnnstream.runtime.spec import INPUT_NAME, OUTPUT_NAME
+from rnnstream.runtime.wal import LogWriter, file_digest, read_log
 
 from .errors import ServeError
 from .metrics import Metrics
@@ -722,7 +722,7 @@ class ModelService:
     # -- snapshots --------------------------------------------------------------------------------
     def save(self, path: str) -> None:
         """Every live sequence's state, atomically (StreamPool.save_state); with a log, a
-        checkpoint: the snapshot, then the log emptied (see :mod:`rnnstream.runtime._wal`)."""
+        checkpoint: the snapshot, then the log emptied (see :mod:`rnnstream.runtime.wal`)."""
         if self._log is None:
             self.pool.save_state(path)
             return

@@ -12,7 +12,7 @@ starts (or resets) its sequence when flagged, steps its points, and ends it when
 StreamPool's results do not depend on which rows share a step, so replaying rows in other
 groupings than the live rounds used gives the same states, bit for bit.
 
-Record payloads (inside the framing of :mod:`rnnstream.runtime._wal`)::
+Record payloads (inside the framing of :mod:`rnnstream.runtime.wal`)::
 
     b"R" u32 n  JSON {"k": [keys], "t": [points per row] (omitted: 1 each),
                       "s": [rows that start], "e": [rows that end], "f": features}

@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("httptools", reason="rnnstream serve needs the 'serve' extra")
 
 from rnnstream.runtime import StateError, StreamPool
-from rnnstream.runtime._wal import LogWriter, read_log
+from rnnstream.runtime.wal import LogWriter, read_log
 from rnnstream.serve import ServeError
 from rnnstream.serve.metrics import Metrics
 from rnnstream.serve.sequences import Infer, Limits, ModelService, log_path
