@@ -25,6 +25,16 @@ With ``input_mode="delta"`` the layers see changes instead of ``x`` (see
     d = x - Concat(first, x[:, :-1])   [B,T,F]  -Transpose-> layer 0
     last_out = Concat(x[:, -1], 1)     [B,F+1]
 
+With ``target_mode="seasonal"`` (season ``S``, horizon ``h``) the head's output is added to
+the targets one season before the predicted time, from the ``cycle`` state (see
+:mod:`rnnstream.runtime.spec`); every slice index is static, so time stays dynamic::
+
+    seen = Concat(x_targets, 1)                          [B,T,Tg+1]
+    c = Concat(cycle_in, seen, axis=1)                   [B,S+T,Tg+1]
+    back = c[:, h : -(S-h)]  (c[:, h:] when S == h)      [B,T,Tg+1]
+    ref = flag * back[..., :Tg] + (1 - flag) * x_targets  (exact for flag in {0, 1})
+    cycle_out = c[:, -S:]
+
 Every tensor name and shape at the edges comes from :func:`rnnstream.runtime.spec.graph_io`.
 """
 
@@ -36,6 +46,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from rnnstream.runtime import spec
 from rnnstream.runtime.spec import (
+    CYCLE_STATE,
     INPUT_NAME,
     LAST_STATE,
     OUTPUT_NAME,
@@ -60,7 +71,8 @@ def graph_value_infos(cfg, time: str | int = spec.TIME
     """The graph's inputs and outputs as ONNX value infos, from the one spec."""
     ins, outs = spec.graph_io(cfg.cell, layers=cfg.layers, hidden=cfg.hidden,
                               n_features=cfg.n_features, n_targets=cfg.n_targets,
-                              input_mode=cfg.input_mode, time=time)
+                              input_mode=cfg.input_mode, target_mode=cfg.target_mode,
+                              season=cfg.season, time=time)
 
     def info(t: spec.TensorSpec) -> onnx.ValueInfoProto:
         return helper.make_tensor_value_info(t.name, TensorProto.FLOAT, list(t.shape))
@@ -114,6 +126,44 @@ def delta_input_nodes(nodes: list, inits: list, x: str, n_features: int, time_ax
     ones = node("Add", [node("Mul", [seen, zero], "delta_seen0"), one], "delta_ones")
     node("Concat", [newest, ones], last_out, axis=1)
     return node("Sub", [x, shifted], "delta_x")
+
+
+def seasonal_nodes(nodes: list, inits: list, targets: str, cfg) -> str:
+    """Append the nodes that read ``cycle_in`` and write ``cycle_out`` for ``targets`` [B,T,Tg]
+    (the observed targets of x); returns the name of the seasonal reference [B,T,Tg] (see the
+    module doc). Plain ops only (no Split, no Expand), so the step graph can use it too."""
+    s, h, tg = cfg.season, cfg.horizon, cfg.n_targets
+    big = np.iinfo(np.int64).max
+
+    def const(name: str, value) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(op: str, inputs: list[str], output: str, **attrs) -> str:
+        nodes.append(helper.make_node(op, inputs, [output], **attrs))
+        return output
+
+    def ints(name: str, value: int) -> str:
+        return const(name, np.array([value], np.int64))
+
+    ax1, ax2 = ints("season_axis1", 1), ints("season_axis2", 2)
+    zero = ints("season_0", 0)
+    one = const("season_one", np.array(1.0, np.float32))
+    first = node("Slice", [targets, zero, ints("season_1", 1), ax2], "season_first")
+    ones = node("Add", [node("Mul", [first, const("season_zero", np.array(0.0, np.float32))],
+                             "season_first0"), one], "season_ones")
+    seen = node("Concat", [targets, ones], "season_seen", axis=2)
+    c = node("Concat", [state_input_name(CYCLE_STATE), seen], "season_all", axis=1)
+    back = node("Slice", [c, ints("season_h", h), ints("season_end", h - s if s > h else big),
+                          ax1], "season_back")
+    value = node("Slice", [back, zero, ints("season_tg", tg), ax2], "season_value")
+    flag = node("Slice", [back, "season_tg", ints("season_tg1", tg + 1), ax2], "season_flag")
+    node("Slice", [c, ints("season_ms", -s), ints("season_big", big), ax1],
+         state_output_name(CYCLE_STATE))
+    kept = node("Mul", [flag, value], "season_kept")
+    stand_in = node("Mul", [node("Sub", [one, flag], "season_unseen"), targets],
+                    "season_stand_in")
+    return node("Add", [kept, stand_in], "season_ref")
 
 
 def onnx_weights(model) -> dict[str, np.ndarray]:
@@ -222,9 +272,11 @@ def build_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     seq = head_hidden_nodes(cfg, nodes, seq)
     nodes.append(helper.make_node("MatMul", [seq, "head_W"], ["head_mm"]))
     nodes.append(helper.make_node("Add", ["head_mm", "head_b"], ["head_tbt"]))
-    if cfg.target_mode == "delta":
+    if cfg.target_mode in ("delta", "seasonal"):
         nodes.append(helper.make_node("Transpose", ["head_tbt"], ["head_btt"], perm=[1, 0, 2]))
         last = _residual_source(cfg, nodes, inits)
+        if cfg.target_mode == "seasonal":
+            last = seasonal_nodes(nodes, inits, last, cfg)
         nodes.append(helper.make_node("Add", ["head_btt", last], [OUTPUT_NAME]))
     else:
         nodes.append(helper.make_node("Transpose", ["head_tbt"], [OUTPUT_NAME], perm=[1, 0, 2]))
@@ -247,7 +299,8 @@ def pin_ir_version(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _residual_source(cfg, nodes: list, inits: list) -> str:
-    """The last observed value of each target's series, [B, T, Tg], for target_mode='delta'."""
+    """The last observed value of each target's series, [B, T, Tg], for target_mode='delta'
+    (and 'seasonal', whose reference starts from it)."""
     index = list(cfg.target_index)
     if index == list(range(cfg.n_features)):
         return INPUT_NAME  # targets are exactly the features, in order: add x itself

@@ -111,6 +111,7 @@ def build_contract(
         horizon=cfg.horizon,
         target_mode=cfg.target_mode,
         input_mode=cfg.input_mode,
+        season=cfg.season,
         normalization=json_safe(model.normalization(), "normalization"),
         metrics=json_safe(dict(metrics or {}), "metrics"),
         parity=json_safe(dict(parity or {}), "parity"),

@@ -23,7 +23,8 @@ One layer, ``G`` gates (ONNX gate order, see graph.py), ``x`` [B,in], ``h``/``c`
 
 Edges: x [B,1,F] -Reshape-> [B,F]; s_in [B,L,H] -Slice(axis 1)/Reshape-> L x [B,H];
 new layer states -Concat(axis 1)-> [B,L*H] -Reshape-> s_out [B,L,H]; head Gemm -> [B,Tg]
-(+ the last observed targets for target_mode="delta") -Reshape-> y [B,1,Tg].
+(+ the last observed targets for target_mode="delta", + the targets one season back for
+"seasonal": graph.seasonal_nodes on [B,1,Tg]) -Reshape-> y [B,1,Tg].
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from .graph import (
     graph_value_infos,
     head_hidden_nodes,
     onnx_weights,
+    seasonal_nodes,
 )
 
 __all__ = ["STEP_SUFFIX", "build_step_graph", "step_path"]
@@ -175,11 +177,17 @@ def build_step_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     seq = head_hidden_nodes(cfg, b.nodes, seq, op="Gemm")
     head = b.op("Gemm", [seq, b.const("head_W", w["head_W"].astype(np.float32)),
                          b.const("head_b", w["head_b"].astype(np.float32))], "head_bt")[0]
-    if cfg.target_mode == "delta":
+    if cfg.target_mode in ("delta", "seasonal"):
         last = "x_bf"
         if list(cfg.target_index) != list(range(f)):
             idx = b.const("target_index", np.array(list(cfg.target_index), np.int64))
             last = b.op("Gather", ["x_bf", idx], "x_targets", axis=1)[0]
+        if cfg.target_mode == "seasonal":
+            shape_b1t = b.const("shape_b1t_ref", np.array([-1, 1, t], np.int64))
+            last3 = b.op("Reshape", [last, shape_b1t], "x_targets_b1t")[0]
+            ref = seasonal_nodes(b.nodes, b.inits, last3, cfg)
+            last = b.op("Reshape", [ref, b.const("shape_bt", np.array([-1, t], np.int64))],
+                        "season_ref_bt")[0]
         head = b.op("Add", [head, last], "y_bt")[0]
     b.op("Reshape", [head, b.const("shape_b1t", np.array([-1, 1, t], np.int64))], OUTPUT_NAME)
 

@@ -50,7 +50,7 @@ from rnnstream.runtime.contract import (
     state_input_name,
     state_output_name,
 )
-from rnnstream.runtime.spec import LAST_STATE
+from rnnstream.runtime.spec import CYCLE_STATE, LAST_STATE
 
 from .errors import ExportError, ParityError, ParityFailure
 
@@ -333,7 +333,24 @@ def random_inputs(
         seen = (rng.random((batch, 1)) < 0.5).astype(np.float64)
         last = np.concatenate([x[:, 0] - back, seen], axis=1).astype(np.float32)
         states = (*states[:i], last, *states[i + 1:])
+    if CYCLE_STATE in spec.state_names:  # the targets of the season before x, some unseen
+        i = spec.state_names.index(CYCLE_STATE)
+        states = (*states[:i], _random_cycle(x, spec.state_shapes[i], rng), *states[i + 1:])
     return x, states
+
+
+def _random_cycle(x: np.ndarray, row: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """A ``cycle`` state [B, S, Tg + 1] for inputs x: values at the inputs' scale (each slot a
+    value of x, so the seasonal reference is a realistic raw value), flags 0 or 1 with the
+    unseen slots first, as a stream that started less than a season ago has them."""
+    batch, season, width = int(x.shape[0]), int(row[0]), int(row[1])
+    flat = x.reshape(-1, x.shape[-1])
+    picks = flat[rng.integers(0, flat.shape[0], (batch, season))]  # [B, S, F]
+    values = picks[..., :width - 1] if picks.shape[-1] >= width - 1 else np.resize(
+        picks, (batch, season, width - 1))
+    unseen = rng.integers(0, season + 1, batch)  # how many of the oldest slots were never seen
+    flags = (np.arange(season)[None, :] >= unseen[:, None]).astype(np.float32)[..., None]
+    return np.concatenate([values * flags, flags], axis=-1).astype(np.float32)
 
 
 # -- runners --------------------------------------------------------------------------------
@@ -560,7 +577,8 @@ def _baseline_errors(want: Mapping[str, np.ndarray], baseline: Runner, x: np.nda
     errors = max_abs_diffs(want, baseline(x, states))
     fed_changes = LAST_STATE in names
     for _ in range(NUDGED_RUNS):
-        moved = tuple(s if name == LAST_STATE else _nudge(s, rng)
+        # the cycle's flags must stay exactly 0 or 1 (its values are raw targets, like x)
+        moved = tuple(s if name in (LAST_STATE, CYCLE_STATE) else _nudge(s, rng)
                       for name, s in zip(names, states, strict=True))
         moved_x = x if fed_changes else _nudge(x, rng)
         for out, err in max_abs_diffs(want, baseline(moved_x, moved)).items():

@@ -5,7 +5,9 @@ An rnnstream ONNX file has
 * input  ``x``  float32 ``[batch, time, F]`` in raw units, and one input ``<s>_in`` per state;
 * output ``y``  float32 ``[batch, time, T]`` in raw units, and one output ``<s>_out`` per state;
 * states ``h`` (RNN, GRU) or ``h`` and ``c`` (LSTM), each float32 ``[batch, layers, hidden]``,
-  plus ``last`` ``[batch, F + 1]`` when the model is fed differences (``input_mode="delta"``);
+  plus ``last`` ``[batch, F + 1]`` when the model is fed differences (``input_mode="delta"``)
+  and ``cycle`` ``[batch, season, T + 1]`` when it predicts the change from one season ago
+  (``target_mode="seasonal"``, with the contract's ``season``);
   batch first so that one stream's state is one contiguous row; ``<s>_out`` after a call is the
   ``<s>_in`` of the next call, and the initial state is all zeros. Names, shapes and order come
   from :mod:`rnnstream.runtime.spec`, the one place they are defined;
@@ -52,9 +54,10 @@ __all__ = [
 ]
 
 # 2 added input_mode "delta" (and its `last` state); 3 added cell "custom" (states declared in
-# the contract, see spec.CUSTOM) and "step_only". A file declares the lowest version that
-# describes it, so models that do not use a newer feature stay readable by older runtimes.
-SCHEMA_VERSION = 3
+# the contract, see spec.CUSTOM) and "step_only"; 4 added target_mode "seasonal" (its `season`
+# and `cycle` state). A file declares the lowest version that describes it, so models that do
+# not use a newer feature stay readable by older runtimes.
+SCHEMA_VERSION = 4
 FORMAT = "rnnstream"
 METADATA_KEY = "rnnstream"  # the metadata_props key holding the contract JSON
 SIDECAR_SUFFIX = ".json"  # model.onnx -> model.onnx.json
@@ -110,6 +113,8 @@ class ModelContract:
     horizon: int = 1
     target_mode: str = "level"  # "level": predict the value; "delta": predict the change
     input_mode: str = "level"  # "level": fed raw values; "delta": fed changes (a `last` state)
+    # target_mode "seasonal" only: the season S (the `cycle` state holds the last S targets)
+    season: int = 0
     normalization: dict[str, list[float]] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
@@ -145,7 +150,8 @@ class ModelContract:
         """(inputs, outputs) of this model's graph in order (``time=1``: the step graph)."""
         return spec.graph_io(self.cell, layers=self.layers, hidden=self.hidden,
                              n_features=self.n_features, n_targets=self.n_targets,
-                             input_mode=self.input_mode, time=1 if self.step_only else time,
+                             input_mode=self.input_mode, target_mode=self.target_mode,
+                             season=self.season, time=1 if self.step_only else time,
                              declared=self.declared_states)
 
     @property
@@ -158,8 +164,9 @@ class ModelContract:
         if self.is_custom:
             return [StateSpec.for_state(name, row) for name, row in self.declared_states]
         return [StateSpec.for_state(s, spec.state_row_shape(
-                    s, layers=self.layers, hidden=self.hidden, n_features=self.n_features))
-                for s in spec.state_names(self.cell, self.input_mode)]
+                    s, layers=self.layers, hidden=self.hidden, n_features=self.n_features,
+                    n_targets=self.n_targets, season=self.season))
+                for s in spec.state_names(self.cell, self.input_mode, self.target_mode)]
 
     @property
     def input(self) -> dict[str, Any]:
@@ -174,6 +181,8 @@ class ModelContract:
     @property
     def required_schema(self) -> int:
         """The lowest schema version that describes this model (see SCHEMA_VERSION)."""
+        if self.target_mode == "seasonal":
+            return 4
         if self.is_custom or self.step_only:
             return 3
         return 2 if self.input_mode != "level" else 1
@@ -187,6 +196,8 @@ class ModelContract:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         del d["declared_states"]
+        if self.target_mode != "seasonal":  # absent: files of other modes keep their old JSON
+            del d["season"]
         d["input"] = self.input
         d["output"] = self.output
         d["states"] = [
@@ -194,7 +205,7 @@ class ModelContract:
         ]
         order = ["format", "schema_version", "cell", "layers", "hidden", "input", "output",
                  "states", "features", "targets", "horizon", "target_mode", "input_mode",
-                 "quantized",
+                 *(("season",) if "season" in d else ()), "quantized",
                  "normalization", "metrics", "parity", "versions", "fingerprint"]
         if self.step_model:  # optional: files without a step graph keep their exact old JSON
             order.append("step_model")
@@ -251,8 +262,11 @@ class ModelContract:
         targets = _names(data, "targets", source)
         horizon = _positive_int(data, "horizon", 1 << 20, source)
         target_mode = data.get("target_mode", "level")
-        if target_mode not in spec.TARGET_MODES:
-            raise ContractError(f"{source}: target_mode {target_mode!r} is not 'level' or 'delta'")
+        if target_mode not in spec.TARGET_MODES or (target_mode == "seasonal" and version < 4):
+            raise ContractError(f"{source}: target_mode {target_mode!r} is not 'level' or 'delta' "
+                                "(or 'seasonal', which needs schema_version 4)")
+        season = (_positive_int(data, "season", 1 << 20, source)
+                  if target_mode == "seasonal" else 0)
         input_mode = data.get("input_mode", "level")  # absent in schema 1 files: level
         if input_mode not in spec.INPUT_MODES or (input_mode != "level" and version < 2):
             raise ContractError(f"{source}: input_mode {input_mode!r} is not 'level' or 'delta' "
@@ -266,6 +280,7 @@ class ModelContract:
             horizon=horizon,
             target_mode=target_mode,
             input_mode=input_mode,
+            season=season,
             normalization=_dict(data, "normalization", source),
             metrics=_dict(data, "metrics", source),
             parity=_dict(data, "parity", source),

@@ -16,6 +16,9 @@ Tensors (``B`` batch, ``T`` time, ``F`` features, ``Tg`` targets, ``L`` layers, 
             c            [B, L, H]      lstm
             last         [B, F + 1]     input_mode "delta" only: the last observed input and a
                                         flag (1 once a point was seen, 0 in the initial state)
+            cycle        [B, S, Tg + 1] target_mode "seasonal" only: the targets of the last S
+                                        points (S the season), oldest first, each with a flag
+                                        (1 for a point seen, 0 for the initial state's slots)
 
 Every state starts as zeros; batch is axis 0, so one stream's state is one contiguous row.
 Names of a state's tensors follow one rule (:func:`state_input_name`, :func:`state_output_name`).
@@ -25,6 +28,12 @@ Input mode ``"delta"``: the network sees the change of each feature since the pr
 feeds the network values it has seen. The graph keeps the previous point in the ``last`` state,
 so the streaming contract stays ``x, state -> y, state``; the first point of a stream (flag 0)
 has ``d = 0``.
+
+Target mode ``"seasonal"`` (season ``S``): the network predicts the change from the value one
+season before the predicted time, ``y[t] = x_target[t + horizon - S] + net``, so that a network
+that has learnt nothing predicts exactly seasonal naive. The graph keeps the last ``S`` targets
+in the ``cycle`` state; where the point one season back was never seen (the first ``S -
+horizon`` points of a stream) the last observed value stands in for it (persistence).
 
 This module needs only the standard library.
 """
@@ -37,8 +46,9 @@ __all__ = [
     "BATCH",
     "CELLS",
     "CUSTOM",
-    "HEAD_ACTIVATIONS",
+    "CYCLE_STATE",
     "DTYPE",
+    "HEAD_ACTIVATIONS",
     "INPUT_MODES",
     "INPUT_NAME",
     "LAST_STATE",
@@ -61,8 +71,9 @@ DTYPE = "float32"
 BATCH = "batch"  # symbolic dimension names in the graph and the contract
 TIME = "time"
 INPUT_MODES = ("level", "delta")
-TARGET_MODES = ("level", "delta")
+TARGET_MODES = ("level", "delta", "seasonal")
 LAST_STATE = "last"
+CYCLE_STATE = "cycle"
 # A model rnnstream did not build from one of CELLS (a traced torch module, a wrapped foreign
 # ONNX file): its states are declared one by one in its contract instead of derived from a cell.
 CUSTOM = "custom"
@@ -113,16 +124,23 @@ def state_output_name(state: str) -> str:
     return f"{state}_out"
 
 
-def state_names(cell: str, input_mode: str = "level") -> tuple[str, ...]:
-    """Every state a model carries, in graph order: the cell's, then ``last`` for delta inputs."""
+def state_names(cell: str, input_mode: str = "level", target_mode: str = "level"
+                ) -> tuple[str, ...]:
+    """Every state a model carries, in graph order: the cell's, then ``last`` for delta inputs,
+    then ``cycle`` for seasonal targets."""
     names = CELLS[cell].states
-    return (*names, LAST_STATE) if input_mode == "delta" else names
+    if input_mode == "delta":
+        names = (*names, LAST_STATE)
+    return (*names, CYCLE_STATE) if target_mode == "seasonal" else names
 
 
-def state_row_shape(state: str, *, layers: int, hidden: int, n_features: int) -> tuple[int, ...]:
+def state_row_shape(state: str, *, layers: int, hidden: int, n_features: int,
+                    n_targets: int = 1, season: int = 0) -> tuple[int, ...]:
     """One stream's part of a state: its shape without the batch axis."""
     if state == LAST_STATE:
         return (n_features + 1,)
+    if state == CYCLE_STATE:
+        return (season, n_targets + 1)
     return (layers, hidden)
 
 
@@ -143,18 +161,22 @@ def graph_io(
     n_features: int,
     n_targets: int,
     input_mode: str = "level",
+    target_mode: str = "level",
+    season: int = 0,
     time: str | int = TIME,
     declared: tuple[tuple[str, tuple[int, ...]], ...] = (),
 ) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """(inputs, outputs) of a model's graph, in order; ``time=1`` for the single-step graph.
 
     ``declared``: (name, row shape) of each state of a :data:`CUSTOM` model, in graph order.
+    ``season``: the season of a ``target_mode="seasonal"`` model (the ``cycle`` state's length).
     """
     inputs = [TensorSpec(INPUT_NAME, (BATCH, time, n_features))]
     outputs = [TensorSpec(OUTPUT_NAME, (BATCH, time, n_targets))]
     rows = declared if cell == CUSTOM else tuple(
-        (s, state_row_shape(s, layers=layers, hidden=hidden, n_features=n_features))
-        for s in state_names(cell, input_mode))
+        (s, state_row_shape(s, layers=layers, hidden=hidden, n_features=n_features,
+                            n_targets=n_targets, season=season))
+        for s in state_names(cell, input_mode, target_mode))
     for s, row in rows:
         inputs.append(TensorSpec(state_input_name(s), (BATCH, *row)))
         outputs.append(TensorSpec(state_output_name(s), (BATCH, *row)))

@@ -34,6 +34,8 @@ Spark schema error; with ``coverage=...``, :data:`LIVE_STATE_SCHEMA`: one more c
     c            binary   same layout; LSTM only, null for rnn/gru
     last         binary   float32 [F + 1]: the last point and its seen flag; only for models
                           fed changes (input_mode "delta"), null otherwise
+    cycle        binary   float32 [season, T + 1]: the targets of the last season, each with
+                          its seen flag; only for target_mode "seasonal", null otherwise
     live         binary   only with coverage=...: the key's live scores, each array of
                           rnnstream.runtime.live.STATE_ARRAYS in that order without the stream
                           axis, row-major, little-endian: seen int64; pending float64
@@ -43,6 +45,7 @@ Spark schema error; with ``coverage=...``, :data:`LIVE_STATE_SCHEMA`: one more c
 One binary column per state name the one spec knows (:data:`STATE_COLUMNS`), filled by name.
 The ``last`` column is new in release 0.2: a Spark checkpoint written by 0.1 has a state schema
 without it, and Spark refuses to resume it; start such queries from a new checkpoint location.
+The same holds for the ``cycle`` column, new in release 0.4 (target_mode "seasonal").
 Likewise a checkpoint written without ``coverage`` cannot be resumed with it, nor the other way
 round: Spark refuses the other state schema (``STATE_STORE_VALUE_SCHEMA_NOT_COMPATIBLE``).
 
@@ -124,7 +127,7 @@ from rnnstream.runtime import (
     UnsupportedError,
 )
 from rnnstream.runtime.live import FORECASTERS, STATE_ARRAYS, LiveStream, open_live
-from rnnstream.runtime.spec import CELLS, INPUT_MODES, state_names
+from rnnstream.runtime.spec import CELLS, INPUT_MODES, TARGET_MODES, state_names
 
 __all__ = [
     "BAD_ROW_POLICIES",
@@ -141,9 +144,10 @@ __all__ = [
 
 BAD_ROW_POLICIES = ("drop", "fail")
 ERROR_COLUMN = "error"
-# every state name of every cell and input mode, in the spec's order: one column each
+# every state name of every cell and input/target mode, in the spec's order: one column each
 STATE_COLUMNS = tuple(dict.fromkeys(
-    name for mode in INPUT_MODES for cell in CELLS for name in state_names(cell, mode)))
+    name for mode in INPUT_MODES for target in TARGET_MODES for cell in CELLS
+    for name in state_names(cell, mode, target)))
 STATE_SCHEMA = T.StructType([
     T.StructField("fingerprint", T.StringType(), False),
     T.StructField("steps", T.LongType(), False),

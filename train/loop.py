@@ -27,12 +27,22 @@ monthly series gets short windows and many epochs (hundreds of updates, not a ha
 4,000-point one longer windows and more parallel segments. ``metrics["defaults"]`` records them.
 
 Modes: ``target_mode`` "level" predicts the target, "delta" its change from the last observed
-value (only when every target is also a feature). ``input_mode`` "level" feeds the features,
-"delta" their changes since the previous point (the graph carries the previous point in its
-state, see :mod:`rnnstream.runtime.spec`). "auto" (default for both) trains every sensible pair
--- level/level, level/delta and delta/delta (inputs/targets) -- and keeps the one with the lowest
+value, "seasonal" its change from the value one season before the predicted time (the last two
+only when every target is also a feature; "seasonal" only with a season, given or detected).
+``input_mode`` "level" feeds the features, "delta" their changes since the previous point (the
+graph carries the previous point in its state, see :mod:`rnnstream.runtime.spec`). "auto"
+(default for both) trains every sensible pair -- level/level, level/delta, delta/delta, and with
+a season level/seasonal and delta/seasonal (inputs/targets) -- and keeps the one with the lowest
 validation MSE measured in the same units for all (each target's raw error divided by its
 training std), recording every candidate's figure and the reason in the metrics.
+
+Do no harm: a delta or seasonal model's predicted change is scaled by a factor fitted on the
+validation pairs (:func:`_shrink_toward_reference`), 0 where the network's correction is no
+significant gain; a factor 0 makes the model exactly persistence (delta) or exactly seasonal
+naive (seasonal). So with a season, some candidate is never worse than either baseline on
+validation, and the choice by validation MSE ships the model only where it beats them.
+``metrics["baseline"]`` says which of model, persistence and seasonal naive validated best, and
+the reason names a baseline that won.
 """
 
 from __future__ import annotations
@@ -50,6 +60,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from rnnstream.runtime.spec import LAST_STATE
+
 from .data import Series, Split, fit_mean_std, make_split
 from .errors import ConfigError, DataError
 from .model import Forecaster, ForecasterConfig, StateTensors
@@ -59,12 +71,17 @@ from .quality import (
     multi_step_errors,
     multi_step_forecasts,
     score_targets,
+    seasonal_naive,
 )
 
 __all__ = ["EpochReport", "TrainConfig", "TrainResult", "Validation", "fit_defaults", "train",
            "train_epoch"]
 
 MODES = ("auto", "level", "delta")
+TARGET_MODES = (*MODES, "seasonal")
+# a seasonal candidate needs this many seasons in the training part (its first season falls
+# back to persistence, and the network needs some to learn from)
+MIN_SEASONS = 2
 # fit_defaults: aim for about this many optimiser updates, within these epoch bounds
 TARGET_UPDATES = 1500
 MIN_EPOCHS, MAX_EPOCHS = 20, 400
@@ -90,7 +107,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"  # "cpu" | "cuda" | "cuda:N"
     val_fraction: float = 0.2  # the last part of the series, by time
-    target_mode: str = "auto"  # "auto" | "level" | "delta"
+    target_mode: str = "auto"  # "auto" | "level" | "delta" | "seasonal"
     input_mode: str = "auto"  # "auto" | "level" | "delta"
     # Steps ahead to predict; None keeps ForecasterConfig.horizon (default 1).
     horizon: int | None = None
@@ -120,10 +137,10 @@ class TrainConfig:
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"TrainConfig.val_fraction={self.val_fraction!r}: expected 0 < "
                               "val_fraction < 1 (e.g. 0.2 validates on the last 20%)")
-        for name in ("target_mode", "input_mode"):
-            if getattr(self, name) not in MODES:
+        for name, allowed in (("target_mode", TARGET_MODES), ("input_mode", MODES)):
+            if getattr(self, name) not in allowed:
                 raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: expected one "
-                                  f"of {MODES}")
+                                  f"of {allowed}")
         if self.input_mode == "delta" and self.target_mode == "level":
             raise ConfigError("TrainConfig input_mode='delta' with target_mode='level': a "
                               "network fed only changes cannot know the level it must predict; "
@@ -236,24 +253,29 @@ def train(
     season = _season(config, split)
     config = fit_defaults(config, split.n_train, season)
     device = _device(config.device)
-    candidates = _candidate_modes(config, series)
+    candidates = _candidate_modes(config, series, season, split)
     started = time.perf_counter()
     runs = {}
     for input_mode, target_mode in candidates:
         key = _mode_key(input_mode, target_mode)
         with _threads(config.threads), _seeded(config.seed, device):
-            mcfg = replace(template, target_mode=target_mode, input_mode=input_mode)
+            mcfg = replace(template, target_mode=target_mode, input_mode=input_mode,
+                           season=season or 0 if target_mode == "seasonal" else 0)
             runs[key] = _fit(split, mcfg, config, device, callbacks)
-            runs[key].shrink = _shrink_toward_persistence(runs[key].model, split, device)
+            runs[key].shrink = _shrink_toward_reference(runs[key].model, split, device)
     seconds = time.perf_counter() - started
     # evaluation runs one step per call (multi-step forecasts): on torch's default thread count
     # each tiny step spin-waits on the other threads, many times slower on a busy machine
     with _threads(config.threads):
         scored = {key: _evaluate(run.model, split, device, season) for key, run in runs.items()}
-    chosen = min(scored, key=lambda k: scored[k][0]["val_mse_norm"])
-    metrics, validation, pred = scored[chosen]
+    chosen, guarded, to_baseline = _choose(scored, split, season)
     run = runs[chosen]
-    summaries = {k: _candidate_summary(scored[k][0], runs[k]) for k in runs}
+    summaries = {k: _candidate_summary(scored[k][0], runs[k]) for k in runs}  # as trained
+    if to_baseline:
+        _as_baseline(run)
+        with _threads(config.threads):
+            scored[chosen] = _evaluate(run.model, split, device, season)
+    metrics, validation, pred = scored[chosen]
     steps = config.forecast_steps
     if steps is None:
         steps = int(np.clip(2 * (season or 6), 2, 48))
@@ -263,10 +285,13 @@ def train(
     calibrated, band = calibration(pred, split, run.model.config.target_names,
                                     run.model.config.feature_names, forecasts)
     validation = replace(validation, half_width=band)
+    baseline = _baseline_verdict(metrics, run)
     metrics.update(
         target_mode=run.model.config.target_mode,
         input_mode=run.model.config.input_mode,
-        target_mode_reason=_mode_reason(config, chosen, summaries, series),
+        target_mode_reason=_mode_reason(config, chosen, summaries, series)
+        + (f"; {guarded}" if guarded else "") + f"; {baseline['reason']}",
+        baseline=baseline,
         best_epoch=run.best_epoch,
         epochs_run=len(run.history["epoch"]),
         train_seconds=round(seconds, 3),
@@ -321,15 +346,30 @@ def _resolve_model_config(series: Series, base: ForecasterConfig,
     return replace(base, **data, target_mode="level", input_mode="level", horizon=horizon)
 
 
-def _candidate_modes(config: TrainConfig, series: Series) -> list[tuple[str, str]]:
-    """(input_mode, target_mode) pairs to train; DataError when a requested one is impossible."""
+def _candidate_modes(config: TrainConfig, series: Series, season: int | None,
+                     split: Split) -> list[tuple[str, str]]:
+    """(input_mode, target_mode) pairs to train; DataError when a requested one is impossible.
+
+    "auto" targets include "seasonal" when the season is at least the horizon and the training
+    part holds :data:`MIN_SEASONS` seasons (shorter, the model would mostly fall back to
+    persistence)."""
     can_delta = series.target_index is not None
-    wants_delta = "delta" in (config.target_mode, config.input_mode)
+    wants_delta = ("delta" in (config.target_mode, config.input_mode)
+                   or config.target_mode == "seasonal")
     if wants_delta and not can_delta:
         raise DataError(f"{series.source}: delta modes need every target to be a feature too "
-                        f"(targets {series.target_names}, features {series.feature_names}); "
-                        "add them to the features or use 'level'")
-    targets = ["level", "delta"] if config.target_mode == "auto" else [config.target_mode]
+                        "(and so does 'seasonal'; targets "
+                        f"{series.target_names}, features {series.feature_names}); add them to "
+                        "the features or use 'level'")
+    seasonal_ok = bool(season and season >= split.horizon
+                       and split.n_train >= MIN_SEASONS * season)
+    if config.target_mode == "seasonal" and not seasonal_ok:
+        raise DataError(f"{series.source}: target_mode 'seasonal' needs a season (given with "
+                        f"season=N, or detected; got {season}) of at least the horizon "
+                        f"{split.horizon} and {MIN_SEASONS} seasons in the {split.n_train} "
+                        "training pairs")
+    targets = (["level", "delta", *(["seasonal"] if seasonal_ok else [])]
+               if config.target_mode == "auto" else [config.target_mode])
     inputs = ["level", "delta"] if config.input_mode == "auto" else [config.input_mode]
     if not can_delta:
         targets, inputs = ["level"], ["level"]
@@ -450,26 +490,32 @@ def _fit(split: Split, mcfg: ForecasterConfig, config: TrainConfig, device: torc
 
 
 @torch.no_grad()
-def _shrink_toward_persistence(model: Forecaster, split: Split,
-                               device: torch.device) -> list[float] | None:
+def _shrink_toward_reference(model: Forecaster, split: Split,
+                             device: torch.device) -> list[float] | None:
     """Scale each predicted change by the factor in [0, 1] that fits the validation data best.
 
-    A delta-target model predicts ``y = last + change``. On a series close to a random walk the
-    network's changes are mostly noise, and ``last + a * change`` with ``a`` < 1 (the least
-    squares factor on the validation pairs, clipped to [0, 1]) is closer to the truth; on a
-    series with real structure ``a`` comes out near 1 and changes nothing. The factor is folded
-    into the model (head weights, bias and target mean), so the exported graph is unchanged in
-    form. Returns the factors, or None for level-target models.
+    A delta-target model predicts ``y = last + change``, a seasonal one ``y = one season back +
+    change`` (:meth:`Forecaster.reference`). On a series close to a random walk (or a stable
+    season) the network's changes are mostly noise, and ``reference + a * change`` with ``a`` <
+    1 (the least squares factor on the validation pairs, clipped to [0, 1]) is closer to the
+    truth; on a series with real structure ``a`` comes out near 1 and changes nothing. The
+    factor is folded into the model (head weights, bias and target mean), so the exported graph
+    is unchanged in form; 0 makes it exactly persistence, or exactly seasonal naive. Returns the
+    factors, or None for level-target models.
     """
     cfg = model.config
-    if cfg.target_mode != "delta":
+    if cfg.target_mode == "level":
         return None
     model.eval()
     n = split.n_train
     x_all = torch.as_tensor(split.x, dtype=torch.float32, device=device)[None]
     y_pred, _ = model(x_all)
-    change = y_pred[0, n:].double().cpu().numpy() - split.last[n:]
-    truth = split.y[n:] - split.last[n:]
+    reference = model.reference(x_all)
+    if reference is None:  # pragma: no cover - every non-level mode has a reference
+        return None
+    ref = reference[0, n:].double().cpu().numpy()
+    change = y_pred[0, n:].double().cpu().numpy() - ref
+    truth = split.y[n:] - ref
     denom = np.sum(change * change, axis=0)
     factor = np.where(denom > 0, np.sum(change * truth, axis=0) / np.where(denom > 0, denom, 1),
                       1.0)
@@ -489,6 +535,17 @@ def _shrink_toward_persistence(model: Forecaster, split: Split,
     return [float(f) for f in factor]
 
 
+@torch.no_grad()
+def _as_baseline(run: _Run) -> None:
+    """Turn a delta or seasonal model's correction off: it then predicts exactly its reference
+    (persistence, or seasonal naive), the same fold as a shrinkage factor of 0."""
+    head = run.model.out_layer
+    head.weight.zero_()
+    head.bias.zero_()
+    run.model.get_buffer("y_mean").zero_()
+    run.shrink = [0.0] * run.model.config.n_targets
+
+
 def _normalized_model(split: Split, mcfg: ForecasterConfig) -> Forecaster:
     """A fresh model whose buffers hold mean/std fitted on the training pairs only."""
     n = split.n_train
@@ -497,11 +554,13 @@ def _normalized_model(split: Split, mcfg: ForecasterConfig) -> Forecaster:
     if mcfg.input_mode == "delta":  # what the network sees: changes, the first one 0
         seen = np.diff(seen, axis=0, prepend=seen[:1])
     x_mean, x_std = fit_mean_std(seen)
-    y = split.y[:n]
-    if mcfg.target_mode == "delta":
-        y = y - split.x[:n][:, mcfg.target_index]
-    y_mean, y_std = fit_mean_std(y)
     model = Forecaster(mcfg)
+    y = split.y[:n]
+    with torch.no_grad():
+        reference = model.reference(torch.as_tensor(split.x[:n], dtype=torch.float32)[None])
+    if reference is not None:  # the change from the last value, or from one season back
+        y = y - reference[0].double().numpy()
+    y_mean, y_std = fit_mean_std(y)
     model.set_normalization(x_mean, x_std, y_mean, y_std, level_mean, level_std)
     return model
 
@@ -534,7 +593,8 @@ def train_epoch(model: Forecaster, optimizer: torch.optim.Optimizer, xs: Tensor,
     state: StateTensors = model.initial_state(xs.shape[0], xs.device)
     if model.config.input_mode == "delta" and before is not None:
         flag = torch.ones((xs.shape[0], 1), device=xs.device, dtype=xs.dtype)
-        state = (*state[:-1], torch.cat([before, flag], dim=1))
+        i = model.config.state_names.index(LAST_STATE)
+        state = (*state[:i], torch.cat([before, flag], dim=1), *state[i + 1:])
     total, steps = 0.0, 0
     for start in range(0, xs.shape[1], bptt):
         # Detach: the values carry on into the next window, the gradient path stops here.
@@ -627,6 +687,81 @@ def _candidate_summary(metrics: dict, run: _Run) -> dict:
             "shrink": run.shrink}
 
 
+def _choose(scored: dict[str, tuple[dict, Validation, np.ndarray]], split: Split,
+            season: int | None) -> tuple[str, str | None, bool]:
+    """The candidate to ship, why when the baseline guard decided it (else None), and whether
+    it must ship as its baseline.
+
+    Do no harm: a candidate ships only when it beats the best baseline on the validation pairs
+    (persistence, or seasonal naive where there is a season, whichever validated lower) by a
+    significant margin (one-sided 5 %, as the shrinkage's own test); among those, the lowest
+    validation MSE. On a short validation a network beats a baseline by luck as often as not.
+    When none does, the candidate that contains that baseline ships with its correction off
+    (:func:`_as_baseline`). Models whose targets are not features have no baseline candidate:
+    the lowest validation MSE ships, and the verdict says whether a baseline beat it.
+    """
+    best = min(scored, key=lambda k: scored[k][0]["val_mse_norm"])
+    n = split.n_train
+    _, std = fit_mean_std(split.y[:n])
+    truth = split.y[n:]
+    baselines = {"persistence": (split.last[n:], "delta")}
+    snaive = seasonal_naive(split, season)
+    if snaive is not None and np.isfinite(snaive[n:]).all():
+        baselines["seasonal naive"] = (snaive[n:], "seasonal")
+    home = {name: [k for k in scored if k.endswith("/" + mode)]
+            for name, (_, mode) in baselines.items()}
+    baselines = {name: b for name, b in baselines.items() if home[name]}
+    if not baselines:
+        return best, None, False
+
+    def errors(pred: np.ndarray) -> np.ndarray:  # per validation pair, unit-free
+        return np.mean(np.square((pred - truth) / std), axis=1)
+
+    name = min(baselines, key=lambda b: float(np.mean(errors(baselines[b][0]))))
+    base = errors(baselines[name][0])
+    eligible = {}
+    for key, (_, _, pred) in scored.items():
+        gain = base - errors(pred[n:])
+        se = gain.std(ddof=1) / np.sqrt(gain.size) if gain.size > 1 else 0.0
+        if se > 0 and gain.mean() / se > SIGNIFICANT_T:
+            eligible[key] = scored[key][0]["val_mse_norm"]
+    if eligible:
+        chosen = min(eligible, key=lambda k: eligible[k])
+        if chosen == best:
+            return best, None, False
+        return chosen, (f"{best!r} validated lower but not significantly better than {name}; "
+                        f"{chosen!r} is"), False
+    chosen = min(home[name], key=lambda k: scored[k][0]["val_mse_norm"])
+    return chosen, (f"no candidate beat {name} significantly on the {truth.shape[0]} "
+                    f"validation pairs (one-sided 5 %), so {chosen!r} ships with its "
+                    f"correction off: exactly {name}"), True
+
+
+def _baseline_verdict(metrics: dict, run: _Run) -> dict:
+    """Which of the model, persistence and seasonal naive validated best (unit-free MSE), and
+    a sentence saying so, naming a baseline that beats the model or that the model now is."""
+    figures = {"model": metrics["val_mse_norm"],
+               "persistence": metrics["persistence_val_mse_norm"]}
+    if metrics.get("seasonal_naive_val_mse_norm") is not None:
+        figures["seasonal naive"] = metrics["seasonal_naive_val_mse_norm"]
+    best = min(figures, key=lambda k: figures[k])
+    mode = run.model.config.target_mode
+    is_baseline = run.shrink is not None and not any(run.shrink)
+    if is_baseline:
+        same = best = "persistence" if mode == "delta" else "seasonal naive"
+        reason = (f"the network's corrections were no significant gain over {same} on "
+                  f"validation, so the model predicts exactly {same}")
+    elif best == "model":
+        ratios = ", ".join(f"{figures['model'] / v:.3f}x {k}" for k, v in figures.items()
+                           if k != "model" and v > 0)
+        reason = f"the model beats every baseline on validation ({ratios})"
+    else:
+        reason = (f"{best} beats the model on validation (model {figures['model']:.4g}, "
+                  f"{best} {figures[best]:.4g}, unit-free MSE): no candidate contained it")
+    return {"validation_mse_norm": figures, "best": best, "model_is_baseline": is_baseline,
+            "reason": reason}
+
+
 def _mode_reason(config: TrainConfig, chosen: str, candidates: dict[str, dict],
                  series: Series) -> str:
     if len(candidates) == 1:
@@ -637,7 +772,8 @@ def _mode_reason(config: TrainConfig, chosen: str, candidates: dict[str, dict],
                     f"only {chosen!r} fits (delta inputs need delta targets)")
         return (f"auto: only {chosen!r} (inputs/targets), since targets {series.target_names} "
                 "are not all features (delta needs each target's last value as an input)")
+    lowest = min(candidates, key=lambda k: candidates[k]["val_mse_norm"])
     others = ", ".join(f"{k} {v['val_mse_norm']:.3g}" for k, v in candidates.items()
-                       if k != chosen)
-    return (f"auto: trained {len(candidates)} input/target modes; {chosen!r} validated best "
-            f"(normalised val MSE {candidates[chosen]['val_mse_norm']:.3g}; {others})")
+                       if k != lowest)
+    return (f"auto: trained {len(candidates)} input/target modes; {lowest!r} validated best "
+            f"(normalised val MSE {candidates[lowest]['val_mse_norm']:.3g}; {others})")

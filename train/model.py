@@ -3,15 +3,19 @@
 State layout (defined once, in :mod:`rnnstream.runtime.spec`, and used everywhere in rnnstream,
 torch and ONNX alike): a state is a tuple of tensors in ``spec.state_names(cell, input_mode)``
 order -- ``(h,)`` for rnn/gru, ``(h, c)`` for lstm, each ``[batch, layers, hidden]``, then
-``last`` ``[batch, F + 1]`` when ``input_mode="delta"`` -- batch first, so one stream's state is
-one contiguous row. The module never keeps state inside itself:
+``last`` ``[batch, F + 1]`` when ``input_mode="delta"``, then ``cycle`` ``[batch, season,
+targets + 1]`` when ``target_mode="seasonal"`` -- batch first, so one stream's state is one
+contiguous row. The module never keeps state inside itself:
 ``forward(x, state) -> (y, next_state)``.
 
 Inputs and outputs are in raw units. The normalisation fitted on the training split is stored
 in buffers, applied on the way in and inverted on the way out. ``input_mode="delta"`` feeds the
 network the change of each feature since the previous point (the previous point travels in the
 ``last`` state; the first point of a stream has change 0). ``target_mode="delta"`` makes the
-network predict the change from the last observed value of each target, which is added back.
+network predict the change from the last observed value of each target, which is added back;
+``target_mode="seasonal"`` the change from the value one season before the predicted time
+(``cycle`` carries the last ``season`` targets; where that value was never seen, the last
+observed one stands in), so that a head whose weights are zero predicts exactly seasonal naive.
 """
 
 from __future__ import annotations
@@ -51,13 +55,16 @@ class ForecasterConfig:
     hidden: int = 32
     layers: int = 1  # 1..8 (the training CLI offers 1..3; users' own modules may have more)
     dropout: float = 0.0  # between recurrent layers (training only)
-    target_mode: str = "level"  # "level" | "delta" (predict change from last observed value)
+    # "level" | "delta" (predict the change from the last observed value) | "seasonal" (the
+    # change from the value one season before the predicted time)
+    target_mode: str = "level"
     input_mode: str = "level"  # "level" | "delta" (feed changes since the previous point)
-    # For target_mode="delta": index into the features of each target's own series.
+    # For target_mode="delta"/"seasonal": index into the features of each target's own series.
     target_index: list[int] = field(default_factory=list)
     feature_names: list[str] = field(default_factory=list)
     target_names: list[str] = field(default_factory=list)
     horizon: int = 1  # the prediction at time t is for time t + horizon
+    season: int = 0  # target_mode="seasonal": the season S >= horizon (0 for the other modes)
     # Sizes of the head's hidden linear layers, each followed by head_activation; empty (the
     # default): the head is one linear layer. Models brought by users have such heads
     # (rnnstream.export.export_module), e.g. Linear(H, 32) - Tanh - Linear(32, T).
@@ -81,18 +88,27 @@ class ForecasterConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout!r}: expected 0 <= dropout < 1")
         if self.target_mode not in spec.TARGET_MODES:
-            raise ValueError(f"target_mode={self.target_mode!r}: expected 'level' or 'delta'")
+            raise ValueError(f"target_mode={self.target_mode!r}: expected one of "
+                             f"{spec.TARGET_MODES}")
+        if self.target_mode == "seasonal" and not (
+                isinstance(self.season, int) and self.horizon <= self.season <= 1 << 20):
+            raise ValueError(f"target_mode='seasonal' needs season >= horizon {self.horizon} "
+                             f"(got season={self.season!r})")
+        if self.target_mode != "seasonal" and self.season:
+            raise ValueError(f"season={self.season!r} is for target_mode='seasonal' only")
         if self.input_mode not in spec.INPUT_MODES:
             raise ValueError(f"input_mode={self.input_mode!r}: expected 'level' or 'delta'")
-        if self.input_mode == "delta" and self.target_mode != "delta":
-            raise ValueError("input_mode='delta' needs target_mode='delta': a network that sees "
-                             "only changes cannot know the level it should predict")
-        if self.target_mode == "delta" and (
+        if self.input_mode == "delta" and self.target_mode == "level":
+            raise ValueError("input_mode='delta' needs target_mode 'delta' or 'seasonal': a "
+                             "network that sees only changes cannot know the level it should "
+                             "predict")
+        if self.target_mode in ("delta", "seasonal") and (
             len(self.target_index) != self.n_targets
             or not all(0 <= i < self.n_features for i in self.target_index)
         ):
             raise ValueError(
-                "target_mode='delta' needs target_index: for each target, the index of the same "
+                f"target_mode={self.target_mode!r} needs target_index: for each target, the index "
+                "of the same "
                 f"series among the {self.n_features} features (got {self.target_index!r})"
             )
         if not self.feature_names:
@@ -104,11 +120,12 @@ class ForecasterConfig:
 
     @property
     def state_names(self) -> tuple[str, ...]:
-        return spec.state_names(self.cell, self.input_mode)
+        return spec.state_names(self.cell, self.input_mode, self.target_mode)
 
     def state_row_shape(self, name: str) -> tuple[int, ...]:
         return spec.state_row_shape(name, layers=self.layers, hidden=self.hidden,
-                                    n_features=self.n_features)
+                                    n_features=self.n_features, n_targets=self.n_targets,
+                                    season=self.season)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -227,11 +244,14 @@ class Forecaster(nn.Module):
         """x raw [B, T, F] -> (u [B, T, targets] in normalised target units, next_state)."""
         if state is None:
             state = self.initial_state(x.shape[0], x.device)
+        names = self.config.state_names
         recurrent = state[:len(spec.CELLS[self.config.cell].states)]
         extra: StateTensors = ()
         if self.config.input_mode == "delta":
-            x, new_last = self._changes(x, state[-1])
+            x, new_last = self._changes(x, state[names.index(spec.LAST_STATE)])
             extra = (new_last,)
+        if self.config.target_mode == "seasonal":  # forward() moves it on; the network never
+            extra = (*extra, state[names.index(spec.CYCLE_STATE)])  # reads it
         z = (x - self.x_mean) / self.x_std
         out, s = self.rnn(z, self._to_torch_state(recurrent))  # out: [B, T, H]
         return self.head(out), (*self._from_torch_state(s), *extra)
@@ -239,16 +259,53 @@ class Forecaster(nn.Module):
     def forward(self, x: Tensor, state: StateTensors | None = None
                 ) -> tuple[Tensor, StateTensors]:
         """x raw [B, T, F] -> (y raw [B, T, targets], next_state)."""
+        if state is None:
+            state = self.initial_state(x.shape[0], x.device)
         u, next_state = self.forward_normalized(x, state)
         y = u * self.y_std + self.y_mean
         if self.config.target_mode == "delta":
             y = y + x.index_select(-1, self.target_index)
+        elif self.config.target_mode == "seasonal":
+            i = self.config.state_names.index(spec.CYCLE_STATE)
+            ref, cycle = self._seasonal(x, state[i])
+            y = y + ref
+            next_state = (*next_state[:i], cycle, *next_state[i + 1:])
         return y, next_state
+
+    def reference(self, x: Tensor) -> Tensor | None:
+        """What the target mode adds to the network's output, [B, T, targets], for inputs x
+        from the initial state: the last observed targets ("delta"), the targets one season
+        before the predicted time ("seasonal", the last observed ones where that was never
+        seen); None for "level"."""
+        if self.config.target_mode == "delta":
+            return x.index_select(-1, self.target_index)
+        if self.config.target_mode == "seasonal":
+            cycle = self.initial_state(x.shape[0], x.device)[-1]
+            return self._seasonal(x, cycle)[0]
+        return None
+
+    def _seasonal(self, x: Tensor, cycle: Tensor) -> tuple[Tensor, Tensor]:
+        """(x [B,T,F], cycle [B,S,Tg+1]) -> (reference [B,T,Tg], the new cycle).
+
+        ``c = cat(cycle, (targets, 1))`` along time holds the targets from S points before x;
+        the value one season before the time ``t + h`` that ``y[:, t]`` predicts is ``c[:, t +
+        h]``. Where its flag is 0 (never seen) the last observed target ``x[:, t]`` stands in;
+        the blend is exact for flags 0 and 1, as in the graphs, which compute the same.
+        """
+        s, h, tg = self.config.season, self.config.horizon, self.config.n_targets
+        targets = x.index_select(-1, self.target_index)  # [B, T, Tg]
+        seen = torch.cat([targets, targets[..., :1] * 0 + 1], dim=-1)  # [B, T, Tg + 1]
+        c = torch.cat([cycle, seen], dim=1)  # [B, S + T, Tg + 1]
+        back = c[:, h:h + x.shape[1]]
+        flag = back[..., tg:]
+        ref = flag * back[..., :tg] + (1 - flag) * targets
+        return ref, c[:, -s:]
 
     def target_to_normalized(self, x: Tensor, y: Tensor) -> Tensor:
         """Raw targets y [B, T, targets] (for inputs x) -> what forward_normalized should give."""
-        if self.config.target_mode == "delta":
-            y = y - x.index_select(-1, self.target_index)
+        ref = self.reference(x)
+        if ref is not None:
+            y = y - ref
         return (y - self.y_mean) / self.y_std
 
 

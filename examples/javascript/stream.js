@@ -52,7 +52,7 @@ const readline = require('node:readline');
 const ort = require('onnxruntime-node');
 
 const FORMAT = 'rnnstream';
-const SCHEMA_VERSION = 3; // the newest contract version this program understands (2: input_mode 'delta', a 'last' state; 3: cell 'custom' with its states declared, step_only)
+const SCHEMA_VERSION = 4; // the newest contract version this program understands (2: input_mode 'delta', a 'last' state; 3: cell 'custom' with its states declared, step_only; 4: target_mode 'seasonal', a 'cycle' state)
 
 class UsageError extends Error {}
 

@@ -20,7 +20,7 @@
 import * as ort from 'onnxruntime-web';
 
 export const FORMAT = 'rnnstream';
-export const SCHEMA_VERSION = 3; // the newest contract version this module understands (2: input_mode; 3: custom cells)
+export const SCHEMA_VERSION = 4; // the newest contract version this module understands (2: input_mode; 3: custom cells; 4: target_mode 'seasonal', a 'cycle' state)
 export const METADATA_KEY = 'rnnstream'; // ModelProto.metadata_props key holding the contract
 
 /** A model file or sidecar was refused; the previous model and stream are untouched. */

@@ -99,14 +99,75 @@ def test_tbptt_carries_detached_state_across_windows() -> None:
 
 def test_auto_mode_trains_every_mode_pair_and_reports_why() -> None:
     result = train(sine_series(n_windows=40), ForecasterConfig(hidden=8),
-                   TrainConfig(epochs=2, progress=False))
+                   TrainConfig(epochs=2, season=0, progress=False))
     m = result.metrics
     assert set(m["candidates"]) == {"level/level", "level/delta", "delta/delta"}
     best = min(m["candidates"], key=lambda k: m["candidates"][k]["val_mse_norm"])
     cfg = result.model.config
-    assert best == f"{cfg.input_mode}/{cfg.target_mode}" == f"{m['input_mode']}/{m['target_mode']}"
+    assert f"{cfg.input_mode}/{cfg.target_mode}" == f"{m['input_mode']}/{m['target_mode']}"
     assert m["target_mode_reason"].startswith(
         f"auto: trained 3 input/target modes; {best!r} validated best")
+    assert m["target_mode_reason"].endswith(m["baseline"]["reason"])
+
+
+def test_auto_mode_with_a_season_adds_the_seasonal_candidates() -> None:
+    """The sine demo has an exact season of 40 steps: seasonal naive is perfect on it, and the
+    seasonal candidates, which contain it, validate at least as well as it."""
+    result = train(sine_series(n_windows=40), ForecasterConfig(hidden=8),
+                   TrainConfig(epochs=2, progress=False))
+    m = result.metrics
+    assert m["season"] == 40
+    assert set(m["candidates"]) == {"level/level", "level/delta", "delta/delta",
+                                    "level/seasonal", "delta/seasonal"}
+    assert m["target_mode"] == "seasonal"
+    assert result.model.config.season == 40
+    assert m["val_mse_norm"] <= m["seasonal_naive_val_mse_norm"] + 1e-9
+
+
+def test_a_random_walk_ships_exactly_persistence_and_says_so() -> None:
+    walk = np.cumsum(np.random.default_rng(4).normal(size=400)) + 100
+    result = train(from_arrays(walk), ForecasterConfig(hidden=8),
+                   TrainConfig(epochs=3, progress=False))
+    m = result.metrics
+    assert m["target_mode"] == "delta"
+    assert m["baseline"]["model_is_baseline"]
+    assert m["baseline"]["best"] == "persistence"
+    assert "so the model predicts exactly persistence" in m["target_mode_reason"]
+    np.testing.assert_allclose(result.validation.predicted, result.validation.persistence,
+                               rtol=0, atol=1e-4)
+
+
+def _scored(split, preds: dict[str, np.ndarray]) -> dict:
+    from rnnstream.train.loop import _mse
+
+    n = split.n_train
+    return {k: ({"val_mse_norm": _mse(p[n:] - split.y[n:])}, None, p) for k, p in preds.items()}
+
+
+def test_choice_ships_a_candidate_only_if_it_beats_the_best_baseline_significantly() -> None:
+    from rnnstream.train.data import make_split
+    from rnnstream.train.loop import _choose
+
+    rng = np.random.default_rng(0)
+    season = 10
+    x = np.tile(np.sin(np.arange(season) / 2), 30) + rng.normal(0, 0.3, 300)
+    split = make_split(from_arrays(x), 1, 0.2, 8)
+    truth = split.y
+    # a level model a little better than seasonal naive on average, but by luck: not shipped
+    lucky = truth + rng.normal(0, 0.42, truth.shape)
+    key, why, off = _choose(_scored(split, {"level/level": lucky, "level/seasonal": lucky + 1,
+                                            "level/delta": lucky + 1}), split, season)
+    assert (key, off) == ("level/seasonal", True)
+    assert "no candidate beat seasonal naive significantly" in (why or "")
+    # a clearly better model ships
+    good = truth + rng.normal(0, 0.05, truth.shape)
+    key, why, off = _choose(_scored(split, {"level/level": good, "level/seasonal": lucky,
+                                            "level/delta": lucky}), split, season)
+    assert (key, why, off) == ("level/level", None, False)
+    # without a season the baseline is persistence, contained by the delta candidate
+    key, why, off = _choose(_scored(split, {"level/level": split.last + 0.01,
+                                            "level/delta": split.last + 0.02}), split, None)
+    assert (key, off) == ("level/delta", True)
 
 
 def test_auto_mode_is_level_when_targets_are_not_features() -> None:
@@ -121,7 +182,10 @@ def test_mode_reason_when_the_request_leaves_one_pair(sine_result: TrainResult) 
     # the fixture asks for level targets, inputs auto: delta inputs need delta targets
     assert sine_result.metrics["target_mode_reason"] == (
         "inputs 'auto', targets 'level' requested: only 'level/level' fits (delta inputs need "
-        "delta targets)")
+        "delta targets); " + sine_result.metrics["baseline"]["reason"])
+    # a season of 40 steps: seasonal naive is exact on the sine, and no candidate contains it
+    assert sine_result.metrics["baseline"]["best"] == "seasonal naive"
+    assert sine_result.metrics["baseline"]["reason"].endswith("no candidate contained it")
 
 
 def test_callbacks_see_every_epoch_and_early_stopping_stops() -> None:
