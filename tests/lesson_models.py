@@ -127,7 +127,7 @@ def train_lesson(model: nn.Module, series: np.ndarray, steps: int = 60, seq: int
     return model.eval()
 
 
-# -- the user's models every consumer streams (tests/*/test_byom*.py) -------------------------
+# -- the user's models every consumer streams (tests/*/test_byom_*.py) ------------------------
 # name -> (the module, trained where the lesson trains it; export_module's keywords)
 BYOM: dict[str, tuple] = {
     # the lesson's RNN verbatim, trained as the lesson trains it, its feature named by the user
