@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from typing import Any, TextIO
 
@@ -37,6 +38,12 @@ examples:
   tail -f ticks.jsonl | rnnstream stream model.onnx --key ticker --state pool.npz
 
   rnnstream stream model.onnx --input prices.csv --coverage 0.9       # prediction,lower,upper
+
+  crash safety (--state FILE, --durability log, the default): rerun the same command after a
+  crash and it goes on where it stopped: FILE plus FILE.wal hold every line whose prediction
+  was printed, and an --input file is skipped to the first line not yet consumed (a line is
+  checked against what was consumed; another file is refused). Standard input cannot be
+  skipped: stderr says how many lines earlier runs consumed, and every line read is new.
 
   with --key, each line carries a stream key (a CSV column or JSON field); every key is its own
   stream (new keys are added on first sight) and output lines read 'key,prediction...'.
@@ -70,6 +77,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --state, also save after the line being processed once this "
                         "long has passed since the last save, so a crash loses at most that "
                         "much (default: 10; 0 saves after every line)")
+    p.add_argument("--durability", choices=["log", "snapshot"], default="log",
+                   help="with --state: 'log' (default) writes every line's point to FILE.wal "
+                        "(fsynced) right after its prediction is printed and records how many "
+                        "input lines were consumed, so after a crash (even SIGKILL) the same "
+                        "command on the same --input file continues after the last prediction "
+                        "printed; 'snapshot' keeps only the periodic snapshots")
     p.add_argument("--key", metavar="COLUMN",
                    help="column or JSON field naming the stream of each line (many streams)")
     add_live_args(p, "print a prediction interval holding about C of the values (e.g. 0.9) "
@@ -311,18 +324,22 @@ def run(args: argparse.Namespace) -> int:
             target = Predictor(args.model, **live)
         if args.state and os.path.exists(args.state):
             target.load_state(args.state)
+        journal = _Journal.recover(target, args) if args.state else None
     except RnnStreamError as exc:
         print(f"error: {with_wrap_hint(str(exc), args.model)}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: cannot open the log beside {args.state}: {exc}", file=sys.stderr)
         return 1
     if target.contract is None:
         print(f"note: {args.model} has no rnnstream contract: streaming it as a foreign model "
               f"(state pairs {target.state_pairs}, no feature names: each line's values are "
               f"read in order). {_wrap_hint(args.model)}", file=sys.stderr)
-    saver = _Saver(target, args.state, args.save_every)
+    saver = _Saver(target, args.state, args.save_every, journal)
     report = (lambda: print(summary(target), file=sys.stderr, flush=True)) if live else None
     with _StopSignals(report) as stop:
         try:
-            code = _serve(target, args, sys.stdout, saver, stop)
+            code = _serve(target, args, sys.stdout, saver, stop, journal)
         except _Stop as exc:  # SIGTERM / Ctrl-C between lines: save what was printed, exit
             code = 128 + exc.signum
     if report is not None:
@@ -387,11 +404,147 @@ class _StopSignals:
             raise _Stop(self.pending)
 
 
+SYNC_SECONDS = 0.005  # --durability log: the longest a line's record waits for its fsync
+
+
+class _Journal:
+    """``--durability log``: FILE.wal beside the ``--state`` snapshot (the framing of
+    :mod:`rnnstream.runtime.wal`). Each data line's point is appended and fsynced right after
+    its prediction is printed, with the input consumed so far (lines, bytes, CRC32 of those
+    bytes); a checkpoint (every save) writes the snapshot, then empties the log, whose header
+    keeps the position. Recovery: the snapshot, the log's points stepped again (nothing is
+    printed), and an ``--input`` file skipped to the position (its lines checked against the
+    CRC32).
+
+    Printing first and logging second means a kill between the two (microseconds) makes the
+    rerun print that one prediction again, the same value; the other order would skip a
+    prediction never printed. Each record is written to the operating system before the next
+    line is read, which is all a killed process needs (SIGKILL, a crash); the fsync that a
+    power cut needs is shared (group commit): at most SYNC_SECONDS of lines wait for it, so a
+    slow stream syncs every line and a fast one every few milliseconds. A power cut can lose
+    those lines' records, never skip them: the rerun prints their predictions again."""
+
+    KIND = "stream"
+
+    def __init__(self, target: Any, state: str, keyed: bool) -> None:
+        self.target, self.state, self.keyed = target, state, keyed
+        self.path = state + ".wal"
+        self.lines = self.bytes = self.crc = 0  # input consumed: what a rerun skips
+        self.writer: Any = None  # rnnstream.runtime.wal.LogWriter, --durability log
+        self.synced = 0.0  # when the log was last fsynced
+
+    @classmethod
+    def recover(cls, target: Any, args: argparse.Namespace) -> _Journal:
+        """Replay FILE.wal onto the restored target; keep logging (``--durability log``) or
+        fold the log into the snapshot and remove it (``snapshot``)."""
+        from rnnstream.runtime.wal import LogWriter, file_digest, read_log
+
+        journal = cls(target, args.state, args.key is not None)
+        digest = file_digest(args.state)
+        contents = None
+        if os.path.exists(journal.path):
+            contents = read_log(journal.path, cls.KIND, target.fingerprint, digest)
+            journal._replay(contents.header, contents.records, contents.stale)
+        if args.durability == "snapshot":
+            if contents is not None:
+                if contents.records and not contents.stale:
+                    target.save_state(args.state)
+                os.remove(journal.path)
+        elif contents is not None and not contents.stale:
+            journal.writer = LogWriter.open(journal.path, contents)
+        else:
+            journal.writer = LogWriter.create(journal.path, journal.header(digest))
+        return journal
+
+    def _replay(self, header: dict, records: list[bytes], stale: bool) -> None:
+        from rnnstream.runtime import StateError
+
+        if bool(header.get("keyed")) != self.keyed:
+            raise StateError(f"{self.path}: the log was written "
+                             f"{'with' if header.get('keyed') else 'without'} --key; run the "
+                             "command as it was")
+        self._position(header)
+        for i, record in enumerate(records):
+            try:
+                doc = json.loads(record)
+            except ValueError as exc:
+                raise StateError(f"{self.path}: record {i + 1} is not JSON ({exc})") from exc
+            if not isinstance(doc, dict) or "p" not in doc:
+                raise StateError(f"{self.path}: record {i + 1} holds no point")
+            if not stale:  # a stale log's points are in the snapshot already
+                self._apply(doc.get("k"), doc["p"])
+            self._position(doc)
+
+    def _position(self, doc: dict) -> None:
+        from rnnstream.runtime import StateError
+
+        n, b, c = doc.get("n", 0), doc.get("b", 0), doc.get("c", 0)
+        if not all(type(v) is int and v >= 0 for v in (n, b, c)):
+            raise StateError(f"{self.path}: a position that is not a count of lines and bytes")
+        self.lines, self.bytes, self.crc = n, b, c
+
+    def _apply(self, key: Any, point: Any) -> None:
+        if self.keyed:
+            self.target.step_many([key], [_as_row(point, self.target)])
+        else:
+            self.target.step(point)
+
+    def header(self, digest: str) -> dict[str, Any]:
+        return {"kind": self.KIND, "fingerprint": self.target.fingerprint, "base": digest,
+                "keyed": self.keyed, "n": self.lines, "b": self.bytes, "c": self.crc}
+
+    def consume(self, line: str) -> None:
+        data = line.encode()
+        self.lines += 1
+        self.bytes += len(data)
+        self.crc = zlib.crc32(data, self.crc)
+
+    def record(self, key: Any, point: Any) -> None:
+        if self.writer is None:
+            return
+        try:
+            self.writer.append(json.dumps({"n": self.lines, "b": self.bytes, "c": self.crc,
+                                           "k": key, "p": point}).encode())
+            now = time.monotonic()
+            if now - self.synced >= SYNC_SECONDS:
+                self.writer.sync()
+                self.synced = now
+        except OSError as exc:
+            print(f"error: cannot write the log {self.path}: {exc}", file=sys.stderr)
+            raise _SaveFailed from exc
+
+    def checkpoint(self) -> None:
+        """After the snapshot was saved: empty the log (its header keeps the position)."""
+        from rnnstream.runtime.wal import file_digest
+
+        if self.writer is not None:
+            self.writer.reset(self.header(file_digest(self.state)))
+            self.synced = time.monotonic()
+
+    def skip(self, lines: Iterator[str], parser: LineParser, source: str) -> None:
+        """Skip what earlier runs consumed of an --input file (the parser still reads a
+        header among those lines); the lines must be the ones consumed."""
+        crc = 0
+        for n in range(1, self.lines + 1):
+            line = next(lines, None)
+            if line is None:
+                raise LineError(f"{source} has {n - 1} lines, but the state {self.state} "
+                                f"consumed {self.lines}: not the input it was streaming")
+            crc = zlib.crc32(line.encode(), crc)
+            parser.parse(line)
+        if crc != self.crc:
+            raise LineError(f"the first {self.lines} lines of {source} are not the ones the "
+                            f"state {self.state} consumed (CRC32 differs): not the input it "
+                            "was streaming; give it that input, or another --state")
+
+
 class _Saver:
     """Atomic state saves: at the end, on a stop, and every ``every`` seconds of streaming."""
 
-    def __init__(self, target: Any, path: str | None, every: float) -> None:
+    def __init__(self, target: Any, path: str | None, every: float,
+                 journal: _Journal | None = None) -> None:
         self.target, self.path, self.every = target, path, max(0.0, every)
+        self.journal = journal
         self.last = time.monotonic()
 
     def maybe(self) -> None:
@@ -405,6 +558,8 @@ class _Saver:
 
         try:
             self.target.save_state(self.path)
+            if self.journal is not None:
+                self.journal.checkpoint()
         except (RnnStreamError, OSError) as exc:
             print(f"error: cannot save the state to {self.path}: {exc}", file=sys.stderr)
             return False
@@ -417,15 +572,32 @@ class _SaveFailed(Exception):
 
 
 def _serve(target: Any, args: argparse.Namespace, out: TextIO, saver: _Saver,
-           stop: _StopSignals) -> int:
+           stop: _StopSignals, journal: _Journal | None = None) -> int:
     from rnnstream.runtime import RnnStreamError
 
     parser = LineParser(args.key, _features(target))
-    lineno = 0
+    lineno = skipped = 0
     try:
-        for lineno, line in enumerate(_lines(args.input), start=1):  # noqa: B007
+        lines = _lines(args.input)
+        if journal is not None and journal.lines:
+            skipped = journal.lines
+            if args.input == "-":
+                print(f"note: the state {args.state} has consumed {skipped} input lines in "
+                      "earlier runs; standard input cannot be skipped, so every line read now "
+                      "is new", file=sys.stderr)
+            else:
+                print(f"note: resuming after line {skipped} of {args.input} (consumed by "
+                      "earlier runs)", file=sys.stderr)
+                try:
+                    journal.skip(lines, parser, args.input)
+                except LineError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return 1
+        for lineno, line in enumerate(lines, start=skipped + 1):  # noqa: B007
             stop.busy = True
             parsed = parser.parse(line)
+            if parsed is None and journal is not None:
+                journal.consume(line)
             if parsed is not None:
                 key, point = parsed
                 if args.key is None:
@@ -441,6 +613,9 @@ def _serve(target: Any, args: argparse.Namespace, out: TextIO, saver: _Saver,
                         text = _format(y.tolist() if len(y) > 1 else float(y[0]))
                     out.write(f"{key},{text}\n")
                 out.flush()
+                if journal is not None:  # printed first: see _Journal
+                    journal.consume(line)
+                    journal.record(key, point)
                 saver.maybe()
             stop.line_done()
     except (LineError, RnnStreamError) as exc:
@@ -455,7 +630,7 @@ def _serve(target: Any, args: argparse.Namespace, out: TextIO, saver: _Saver,
         return 1
     finally:
         stop.busy = False
-    if lineno == 0:
+    if lineno == skipped == 0:
         print("warning: the input was empty", file=sys.stderr)
     return 0
 
