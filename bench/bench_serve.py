@@ -18,6 +18,11 @@ machine (it competes with the server for the cores) and is bounded in requests a
    request), each printed as a ratio to the same case without coverage, same run.
 4. soak (--soak-seconds > 0): a steady request rate over HTTP from 64 sequences; per window,
    the server's RSS, errors and the client p99.
+5. the write-ahead log (``--state``, ``--durability log``, the default, against ``--durability
+   snapshot``): one sequence's client p50 over HTTP, and predictions/s with p50 at 64 and 256
+   sequences (closed loop) over HTTP and gRPC, on this machine's disk (the --state file in a
+   temporary folder; ``--log-dir`` picks another). The two modes alternate, twice each; the
+   figures are the means. ``--log-only`` runs this part alone.
 
 Model: an exported LSTM (hidden 64, 2 layers, one feature) made here, or the repository's
 release-0.1.0 fixture (LSTM 8 x 2) without torch.
@@ -477,7 +482,17 @@ def main() -> int:
     ap.add_argument("--soak-seconds", type=float, default=0.0,
                     help="run the soak this long (0: skip; make bench runs a short one)")
     ap.add_argument("--soak-rate", type=float, default=1000.0, help="soak requests per second")
+    ap.add_argument("--log-only", action="store_true", help="run only part 5 (the log's cost)")
+    ap.add_argument("--log-dir", default=None,
+                    help="folder for part 5's --state file and log (default: a temporary one)")
     args = ap.parse_args()
+    if args.log_only:
+        with tempfile.TemporaryDirectory() as folder:
+            model, what = build_model(folder)
+            print(f"model: {what}; {os.cpu_count()} cores")
+            log_cost(model, args.log_dir or folder, 1500 if args.quick else 3000,
+                     2.0 if args.quick else 5.0)
+        return 0
     n_lat = 1500 if args.quick else 5000
     seconds = 2.0 if args.quick else 5.0
     with tempfile.TemporaryDirectory() as folder:
@@ -554,7 +569,58 @@ def main() -> int:
               f"{served_cov / local_cov:.2f}")
         if args.soak_seconds > 0:
             soak(model, args.soak_seconds, args.soak_rate)
+        log_cost(model, args.log_dir or folder, n_lat, seconds)
     return 0
+
+
+def fsync_p50(folder: str, n: int = 300) -> float:
+    """p50 µs of fdatasync after a small append in ``folder`` (what one log commit costs)."""
+    path = os.path.join(folder, "bench-fsync.tmp")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC)
+    times = []
+    try:
+        for _ in range(n):
+            os.write(fd, b"x" * 100)
+            t = time.perf_counter()
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+        os.remove(path)
+    return pct(times, 50)
+
+
+def log_cost(model: Path, folder: str, n_lat: int, seconds: float) -> None:
+    """Part 5: --durability log against --durability snapshot, alternating, twice each."""
+    print("\n5. the write-ahead log: --state with --durability log (default) vs snapshot")
+    cases = [("p50 µs", "one", 1)] + [(kind, kind, n) for n in (64, 256)
+                                       for kind in ("http", "grpc")]
+    runs: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
+    for _ in range(2):
+        for mode in ("snapshot", "log"):
+            state = os.path.join(folder, f"bench-{mode}.npz")
+            for path in (state, state + ".wal"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+            with server(model, "--state", state, "--durability", mode) as (_, hp, gp):
+                lat = latency_http(hp, n_lat)
+                runs.setdefault((mode, "one", 1), []).append((0.0, pct(lat, 50)))
+                for _label, kind, n in cases[1:]:
+                    st = load(kind, hp if kind == "http" else gp, n, seconds,
+                              base=100_000 * n)
+                    runs.setdefault((mode, kind, n), []).append(
+                        (st["ok"] / st["seconds"], pct(st["lat"], 50)))
+    print(f"   the disk: fdatasync of a 100-byte append p50 {fsync_p50(folder):.0f} µs (measured "
+          "after the runs; it varies with what else the machine writes)")
+    print(f"   {'load':<22}{'snapshot /s':>12}{'log /s':>10}{'ratio':>7}"
+          f"{'snapshot p50 µs':>17}{'log p50 µs':>12}{'ratio':>7}")
+    for _label, kind, n in cases:
+        snap, wal = (np.mean(runs[m, kind, n], axis=0) for m in ("snapshot", "log"))
+        what = "1 sequence, HTTP" if kind == "one" else f"{n} sequences, {kind.upper()}"
+        rates = (f"{snap[0]:12,.0f}{wal[0]:10,.0f}{wal[0] / snap[0]:7.2f}" if kind != "one"
+                 else f"{'-':>12}{'-':>10}{'-':>7}")
+        print(f"   {what:<22}{rates}{snap[1]:17.0f}{wal[1]:12.0f}"
+              f"{wal[1] / snap[1]:7.2f}")
 
 
 def soak(model: Path, seconds: float, rate: float) -> None:

@@ -150,6 +150,7 @@ class LogWriter:
         self._fd = fd
         self.size = size  # bytes in the file
         self.unsynced = 0  # bytes appended since the last sync
+        self.total = 0  # bytes appended since opened, across resets (only grows)
 
     @classmethod
     def create(cls, path: str | os.PathLike[str], header: Mapping[str, Any]) -> LogWriter:
@@ -175,11 +176,17 @@ class LogWriter:
             view = view[os.write(self._fd, view):]
         self.size += len(data)
         self.unsynced += len(data)
+        self.total += len(data)
 
     def sync(self) -> None:
         if self.unsynced:
             _sync(self._fd)
             self.unsynced = 0
+
+    def sync_fd(self) -> None:
+        """fdatasync, whatever was appended (for a caller that counts bytes itself)."""
+        _sync(self._fd)
+        self.unsynced = 0
 
     def reset(self, header: Mapping[str, Any]) -> None:
         """Start over with an empty log (after a checkpoint), atomically."""

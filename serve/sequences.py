@@ -52,7 +52,7 @@ from rnnstream.runtime.wal import LogWriter, file_digest, read_log
 
 from .errors import ServeError
 from .metrics import Metrics
-from .wal import LOG_KIND, Rows, encode_evict, encode_round, replay
+from .wal import LOG_KIND, GroupCommit, Rows, encode_evict, encode_round, replay
 
 __all__ = ["BOUNDS", "Infer", "Limits", "LiveSummary", "ModelService", "Outputs"]
 
@@ -207,6 +207,7 @@ class ModelService:
         self._done: list[Rows] = []
         self._held_answers: list[tuple[_Gather, ServeError | None]] | None = None
         self._before: dict[Hashable, tuple[Any, Any] | None] = {}
+        self._group: GroupCommit | None = None  # the fsync thread, from the first commit
 
     # -- facts ----------------------------------------------------------------------------------
     @property
@@ -215,7 +216,8 @@ class ModelService:
 
     @property
     def busy(self) -> bool:
-        return bool(self._queues or self._held)
+        """Requests queued, or answered but waiting for their log record's fsync."""
+        return bool(self._queues or self._held or (self._group and self._group.pending))
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -502,36 +504,65 @@ class ModelService:
                       (lower[offset:], upper[offset:]))
         if logged:
             self._commit()
-        if not self._queues and not self._held:
+        if not self.busy:
             self._wake_idle()
         self._schedule()
 
     # -- the log (--durability log) ---------------------------------------------------------------
     def _commit(self) -> None:
-        """Make the round's completed rows durable (one record, one fsync), then send the
-        answers the round held back. If the log cannot be written, those answers are errors
-        and the model refuses every later request: its state is ahead of its log."""
+        """Append the round's completed rows to the log (one record), and send the answers
+        the round held back once it is durable (the group commit's fsync, off the loop). If
+        the log cannot be written, those answers are errors and the model refuses every later
+        request: its state is ahead of its log."""
         held, self._held_answers = self._held_answers or [], None
         done, self._done = self._done, []
         log_ = self._log
         if done and log_ is not None and self._log_broken is None:
-            started = time.perf_counter()
             try:
                 log_.append(encode_round(done, self.n_features))
-                log_.sync()
             except OSError as exc:
                 self._break_log(exc)
             else:
-                self.metrics.log_sync_seconds.observe(time.perf_counter() - started)
                 if log_.size > CHECKPOINT_BYTES and self._loop is not None:
                     self._loop.call_soon(self._checkpoint_now)
-        if self._log_broken is not None:
+        if not held:
+            return
+        group = self._group_commit()
+        if self._log_broken is not None or group is None:
+            self._release(held, OSError(self._log_broken or "no log"))
+            return
+        if len(done) == 1 and len(done[0].keys) == 1 and not self.busy and group.idle:
+            # a lone sequence and nothing else to run: fsync here, saving the hand-off to the
+            # thread and back (under load the thread's fsync lets the loop go on meanwhile)
+            try:
+                group.flush()
+            except OSError as exc:
+                group.fail(exc)
+                self._release(held, exc)
+                return
+            self._release(held, None)
+            return
+        group.after_sync(lambda exc: self._release(held, exc))
+
+    def _release(self, held: list[tuple[_Gather, ServeError | None]],
+                 exc: Exception | None) -> None:
+        if exc is not None:
+            if self._log_broken is None:
+                self._break_log(exc)
             error = ServeError("internal", f"model {self.name!r}: the log cannot be written "
                                f"({self._log_broken}); this request may or may not survive a "
                                "restart")
             held = [(gather, error) for gather, _ in held]
         for gather, err in held:
             gather.finish(err)
+        if not self.busy:
+            self._wake_idle()
+
+    def _group_commit(self) -> GroupCommit | None:
+        if self._group is None and self._log is not None and self._loop is not None:
+            self._group = GroupCommit(self._log, self._loop,
+                                      self.metrics.log_sync_seconds.observe)
+        return self._group
 
     def _break_log(self, exc: Exception) -> None:
         self._log_broken = str(exc)
@@ -708,7 +739,7 @@ class ModelService:
 
     async def drained(self) -> None:
         """Wait until no request is queued (for a graceful stop)."""
-        while self._queues or self._held:
+        while self.busy:
             fut = asyncio.get_running_loop().create_future()
             self._idle_waiters.append(fut)
             await fut
@@ -729,10 +760,21 @@ class ModelService:
         if self._log_broken is not None:
             raise OSError(f"the log cannot be written ({self._log_broken}); the snapshot is "
                           "left as it was, so a restart recovers every answered request")
-        self._log.sync()  # evictions appended since the last round
+        try:  # what was appended is durable, and its answers go out, before the snapshot
+            if self._group is not None:
+                self._group.flush()
+            else:
+                self._log.sync()
+        except OSError as exc:
+            self._break_log(exc)
+            raise
         self._save_completed(path)
         try:
-            self._log.reset(self._log_header(file_digest(path)))
+            if self._group is not None:
+                with self._group.locked:
+                    self._log.reset(self._log_header(file_digest(path)))
+            else:
+                self._log.reset(self._log_header(file_digest(path)))
         except OSError as exc:  # the snapshot is newer than the log: later records would be
             self._break_log(exc)  # dropped as stale on recovery, so nothing more is accepted
             raise
@@ -807,6 +849,9 @@ class ModelService:
         return len(self.pool)
 
     def close(self) -> None:
+        if self._group is not None:
+            self._group.close()
+            self._group = None
         if self._log is not None:
             self._log.close()
 

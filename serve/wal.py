@@ -22,16 +22,22 @@ Record payloads (inside the framing of :mod:`rnnstream.runtime.wal`)::
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import json
 import struct
-from collections.abc import Hashable, Sequence
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from rnnstream.runtime import StateError, StreamPool
+from rnnstream.runtime.wal import LogWriter
 
-__all__ = ["LOG_KIND", "Rows", "encode_evict", "encode_round", "replay"]
+__all__ = ["LOG_KIND", "GroupCommit", "Rows", "encode_evict", "encode_round", "replay"]
 
 LOG_KIND = "serve"
 _LEN = struct.Struct("<I")
@@ -46,6 +52,114 @@ class Rows:
     x: np.ndarray
     starts: Sequence[bool]
     ends: Sequence[bool]
+
+
+Synced = Callable[[Exception | None], None]  # called on the loop: durable (None) or failed
+
+
+class GroupCommit:
+    """fsync off the event loop, shared by every round appended meanwhile (group commit).
+
+    A round appends its record (a write(): microseconds) and asks :meth:`after_sync` to call
+    back once the log is durable up to there; the rounds that follow run while a thread
+    fsyncs, and the next fsync covers all of them. So the event loop never waits for the
+    disk, and under load one fsync serves many rounds. Callbacks run on the event loop, in
+    append order.
+
+    :meth:`flush` syncs at once on the calling thread (a checkpoint, a stop); :meth:`locked`
+    holds off the thread while the log file is replaced (a checkpoint's reset)."""
+
+    def __init__(self, writer: LogWriter, loop: asyncio.AbstractEventLoop,
+                 observe: Callable[[float], None]) -> None:
+        self.writer, self.loop, self.observe = writer, loop, observe
+        self.locked = threading.Lock()  # held while fsyncing or replacing the file
+        self._cond = threading.Condition()
+        self._wanted = 0  # bytes (writer.total) someone waits for; thread side
+        self._closed = False
+        self._synced = writer.total  # durable up to here; loop side
+        self._waiters: collections.deque[tuple[int, Synced]] = collections.deque()
+        self.failed: Exception | None = None
+        self._thread = threading.Thread(target=self._run, name="rnnstream-log-sync",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._waiters)
+
+    @property
+    def idle(self) -> bool:
+        """No fsync under way on the thread (so :meth:`flush` would not wait for one)."""
+        return not self.locked.locked()
+
+    def after_sync(self, callback: Synced) -> None:
+        """Call ``callback`` (on the loop) once everything appended so far is durable."""
+        if self.failed is not None:
+            callback(self.failed)
+            return
+        target = self.writer.total
+        if target <= self._synced:
+            callback(None)
+            return
+        self._waiters.append((target, callback))
+        with self._cond:
+            self._wanted = max(self._wanted, target)
+            self._cond.notify()
+
+    def flush(self) -> None:
+        """Sync now on this thread and run every waiting callback (OSError if it fails)."""
+        started = time.perf_counter()
+        with self.locked:
+            target = self.writer.total
+            self.writer.sync_fd()
+        self.observe(time.perf_counter() - started)
+        self._reached(target)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(10)
+
+    # -- the thread -------------------------------------------------------------------------------
+    def _run(self) -> None:
+        self._done = self.writer.total
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed or self._wanted > self._done)
+                if self._closed:
+                    return
+            started = time.perf_counter()
+            try:
+                with self.locked:
+                    target = self.writer.total  # everything appended before this fsync
+                    self.writer.sync_fd()
+            except OSError as exc:
+                self._post(self.fail, exc)
+                return
+            self._done = max(self._done, target)
+            self._post(self._synced_after, target, time.perf_counter() - started)
+
+    def _post(self, fn: Callable[..., None], *args: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    # -- back on the loop -------------------------------------------------------------------------
+    def _synced_after(self, target: int, seconds: float) -> None:
+        self.observe(seconds)
+        self._reached(target)
+
+    def _reached(self, target: int) -> None:
+        self._synced = max(self._synced, target)
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= self._synced:
+            waiters.popleft()[1](None)
+
+    def fail(self, exc: Exception) -> None:
+        self.failed = exc
+        waiters, self._waiters = self._waiters, collections.deque()
+        for _, callback in waiters:
+            callback(exc)
 
 
 def encode_round(parts: Sequence[Rows], n_features: int) -> bytes:

@@ -213,7 +213,7 @@ def test_a_failed_log_write_answers_an_error_and_refuses_what_follows(tmp_path, 
         def full(*args):
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(s._log, "sync", full)
+        monkeypatch.setattr(s._log, "sync_fd", full)  # the group commit's fsync
         with pytest.raises(ServeError, match=r"log cannot be written.*No space left"):
             await s.submit(Infer(x=np.ones((1, 1, 1), np.float32), keys=[1], starts=[False],
                                  ends=[False]))
