@@ -85,6 +85,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "of the values (e.g. 0.9), and live scores on /metrics (see below)")
     p.add_argument("--max-request-bytes", type=int, default=16 << 20, metavar="N",
                    help="largest request body (default 16 MiB); larger answers 413")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="accept only clients that send one of the tokens in FILE (one per "
+                        "line): HTTP 'Authorization: Bearer TOKEN', gRPC metadata "
+                        "'authorization: Bearer TOKEN'; others get 401 / UNAUTHENTICATED "
+                        "(the health probes stay open)")
+    p.add_argument("--tls-cert", metavar="PEM", help="certificate chain: HTTPS and gRPC over "
+                   "TLS (with --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
 
 
 def run_loop(main: Any, loop: str) -> None:
@@ -108,6 +116,25 @@ def _without_contract(models: list[str]) -> str | None:
     from rnnstream.runtime._session import contract_missing
 
     return next((m for m in models if contract_missing(m)), None)
+
+
+def _tokens(path: str) -> tuple[str, ...] | None:
+    """The tokens of --token-file (one per line, blank lines ignored); None after an error
+    (printed)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            tokens = tuple(line.strip() for line in f if line.strip())
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"error: cannot read --token-file {path}: {exc}", file=sys.stderr)
+        return None
+    bad = [i for i, t in enumerate(tokens, 1) if not t.isprintable() or " " in t]
+    if not tokens or bad:
+        print(f"error: --token-file {path}: " + ("no token in it" if not tokens else
+              f"token {bad[0]} holds spaces or control characters") + "; write one token per "
+              "line (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')",
+              file=sys.stderr)
+        return None
+    return tokens
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,6 +163,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {foreign}: no rnnstream contract; rnnstream serve needs one to know "
               f"the state, features and targets. {wrap_hint(foreign)}", file=sys.stderr)
         return 1
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("error: --tls-cert and --tls-key go together (a PEM certificate chain and its "
+              "private key)", file=sys.stderr)
+        return 2
+    tokens = _tokens(args.token_file) if args.token_file else ()
+    if tokens is None:
+        return 1
     json_lines()
     limits = Limits(max_sequences=args.max_sequences,
                     max_idle_seconds=args.max_idle if args.max_idle > 0 else None,
@@ -146,11 +180,17 @@ def run(args: argparse.Namespace) -> int:
                          state=args.state, save_every=args.save_every,
                          max_request_bytes=args.max_request_bytes, limits=limits,
                          coverage=args.coverage, season=args.season,
-                         durability=args.durability)
+                         durability=args.durability, tokens=tokens, tls_cert=args.tls_cert,
+                         tls_key=args.tls_key)
+    from rnnstream.serve import exposure_warning
+
+    warning = exposure_warning(args.host, tokens)
+    if warning:
+        print(warning, file=sys.stderr)
     try:
         server = Server(config)
         run_loop(server.serve_until_signal(), args.loop)
-    except (RnnStreamError, ServeError, OSError) as exc:
+    except (RnnStreamError, ServeError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

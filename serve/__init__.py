@@ -15,9 +15,9 @@ Uses only :mod:`rnnstream.runtime`'s public API (StreamPool). See docs/serving.m
 
 from __future__ import annotations
 
-from .app import ServeConfig, Server, state_paths
+from .app import ServeConfig, Server, exposure_warning, state_paths
 from .errors import ServeError
 from .sequences import Infer, Limits, ModelService
 
 __all__ = ["Infer", "Limits", "ModelService", "ServeConfig", "ServeError", "Server",
-           "state_paths"]
+           "exposure_warning", "state_paths"]

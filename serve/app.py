@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import ipaddress
 import logging
 import os
 import signal
@@ -27,7 +29,7 @@ from .http import JSON, HttpProtocol, metadata_body
 from .metrics import Metrics
 from .sequences import DURABILITY, Limits, ModelService
 
-__all__ = ["ServeConfig", "Server", "state_paths"]
+__all__ = ["ServeConfig", "Server", "exposure_warning", "state_paths"]
 
 log = logging.getLogger("rnnstream.serve")
 
@@ -49,8 +51,19 @@ class ServeConfig:
     # with state: "log" answers a request only once its inputs are in the fsynced log (nothing
     # answered is lost); "snapshot" only saves every save_every seconds and at stop
     durability: str = "log"
+    # clients must send one of these (HTTP "Authorization: Bearer T", gRPC metadata
+    # "authorization: Bearer T"); empty: no authentication
+    tokens: tuple[str, ...] = ()
+    tls_cert: str | None = None  # PEM certificate chain and key: HTTPS and gRPC over TLS
+    tls_key: str | None = None
 
     def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("ServeConfig: tls_cert and tls_key go together (a certificate "
+                             "and its private key, PEM files)")
+        if any(not t or t != t.strip() or not t.isprintable() for t in self.tokens):
+            raise ValueError("ServeConfig: a token is empty or holds spaces or control "
+                             "characters")
         if self.durability not in DURABILITY:
             raise ValueError(f"ServeConfig: durability={self.durability!r}; expected one of "
                              f"{list(DURABILITY)}")
@@ -58,6 +71,22 @@ class ServeConfig:
             raise ValueError(f"ServeConfig: season={self.season} is for the live scores, which "
                              "need coverage (e.g. coverage=0.9); without coverage leave season "
                              "unset")
+
+
+def exposure_warning(host: str, tokens: tuple[str, ...]) -> str | None:
+    """What to say when the server listens beyond this machine with no token (None if it
+    does not)."""
+    if tokens:
+        return None
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        loopback = False
+    if loopback:
+        return None
+    return (f"warning: listening on {host} without --token-file: anyone who can reach this "
+            "address can read and change every sequence; give --token-file FILE (and "
+            "--tls-cert/--tls-key), or --host 127.0.0.1")
 
 
 def state_paths(state: str | None, names: list[str]) -> dict[str, str]:
@@ -93,6 +122,7 @@ class Server:
         self._stopped = asyncio.Event()
         self._stopping = False
         self._paths = state_paths(config.state, list(self.services))
+        self._tokens = [t.encode() for t in config.tokens]
 
     # -- lookup -----------------------------------------------------------------------------------
     def model(self, name: str, version: str = "") -> ModelService:
@@ -107,6 +137,23 @@ class Server:
             raise ServeError("unavailable", "the server is shutting down; retry on another "
                              "instance or after the restart")
         return service
+
+    def authorized(self, header: bytes | str | None) -> bool:
+        """Whether an Authorization value (``Bearer <token>``) carries one of the tokens;
+        every token is compared in constant time (hmac.compare_digest)."""
+        if not self._tokens:
+            return True
+        if header is None:
+            return False
+        value = header.encode("latin-1") if isinstance(header, str) else header
+        scheme, _, given = value.strip().partition(b" ")
+        if scheme.lower() != b"bearer":
+            return False
+        given = given.strip()
+        ok = False
+        for token in self._tokens:
+            ok |= hmac.compare_digest(given, token)
+        return ok
 
     def count_error(self, model: str, protocol: str, exc: ServeError) -> None:
         self.metrics.errors.inc(model if model in self.services else "", protocol, exc.kind)
@@ -159,7 +206,7 @@ class Server:
         cfg = self.config
         if cfg.http_port is not None:
             self._http = await loop.create_server(lambda: HttpProtocol(self), cfg.host,
-                                                  cfg.http_port)
+                                                  cfg.http_port, ssl=self._ssl_context())
             self.http_port = self._http.sockets[0].getsockname()[1]
         if cfg.grpc_port is not None:
             await self._start_grpc()
@@ -167,23 +214,45 @@ class Server:
         if self._paths and cfg.save_every > 0:
             self._tasks.append(asyncio.ensure_future(self._save_loop()))
         self.ready = True
+        warning = exposure_warning(cfg.host, cfg.tokens)
+        if warning:
+            log.warning(warning, extra={"event": "exposed", "host": cfg.host})
         log.info("serving", extra={"event": "serving", "models": sorted(self.services),
-                                   "http_port": self.http_port, "grpc_port": self.grpc_port})
+                                   "http_port": self.http_port, "grpc_port": self.grpc_port,
+                                   "tls": cfg.tls_cert is not None,
+                                   "auth": bool(cfg.tokens)})
+
+    def _ssl_context(self) -> Any:
+        cfg = self.config
+        if cfg.tls_cert is None or cfg.tls_key is None:
+            return None
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # TLS 1.2+, the default ciphers
+        context.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+        return context
 
     async def _start_grpc(self) -> None:
         import grpc
 
-        from .grpc_service import InferenceService, add_to_server
+        from .grpc_service import InferenceService, TokenInterceptor, add_to_server
 
         size = self.max_request_bytes
+        cfg = self.config
         # so_reuseport 0: grpc's default lets a second server bind a port in use, silently
-        self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", size),
-                                              ("grpc.max_send_message_length", size),
-                                              ("grpc.so_reuseport", 0)])
+        self._grpc = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", size),
+                     ("grpc.max_send_message_length", size), ("grpc.so_reuseport", 0)],
+            interceptors=[TokenInterceptor(self)] if self._tokens else None)
         add_to_server(InferenceService(self), self._grpc)
-        address = f"{self.config.host}:{self.config.grpc_port}"
+        address = f"{cfg.host}:{cfg.grpc_port}"
         try:
-            port = self._grpc.add_insecure_port(address)
+            if cfg.tls_cert is not None and cfg.tls_key is not None:
+                with open(cfg.tls_key, "rb") as key, open(cfg.tls_cert, "rb") as cert:
+                    credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+                port = self._grpc.add_secure_port(address, credentials)
+            else:
+                port = self._grpc.add_insecure_port(address)
         except RuntimeError:  # grpc's way of saying the bind failed
             port = 0
         if port == 0:

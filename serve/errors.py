@@ -11,6 +11,7 @@ gRPC front ends turn it into their own status (table below) and the message into
     too_many          429   RESOURCE_EXHAUSTED   --max-sequences live sequences already
     unavailable       503   UNAVAILABLE          the server is shutting down
     internal          500   INTERNAL             onnxruntime failed (states unchanged)
+    unauthenticated   401   UNAUTHENTICATED      no valid token (--token-file)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ KINDS: dict[str, tuple[int, str]] = {
     "too_many": (429, "RESOURCE_EXHAUSTED"),
     "unavailable": (503, "UNAVAILABLE"),
     "internal": (500, "INTERNAL"),
+    "unauthenticated": (401, "UNAUTHENTICATED"),
 }
 
 

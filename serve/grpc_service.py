@@ -24,7 +24,44 @@ from .protocol import grpc_request, grpc_response
 if TYPE_CHECKING:
     from .app import Server
 
-__all__ = ["InferenceService", "add_to_server"]
+__all__ = ["InferenceService", "TokenInterceptor", "add_to_server"]
+
+# answered without a token (health probes carry none)
+OPEN_METHODS = ("/inference.GRPCInferenceService/ServerLive",
+                "/inference.GRPCInferenceService/ServerReady")
+UNAUTHENTICATED = ("this server needs a token: send the metadata 'authorization: Bearer "
+                   "<token>' with one of the tokens of its --token-file")
+
+
+class TokenInterceptor(grpc.aio.ServerInterceptor):
+    """--token-file: every call but the health probes carries ``authorization: Bearer T``;
+    others are answered UNAUTHENTICATED before the method runs."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None or details.method in OPEN_METHODS:
+            return handler
+        given = next((v for k, v in details.invocation_metadata or ()
+                      if k == "authorization"), None)
+        if self.server.authorized(given):
+            return handler
+        self.server.count_error("", "grpc", ServeError("unauthenticated", "no valid token"))
+
+        async def deny(request: Any, context: Any) -> Any:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED)
+
+        kinds = {"unary_unary": grpc.unary_unary_rpc_method_handler,
+                 "unary_stream": grpc.unary_stream_rpc_method_handler,
+                 "stream_unary": grpc.stream_unary_rpc_method_handler,
+                 "stream_stream": grpc.stream_stream_rpc_method_handler}
+        for kind, make in kinds.items():
+            if getattr(handler, kind) is not None:
+                return make(deny, request_deserializer=handler.request_deserializer,
+                            response_serializer=handler.response_serializer)
+        return handler
 
 
 def add_to_server(servicer: InferenceService, server: grpc.aio.Server) -> None:

@@ -31,16 +31,21 @@ __all__ = ["HttpProtocol"]
 
 log = logging.getLogger("rnnstream.serve")
 
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-           413: "Payload Too Large", 415: "Unsupported Media Type", 429: "Too Many Requests",
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+           405: "Method Not Allowed", 413: "Payload Too Large", 415: "Unsupported Media Type",
+           429: "Too Many Requests",
            500: "Internal Server Error", 503: "Service Unavailable"}
 JSON = b"application/json"
+# answered without a token (liveness and readiness probes carry none)
+OPEN_PATHS = (["v2", "health", "live"], ["v2", "health", "ready"])
 
 
 def response(status: int, body: bytes, content_type: bytes = JSON, *,
              header_length: int | None = None, close: bool = False) -> bytes:
     head = [b"HTTP/1.1 %d %s" % (status, REASONS.get(status, "Error").encode()),
             b"content-type: " + content_type, b"content-length: %d" % len(body)]
+    if status == 401:
+        head.append(b'www-authenticate: Bearer realm="rnnstream"')
     if header_length is not None:
         head.append(b"inference-header-content-length: %d" % header_length)
     if close:
@@ -78,6 +83,7 @@ class HttpProtocol(asyncio.Protocol):
         self.encoding: bytes | None = None
         self.too_large = False
         self.expect = False
+        self.authorization: bytes | None = None
 
     # -- asyncio ----------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -113,6 +119,8 @@ class HttpProtocol(asyncio.Protocol):
             self.too_large = int(value) > self.server.max_request_bytes
         elif name == b"expect" and value.lower() == b"100-continue":
             self.expect = True
+        elif name == b"authorization":
+            self.authorization = value
 
     def on_headers_complete(self) -> None:
         # curl sends "Expect: 100-continue" before bodies over 1 KiB and waits a second for it
@@ -145,6 +153,12 @@ class HttpProtocol(asyncio.Protocol):
     def _route(self, entry: _Entry, method: bytes, path: str) -> None:
         server = self.server
         parts = [p for p in path.split("/") if p]
+        if parts not in OPEN_PATHS and not server.authorized(self.authorization):
+            server.count_error("", "http", ServeError("unauthenticated", "no valid token"))
+            self._fill(entry, 401, error_body(
+                "this server needs a token: send the header 'Authorization: Bearer <token>' "
+                "with one of the tokens of its --token-file"))
+            return
         if method == b"POST" and len(parts) >= 4 and parts[:2] == ["v2", "models"] \
                 and parts[-1] == "infer":
             self._infer(entry, parts)
