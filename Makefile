@@ -24,7 +24,7 @@ LINKED := $(VENV)/.stamp-linked-$(shell echo $(PKG_FILES) | cksum | cut -d' ' -f
 WEBDIR := examples/web
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo demo-image test lint typecheck pytest bench js-deps web-deps browser web-screenshot \
+.PHONY: demo demo-image test lint typecheck pytest fuzz bench js-deps web-deps browser web-screenshot \
   clean install
 
 $(PY):
@@ -93,6 +93,15 @@ pytest: $(VENV)/.stamp-test $(LINKED) js-deps web-deps browser
 	$(PY) -m pytest -q
 
 test: lint typecheck pytest
+
+# coverage-guided fuzzing (atheris) of every reader of untrusted input, FUZZ_SECONDS each; the
+# corpora in fuzz/corpus/ grow with what it finds; a finding is written to fuzz/findings/
+FUZZ_SECONDS ?= 300
+fuzz: $(VENV)/.stamp-test $(LINKED)
+	mkdir -p fuzz/findings
+	for h in grpc http http_wire line log model snapshot; do \
+	  $(PY) fuzz/run.py $$h -max_total_time=$(FUZZ_SECONDS) -max_len=16384 \
+	    -artifact_prefix=fuzz/findings/ fuzz/corpus/$$h || exit 1; done
 
 # + what bench/quality.py needs (real series in pmdarima, statsmodels' ETS)
 $(VENV)/.stamp-bench: $(VENV)/.stamp-test

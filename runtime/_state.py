@@ -105,7 +105,9 @@ def write_snapshot(path: str | os.PathLike[str], meta: Mapping[str, Any],
 def read_snapshot(path: str | os.PathLike[str], kind: str) -> tuple[dict[str, Any],
                                                                     dict[str, np.ndarray]]:
     """(meta, arrays) of a snapshot of ``kind``; any problem is a :class:`StateError`."""
-    import zipfile  # only when loading (np.load uses it anyway)
+    import struct  # only when loading (np.load uses them anyway)
+    import zipfile
+    import zlib
 
     path = os.fspath(path)
     try:
@@ -113,7 +115,10 @@ def read_snapshot(path: str | os.PathLike[str], kind: str) -> tuple[dict[str, An
             arrays = {k: z[k] for k in z.files}
     except FileNotFoundError as exc:
         raise StateError(f"{path}: no such snapshot file") from exc
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    # what zipfile and numpy raise for a damaged archive (found by fuzz/harnesses.py): an
+    # unknown compression method is NotImplementedError, an encrypted member RuntimeError
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, NotImplementedError,
+            RuntimeError, zlib.error, struct.error) as exc:
         raise StateError(f"{path}: not a readable rnnstream snapshot ({exc})") from exc
     if _META not in arrays or arrays[_META].dtype.kind != "U" or arrays[_META].ndim != 0:
         raise StateError(f"{path}: not an rnnstream snapshot (no {_META} record)")
