@@ -1,5 +1,6 @@
 """Write the seed corpora of the fuzz harnesses (fuzz/corpus/NAME/), from real files and
-requests: run once after a format changes; `make fuzz` grows them."""
+requests: run once after a format changes; `make fuzz` grows them. Model and snapshot seeds end
+in .seed (the repository ignores *.onnx and *.npz); findings are kept as regression seeds."""
 
 from __future__ import annotations
 
@@ -24,14 +25,14 @@ def seeds() -> dict[str, dict[str, bytes]]:
     out: dict[str, dict[str, bytes]] = {name: {} for name in
                                         ("model", "snapshot", "log", "http", "http_wire",
                                          "grpc", "line")}
-    out["model"]["legacy.onnx"] = LEGACY.read_bytes()
+    out["model"]["legacy-onnx.seed"] = LEGACY.read_bytes()
     with tempfile.TemporaryDirectory() as folder:
         pool = StreamPool(LEGACY)
         for key in (1, "two"):
             pool.add(key)
             pool.step_many([key], np.array([[0.5]], np.float32))
         pool.save_state(Path(folder) / "s.npz")
-        out["snapshot"]["pool.npz"] = (Path(folder) / "s.npz").read_bytes()
+        out["snapshot"]["pool-npz.seed"] = (Path(folder) / "s.npz").read_bytes()
         state = str(Path(folder) / "log.npz")
 
         async def serve() -> None:
