@@ -5,7 +5,11 @@
 Baselines: torch eager with the same weights, onnxruntime ``run()`` with numpy arrays, and a
 raw IOBinding ping-pong (two alternating state buffers) on the same file. ``coverage=0.9`` rows:
 the same step with live accuracy and intervals on (``rnnstream.runtime.live``). Pool rows report
-stream-steps/s of StreamPool against one raw batched ``run()`` and torch eager at the same B.
+stream-steps/s of StreamPool (``threads=1``) against one raw batched ``run()`` and torch eager at
+the same B. ``cores`` rows: StreamPool(threads=2 and 1) at 1 to 16,384 streams, alternated,
+medians; ``forced``: every batch split (where the split starts to pay); ``session``: two
+threads over one shared session against a session each; ``model``: what the 1- and 2-thread
+figures predict for 16 and 64 cores.
 Needs the train extra (torch + onnx) to build the model; the runtime itself never imports them.
 """
 
@@ -177,7 +181,7 @@ def pool_bench(path, model, hidden, batches, iters, rows):
     seq = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     step = ort.InferenceSession(step_path(path), opts, providers=["CPUExecutionProvider"])
     for b in batches:
-        pool = StreamPool(path, capacity=b)
+        pool = StreamPool(path, capacity=b, threads=1)  # one core, as the baselines
         keys = list(range(b))
         for k in keys:
             pool.add(k)
@@ -221,7 +225,7 @@ def live_pool(path, b, keys, vals, n, rows):
 
     pools = {}
     for cov in (None, 0.9):
-        pools[cov] = StreamPool(path, capacity=b, coverage=cov)
+        pools[cov] = StreamPool(path, capacity=b, coverage=cov, threads=1)
         for k in keys:
             pools[cov].add(k)
     t = {cov: [] for cov in pools}
@@ -231,6 +235,136 @@ def live_pool(path, b, keys, vals, n, rows):
     off, on = (float(np.median(t[c])) for c in (None, 0.9))
     rows.append((f"pool  B={b} coverage=0.9", on, f"{on / off:.2f}x the pool without live "
                  f"scores (+{on - off:.1f} µs, {(on - off) / b * 1e3:.0f} ns a stream)", "", ""))
+
+
+def scaling_bench(path, tag, sizes, counts, iters, rows, curve, forced=False):
+    """StreamPool(threads=N) against threads=1 at each batch size: the same pool contents and
+    values, the thread counts alternated 5 times, medians. ``curve`` gets (tag, B, N, µs).
+    ``forced``: every batch goes to every thread (the threshold set to nothing), to find where
+    the hop starts to pay (the figure behind PARALLEL_GATE_FLOATS)."""
+    from rnnstream.runtime import StreamPool
+    from rnnstream.runtime import pool as pool_module
+
+    for b in sizes:
+        pools = {}
+        for n in counts:
+            saved = pool_module.PARALLEL_GATE_FLOATS
+            if forced:
+                pool_module.PARALLEL_GATE_FLOATS = 1
+            try:
+                pools[n] = StreamPool(path, capacity=b, threads=n)
+            finally:
+                pool_module.PARALLEL_GATE_FLOATS = saved
+            for k in range(b):
+                pools[n].add(k)
+        keys = list(range(b))
+        vals = np.random.default_rng(b).normal(size=(b, 1)).astype(np.float32)
+        reps = max(20, iters // max(1, b // 16))
+        t = {n: [] for n in pools}
+        for _ in range(5):
+            for n, pool in pools.items():
+                t[n].append(p50(lambda pool=pool, keys=keys, vals=vals: pool.step_many(keys, vals),
+                                reps, warmup=10))
+        med = {n: float(np.median(v)) for n, v in t.items()}
+        for n in counts:
+            curve.append((tag, b, n, med[n]))
+        parts = [f"{n} threads {b / med[n]:.2f} M/s ({med[1] / med[n]:.2f}x)" for n in counts[1:]]
+        kind = "forced" if forced else "cores"
+        rows.append((f"{kind} {tag} B={b}", med[1], f"1 thread {b / med[1]:.2f} M/s", *parts))
+        for pool in pools.values():
+            pool.close()
+
+
+def hop_bench(counts, iters):
+    """One round trip through the pool's workers with empty tasks (µs), per thread count."""
+    from rnnstream.runtime._shards import Workers
+
+    out = {}
+    for n in counts:
+        workers = Workers(n)
+        tasks = [lambda: None] * n
+        out[n] = p50(lambda workers=workers, tasks=tasks: workers.run(tasks), iters)
+        workers.close()
+    return out
+
+
+def session_choice(path, hidden, layers, b, iters, rows):
+    """Two threads over one shared session against a session per thread (raw IOBinding, the
+    batch cut in two halves), and one thread: the figure behind the pool's shared session."""
+    import threading
+
+    import onnxruntime as ort
+
+    from rnnstream.export.step_graph import step_path
+    from rnnstream.runtime._session import default_session_options
+
+    opts = default_session_options()
+    s1, s2 = (ort.InferenceSession(step_path(path), opts, providers=["CPUExecutionProvider"])
+              for _ in range(2))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(b, 1, 1)).astype(np.float32)
+    y = np.zeros((b, 1, 1), np.float32)
+    ins = [rng.uniform(-0.5, 0.5, (b, layers, hidden)).astype(np.float32) for _ in range(2)]
+    outs = [np.zeros_like(a) for a in ins]
+
+    def bind(sess, i, j):
+        io = sess.io_binding()
+        io.bind_input(INPUT_NAME, "cpu", 0, np.float32, x[i:j].shape, x[i:j].ctypes.data)
+        io.bind_output("y", "cpu", 0, np.float32, y[i:j].shape, y[i:j].ctypes.data)
+        for name, a, o in zip(CELLS["lstm"].states, ins, outs, strict=True):
+            io.bind_input(state_input_name(name), "cpu", 0, np.float32, a[i:j].shape,
+                          a[i:j].ctypes.data)
+            io.bind_output(state_output_name(name), "cpu", 0, np.float32, o[i:j].shape,
+                           o[i:j].ctypes.data)
+        return io
+
+    h = b // 2
+    one = [bind(s1, 0, h), bind(s1, h, b)]
+    shared = [bind(s1, 0, h), bind(s1, h, b)]
+    own = [bind(s1, 0, h), bind(s2, h, b)]
+
+    def serial():
+        s1.run_with_iobinding(one[0])
+        s1.run_with_iobinding(one[1])
+
+    def two(pair, sessions):
+        worker = threading.Thread(target=sessions[1].run_with_iobinding, args=(pair[1],))
+        worker.start()
+        sessions[0].run_with_iobinding(pair[0])
+        worker.join()
+
+    cases = {"one": serial, "shared": lambda: two(shared, (s1, s1)),
+             "own": lambda: two(own, (s1, s2))}
+    t = {k: [] for k in cases}
+    for _ in range(5):
+        for k, fn in cases.items():
+            t[k].append(p50(fn, iters, warmup=5))
+    med = {k: float(np.median(v)) for k, v in t.items()}
+    rows.append((f"session h{hidden} L{layers} B={b}", med["one"],
+                 f"2 threads, one shared session {med['one'] / med['shared']:.2f}x",
+                 f"a session per thread {med['one'] / med['own']:.2f}x",
+                 "(raw IOBinding, two halves)"))
+
+
+def predict_cores(curve, hops, rows):
+    """On paper: t(N) = serial + parallel / N + N - 1 worker round trips, fitted per batch size
+    from the 1- and 2-thread medians and the measured round trip (Amdahl's law plus the cost of
+    waking each worker); the pool's thread rule (parallel_rows, MAX_THREADS) applied."""
+    hop = max(0.0, hops[2] - hops[1]) if 2 in hops else 0.0
+    by = {}
+    for tag, b, n, t in curve:
+        by.setdefault((tag, b), {})[n] = t
+    for (tag, b), t in by.items():
+        if 2 not in t:
+            continue
+        parallel = max(0.0, 2 * (t[1] - t[2] + hop))  # t1 - t2 = parallel / 2 - hop
+        serial = max(0.0, t[1] - parallel)
+        guesses = []
+        for cores in (16, 64):
+            tn = serial + parallel / cores + (cores - 1) * hop
+            guesses.append(f"{cores} cores {t[1] / tn:.1f}x")
+        rows.append((f"model {tag} B={b}", serial, f"serial {serial:.0f} µs + parallel "
+                     f"{parallel:.0f} µs, round trip {hop:.1f} µs/worker", *guesses))
 
 
 def import_bench(rows, reps):
@@ -257,17 +391,33 @@ def import_bench(rows, reps):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer iterations")
+    ap.add_argument("--threads", type=int, help="a third thread count for the cores rows")
+    ap.add_argument("--only-cores", action="store_true", help="the cores rows alone")
     args = ap.parse_args()
     iters = 3000 if args.quick else 20000
     rows: list[tuple] = []
     with tempfile.TemporaryDirectory() as folder:
         small = build("lstm", 32, 1, folder)
         big = build("lstm", 128, 2, folder)
-        single_stream(*small, "lstm", 32, 1, iters, rows)
-        single_stream(*big, "lstm", 128, 2, iters, rows)
-        prime_bench(small[0], 10 if args.quick else 50, rows)
-        pool_bench(*small, 32, [1, 64, 1024, 16384], iters // 4, rows)
-        import_bench(rows, 3 if args.quick else 7)
+        if not args.only_cores:
+            single_stream(*small, "lstm", 32, 1, iters, rows)
+            single_stream(*big, "lstm", 128, 2, iters, rows)
+            prime_bench(small[0], 10 if args.quick else 50, rows)
+            pool_bench(*small, 32, [1, 64, 1024, 16384], iters // 4, rows)
+        counts = sorted({1, 2, args.threads or 2})
+        curve: list[tuple] = []
+        sizes = [1, 64, 256, 1024, 4096, 16384]
+        scaling_bench(small[0], "h32 L1", sizes, counts, iters // 4, rows, curve)
+        scaling_bench(big[0], "h128 L2", sizes, counts, iters // 16, rows, curve)
+        session_choice(small[0], 32, 1, 4096, iters // 20, rows)
+        session_choice(big[0], 128, 2, 1024, iters // 40, rows)
+        scaling_bench(small[0], "h32 L1", [256, 512, 1024, 2048], [1, 2], iters // 4, rows,
+                      [], forced=True)
+        scaling_bench(big[0], "h128 L2", [16, 32, 64, 128], [1, 2], iters // 16, rows, [],
+                      forced=True)
+        predict_cores(curve, hop_bench(counts, iters), rows)
+        if not args.only_cores:
+            import_bench(rows, 3 if args.quick else 7)
     print(f"{'case':<26} {'p50 µs':>10}  ratios")
     for name, t, *notes in rows:
         print(f"{name:<26} {t:>10.2f}  " + " | ".join(n for n in notes if n))

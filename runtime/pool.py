@@ -18,13 +18,21 @@ the constants below hold the thresholds and the measurements behind them:
   one IOBinding per chunk, bound once, so a call copies rows in, runs, and copies rows out with
   no allocation (saves ~3 µs a call over ``run()``); other sizes use ``run()`` per chunk.
 
-Failure. The new state is written back only after every chunk's session call succeeded and every
-input was validated (chunk outputs go to temporaries), so a refused or failed call leaves every
-stream's state bit-for-bit as it was.
+Cores (``threads=``, default: the cores this process may use, at most :data:`MAX_THREADS`). A
+batch large enough that each thread gets :func:`parallel_rows` rows is cut into contiguous
+blocks, one per thread (:mod:`._shards`); each block's pieces are run by its own thread on the
+one shared session (onnxruntime releases the GIL). Below that, one call on the caller's thread.
+A row's result does not depend on its block, so any thread count gives the numbers of one.
+
+Failure. The new state is written back only after every piece's session call succeeded (on
+every thread) and every input was validated (outputs go to temporaries), so a refused or failed
+call leaves every stream's state bit-for-bit as it was. When every stream steps, in order, the
+outputs go to a twin of the state buffers, which then becomes the state (no copy back).
 
 Threads. One lock serialises every public method: concurrent callers never see each other's
-state and no update is lost. The session call happens under the lock (onnxruntime releases the
-GIL, but one pool is one state; run several pools for parallel sessions).
+state and no update is lost. The pool owns its worker threads (started on the first call that
+needs them, daemons); :meth:`StreamPool.close` (or leaving ``with StreamPool(...) as pool``)
+stops them, as does collecting the pool. No global setting (onnxruntime's, numpy's) is touched.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -43,6 +52,7 @@ from . import spec
 from ._engine import BoundEngine, ForeignEngine, open_engine
 from ._generic import BatchAxis
 from ._io import input_array, input_shape, output_rows
+from ._shards import Piece, Workers, default_threads, shards
 from ._state import (
     State,
     check_fingerprint,
@@ -78,33 +88,51 @@ MIN_CHUNK_ROWS = 64
 # chunk, repaid after a few calls); at most MAX_PLANS sizes are kept (oldest dropped first).
 BIND_AFTER = 2
 MAX_PLANS = 8
+# Threads (StreamPool(threads=N), default: the cores this process may use, at most MAX_THREADS).
+# A batch goes to several threads only when each gets at least parallel_rows() rows: below,
+# one call on the caller's thread (no hop). PARALLEL_GATE_FLOATS is that minimum in gate
+# floats per thread (rows x gate columns x layers).
+PARALLEL_GATE_FLOATS = 1 << 16
+MAX_THREADS = 8
+
+
+def _gate_columns(contract: ModelContract) -> int:
+    cell = spec.CELLS.get(contract.cell)
+    if cell is None:  # a custom model: its state's width stands in for the gate columns
+        return max(1, 4 * max((math.prod(s.row_shape) for s in contract.states), default=1))
+    return cell.step_columns * contract.hidden
+
+
+def parallel_rows(contract: ModelContract) -> int:
+    """The fewest rows a thread is given (see PARALLEL_GATE_FLOATS)."""
+    layers = 1 if spec.CELLS.get(contract.cell) is None else max(1, contract.layers)
+    return max(1, PARALLEL_GATE_FLOATS // (_gate_columns(contract) * layers))
 
 
 def chunk_rows(contract: ModelContract) -> int:
     """Rows per session call for this model (see CHUNK_GATE_FLOATS)."""
-    cell = spec.CELLS.get(contract.cell)
-    if cell is None:  # a custom model: its state's width stands in for the gate columns
-        columns = max(1, 4 * max((math.prod(s.row_shape) for s in contract.states), default=1))
-    else:
-        columns = cell.step_columns * contract.hidden
-    return max(MIN_CHUNK_ROWS, CHUNK_GATE_FLOATS // columns)
+    return max(MIN_CHUNK_ROWS, CHUNK_GATE_FLOATS // _gate_columns(contract))
 
 
 class _Plan:
     """Bound buffers for one batch size ``n``: x [n,1,F], y [n,1,T], per state in/out [n,L,H],
-    and one IOBinding per chunk of rows. onnxruntime keeps raw pointers: the plan keeps every
-    buffer referenced for as long as its bindings live.
+    and one IOBinding per piece of rows, grouped by thread (:func:`._shards.shards`).
+    onnxruntime keeps raw pointers: the plan keeps every buffer referenced for as long as its
+    bindings live.
 
-    Two sets of bindings: ``gathered`` reads the state from ``ins`` (rows copied in first), and
-    ``direct`` reads it straight from rows ``0..n-1`` of the pool's own buffers (the common case
-    where the keys are the pool's streams in order: saves one copy per state). ``direct`` is
-    rebuilt when the pool's buffers were reallocated (``generation`` changed). Outputs always go
-    to ``outs``, never to the pool's buffers, so a failed chunk leaves the state untouched.
+    The state's source and destination vary by call, so bindings are made per (sources,
+    destinations) pair and cached (:meth:`between`): ``ins -> outs`` (rows gathered into
+    ``ins`` first), the pool's own rows ``0..n-1 -> outs`` (the keys are the pool's streams in
+    order: saves one copy per state), and the pool's buffers ``-> spare`` buffers of the same
+    size (every stream steps: the two are then swapped, saving the copy back too). Outputs never
+    go to the buffers the pool reads the state from, so a failed piece leaves the state
+    untouched. The cache is dropped when the pool's buffers were reallocated (``generation``).
     """
 
-    def __init__(self, session: ort.InferenceSession, io, n: int, chunk: int, n_out: int) -> None:
+    def __init__(self, session: ort.InferenceSession, io, n: int, groups: list[list[Piece]],
+                 n_out: int) -> None:
         f32 = np.float32
-        self.io, self.n, self.chunk = io, n, chunk
+        self.io, self.n, self.groups = io, n, groups
         self.x = np.zeros(input_shape(io, io.input_shape[-1], n), f32)
         self.y = np.zeros((n, 1, n_out), f32)
         self.ins = [np.zeros(s.full_shape(n), f32) for s in io.states]
@@ -113,29 +141,39 @@ class _Plan:
         self.y2 = self.y.reshape(n, -1)
         self.session = session
         self.run = session.run_with_iobinding
-        self.gathered = self._bindings(self.ins)
-        self.direct: list[ort.IOBinding] = []
+        self._cache: dict[tuple[int, ...], tuple[list[list[ort.IOBinding]], list[Any]]] = {}
         self.generation = -1
 
-    def _bindings(self, sources: list[np.ndarray]) -> list[ort.IOBinding]:
-        io, out = self.io, []
-        for i in range(0, self.n, self.chunk):
-            j = min(self.n, i + self.chunk)
-            b = self.session.io_binding()
-            _bind(b.bind_input, io.input, self.x[i:j])
-            _bind(b.bind_output, io.output, self.y[i:j])
-            for s, a, o in zip(io.states, sources, self.outs, strict=True):
-                _bind(b.bind_input, s.input, a[i:j])
-                _bind(b.bind_output, s.output, o[i:j])
-            out.append(b)
-        return out
-
-    def direct_bindings(self, bufs: list[np.ndarray], generation: int) -> list[ort.IOBinding]:
+    def between(self, sources: list[np.ndarray], outs: list[np.ndarray],
+                generation: int) -> list[list[ort.IOBinding]]:
+        """Bindings reading the state from rows ``0..n-1`` of ``sources`` and writing it to
+        rows ``0..n-1`` of ``outs``, one list per thread."""
         if generation != self.generation:
-            self.direct = self._bindings(bufs)
-            self.keep = bufs  # the pointers bound above must outlive the bindings
+            self._cache.clear()
             self.generation = generation
-        return self.direct
+        key = tuple(map(id, (*sources, *outs)))
+        hit = self._cache.get(key)
+        if hit is None:  # the arrays kept with the bindings: ids stay unique while cached
+            if len(self._cache) >= 6:
+                del self._cache[next(iter(self._cache))]
+            hit = self._cache[key] = (self._bindings(sources, outs), [*sources, *outs])
+        return hit[0]
+
+    def _bindings(self, sources: list[np.ndarray], outs: list[np.ndarray]
+                  ) -> list[list[ort.IOBinding]]:
+        io, groups = self.io, []
+        for pieces in self.groups:
+            group = []
+            for i, j in pieces:
+                b = self.session.io_binding()
+                _bind(b.bind_input, io.input, self.x[i:j])
+                _bind(b.bind_output, io.output, self.y[i:j])
+                for s, a, o in zip(io.states, sources, outs, strict=True):
+                    _bind(b.bind_input, s.input, a[i:j])
+                    _bind(b.bind_output, s.output, o[i:j])
+                group.append(b)
+            groups.append(group)
+        return groups
 
 
 def _bind(method: Callable[..., None], name: str, a: np.ndarray) -> None:
@@ -193,6 +231,7 @@ class StreamPool(_EngineFacts):
         coverage: float | None = None,
         season: int | None = None,
         live_options: Mapping[str, Any] | None = None,
+        threads: int | None = None,
         **deprecated: Any,
     ) -> None:
         if "max_idle_seconds" in deprecated:
@@ -202,6 +241,11 @@ class StreamPool(_EngineFacts):
             idle_timeout_s = deprecated.pop("max_idle_seconds")
         if deprecated:
             raise TypeError(f"StreamPool() got unexpected keyword argument(s) {sorted(deprecated)}")
+        if threads is None:
+            threads = default_threads(MAX_THREADS)
+        elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads={threads!r}: expected a positive number of threads, or "
+                             "None for the cores this process may use")
         if idle_timeout_s is not None and not idle_timeout_s > 0:
             raise ValueError(f"idle_timeout_s={idle_timeout_s!r}: expected a positive "
                              "number of seconds, or None")
@@ -236,8 +280,11 @@ class StreamPool(_EngineFacts):
         self._generation = 0  # bumped whenever self._bufs are reallocated
         self._zeros: dict[int, np.ndarray] = {}  # size -> zeros, for the finiteness check
         self._runner: _BoundBatches | _ForeignBatches
+        self._workers = Workers(threads if isinstance(engine, BoundEngine) else 1)
+        # threads stop when the pool is closed, or collected unclosed (they hold no pool ref)
+        self._finalizer = weakref.finalize(self, self._workers.close)
         if isinstance(engine, BoundEngine):
-            self._runner = _BoundBatches(engine)
+            self._runner = _BoundBatches(engine, self._workers)
         elif isinstance(engine, ForeignEngine):
             self._runner = _ForeignBatches(engine, n_in)
         else:  # pragma: no cover - open_engine returns one of the two
@@ -267,6 +314,24 @@ class StreamPool(_EngineFacts):
 
     def __repr__(self) -> str:
         return f"StreamPool({self.path!r}, streams={len(self)})"
+
+    @property
+    def threads(self) -> int:
+        """Threads a large step runs on (the caller's included); 1 for foreign models."""
+        return self._workers.threads
+
+    # -- threads --------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the pool's worker threads. The streams stay: later steps run on the calling
+        thread alone, and the state can still be read and saved. Idempotent."""
+        with self._lock:
+            self._finalizer()
+
+    def __enter__(self) -> StreamPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- membership -----------------------------------------------------------------------------
     def add(self, key: Hashable, state: State | Mapping[str, np.ndarray] | None = None) -> None:
@@ -425,7 +490,7 @@ class StreamPool(_EngineFacts):
             before = len(self._keys)
             rows = self._cache_rows if self._cached(keys) else self._lookup(keys)
             try:
-                y = self._runner.run(rows, arr, self._bufs, self._generation)
+                y = self._runner.run(rows, arr, self._bufs, self._generation, len(self._keys))
             except BaseException:  # streams auto-added for this call go again: nothing changed
                 self._drop_added(before)
                 raise
@@ -675,69 +740,112 @@ def _hashable_or_raise(key: Any) -> Hashable:
 # -- execution: how a batch of rows goes through the model ----------------------------------------
 class _BoundBatches:
     """Batched calls for rnnstream models: bound plans for recurring batch sizes, ``run()`` per
-    chunk for the others (see the module docstring). Holds no stream state: it reads the rows
-    of the pool's buffers and writes the new state back only after every chunk succeeded."""
+    piece for the others, the pieces spread over the pool's threads (see the module docstring).
+    Holds no stream state: it reads the rows of the pool's buffers and writes the new state back
+    only after every piece succeeded."""
 
-    def __init__(self, engine: BoundEngine) -> None:
+    def __init__(self, engine: BoundEngine, workers: Workers) -> None:
         self._engine = engine
         self._io = engine.io
         self._n_in = engine.contract.n_features
         self._n_out = engine.contract.n_targets
         self._chunk = chunk_rows(engine.contract)
+        self._min_rows = parallel_rows(engine.contract)
+        self._workers = workers
         # the step graph when there is one: faster at every size measured (figures above)
         self._session = engine.step_session or engine.session
         self._plans: dict[int, _Plan] = {}
         self._sightings: dict[int, int] = {}
+        self._spare: list[np.ndarray] = []  # the pool's buffers' twins (see _Plan)
+        self._spare_generation = -1
+
+    def groups(self, n: int) -> list[list[Piece]]:
+        """The pieces of an ``n``-row batch, one list per thread."""
+        return shards(n, self._chunk, self._workers.threads, self._min_rows)
 
     def run(self, rows: np.ndarray | slice, arr: np.ndarray, bufs: dict[str, np.ndarray],
-            generation: int) -> np.ndarray:
+            generation: int, streams: int) -> np.ndarray:
         n = arr.shape[0]
         plan = self._plans.get(n)
         if plan is not None:
-            return self._run_plan(plan, rows, arr, bufs, generation)
+            return self._run_plan(plan, rows, arr, bufs, generation, streams)
         seen = self._sightings.get(n, 0) + 1
         if seen < BIND_AFTER:
             if len(self._sightings) > 1024:  # many one-off sizes: forget them all
                 self._sightings.clear()
             self._sightings[n] = seen
-            return self._run_chunks(rows, arr, bufs)
+            return self._run_pieces(rows, arr, bufs)
         if len(self._plans) >= MAX_PLANS:
             del self._plans[next(iter(self._plans))]
-        plan = self._plans[n] = _Plan(self._session, self._io, n, self._chunk, self._n_out)
-        return self._run_plan(plan, rows, arr, bufs, generation)
+        plan = self._plans[n] = _Plan(self._session, self._io, n, self.groups(n), self._n_out)
+        return self._run_plan(plan, rows, arr, bufs, generation, streams)
 
     def _run_plan(self, plan: _Plan, rows: np.ndarray | slice, arr: np.ndarray,
-                  pool_bufs: dict[str, np.ndarray], generation: int) -> np.ndarray:
-        """Feed the bound inputs, run each chunk, and only then scatter the state."""
+                  pool_bufs: dict[str, np.ndarray], generation: int, streams: int
+                  ) -> np.ndarray:
+        """Feed the bound inputs, run each piece, and only then write the state back."""
         plan.x2[...] = arr
-        bufs = [pool_bufs[s.name] for s in self._io.states]
+        states = self._io.states
+        bufs = [pool_bufs[s.name] for s in states]
+        if type(rows) is slice and rows.stop == streams:  # every stream, in order: ping-pong
+            spare = self._spares(bufs, generation)
+            self._call(plan, plan.between(bufs, spare, generation))
+            self._spare = bufs
+            for s, new in zip(states, spare, strict=True):
+                pool_bufs[s.name] = new  # rows past the streams' are free: no copy needed
+            return plan.y2.copy()
         if type(rows) is slice:  # always 0..n-1 (see _lookup): read the pool's rows in place
-            bindings = plan.direct_bindings(bufs, generation)
+            bindings = plan.between(bufs, plan.outs, generation)
         else:
             for buf, dst in zip(bufs, plan.ins, strict=True):
                 np.take(buf, rows, axis=0, out=dst, mode="clip")  # valid rows; clip: unbuffered
-            bindings = plan.gathered
-        call = self._engine.call
-        for b in bindings:
-            call(plan.run, b)
+            bindings = plan.between(plan.ins, plan.outs, generation)
+        self._call(plan, bindings)
         for buf, new in zip(bufs, plan.outs, strict=True):
             buf[rows] = new
         return plan.y2.copy()
 
-    def _run_chunks(self, rows: np.ndarray | slice, arr: np.ndarray,
+    def _spares(self, bufs: list[np.ndarray], generation: int) -> list[np.ndarray]:
+        """Twins of the pool's state buffers (same shapes), new when those were reallocated."""
+        if generation != self._spare_generation or len(self._spare) != len(bufs):
+            self._spare = [np.zeros_like(b) for b in bufs]
+            self._spare_generation = generation
+        return self._spare
+
+    def _call(self, plan: _Plan, groups: list[list[ort.IOBinding]]) -> None:
+        call, run = self._engine.call, plan.run
+
+        def task(group: list[ort.IOBinding]) -> Callable[[], None]:
+            def go() -> None:
+                for b in group:
+                    call(run, b)
+            return go
+
+        self._workers.run([task(g) for g in groups])
+
+    def _run_pieces(self, rows: np.ndarray | slice, arr: np.ndarray,
                     bufs: dict[str, np.ndarray]) -> np.ndarray:
-        """``run()`` per chunk (batch sizes without a plan); state scattered after the last."""
-        io, chunk = self._io, self._chunk
+        """``run()`` per piece (batch sizes without a plan); state written back after the
+        last."""
+        io = self._io
         n = arr.shape[0]
         x = arr.reshape(input_shape(io, self._n_in, n))
         ins = [bufs[s.name][rows] for s in io.states]
-        parts = []
-        for i in range(0, n, chunk):
-            feeds = {io.input: x[i:i + chunk]}
-            feeds.update((s.input, a[i:i + chunk]) for s, a in zip(io.states, ins, strict=True))
-            parts.append(self._engine.run(feeds, self._session))
-        outs = parts[0] if len(parts) == 1 else [np.concatenate(p) for p in zip(*parts,
-                                                                                strict=True)]
+        groups = self.groups(n)
+        parts: list[list[list[np.ndarray]]] = [[] for _ in groups]
+
+        def task(pieces: list[Piece], out: list[list[np.ndarray]]) -> Callable[[], None]:
+            def go() -> None:
+                for i, j in pieces:
+                    feeds = {io.input: x[i:j]}
+                    feeds.update((s.input, a[i:j]) for s, a in zip(io.states, ins, strict=True))
+                    out.append(self._engine.run(feeds, self._session))
+            return go
+
+        self._workers.run([task(g, out) for g, out in zip(groups, parts, strict=True)])
+        flat = [p for out in parts for p in out]
+        outs = flat[0] if len(flat) == 1 else [np.concatenate(p) for p in zip(*flat,
+                                                                              strict=True)]
         for s, new in zip(io.states, outs[1:], strict=True):
             bufs[s.name][rows] = new
         return outs[0].reshape(n, -1)
@@ -756,7 +864,7 @@ class _ForeignBatches:
         self._plain = all(s.batch_axis == 0 for s in io.states)
 
     def run(self, rows: np.ndarray | slice, arr: np.ndarray, bufs: dict[str, np.ndarray],
-            generation: int) -> np.ndarray:
+            generation: int, streams: int) -> np.ndarray:
         io = self._io
         n = arr.shape[0]
         feeds = {io.input: input_array(io, arr, io.batch_axis)}
