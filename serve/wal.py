@@ -87,10 +87,6 @@ class GroupCommit:
     def pending(self) -> bool:
         return bool(self._waiters)
 
-    @property
-    def idle(self) -> bool:
-        """No fsync under way on the thread (so :meth:`flush` would not wait for one)."""
-        return not self.locked.locked()
 
     def after_sync(self, callback: Synced) -> None:
         """Call ``callback`` (on the loop) once everything appended so far is durable."""
