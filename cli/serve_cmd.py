@@ -30,6 +30,14 @@ examples:
     "sequence_start": true}, "inputs": [{"name": "x", "datatype": "FP32",
     "shape": [1, 1, 1], "data": [0.5]}]}'
   rnnstream serve model.onnx --coverage 0.9            # outputs y, lower, upper; live scores
+  rnnstream serve model.onnx --host 0.0.0.0 --token-file tokens.txt \
+      --tls-cert cert.pem --tls-key key.pem             # beyond this machine: token + TLS
+
+durability (--state FILE): with --durability log (the default) a request is answered only once
+  its inputs are in FILE.wal, fsynced (one fsync shared by every request of a batched round and
+  by the rounds that ran meanwhile); a restart after any crash replays it onto the snapshot, so
+  nothing answered is lost. --durability snapshot: only the periodic snapshots (a crash loses
+  what was answered after the last one). docs/serving.md says what each promises.
 
 prediction intervals and live accuracy (--coverage C):
   every answer carries two more FP32 outputs beside 'y', 'lower' and 'upper', the same shape:
