@@ -5,6 +5,8 @@ a warning when listening beyond loopback without a token."""
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import shutil
 import ssl
 import subprocess
@@ -91,6 +93,18 @@ def test_grpc_needs_the_token(token_file):
         y = client.infer("model", [inp], sequence_id=3, sequence_start=True,
                          headers=good).as_numpy("y")
         same_bits(y, Reference(LEGACY).run([3], _x(), start=True))
+        for headers, ok in (({"authorization": "Bearer nope"}, False), (good, True)):
+            answers: queue.Queue = queue.Queue()
+            client.start_stream(callback=lambda result, error, q=answers: q.put((result, error)),
+                                headers=headers)
+            # refused at once: the callback has the error (a send may already fail)
+            with contextlib.suppress(InferenceServerException):
+                client.async_stream_infer("model", [inp], sequence_id=3)
+            _, error = answers.get(timeout=30)
+            client.stop_stream()
+            assert (error is None) == ok, error
+            if not ok:
+                assert "UNAUTHENTICATED" in str(error.status())
         client.close()
 
 
