@@ -41,7 +41,7 @@ def _input(folder: Path, keyed: bool) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("keyed", "kills"), [(False, 5), (True, 3)])
+@pytest.mark.parametrize(("keyed", "kills"), [(False, 4), (True, 2)])
 def test_rerun_after_sigkill_continues_after_the_last_prediction_printed(tmp_path, keyed,
                                                                          kills):
     inp = _input(tmp_path, keyed)
@@ -63,6 +63,8 @@ def test_rerun_after_sigkill_continues_after_the_last_prediction_printed(tmp_pat
         killed += proc.returncode == -signal.SIGKILL
         lines = out.split("\n")[:-1]  # a line is printed once its newline is
         resumed = re.search(r"resuming after line (\d+)", err)
+        if printed and not resumed and not lines:
+            continue  # killed while starting (a loaded machine), before it said anything
         offset = max(0, int(resumed.group(1)) - 1) if resumed else 0
         assert offset in (printed, printed - 1), (offset, printed, err)
         repeated += offset == printed - 1
@@ -71,7 +73,7 @@ def test_rerun_after_sigkill_continues_after_the_last_prediction_printed(tmp_pat
         if proc.returncode == 0:
             break
     assert printed == LINES
-    assert killed >= 2
+    assert killed >= 1
     assert repeated <= 1  # the print-to-log window is microseconds wide
 
 

@@ -2,7 +2,7 @@
 there stay fixed), then one short coverage-guided atheris run over all of them at once.
 
 `make fuzz` is the long run (FUZZ_SECONDS per harness, default 300). Here the atheris run lasts
-RNNSTREAM_FUZZ_SECONDS (default 12) for the seven harnesses together, to keep `make test`
+RNNSTREAM_FUZZ_SECONDS (default 8) for the seven harnesses together, to keep `make test`
 short; set it to 140 for about 20 s per harness.
 """
 
@@ -39,7 +39,7 @@ def test_a_short_coverage_guided_run_finds_nothing(tmp_path):
     for i, name in enumerate(harnesses.ORDER):  # the first byte picks the harness
         for seed in (FUZZ / "corpus" / name).iterdir():
             (corpus / f"{name}-{seed.name}").write_bytes(bytes([i]) + seed.read_bytes())
-    seconds = int(os.environ.get("RNNSTREAM_FUZZ_SECONDS", "12"))
+    seconds = int(os.environ.get("RNNSTREAM_FUZZ_SECONDS", "8"))
     out = subprocess.run([sys.executable, str(FUZZ / "run.py"), "all",
                           f"-max_total_time={seconds}", f"-artifact_prefix={tmp_path}/",
                           "-max_len=16384", str(corpus)],
