@@ -35,6 +35,13 @@ the targets one season before the predicted time, from the ``cycle`` state (see
     ref = flag * back[..., :Tg] + (1 - flag) * x_targets  (exact for flag in {0, 1})
     cycle_out = c[:, -S:]
 
+With ``target_mode="ets"`` the head's output is added to an exponential smoothing forecast, a
+linear recurrence over the targets (:mod:`rnnstream.train.ets`) run by the native ``RNN`` op
+with the identity activation (``Affine``, alpha 1, beta 0)::
+
+    Y, ets_h = RNN(x_targets [T,B,Tg], ets_W, ets_R, ets_B, initial_h = ets_in [1,B,S])
+    ref = Y [T,B,S] @ ets_w + ets_c  -Transpose-> [B,T,Tg];  ets_out = ets_h [B,S]
+
 Every tensor name and shape at the edges comes from :func:`rnnstream.runtime.spec.graph_io`.
 """
 
@@ -47,6 +54,7 @@ from onnx import TensorProto, helper, numpy_helper
 from rnnstream.runtime import spec
 from rnnstream.runtime.spec import (
     CYCLE_STATE,
+    ETS_STATE,
     INPUT_NAME,
     LAST_STATE,
     OUTPUT_NAME,
@@ -166,6 +174,27 @@ def seasonal_nodes(nodes: list, inits: list, targets: str, cfg) -> str:
     return node("Add", [kept, stand_in], "season_ref")
 
 
+def ets_nodes(nodes: list, inits: list, targets: str, size: int) -> str:
+    """Append the ETS recurrence over ``targets`` [B,T,Tg] (initializers ``ets_W``, ``ets_R``,
+    ``ets_B``, ``ets_w``, ``ets_c`` from :func:`onnx_weights`; ``size`` the state's length),
+    reading ``ets_in`` and writing ``ets_out``; returns the name of the ETS forecasts
+    [B,T,Tg]."""
+    inits.append(numpy_helper.from_array(np.array([0], dtype=np.int64), "ets_axis0"))
+
+    def node(op: str, inputs: list[str], outputs: list[str], **attrs) -> str:
+        nodes.append(helper.make_node(op, inputs, outputs, **attrs))
+        return outputs[0]
+
+    tbg = node("Transpose", [targets], ["ets_x"], perm=[1, 0, 2])
+    h0 = node("Unsqueeze", [state_input_name(ETS_STATE), "ets_axis0"], ["ets_h0"])
+    node("RNN", [tbg, "ets_W", "ets_R", "ets_B", "", h0], ["ets_Y", "ets_h"], name="ets",
+         hidden_size=size, activations=["Affine"], activation_alpha=[1.0], activation_beta=[0.0])
+    node("Squeeze", ["ets_h", "ets_axis0"], [state_output_name(ETS_STATE)])
+    seq = node("Squeeze", ["ets_Y", "axis1"], ["ets_seq"])
+    fc = node("Add", [node("MatMul", [seq, "ets_w"], ["ets_mm"]), "ets_c"], ["ets_tbt"])
+    return node("Transpose", [fc], ["ets_ref"], perm=[1, 0, 2])
+
+
 def onnx_weights(model) -> dict[str, np.ndarray]:
     """Float64 weights of ``model`` in ONNX layout, normalisation folded in.
 
@@ -197,6 +226,12 @@ def onnx_weights(model) -> dict[str, np.ndarray]:
         out[f"head{i}_b"] = sd[f"head.{2 * i}.bias"]
     out["head_W"] = (sd[f"{last}.weight"] * y_std[:, None]).T  # [H or last size, Tg]
     out["head_b"] = sd[f"{last}.bias"] * y_std + y_mean
+    if cfg.target_mode == "ets":  # the ETS recurrence, in ONNX's RNN layout
+        out["ets_W"] = sd["ets_input"][None]  # [1, S, Tg]
+        out["ets_R"] = sd["ets_recurrent"][None]  # [1, S, S]
+        out["ets_B"] = np.concatenate([sd["ets_bias"], np.zeros_like(sd["ets_bias"])])[None]
+        out["ets_w"] = sd["ets_output"]  # [S, Tg]
+        out["ets_c"] = sd["ets_output_bias"]  # [Tg]
     return out
 
 
@@ -272,11 +307,13 @@ def build_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     seq = head_hidden_nodes(cfg, nodes, seq)
     nodes.append(helper.make_node("MatMul", [seq, "head_W"], ["head_mm"]))
     nodes.append(helper.make_node("Add", ["head_mm", "head_b"], ["head_tbt"]))
-    if cfg.target_mode in ("delta", "seasonal"):
+    if cfg.target_mode != "level":
         nodes.append(helper.make_node("Transpose", ["head_tbt"], ["head_btt"], perm=[1, 0, 2]))
         last = _residual_source(cfg, nodes, inits)
         if cfg.target_mode == "seasonal":
             last = seasonal_nodes(nodes, inits, last, cfg)
+        elif cfg.target_mode == "ets":
+            last = ets_nodes(nodes, inits, last, cfg.n_targets * (cfg.season + 2))
         nodes.append(helper.make_node("Add", ["head_btt", last], [OUTPUT_NAME]))
     else:
         nodes.append(helper.make_node("Transpose", ["head_tbt"], [OUTPUT_NAME], perm=[1, 0, 2]))

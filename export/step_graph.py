@@ -24,7 +24,8 @@ One layer, ``G`` gates (ONNX gate order, see graph.py), ``x`` [B,in], ``h``/``c`
 Edges: x [B,1,F] -Reshape-> [B,F]; s_in [B,L,H] -Slice(axis 1)/Reshape-> L x [B,H];
 new layer states -Concat(axis 1)-> [B,L*H] -Reshape-> s_out [B,L,H]; head Gemm -> [B,Tg]
 (+ the last observed targets for target_mode="delta", + the targets one season back for
-"seasonal": graph.seasonal_nodes on [B,1,Tg]) -Reshape-> y [B,1,Tg].
+"seasonal": graph.seasonal_nodes on [B,1,Tg], + the ETS forecast for "ets": one Gemm moves
+its state, one gives the forecast) -Reshape-> y [B,1,Tg].
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ import onnx
 from onnx import helper, numpy_helper
 
 from rnnstream.runtime import spec
-from rnnstream.runtime.spec import INPUT_NAME, OUTPUT_NAME, state_input_name, state_output_name
+from rnnstream.runtime.spec import (
+    ETS_STATE,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    state_input_name,
+    state_output_name,
+)
 
 from .graph import (
     DEFAULT_OPSET,
@@ -177,7 +184,7 @@ def build_step_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     seq = head_hidden_nodes(cfg, b.nodes, seq, op="Gemm")
     head = b.op("Gemm", [seq, b.const("head_W", w["head_W"].astype(np.float32)),
                          b.const("head_b", w["head_b"].astype(np.float32))], "head_bt")[0]
-    if cfg.target_mode in ("delta", "seasonal"):
+    if cfg.target_mode != "level":
         last = "x_bf"
         if list(cfg.target_index) != list(range(f)):
             idx = b.const("target_index", np.array(list(cfg.target_index), np.int64))
@@ -188,6 +195,15 @@ def build_step_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
             ref = seasonal_nodes(b.nodes, b.inits, last3, cfg)
             last = b.op("Reshape", [ref, b.const("shape_bt", np.array([-1, t], np.int64))],
                         "season_ref_bt")[0]
+        elif cfg.target_mode == "ets":  # h' = [y, h] @ [W'; R'] + b, forecast h' @ w + c
+            weight = np.concatenate([w["ets_W"][0].T, w["ets_R"][0].T], axis=0)
+            b.op("Concat", [last, state_input_name(ETS_STATE)], "ets_xh", axis=1)
+            b.op("Gemm", ["ets_xh", b.const("ets_WR", weight.astype(np.float32)),
+                          b.const("ets_b", w["ets_B"][0, :weight.shape[1]].astype(np.float32))],
+                 state_output_name(ETS_STATE))
+            last = b.op("Gemm", [state_output_name(ETS_STATE),
+                                 b.const("ets_w", w["ets_w"].astype(np.float32)),
+                                 b.const("ets_c", w["ets_c"].astype(np.float32))], "ets_ref")[0]
         head = b.op("Add", [head, last], "y_bt")[0]
     b.op("Reshape", [head, b.const("shape_b1t", np.array([-1, 1, t], np.int64))], OUTPUT_NAME)
 

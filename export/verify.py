@@ -112,6 +112,9 @@ Runner = Callable[[np.ndarray, tuple[np.ndarray, ...]], dict[str, np.ndarray]]
 STATE_DRAWS: dict[str, Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]] = {
     "h": lambda rng, shape: rng.uniform(-0.9, 0.9, shape),  # like a tanh output
     "c": lambda rng, shape: rng.standard_normal(shape),  # a trained LSTM's c is O(1)
+    # an ETS state relative to its start, in standardised units: O(1) where the series stays
+    # within a few std of where it started
+    "ets": lambda rng, shape: rng.standard_normal(shape),
 }
 
 

@@ -7,7 +7,8 @@ An rnnstream ONNX file has
 * states ``h`` (RNN, GRU) or ``h`` and ``c`` (LSTM), each float32 ``[batch, layers, hidden]``,
   plus ``last`` ``[batch, F + 1]`` when the model is fed differences (``input_mode="delta"``)
   and ``cycle`` ``[batch, season, T + 1]`` when it predicts the change from one season ago
-  (``target_mode="seasonal"``, with the contract's ``season``);
+  (``target_mode="seasonal"``, with the contract's ``season``) or ``ets`` ``[batch, T * (season
+  + 2)]`` when it corrects an exponential smoothing forecast (``target_mode="ets"``);
   batch first so that one stream's state is one contiguous row; ``<s>_out`` after a call is the
   ``<s>_in`` of the next call, and the initial state is all zeros. Names, shapes and order come
   from :mod:`rnnstream.runtime.spec`, the one place they are defined;
@@ -54,9 +55,9 @@ __all__ = [
 ]
 
 # 2 added input_mode "delta" (and its `last` state); 3 added cell "custom" (states declared in
-# the contract, see spec.CUSTOM) and "step_only"; 4 added target_mode "seasonal" (its `season`
-# and `cycle` state). A file declares the lowest version that describes it, so models that do
-# not use a newer feature stay readable by older runtimes.
+# the contract, see spec.CUSTOM) and "step_only"; 4 added target modes "seasonal" and "ets"
+# (their `season`, and the `cycle` or `ets` state). A file declares the lowest version that
+# describes it, so models that do not use a newer feature stay readable by older runtimes.
 SCHEMA_VERSION = 4
 FORMAT = "rnnstream"
 METADATA_KEY = "rnnstream"  # the metadata_props key holding the contract JSON
@@ -113,7 +114,8 @@ class ModelContract:
     horizon: int = 1
     target_mode: str = "level"  # "level": predict the value; "delta": predict the change
     input_mode: str = "level"  # "level": fed raw values; "delta": fed changes (a `last` state)
-    # target_mode "seasonal" only: the season S (the `cycle` state holds the last S targets)
+    # target_mode "seasonal" (the `cycle` state holds the last S targets) or "ets" (S seasonal
+    # slots in the `ets` state, 0 for none) only: the season S
     season: int = 0
     normalization: dict[str, list[float]] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -181,7 +183,7 @@ class ModelContract:
     @property
     def required_schema(self) -> int:
         """The lowest schema version that describes this model (see SCHEMA_VERSION)."""
-        if self.target_mode == "seasonal":
+        if self.target_mode in spec.SEASON_MODES:
             return 4
         if self.is_custom or self.step_only:
             return 3
@@ -196,7 +198,7 @@ class ModelContract:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         del d["declared_states"]
-        if self.target_mode != "seasonal":  # absent: files of other modes keep their old JSON
+        if self.target_mode not in spec.SEASON_MODES:  # absent: other modes keep their old JSON
             del d["season"]
         d["input"] = self.input
         d["output"] = self.output
@@ -262,11 +264,13 @@ class ModelContract:
         targets = _names(data, "targets", source)
         horizon = _positive_int(data, "horizon", 1 << 20, source)
         target_mode = data.get("target_mode", "level")
-        if target_mode not in spec.TARGET_MODES or (target_mode == "seasonal" and version < 4):
+        if target_mode not in spec.TARGET_MODES or (target_mode in spec.SEASON_MODES
+                                                    and version < 4):
             raise ContractError(f"{source}: target_mode {target_mode!r} is not 'level' or 'delta' "
-                                "(or 'seasonal', which needs schema_version 4)")
-        season = (_positive_int(data, "season", 1 << 20, source)
-                  if target_mode == "seasonal" else 0)
+                                "(or 'seasonal' or 'ets', which need schema_version 4)")
+        # an ETS without a season has season 0; a seasonal target needs one
+        season = (_positive_int(data, "season", 1 << 20, source, 0 if target_mode == "ets" else 1)
+                  if target_mode in spec.SEASON_MODES else 0)
         input_mode = data.get("input_mode", "level")  # absent in schema 1 files: level
         if input_mode not in spec.INPUT_MODES or (input_mode != "level" and version < 2):
             raise ContractError(f"{source}: input_mode {input_mode!r} is not 'level' or 'delta' "

@@ -19,6 +19,9 @@ Tensors (``B`` batch, ``T`` time, ``F`` features, ``Tg`` targets, ``L`` layers, 
             cycle        [B, S, Tg + 1] target_mode "seasonal" only: the targets of the last S
                                         points (S the season), oldest first, each with a flag
                                         (1 for a point seen, 0 for the initial state's slots)
+            ets          [B, Tg * (S + 2)]  target_mode "ets" only: each target's exponential
+                                        smoothing state (level, trend, S seasonal slots),
+                                        relative to its fitted start, so zeros at first
 
 Every state starts as zeros; batch is axis 0, so one stream's state is one contiguous row.
 Names of a state's tensors follow one rule (:func:`state_input_name`, :func:`state_output_name`).
@@ -35,6 +38,11 @@ that has learnt nothing predicts exactly seasonal naive. The graph keeps the las
 in the ``cycle`` state; where the point one season back was never seen (the first ``S -
 horizon`` points of a stream) the last observed value stands in for it (persistence).
 
+Target mode ``"ets"`` (season ``S``, 0 for none): the network predicts the change from an
+exponential smoothing forecast fitted in training (:mod:`rnnstream.train.ets`), a linear
+recurrence over the targets that the graph carries in the ``ets`` state; a model whose
+correction is off is exactly that ETS.
+
 This module needs only the standard library.
 """
 
@@ -48,11 +56,13 @@ __all__ = [
     "CUSTOM",
     "CYCLE_STATE",
     "DTYPE",
+    "ETS_STATE",
     "HEAD_ACTIVATIONS",
     "INPUT_MODES",
     "INPUT_NAME",
     "LAST_STATE",
     "OUTPUT_NAME",
+    "SEASON_MODES",
     "TARGET_MODES",
     "TIME",
     "CellSpec",
@@ -71,9 +81,12 @@ DTYPE = "float32"
 BATCH = "batch"  # symbolic dimension names in the graph and the contract
 TIME = "time"
 INPUT_MODES = ("level", "delta")
-TARGET_MODES = ("level", "delta", "seasonal")
+TARGET_MODES = ("level", "delta", "seasonal", "ets")
 LAST_STATE = "last"
 CYCLE_STATE = "cycle"
+ETS_STATE = "ets"
+# target modes whose contract records a season (the length of their state)
+SEASON_MODES = ("seasonal", "ets")
 # A model rnnstream did not build from one of CELLS (a traced torch module, a wrapped foreign
 # ONNX file): its states are declared one by one in its contract instead of derived from a cell.
 CUSTOM = "custom"
@@ -127,11 +140,12 @@ def state_output_name(state: str) -> str:
 def state_names(cell: str, input_mode: str = "level", target_mode: str = "level"
                 ) -> tuple[str, ...]:
     """Every state a model carries, in graph order: the cell's, then ``last`` for delta inputs,
-    then ``cycle`` for seasonal targets."""
+    then ``cycle`` for seasonal targets or ``ets`` for ETS targets."""
     names = CELLS[cell].states
     if input_mode == "delta":
         names = (*names, LAST_STATE)
-    return (*names, CYCLE_STATE) if target_mode == "seasonal" else names
+    extra = {"seasonal": (CYCLE_STATE,), "ets": (ETS_STATE,)}.get(target_mode, ())
+    return (*names, *extra)
 
 
 def state_row_shape(state: str, *, layers: int, hidden: int, n_features: int,
@@ -141,6 +155,8 @@ def state_row_shape(state: str, *, layers: int, hidden: int, n_features: int,
         return (n_features + 1,)
     if state == CYCLE_STATE:
         return (season, n_targets + 1)
+    if state == ETS_STATE:
+        return (n_targets * (season + 2),)
     return (layers, hidden)
 
 

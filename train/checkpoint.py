@@ -167,7 +167,10 @@ def _checksum(payload: dict) -> str:
     """sha256 over the tensors' bytes and the JSON of everything else (key order fixed)."""
     digest = hashlib.sha256()
     for name in sorted(payload["state_dict"]):
-        tensor = payload["state_dict"][name].detach().cpu().contiguous()
+        # a fresh dense copy: .contiguous() keeps a size-1 axis's stride, which a damaged file
+        # may set to anything, and the byte view below needs stride 1
+        tensor = payload["state_dict"][name].detach().cpu().clone(
+            memory_format=torch.contiguous_format)
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
     sample = payload.get("sample")  # optional; files without it keep their checksum

@@ -64,6 +64,7 @@ from rnnstream.runtime.spec import LAST_STATE
 
 from .data import Series, Split, fit_mean_std, make_split
 from .errors import ConfigError, DataError
+from .ets import EtsFit, ets_matrices, fit_ets
 from .model import Forecaster, ForecasterConfig, StateTensors
 from .quality import (
     calibration,
@@ -78,7 +79,7 @@ __all__ = ["EpochReport", "TrainConfig", "TrainResult", "Validation", "fit_defau
            "train_epoch"]
 
 MODES = ("auto", "level", "delta")
-TARGET_MODES = (*MODES, "seasonal")
+TARGET_MODES = (*MODES, "seasonal", "ets")
 # a seasonal candidate needs this many seasons in the training part (its first season falls
 # back to persistence, and the network needs some to learn from)
 MIN_SEASONS = 2
@@ -86,7 +87,10 @@ MIN_SEASONS = 2
 TARGET_UPDATES = 1500
 MIN_EPOCHS, MAX_EPOCHS = 20, 400
 SAMPLE_ROWS = 1000  # TrainResult.sample
-SIGNIFICANT_T = 1.645  # one-sided 5 % (normal approximation), see _shrink_toward_persistence
+SIGNIFICANT_T = 1.645  # one-sided 5 % (normal approximation), see _shrink_toward_reference
+# one-sided 1 %: how clearly a network must beat the best simple forecaster to ship (_choose);
+# stricter than the shrinkage's test because the choice is made among several candidates
+CHOICE_T = 2.326
 
 
 @dataclass
@@ -107,13 +111,18 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"  # "cpu" | "cuda" | "cuda:N"
     val_fraction: float = 0.2  # the last part of the series, by time
-    target_mode: str = "auto"  # "auto" | "level" | "delta" | "seasonal"
+    target_mode: str = "auto"  # "auto" | "level" | "delta" | "seasonal" | "ets"
     input_mode: str = "auto"  # "auto" | "level" | "delta"
     # Steps ahead to predict; None keeps ForecasterConfig.horizon (default 1).
     horizon: int | None = None
     season: int | None = None  # None: detect it; 0: no season; N: the season is N steps
     forecast_steps: int | None = None  # horizons of the multi-step report (None: fit the data)
     progress: bool = True  # tqdm bar per run (shown only on a terminal)
+    # A network ships only when the validation has at least this many pairs (and it beats the
+    # best of persistence, seasonal naive and ETS significantly there); with fewer, the best of
+    # those ships. Measured on bench/quality.py: networks that beat ETS significantly on 18-50
+    # validation pairs lost to it on the held-out part of 4 of 7 short series. 0: no minimum.
+    network_min_val: int = 100
     # torch CPU threads while training (restored after); None keeps torch's setting. Small
     # recurrent models run fastest on one: the step-by-step recurrence leaves little to split,
     # and extra threads spin-wait on each other, which gets many times slower on a busy machine.
@@ -121,7 +130,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name, lo in (("epochs", 1), ("segments", 1), ("bptt", 1), ("patience", 1),
-                         ("lr_patience", 1), ("forecast_steps", 0), ("season", 0)):
+                         ("lr_patience", 1), ("forecast_steps", 0), ("season", 0),
+                         ("network_min_val", 0)):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                       or value < lo):
@@ -254,21 +264,35 @@ def train(
     config = fit_defaults(config, split.n_train, season)
     device = _device(config.device)
     candidates = _candidate_modes(config, series, season, split)
+    # too short a validation to let a network ship (see _choose): build the simple forecasters
+    # only (each mode's reference with the correction off), and train no network
+    simple_only = split.n_val < config.network_min_val and series.target_index is not None
+    if simple_only:
+        candidates = [(i, t) for i, t in candidates if i == "level" and t != "level"]
     started = time.perf_counter()
+    ets = _fit_ets(split, season) if any(t == "ets" for _, t in candidates) else []
+    seasons = {"seasonal": season or 0, "ets": max((f.season for f in ets), default=0)}
     runs = {}
     for input_mode, target_mode in candidates:
         key = _mode_key(input_mode, target_mode)
         with _threads(config.threads), _seeded(config.seed, device):
             mcfg = replace(template, target_mode=target_mode, input_mode=input_mode,
-                           season=season or 0 if target_mode == "seasonal" else 0)
-            runs[key] = _fit(split, mcfg, config, device, callbacks)
+                           season=seasons.get(target_mode, 0))
+            if simple_only:
+                runs[key] = _Run(_normalized_model(split, mcfg, ets).to(device),
+                                 {"epoch": [], "train_loss": [], "val_loss": [], "lr": []},
+                                 0, math.nan)
+                _as_baseline(runs[key])
+                continue
+            runs[key] = _fit(split, mcfg, config, device, callbacks, ets)
             runs[key].shrink = _shrink_toward_reference(runs[key].model, split, device)
     seconds = time.perf_counter() - started
     # evaluation runs one step per call (multi-step forecasts): on torch's default thread count
     # each tiny step spin-waits on the other threads, many times slower on a busy machine
     with _threads(config.threads):
         scored = {key: _evaluate(run.model, split, device, season) for key, run in runs.items()}
-    chosen, guarded, to_baseline = _choose(scored, split, season)
+    chosen, guarded, to_baseline = _choose(scored, split, season, _references(runs, split),
+                                           config.network_min_val)
     run = runs[chosen]
     summaries = {k: _candidate_summary(scored[k][0], runs[k]) for k in runs}  # as trained
     if to_baseline:
@@ -285,13 +309,20 @@ def train(
     calibrated, band = calibration(pred, split, run.model.config.target_names,
                                     run.model.config.feature_names, forecasts)
     validation = replace(validation, half_width=band)
-    baseline = _baseline_verdict(metrics, run)
+    references = _references(runs, split)
+    ets_mse = None
+    if references:
+        _, level_std = fit_mean_std(split.y[:split.n_train])
+        ets_mse = _mse((references["ETS"][0] - split.y[split.n_train:]) / level_std)
+    baseline = _baseline_verdict(metrics, run, ets_mse)
     metrics.update(
         target_mode=run.model.config.target_mode,
         input_mode=run.model.config.input_mode,
         target_mode_reason=_mode_reason(config, chosen, summaries, series)
         + (f"; {guarded}" if guarded else "") + f"; {baseline['reason']}",
         baseline=baseline,
+        ets={name: fit.to_dict() for name, fit in zip(series.target_names, ets, strict=True)}
+        if ets else None,
         best_epoch=run.best_epoch,
         epochs_run=len(run.history["epoch"]),
         train_seconds=round(seconds, 3),
@@ -306,6 +337,8 @@ def train(
         if forecasts else None,
         calibration=calibrated,
     )
+    if to_baseline and run.model.config.target_mode == "ets":
+        metrics["ets_refit"] = _refit_ets(run.model, split, season, series.target_names)
     run.model.cpu().eval()
     sample = split.x[max(0, split.n_train - SAMPLE_ROWS):split.n_train].astype(np.float32)
     return TrainResult(run.model, metrics, run.history, config, validation, summaries, sample)
@@ -363,17 +396,20 @@ def _candidate_modes(config: TrainConfig, series: Series, season: int | None,
                         "the features or use 'level'")
     seasonal_ok = bool(season and season >= split.horizon
                        and split.n_train >= MIN_SEASONS * season)
+    auto_targets = ["level", "delta", *(["seasonal"] if seasonal_ok else []), "ets"]
     if config.target_mode == "seasonal" and not seasonal_ok:
         raise DataError(f"{series.source}: target_mode 'seasonal' needs a season (given with "
                         f"season=N, or detected; got {season}) of at least the horizon "
                         f"{split.horizon} and {MIN_SEASONS} seasons in the {split.n_train} "
                         "training pairs")
-    targets = (["level", "delta", *(["seasonal"] if seasonal_ok else [])]
-               if config.target_mode == "auto" else [config.target_mode])
+    targets = auto_targets if config.target_mode == "auto" else [config.target_mode]
     inputs = ["level", "delta"] if config.input_mode == "auto" else [config.input_mode]
     if not can_delta:
         targets, inputs = ["level"], ["level"]
-    return [(i, t) for t in targets for i in inputs if not (i == "delta" and t == "level")]
+    pairs = [(i, t) for t in targets for i in inputs if not (i == "delta" and t == "level")]
+    if config.input_mode == "auto" and ("delta", "ets") in pairs:
+        pairs.remove(("delta", "ets"))  # one network corrects the ETS (fed levels), saving time
+    return pairs
 
 
 def _season(config: TrainConfig, split: Split) -> int | None:
@@ -454,9 +490,9 @@ class _Schedule:
 
 
 def _fit(split: Split, mcfg: ForecasterConfig, config: TrainConfig, device: torch.device,
-         callbacks: Sequence[Callback]) -> _Run:
+         callbacks: Sequence[Callback], ets: Sequence[EtsFit] = ()) -> _Run:
     plan = _Schedule.of(config)
-    model = _normalized_model(split, mcfg).to(device)
+    model = _normalized_model(split, mcfg, ets).to(device)
     x_all = torch.as_tensor(split.x, dtype=torch.float32, device=device)[None]  # [1, n, F]
     y_all = torch.as_tensor(split.y, dtype=torch.float32, device=device)[None]  # [1, n, T]
     u_all = model.target_to_normalized(x_all, y_all)  # what forward_normalized should give
@@ -546,8 +582,10 @@ def _as_baseline(run: _Run) -> None:
     run.shrink = [0.0] * run.model.config.n_targets
 
 
-def _normalized_model(split: Split, mcfg: ForecasterConfig) -> Forecaster:
-    """A fresh model whose buffers hold mean/std fitted on the training pairs only."""
+def _normalized_model(split: Split, mcfg: ForecasterConfig,
+                      ets: Sequence[EtsFit] = ()) -> Forecaster:
+    """A fresh model whose buffers hold mean/std fitted on the training pairs only (and for
+    target_mode "ets" the recurrence of each target's ETS in ``ets``)."""
     n = split.n_train
     level_mean, level_std = fit_mean_std(split.x[:n])
     seen = split.x[:n]
@@ -555,6 +593,8 @@ def _normalized_model(split: Split, mcfg: ForecasterConfig) -> Forecaster:
         seen = np.diff(seen, axis=0, prepend=seen[:1])
     x_mean, x_std = fit_mean_std(seen)
     model = Forecaster(mcfg)
+    if mcfg.target_mode == "ets":
+        model.set_ets([ets_matrices(fit, mcfg.season, mcfg.horizon) for fit in ets])
     y = split.y[:n]
     with torch.no_grad():
         reference = model.reference(torch.as_tensor(split.x[:n], dtype=torch.float32)[None])
@@ -687,18 +727,71 @@ def _candidate_summary(metrics: dict, run: _Run) -> dict:
             "shrink": run.shrink}
 
 
+def _fit_ets(split: Split, season: int | None) -> list[EtsFit]:
+    """Each target's ETS (:func:`rnnstream.train.ets.fit_ets`), fitted on its values at the
+    times the training pairs span (0 .. n_train - 1 + horizon)."""
+    n, h = split.n_train, split.horizon
+    values = np.concatenate([split.last[:n], split.y[n - h:n]])
+    return [fit_ets(values[:, j], season) for j in range(values.shape[1])]
+
+
+def _refit_ets(model: Forecaster, split: Split, season: int | None,
+               names: Sequence[str]) -> dict:
+    """Refit the ETS of a model that ships as its ETS on the whole series (training and
+    validation pairs), as a statistician fits on everything before forecasting; its validation
+    figures stay those of the fit on the training part. Returns the new fits for the metrics."""
+    h, cfg = split.horizon, model.config
+    values = np.concatenate([split.last, split.y[len(split.y) - h:]])
+    fits = [fit_ets(values[:, j], season if cfg.season else None) for j in range(values.shape[1])]
+    model.set_ets([ets_matrices(fit, cfg.season, h) for fit in fits])
+    return {name: fit.to_dict() for name, fit in zip(names, fits, strict=True)}
+
+
+@torch.no_grad()
+def _references(runs: dict[str, _Run], split: Split) -> dict[str, tuple[np.ndarray, str]]:
+    """Simple forecasters a candidate carries besides persistence and seasonal naive: the ETS
+    of an "ets" candidate, its validation predictions and its target mode."""
+    for key, run in runs.items():
+        if run.model.config.target_mode == "ets":
+            device = run.model.out_layer.weight.device
+            x = torch.as_tensor(split.x, dtype=torch.float32, device=device)[None]
+            ref = run.model.reference(x)
+            if ref is not None:
+                return {"ETS": (ref[0, split.n_train:].double().cpu().numpy(), "ets")}
+        del key
+    return {}
+
+
+def _gain_t(gain: np.ndarray) -> float:
+    """The Diebold-Mariano statistic of a loss difference series (positive: the candidate's
+    squared errors are lower): its mean over a Newey-West standard error (Bartlett weights, lag
+    n^(1/3)), since the errors of two forecasts of one series move together in runs and a plain
+    t-test would call a lucky run significant."""
+    n = gain.size
+    if n < 2:
+        return 0.0
+    d = gain - gain.mean()
+    var = float(d @ d) / n
+    for lag in range(1, int(n ** (1 / 3)) + 1):
+        var += 2 * (1 - lag / (int(n ** (1 / 3)) + 1)) * float(d[lag:] @ d[:-lag]) / n
+    return float(gain.mean() / np.sqrt(var / n)) if var > 0 else 0.0
+
+
 def _choose(scored: dict[str, tuple[dict, Validation, np.ndarray]], split: Split,
-            season: int | None) -> tuple[str, str | None, bool]:
+            season: int | None, references: dict[str, tuple[np.ndarray, str]] | None = None,
+            min_val: int = 0) -> tuple[str, str | None, bool]:
     """The candidate to ship, why when the baseline guard decided it (else None), and whether
     it must ship as its baseline.
 
     Do no harm: a candidate ships only when it beats the best baseline on the validation pairs
-    (persistence, or seasonal naive where there is a season, whichever validated lower) by a
-    significant margin (one-sided 5 %, as the shrinkage's own test); among those, the lowest
-    validation MSE. On a short validation a network beats a baseline by luck as often as not.
-    When none does, the candidate that contains that baseline ships with its correction off
-    (:func:`_as_baseline`). Models whose targets are not features have no baseline candidate:
-    the lowest validation MSE ships, and the verdict says whether a baseline beat it.
+    (persistence, seasonal naive where there is a season, and the ETS fitted on the training
+    part (``references``), whichever validated lower) by a significant margin (one-sided 1 %,
+    Diebold-Mariano with a Newey-West variance, :func:`_gain_t`), and the validation has at
+    least ``min_val`` pairs (``TrainConfig.network_min_val``); among those, the lowest
+    validation MSE. When none does, the candidate that contains that baseline ships with its
+    correction off (:func:`_as_baseline`). Models whose targets are not features have no
+    baseline candidate: the lowest validation MSE ships, and the verdict says whether a
+    baseline beat it.
     """
     best = min(scored, key=lambda k: scored[k][0]["val_mse_norm"])
     n = split.n_train
@@ -708,6 +801,7 @@ def _choose(scored: dict[str, tuple[dict, Validation, np.ndarray]], split: Split
     snaive = seasonal_naive(split, season)
     if snaive is not None and np.isfinite(snaive[n:]).all():
         baselines["seasonal naive"] = (snaive[n:], "seasonal")
+    baselines.update(references or {})
     home = {name: [k for k in scored if k.endswith("/" + mode)]
             for name, (_, mode) in baselines.items()}
     baselines = {name: b for name, b in baselines.items() if home[name]}
@@ -721,10 +815,14 @@ def _choose(scored: dict[str, tuple[dict, Validation, np.ndarray]], split: Split
     base = errors(baselines[name][0])
     eligible = {}
     for key, (_, _, pred) in scored.items():
-        gain = base - errors(pred[n:])
-        se = gain.std(ddof=1) / np.sqrt(gain.size) if gain.size > 1 else 0.0
-        if se > 0 and gain.mean() / se > SIGNIFICANT_T:
+        if truth.shape[0] >= min_val and _gain_t(base - errors(pred[n:])) > CHOICE_T:
             eligible[key] = scored[key][0]["val_mse_norm"]
+    if not eligible and truth.shape[0] < min_val:
+        chosen = min(home[name], key=lambda k: scored[k][0]["val_mse_norm"])
+        return chosen, (f"{truth.shape[0]} validation pairs (fewer than {min_val}) cannot "
+                        "tell a network's gain from luck, so no network was trained and "
+                        f"{chosen!r} ships with its correction off: exactly {name}, the best "
+                        "simple forecaster on validation"), True
     if eligible:
         chosen = min(eligible, key=lambda k: eligible[k])
         if chosen == best:
@@ -737,18 +835,20 @@ def _choose(scored: dict[str, tuple[dict, Validation, np.ndarray]], split: Split
                     f"correction off: exactly {name}"), True
 
 
-def _baseline_verdict(metrics: dict, run: _Run) -> dict:
+def _baseline_verdict(metrics: dict, run: _Run, ets_mse: float | None = None) -> dict:
     """Which of the model, persistence and seasonal naive validated best (unit-free MSE), and
     a sentence saying so, naming a baseline that beats the model or that the model now is."""
     figures = {"model": metrics["val_mse_norm"],
                "persistence": metrics["persistence_val_mse_norm"]}
     if metrics.get("seasonal_naive_val_mse_norm") is not None:
         figures["seasonal naive"] = metrics["seasonal_naive_val_mse_norm"]
+    if ets_mse is not None:
+        figures["ETS"] = ets_mse
     best = min(figures, key=lambda k: figures[k])
     mode = run.model.config.target_mode
     is_baseline = run.shrink is not None and not any(run.shrink)
     if is_baseline:
-        same = best = "persistence" if mode == "delta" else "seasonal naive"
+        same = best = {"delta": "persistence", "seasonal": "seasonal naive"}.get(mode, "ETS")
         reason = (f"the network's corrections were no significant gain over {same} on "
                   f"validation, so the model predicts exactly {same}")
     elif best == "model":
@@ -775,5 +875,6 @@ def _mode_reason(config: TrainConfig, chosen: str, candidates: dict[str, dict],
     lowest = min(candidates, key=lambda k: candidates[k]["val_mse_norm"])
     others = ", ".join(f"{k} {v['val_mse_norm']:.3g}" for k, v in candidates.items()
                        if k != lowest)
-    return (f"auto: trained {len(candidates)} input/target modes; {lowest!r} validated best "
+    what = ("built" if all(v["epochs_run"] == 0 for v in candidates.values()) else "trained")
+    return (f"auto: {what} {len(candidates)} input/target modes; {lowest!r} validated best "
             f"(normalised val MSE {candidates[lowest]['val_mse_norm']:.3g}; {others})")

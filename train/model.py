@@ -4,7 +4,8 @@ State layout (defined once, in :mod:`rnnstream.runtime.spec`, and used everywher
 torch and ONNX alike): a state is a tuple of tensors in ``spec.state_names(cell, input_mode)``
 order -- ``(h,)`` for rnn/gru, ``(h, c)`` for lstm, each ``[batch, layers, hidden]``, then
 ``last`` ``[batch, F + 1]`` when ``input_mode="delta"``, then ``cycle`` ``[batch, season,
-targets + 1]`` when ``target_mode="seasonal"`` -- batch first, so one stream's state is one
+targets + 1]`` when ``target_mode="seasonal"`` or ``ets`` ``[batch, targets * (season + 2)]``
+when ``target_mode="ets"`` -- batch first, so one stream's state is one
 contiguous row. The module never keeps state inside itself:
 ``forward(x, state) -> (y, next_state)``.
 
@@ -15,7 +16,9 @@ network the change of each feature since the previous point (the previous point 
 network predict the change from the last observed value of each target, which is added back;
 ``target_mode="seasonal"`` the change from the value one season before the predicted time
 (``cycle`` carries the last ``season`` targets; where that value was never seen, the last
-observed one stands in), so that a head whose weights are zero predicts exactly seasonal naive.
+observed one stands in), so that a head whose weights are zero predicts exactly seasonal naive;
+``target_mode="ets"`` the change from an exponential smoothing forecast fitted in training
+(:mod:`rnnstream.train.ets`; the linear recurrence's matrices are buffers, its state ``ets``).
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ class ForecasterConfig:
     layers: int = 1  # 1..8 (the training CLI offers 1..3; users' own modules may have more)
     dropout: float = 0.0  # between recurrent layers (training only)
     # "level" | "delta" (predict the change from the last observed value) | "seasonal" (the
-    # change from the value one season before the predicted time)
+    # change from the value one season before the predicted time) | "ets" (the change from an
+    # exponential smoothing forecast, see rnnstream.train.ets)
     target_mode: str = "level"
     input_mode: str = "level"  # "level" | "delta" (feed changes since the previous point)
     # For target_mode="delta"/"seasonal": index into the features of each target's own series.
@@ -64,7 +68,9 @@ class ForecasterConfig:
     feature_names: list[str] = field(default_factory=list)
     target_names: list[str] = field(default_factory=list)
     horizon: int = 1  # the prediction at time t is for time t + horizon
-    season: int = 0  # target_mode="seasonal": the season S >= horizon (0 for the other modes)
+    # target_mode "seasonal": the season S >= horizon; "ets": the seasonal slots of its state
+    # (0: no season); 0 for the other modes
+    season: int = 0
     # Sizes of the head's hidden linear layers, each followed by head_activation; empty (the
     # default): the head is one linear layer. Models brought by users have such heads
     # (rnnstream.export.export_module), e.g. Linear(H, 32) - Tanh - Linear(32, T).
@@ -94,15 +100,18 @@ class ForecasterConfig:
                 isinstance(self.season, int) and self.horizon <= self.season <= 1 << 20):
             raise ValueError(f"target_mode='seasonal' needs season >= horizon {self.horizon} "
                              f"(got season={self.season!r})")
-        if self.target_mode != "seasonal" and self.season:
-            raise ValueError(f"season={self.season!r} is for target_mode='seasonal' only")
+        if self.target_mode == "ets" and not (isinstance(self.season, int)
+                                              and 0 <= self.season <= 1 << 20):
+            raise ValueError(f"target_mode='ets' needs season >= 0 (got {self.season!r})")
+        if self.target_mode not in spec.SEASON_MODES and self.season:
+            raise ValueError(f"season={self.season!r} is for target_mode 'seasonal' or 'ets' only")
         if self.input_mode not in spec.INPUT_MODES:
             raise ValueError(f"input_mode={self.input_mode!r}: expected 'level' or 'delta'")
         if self.input_mode == "delta" and self.target_mode == "level":
             raise ValueError("input_mode='delta' needs target_mode 'delta' or 'seasonal': a "
                              "network that sees only changes cannot know the level it should "
                              "predict")
-        if self.target_mode in ("delta", "seasonal") and (
+        if self.target_mode != "level" and (
             len(self.target_index) != self.n_targets
             or not all(0 <= i < self.n_features for i in self.target_index)
         ):
@@ -147,6 +156,11 @@ class Forecaster(nn.Module):
     target_index: Tensor
     x_level_mean: Tensor
     x_level_std: Tensor
+    ets_input: Tensor
+    ets_recurrent: Tensor
+    ets_bias: Tensor
+    ets_output: Tensor
+    ets_output_bias: Tensor
 
     def __init__(self, config: ForecasterConfig) -> None:
         super().__init__()
@@ -170,6 +184,15 @@ class Forecaster(nn.Module):
             # are kept for whoever must draw realistic raw inputs (the export's parity proof)
             self.register_buffer("x_level_mean", torch.zeros(c.n_features))
             self.register_buffer("x_level_std", torch.ones(c.n_features))
+        if c.target_mode == "ets":
+            # h_t = y_t @ ets_input.T + h_t-1 @ ets_recurrent.T + ets_bias; forecast h_t @
+            # ets_output + ets_output_bias (one block per target, see set_ets)
+            size = c.n_targets * (c.season + 2)
+            self.register_buffer("ets_input", torch.zeros(size, c.n_targets))
+            self.register_buffer("ets_recurrent", torch.zeros(size, size))
+            self.register_buffer("ets_bias", torch.zeros(size))
+            self.register_buffer("ets_output", torch.zeros(size, c.n_targets))
+            self.register_buffer("ets_output_bias", torch.zeros(c.n_targets))
 
     @property
     def out_layer(self) -> nn.Linear:
@@ -213,6 +236,38 @@ class Forecaster(nn.Module):
         new_last = torch.cat([x[:, -1], torch.ones_like(seen)], dim=1)
         return x - shifted, new_last
 
+    @torch.no_grad()
+    def set_ets(self, blocks) -> None:
+        """Store each target's ETS recurrence: ``blocks[j] = (g, A, bias, w, c)`` in raw units
+        (:func:`rnnstream.train.ets.ets_matrices`), block-diagonally, target j's state at
+        ``[j * (season + 2), (j + 1) * (season + 2))``."""
+        size = self.config.season + 2
+        for name in ("ets_input", "ets_recurrent", "ets_bias", "ets_output", "ets_output_bias"):
+            self.get_buffer(name).zero_()
+        for j, (g, a, bias, w, c) in enumerate(blocks):
+            rows = slice(j * size, (j + 1) * size)
+
+            def put(name: str, index, value) -> None:
+                buf = self.get_buffer(name)
+                buf[index] = torch.as_tensor(value, dtype=buf.dtype)
+
+            put("ets_input", (rows, j), g)
+            put("ets_recurrent", (rows, rows), a)
+            put("ets_bias", rows, bias)
+            put("ets_output", (rows, j), w)
+            put("ets_output_bias", j, c)
+
+    def _ets(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        """(x [B,T,F], ets state [B,S]) -> (the ETS forecasts [B,T,Tg], the new state)."""
+        targets = x.index_select(-1, self.target_index)
+        pushed = targets @ self.ets_input.T + self.ets_bias  # [B, T, S]
+        states = []
+        for t in range(x.shape[1]):
+            h = pushed[:, t] + h @ self.ets_recurrent.T
+            states.append(h)
+        seq = torch.stack(states, dim=1)
+        return seq @ self.ets_output + self.ets_output_bias, h
+
     # -- normalisation ----------------------------------------------------------------------
     def set_normalization(self, x_mean, x_std, y_mean, y_std, level_mean=None,
                           level_std=None) -> None:
@@ -250,8 +305,9 @@ class Forecaster(nn.Module):
         if self.config.input_mode == "delta":
             x, new_last = self._changes(x, state[names.index(spec.LAST_STATE)])
             extra = (new_last,)
-        if self.config.target_mode == "seasonal":  # forward() moves it on; the network never
-            extra = (*extra, state[names.index(spec.CYCLE_STATE)])  # reads it
+        for name in (spec.CYCLE_STATE, spec.ETS_STATE):  # forward() moves them on; the network
+            if name in names:  # never reads them
+                extra = (*extra, state[names.index(name)])
         z = (x - self.x_mean) / self.x_std
         out, s = self.rnn(z, self._to_torch_state(recurrent))  # out: [B, T, H]
         return self.head(out), (*self._from_torch_state(s), *extra)
@@ -265,23 +321,25 @@ class Forecaster(nn.Module):
         y = u * self.y_std + self.y_mean
         if self.config.target_mode == "delta":
             y = y + x.index_select(-1, self.target_index)
-        elif self.config.target_mode == "seasonal":
-            i = self.config.state_names.index(spec.CYCLE_STATE)
-            ref, cycle = self._seasonal(x, state[i])
+        elif self.config.target_mode in spec.SEASON_MODES:
+            seasonal = self.config.target_mode == "seasonal"
+            i = self.config.state_names.index(spec.CYCLE_STATE if seasonal else spec.ETS_STATE)
+            ref, moved = (self._seasonal if seasonal else self._ets)(x, state[i])
             y = y + ref
-            next_state = (*next_state[:i], cycle, *next_state[i + 1:])
+            next_state = (*next_state[:i], moved, *next_state[i + 1:])
         return y, next_state
 
     def reference(self, x: Tensor) -> Tensor | None:
         """What the target mode adds to the network's output, [B, T, targets], for inputs x
         from the initial state: the last observed targets ("delta"), the targets one season
         before the predicted time ("seasonal", the last observed ones where that was never
-        seen); None for "level"."""
+        seen), the ETS forecasts ("ets"); None for "level"."""
         if self.config.target_mode == "delta":
             return x.index_select(-1, self.target_index)
         if self.config.target_mode == "seasonal":
-            cycle = self.initial_state(x.shape[0], x.device)[-1]
-            return self._seasonal(x, cycle)[0]
+            return self._seasonal(x, self.initial_state(x.shape[0], x.device)[-1])[0]
+        if self.config.target_mode == "ets":
+            return self._ets(x, self.initial_state(x.shape[0], x.device)[-1])[0]
         return None
 
     def _seasonal(self, x: Tensor, cycle: Tensor) -> tuple[Tensor, Tensor]:

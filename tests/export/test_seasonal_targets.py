@@ -79,7 +79,7 @@ def test_contract_refuses_a_seasonal_model_without_its_season(exported) -> None:
         ModelContract.from_dict(data)
     data = exported[2].contract.to_dict()
     data["schema_version"] = 3
-    with pytest.raises(ContractError, match="'seasonal', which needs schema_version 4"):
+    with pytest.raises(ContractError, match="'seasonal' or 'ets', which need schema_version 4"):
         ModelContract.from_dict(data)
 
 
@@ -144,7 +144,50 @@ def test_correction_off_is_exactly_seasonal_naive(tmp_path, season, horizon, ind
 def test_bad_seasonal_configs() -> None:
     with pytest.raises(ValueError, match="needs season >= horizon 2"):
         ForecasterConfig(target_mode="seasonal", target_index=[0], season=1, horizon=2)
-    with pytest.raises(ValueError, match="for target_mode='seasonal' only"):
+    with pytest.raises(ValueError, match="for target_mode 'seasonal' or 'ets' only"):
         ForecasterConfig(target_mode="delta", target_index=[0], season=12)
     with pytest.raises(ValueError, match="'seasonal' needs target_index"):
         ForecasterConfig(target_mode="seasonal", season=12)
+
+
+# -- target_mode "ets": the ETS recurrence in the graph (the native RNN op, identity activation)
+@pytest.fixture(scope="module", params=[SEASON, 0])
+def exported_ets(request, tmp_path_factory) -> tuple:
+    series = from_arrays(np.stack([SERIES * 0.1 + 2, SERIES], 1), feature_names=["aux", "y"],
+                         target_names=["y"], targets=SERIES)
+    result = train(series, ForecasterConfig(hidden=8),
+                   TrainConfig(epochs=3, target_mode="ets", input_mode="level",
+                               season=request.param, progress=False))
+    path = tmp_path_factory.mktemp(f"ets{request.param}") / "model.onnx"
+    report = export_model(result.model, path)
+    return result.model, path, report, series
+
+
+def test_ets_graph_io_contract_and_state(exported_ets) -> None:
+    model, path, report, _ = exported_ets
+    cfg = model.config
+    size = cfg.season + 2
+    assert cfg.target_mode == "ets"
+    ins, _ = graph_io(cfg.cell, layers=1, hidden=8, n_features=2, n_targets=1,
+                      target_mode="ets", season=cfg.season)
+    graph = onnx.load(str(path))
+    assert [v.name for v in graph.graph.input] == [t.name for t in ins]
+    assert (ins[-1].name, ins[-1].shape) == ("ets_in", ("batch", size))
+    ets = [n for n in graph.graph.node if n.name == "ets"]
+    assert [n.op_type for n in ets] == ["RNN"]
+    c = report.contract
+    assert (c.target_mode, c.season, c.schema_version) == ("ets", cfg.season, 4)
+    assert ModelContract.from_json(c.to_json()).season == cfg.season
+
+
+def test_ets_runtime_streams_what_torch_computes(exported_ets) -> None:
+    model, path, _, series = exported_ets
+    x = series.features.astype(np.float32)
+    with torch.no_grad():
+        ref, state = model(torch.from_numpy(x[None]))
+    p = Predictor(path)
+    steps = np.array([p.step(row) for row in x], np.float32)
+    np.testing.assert_allclose(steps, ref[0, :, 0].numpy(), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(p.get_state()["ets"], state[-1][0].numpy(), rtol=1e-4, atol=1e-4)
+    primed = Predictor(path)
+    np.testing.assert_allclose(primed.prime(x), steps, rtol=1e-5, atol=1e-3)
