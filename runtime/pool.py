@@ -475,6 +475,58 @@ class StreamPool(_EngineFacts):
                              "values; expected one row per key")
         return self._step(keys, arr)
 
+    def run_sequences(self, x: Any, states: Mapping[str, np.ndarray] | None = None
+                      ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Run ``k`` sequences of equal length in one call of the sequence graph: ``x``
+        ``[k, time, F]`` from ``states`` (state name -> ``[k, *row]``; None: the initial
+        state); return ``(y, next_states)``: the predictions ``[k, time, T]`` and each
+        sequence's state after its last point. A pure function of its arguments, like
+        :meth:`Predictor.run_sequence` (the same computation; the same bits where onnxruntime's
+        kernels are batch-invariant: its LSTM and GRU ops were in every case tried, its RNN op
+        differs in the last bit between batch 1 and 5): the pool's streams are untouched and no
+        lock is taken. Needs an rnnstream contract (UnsupportedError)."""
+        engine = self._engine
+        contract = engine.contract
+        if not isinstance(engine, BoundEngine) or contract is None:
+            raise UnsupportedError("run_sequences needs an rnnstream contract (its sequence "
+                                   "graph); this is a foreign model: use Predictor.run_sequence")
+        arr = np.asarray(x)
+        n_in = contract.n_features
+        if arr.ndim != 3 or arr.shape[2] != n_in or 0 in arr.shape[:2]:
+            raise InputError(f"run_sequences x has shape {list(arr.shape)}; expected "
+                             f"[sequences, time, {n_in}] with at least one of each")
+        if arr.dtype != np.float32 or not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr, np.float32)
+        if not np.isfinite(arr).all():
+            raise InputError("run_sequences x holds NaN or infinite values; expected finite "
+                             "float32 values")
+        k, time = arr.shape[:2]
+        io = self._io
+        tensors = {}
+        for s in io.states:
+            given = None if states is None else states.get(s.name)
+            if given is None:
+                if states is not None:
+                    raise StateError(f"run_sequences states lack {s.name!r}; expected "
+                                     f"{[t.name for t in io.states]}")
+                given = np.zeros((k, *s.row_shape), np.float32)
+            a = np.ascontiguousarray(given, np.float32)
+            if a.shape != (k, *s.row_shape) or not np.isfinite(a).all():
+                raise StateError(f"run_sequences state {s.name!r} has shape {list(a.shape)}; "
+                                 f"expected {[k, *s.row_shape]} finite float32 values")
+            tensors[s.name] = a
+        steps = range(time) if contract.step_only else [slice(None)]
+        ys = []
+        for t in steps:  # a step-only graph's time axis is 1: one call per time step
+            xt = arr if type(t) is slice else arr[:, t:t + 1]
+            feeds = {io.input: xt}
+            feeds.update((s.input, tensors[s.name]) for s in io.states)
+            y, *new = engine.run(feeds)
+            ys.append(y)
+            tensors = {s.name: a for s, a in zip(io.states, new, strict=True)}
+        y = ys[0] if len(ys) == 1 else np.concatenate(ys, axis=1)
+        return y.reshape(k, time, -1), tensors
+
     def _all_finite(self, values: np.ndarray) -> bool:
         """``np.isfinite(values).all()`` in half the time: x * 0 is 0 exactly when x is finite
         (inf * 0 and NaN * 0 are NaN), so the dot product with zeros is 0 iff all are finite."""

@@ -36,6 +36,8 @@ Spark schema error; with ``coverage=...``, :data:`LIVE_STATE_SCHEMA`: one more c
                           fed changes (input_mode "delta"), null otherwise
     cycle        binary   float32 [season, T + 1]: the targets of the last season, each with
                           its seen flag; only for target_mode "seasonal", null otherwise
+    ets          binary   float32 [T * (season + 2)]: the exponential smoothing state; only for
+                          target_mode "ets", null otherwise
     live         binary   only with coverage=...: the key's live scores, each array of
                           rnnstream.runtime.live.STATE_ARRAYS in that order without the stream
                           axis, row-major, little-endian: seen int64; pending float64
@@ -45,7 +47,8 @@ Spark schema error; with ``coverage=...``, :data:`LIVE_STATE_SCHEMA`: one more c
 One binary column per state name the one spec knows (:data:`STATE_COLUMNS`), filled by name.
 The ``last`` column is new in release 0.2: a Spark checkpoint written by 0.1 has a state schema
 without it, and Spark refuses to resume it; start such queries from a new checkpoint location.
-The same holds for the ``cycle`` column, new in release 0.4 (target_mode "seasonal").
+The same holds for the ``cycle`` and ``ets`` columns, new in release 0.4 (target modes
+"seasonal" and "ets").
 Likewise a checkpoint written without ``coverage`` cannot be resumed with it, nor the other way
 round: Spark refuses the other state schema (``STATE_STORE_VALUE_SCHEMA_NOT_COMPATIBLE``).
 
@@ -179,6 +182,7 @@ def predict_stream(
     coverage: float | None = None,
     season: int | None = None,
     live_options: Mapping[str, Any] | None = None,
+    buckets: int | None = None,
 ) -> DataFrame:
     """Predictions for a (streaming) DataFrame of keyed events, one output row per input row.
 
@@ -192,6 +196,12 @@ def predict_stream(
     ``SparkContext.addFile`` and read from there when the path does not exist on an executor.
     ``on_bad_row`` and ``idle_timeout_s`` (event time: ``order`` must be a timestamp with a
     watermark) are described in the module docstring.
+
+    ``buckets`` (default None: one Spark call per key and micro-batch) hashes the keys into
+    that many groups: one call per bucket steps all its keys, batched across keys, each key's
+    state kept in its bucket's state row (:mod:`rnnstream.spark._buckets`; the same output,
+    several times the rows per second where keys have few rows per micro-batch). A string or
+    integer key; not with ``idle_timeout_s``; a checkpoint is resumed with the same buckets.
 
     ``coverage`` (default None: off; output and state exactly as without it) turns on live
     scores per key, as :class:`~rnnstream.runtime.Predictor` ``(coverage=...)`` keeps them for
@@ -241,9 +251,33 @@ def predict_stream(
     if timeout_ms is not None:
         timeout = GroupStateTimeout.EventTimeTimeout
         columns.append(F.unix_millis(F.col(order).cast("timestamp")).alias(_EVENT_MS))
+    if buckets is not None:
+        return _by_bucket(events, step, columns, schema, buckets)
     state_schema = STATE_SCHEMA if live is None else LIVE_STATE_SCHEMA
     return (events.select(*columns).groupBy(key)
             .applyInPandasWithState(step, schema, state_schema, "append", timeout))
+
+
+def _by_bucket(events: DataFrame, step: KeyStep, columns: list[Any], schema: T.StructType,
+               buckets: int) -> DataFrame:
+    """predict_stream with ``buckets=``: grouped by a hash of the key (see _buckets)."""
+    from ._buckets import BUCKET_COLUMN, KEY_TYPES, BucketStep, bucket_state_schema
+
+    if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 1:
+        raise ValueError(f"buckets={buckets!r}: expected a positive number of key groups, or "
+                         "None for one group per key")
+    if step.timeout_ms is not None:
+        raise UnsupportedError("idle_timeout_s times out Spark groups, and with buckets= a group "
+                               "is a bucket of keys: use one or the other")
+    key_type = events.schema[step.key].dataType
+    if not isinstance(key_type, KEY_TYPES):
+        raise UnsupportedError(f"buckets= needs a string or integer key column; {step.key!r} is "
+                               f"{key_type.simpleString()} (cast it, or leave buckets=None)")
+    bucket = F.pmod(F.xxhash64(F.col(step.key)), F.lit(buckets)).alias(BUCKET_COLUMN)
+    return (events.select(*columns, bucket).groupBy(BUCKET_COLUMN)
+            .applyInPandasWithState(BucketStep(step, buckets), schema,
+                                    bucket_state_schema(step.live is not None),
+                                    "append", GroupStateTimeout.NoTimeout))
 
 
 def _ship(events: DataFrame, path: str, contract: ModelContract) -> str:
@@ -626,7 +660,7 @@ class KeyStep:
         return f"{where}: feature {self.features[j]!r} is {what}; expected a finite float32"
 
     def _output(self, cols: dict[str, np.ndarray], y: np.ndarray,
-                errors: list[str | None]) -> pd.DataFrame:
+                errors: list[str | None] | np.ndarray) -> pd.DataFrame:
         out = {c: cols[c] for c in dict.fromkeys([self.key, self.order, *self.keep])}
         names = self.outputs if self.live is None else self.outputs + self.live.columns
         out.update((name, y[:, j]) for j, name in enumerate(names))

@@ -56,9 +56,10 @@ def test_spark_uses_only_the_public_runtime_api():
     spec = importlib.util.find_spec("rnnstream.spark")
     assert spec is not None
     assert spec.origin is not None
-    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    trees = [ast.parse(f.read_text(encoding="utf-8"))  # every module of the package
+             for f in sorted(Path(spec.origin).parent.glob("*.py"))]
     imported = []
-    for node in ast.walk(tree):
+    for node in (n for tree in trees for n in ast.walk(tree)):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rnnstream"):
             imported += [(node.module, alias.name) for alias in node.names]
         elif isinstance(node, ast.Import):
