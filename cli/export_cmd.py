@@ -144,8 +144,8 @@ def not_a_checkpoint(path: str) -> str | None:
         first = next(iter(payload))
         return (f"{path}: a state_dict ({len(payload)} tensors, e.g. {first!r}), not an "
                 "rnnstream checkpoint; it holds weights but not the module that uses them. "
-                "Build the module, call model.load_state_dict(torch.load(FILE)), then export "
-                f"it {EXPORT_MODULE_HINT}")
+                "Build the module, call model.load_state_dict(torch.load(FILE, "
+                f"weights_only=True)), then export it {EXPORT_MODULE_HINT}")
     return None
 
 
