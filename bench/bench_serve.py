@@ -596,6 +596,7 @@ def log_cost(model: Path, folder: str, n_lat: int, seconds: float) -> None:
     cases = [("p50 µs", "one", 1)] + [(kind, kind, n) for n in (64, 256)
                                        for kind in ("http", "grpc")]
     runs: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
+    disk = [fsync_p50(folder)]
     for _ in range(2):
         for mode in ("snapshot", "log"):
             state = os.path.join(folder, f"bench-{mode}.npz")
@@ -610,8 +611,9 @@ def log_cost(model: Path, folder: str, n_lat: int, seconds: float) -> None:
                               base=100_000 * n)
                     runs.setdefault((mode, kind, n), []).append(
                         (st["ok"] / st["seconds"], pct(st["lat"], 50)))
-    print(f"   the disk: fdatasync of a 100-byte append p50 {fsync_p50(folder):.0f} µs (measured "
-          "after the runs; it varies with what else the machine writes)")
+    disk.append(fsync_p50(folder))
+    print(f"   the disk: fdatasync of a 100-byte append p50 {disk[0]:.0f} µs before the runs, "
+          f"{disk[1]:.0f} µs after (it varies with what else the machine writes)")
     print(f"   {'load':<22}{'snapshot /s':>12}{'log /s':>10}{'ratio':>7}"
           f"{'snapshot p50 µs':>17}{'log p50 µs':>12}{'ratio':>7}")
     for _label, kind, n in cases:
