@@ -69,8 +69,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     model.add_argument("--layers", type=int, default=1, help="recurrent layers, 1-3 (default: 1)")
     model.add_argument("--dropout", type=float, default=0.0,
                        help="dropout between layers (default: 0)")
-    model.add_argument("--target-mode", default="auto", choices=("auto", "level", "delta"),
-                       help="predict the value (level) or its change (delta); auto tries both")
+    model.add_argument("--target-mode", default="auto",
+                       choices=("auto", "level", "delta", "seasonal", "ets"),
+                       help="predict the value (level), its change (delta), the change from "
+                            "one season ago (seasonal) or from an ETS forecast (ets); auto "
+                            "tries them and ships a network only where it clearly wins")
     model.add_argument("--input-mode", default="auto", choices=("auto", "level", "delta"),
                        help="feed the values (level) or their changes (delta: for trends and "
                             "prices that leave the training range); auto tries both")

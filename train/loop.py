@@ -266,9 +266,11 @@ def train(
     candidates = _candidate_modes(config, series, season, split)
     # too short a validation to let a network ship (see _choose): build the simple forecasters
     # only (each mode's reference with the correction off), and train no network
-    simple_only = split.n_val < config.network_min_val and series.target_index is not None
-    if simple_only:
-        candidates = [(i, t) for i, t in candidates if i == "level" and t != "level"]
+    simple = list({t: (i, t) for i, t in reversed(candidates) if t != "level"}.values())[::-1]
+    simple_only = (split.n_val < config.network_min_val and config.target_mode == "auto"
+                   and bool(simple))
+    if simple_only:  # one candidate per simple forecaster (the first input mode asked)
+        candidates = simple
     started = time.perf_counter()
     ets = _fit_ets(split, season) if any(t == "ets" for _, t in candidates) else []
     seasons = {"seasonal": season or 0, "ets": max((f.season for f in ets), default=0)}
