@@ -151,6 +151,7 @@ class LogWriter:
         self.size = size  # bytes in the file
         self.unsynced = 0  # bytes appended since the last sync
         self.total = 0  # bytes appended since opened, across resets (only grows)
+        self.synced_total = 0  # of which are durable (fsynced)
 
     @classmethod
     def create(cls, path: str | os.PathLike[str], header: Mapping[str, Any]) -> LogWriter:
@@ -180,19 +181,21 @@ class LogWriter:
 
     def sync(self) -> None:
         if self.unsynced:
-            _sync(self._fd)
-            self.unsynced = 0
+            self.sync_fd()
 
     def sync_fd(self) -> None:
-        """fdatasync, whatever was appended (for a caller that counts bytes itself)."""
+        """fdatasync, whatever was appended (the group commit's thread calls this)."""
+        total = self.total  # appended before the fsync: durable after it
         _sync(self._fd)
         self.unsynced = 0
+        self.synced_total = total
 
     def reset(self, header: Mapping[str, Any]) -> None:
         """Start over with an empty log (after a checkpoint), atomically."""
         fresh = LogWriter.create(self.path, header)  # the old file stays whole until replaced
         self.close()
         self._fd, self.size, self.unsynced = fresh._fd, fresh.size, 0
+        self.synced_total = self.total  # the new file was fsynced whole
 
     def close(self) -> None:
         if self._fd >= 0:

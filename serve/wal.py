@@ -76,9 +76,10 @@ class GroupCommit:
         self._cond = threading.Condition()
         self._wanted = 0  # bytes (writer.total) someone waits for; thread side
         self._closed = False
-        self._synced = writer.total  # durable up to here; loop side
+        self._synced = writer.synced_total  # durable up to here; loop side
         self._waiters: collections.deque[tuple[int, Synced]] = collections.deque()
         self.failed: Exception | None = None
+        self._done = writer.synced_total  # durable up to here; thread side
         self._thread = threading.Thread(target=self._run, name="rnnstream-log-sync",
                                         daemon=True)
         self._thread.start()
@@ -119,7 +120,6 @@ class GroupCommit:
 
     # -- the thread -------------------------------------------------------------------------------
     def _run(self) -> None:
-        self._done = self.writer.total
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._closed or self._wanted > self._done)

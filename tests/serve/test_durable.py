@@ -224,6 +224,33 @@ def test_a_failed_log_write_answers_an_error_and_refuses_what_follows(tmp_path, 
     asyncio.run(main())
 
 
+def test_no_answer_before_its_record_is_fsynced(tmp_path):
+    """Every answer waits for an fsync of the log that covers its record, the first one
+    included (the group commit's thread starts with the first answer)."""
+    state = tmp_path / "s.npz"
+
+    async def main():
+        s = service(state)
+        assert s._log is not None
+        log_ = s._log
+        synced: list[int] = []
+        fsync = log_.sync_fd
+
+        def counted() -> None:
+            fsync()
+            synced.append(log_.synced_total)
+
+        log_.sync_fd = counted  # type: ignore[method-assign]
+        for i in range(5):
+            await s.submit(Infer(x=np.full((1, 1, 1), 0.5, np.float32), keys=[1],
+                                 starts=[i == 0], ends=[False]))
+            assert synced, "answered before any fsync"
+            assert synced[-1] == log_.total, "answered before its record was fsynced"
+        s.close()
+
+    asyncio.run(main())
+
+
 @pytest.mark.serve
 def test_sigkill_right_after_the_answers_loses_nothing(tmp_path):
     """A real server, killed (SIGKILL) right after its last answer, no snapshot since the
