@@ -10,7 +10,10 @@ rows through StreamPool.step_many (one row per key per call, as a live stream wo
 the calls Spark makes (one sequence call per key and batch) without Spark. The ratio is what the
 distributed path costs on one machine, not what a cluster does. The Spark query and the sequence
 path run twice: as is, and with live scores (``coverage``, default 0.9: intervals and live
-accuracy per row, the scores in the state store); the last column is what they add.
+accuracy per row, the scores in the state store); the last column is what they add. Then the
+same with ``predict_stream(buckets=N)`` (``--buckets``, default 8): one Spark call per bucket of
+keys, keys batched into shared sequence calls; the last line is Spark's rows/s as a share of the
+sequence-call path's, per key and bucketed.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--model", help="an rnnstream .onnx file (default: export a 1-layer LSTM)")
     p.add_argument("--coverage", type=float, default=0.9,
                    help="coverage of the live-scores runs (default: 0.9)")
+    p.add_argument("--buckets", type=int, default=8,
+                   help="predict_stream(buckets=N) for the bucketed runs (default: 8; 0: none)")
     p.add_argument("--quick", action="store_true", help="50 keys x 100 rows, 3 micro-batches")
     args = p.parse_args()
     if args.quick:
@@ -77,13 +82,14 @@ def write_batches(rows: pd.DataFrame, folder: Path, batches: int) -> None:
 
 
 def time_spark(spark, model: Path, source: Path, checkpoint: Path, features: list[str],
-               coverage: float | None = None) -> float:
+               coverage: float | None = None, buckets: int | None = None) -> float:
     from rnnstream.spark import predict_stream
 
     schema = f"{KEY} string, {ORDER} bigint, " + ", ".join(f"{f} double" for f in features)
     events = (spark.readStream.schema(schema).option("header", True)
               .option("maxFilesPerTrigger", 1).csv(str(source)))
-    preds = predict_stream(events, model, key=KEY, order=ORDER, coverage=coverage)
+    preds = predict_stream(events, model, key=KEY, order=ORDER, coverage=coverage,
+                           buckets=buckets)
     query = (preds.writeStream.format("noop")
              .option("checkpointLocation", str(checkpoint)).trigger(availableNow=True))
     start = time.perf_counter()
@@ -148,6 +154,31 @@ def time_key_function(model: Path, rows: pd.DataFrame, features: list[str], batc
     return time.perf_counter() - start
 
 
+def time_bucket_function(model: Path, rows: pd.DataFrame, features: list[str], batches: int,
+                         buckets: int, coverage: float | None = None) -> float:
+    """The function Spark calls per bucket and micro-batch with predict_stream(buckets=N)
+    (rnnstream.spark._buckets.BucketStep), called directly: Spark's cost removed."""
+    from rnnstream.runtime import Predictor
+    from rnnstream.spark import KeyStep, live_spec
+    from rnnstream.spark._buckets import BucketStep, worker_pool
+
+    p = Predictor(model)
+    worker_pool(str(model.resolve()), p.fingerprint)  # opened once per worker: not timed
+    step = BucketStep(KeyStep(str(model.resolve()), p.fingerprint, KEY, ORDER, tuple(features),
+                              (), tuple(f"pred_{t}" for t in p.targets), "drop", None, "",
+                              live_spec(p.contract, coverage, None, None, str(model))), buckets)
+    chunk = rows[ORDER].to_numpy() * batches // (rows[ORDER].max() + 1)
+    bucket = rows[KEY].map(hash).to_numpy() % buckets  # any split: Spark's is xxhash64
+    calls = [(b, rows[(chunk == c) & (bucket == b)]) for c in range(batches)
+             for b in range(buckets)]
+    store: dict = {}
+    start = time.perf_counter()
+    for b, frame in calls:
+        for _ in step((b,), iter([frame]), HeldState(store, b)):
+            pass
+    return time.perf_counter() - start
+
+
 def time_sequences(model: Path, rows: pd.DataFrame, features: list[str], batches: int) -> float:
     """What each Spark task computes (one sequence call per key and batch), without Spark."""
     from rnnstream.runtime import Predictor
@@ -187,14 +218,30 @@ def main() -> None:
         spark.sparkContext.setLogLevel("ERROR")
         time_spark(spark, model, root / "warm", root / "ck-warm", features)
         time_spark(spark, model, root / "warm", root / "ck-warm-live", features, args.coverage)
+        buckets = args.buckets or None
+        if buckets:
+            time_spark(spark, model, root / "warm", root / "ck-warm-b", features, None, buckets)
+            time_spark(spark, model, root / "warm", root / "ck-warm-bl", features,
+                       args.coverage, buckets)
         spark_s = time_spark(spark, model, root / "in", root / "ck", features)
         live_s = time_spark(spark, model, root / "in", root / "ck-live", features,
                             args.coverage)
+        bucket_s = bucket_live_s = None
+        if buckets:
+            bucket_s = time_spark(spark, model, root / "in", root / "ck-b", features, None,
+                                  buckets)
+            bucket_live_s = time_spark(spark, model, root / "in", root / "ck-bl", features,
+                                       args.coverage, buckets)
         spark.stop()
         pool_s = time_pool(model, rows, features)
         seq_s = time_sequences(model, rows, features, args.batches)
         key_s = time_key_function(model, rows, features, args.batches)
         key_live_s = time_key_function(model, rows, features, args.batches, args.coverage)
+        bfn_s = bfn_live_s = None
+        if buckets:
+            bfn_s = time_bucket_function(model, rows, features, args.batches, buckets)
+            bfn_live_s = time_bucket_function(model, rows, features, args.batches, buckets,
+                                              args.coverage)
 
     n = len(rows)
     live = f"coverage={args.coverage}"
@@ -202,16 +249,27 @@ def main() -> None:
           f"model {model.name if args.model else f'LSTM hidden={args.hidden}'}, local[2]\n")
     print(f"{'path':<56} {'seconds':>8} {'rows/s':>10} {'time vs pool':>13} "
           f"{'live adds':>10}")
-    for name, secs, base in (
-            ("StreamPool.step_many, one process", pool_s, None),
-            ("sequence call per key+batch, one process", seq_s, None),
-            ("per-key function (KeyStep) per key+batch, no Spark", key_s, None),
-            (f"  + live scores ({live})", key_live_s, key_s),
-            ("Spark applyInPandasWithState, local[2]", spark_s, None),
-            (f"  + live scores ({live})", live_s, spark_s)):
+    cases = [
+        ("StreamPool.step_many, one process", pool_s, None),
+        ("sequence call per key+batch, one process", seq_s, None),
+        ("per-key function (KeyStep) per key+batch, no Spark", key_s, None),
+        (f"  + live scores ({live})", key_live_s, key_s),
+        ("Spark applyInPandasWithState, local[2]", spark_s, None),
+        (f"  + live scores ({live})", live_s, spark_s)]
+    if buckets:
+        cases += [
+            (f"per-bucket function (BucketStep), {buckets} buckets, no Spark", bfn_s, None),
+            (f"  + live scores ({live})", bfn_live_s, bfn_s),
+            (f"Spark, predict_stream(buckets={buckets}), local[2]", bucket_s, None),
+            (f"  + live scores ({live})", bucket_live_s, bucket_s)]
+    for name, secs, base in cases:
         added = f"{(secs - base) / n * 1e6:>7.1f} us/row" if base else ""
         print(f"{name:<56} {secs:>8.2f} {n / secs:>10,.0f} {secs / pool_s:>12,.1f}x "
               f"{added:>10}")
+    shares = [f"per key {seq_s / spark_s:.1%}"]
+    if bucket_s:
+        shares.append(f"buckets={buckets} {seq_s / bucket_s:.1%}")
+    print(f"\nSpark's rows/s as a share of the sequence-call path's: {', '.join(shares)}")
 
 
 if __name__ == "__main__":
