@@ -16,6 +16,14 @@ comes out per input row, exactly what :meth:`rnnstream.runtime.Predictor.run_seq
 for those rows from that state. The model is opened once per Python worker (see
 :func:`worker_model`). Built on the runtime's public API only.
 
+Many keys with few rows each per micro-batch: ``predict_stream(..., buckets=N)`` groups the keys
+by a hash into ``N`` buckets instead, so that Spark's per-group cost (its pandas frames, the
+state pickled per group) is paid once per bucket, and the keys of a bucket share sequence calls;
+each key's state is kept in its bucket's state row (:mod:`rnnstream.spark._buckets`), with the
+same output bit for bit. Spark offers no stateful call over several keys at once: its
+``applyInPandasWithState``, ``transformWithStateInPandas`` and ``transformWithState`` all call
+the function per grouping key, and its ``applyInArrow`` keeps no state.
+
 Local sessions (tests, ``bench/bench_spark.py``, ``examples/spark``) bind the driver to
 127.0.0.1 (``SPARK_LOCAL_IP``, ``spark.driver.bindAddress``, ``spark.driver.host``) unless the
 user set them; see :func:`loopback_builder` and ``docs/spark.md``.
