@@ -33,7 +33,7 @@ from .model import Forecaster
 
 __all__ = ["BAND_COVERAGE", "VALIDATION_COVERAGES", "MultiStepForecasts", "TargetScores",
            "calibration", "detect_season", "live_validation", "multi_step_errors",
-           "multi_step_forecasts", "score_targets"]
+           "multi_step_forecasts", "score_targets", "season_peaks"]
 
 # A season is reported only when the autocorrelation of the series' changes at that lag is at
 # least this high and a local maximum: strong enough that seasonal naive is a fair baseline.
@@ -48,20 +48,26 @@ BAND_COVERAGE = 0.9
 def detect_season(values: np.ndarray, max_lag: int | None = None) -> int | None:
     """The dominant period of ``values`` [N] (lag of the highest autocorrelation peak of its
     first differences, at least :data:`SEASON_MIN_ACF`), or None when there is none."""
+    peaks = season_peaks(values, max_lag)
+    return peaks[0] if peaks else None
+
+
+def season_peaks(values: np.ndarray, max_lag: int | None = None) -> list[int]:
+    """Every lag whose autocorrelation of the first differences of ``values`` is a local
+    maximum of at least :data:`SEASON_MIN_ACF`, highest first (a daily and a weekly season of
+    hourly data both show)."""
     d = np.diff(np.asarray(values, dtype=np.float64))
     n = d.size
     max_lag = min(max_lag or MAX_SEASON, n // 3)
     if max_lag < 2 or not np.std(d) > 0:
-        return None
+        return []
     d = d - d.mean()
     spectrum = np.fft.rfft(d, 2 * n)  # autocorrelation by FFT: O(n log n) for long series
     acf = np.fft.irfft(spectrum * np.conj(spectrum))[: max_lag + 2]
     acf = acf / acf[0]
-    best, best_value = None, SEASON_MIN_ACF
-    for lag in range(2, max_lag + 1):
-        if acf[lag] >= best_value and acf[lag] >= acf[lag - 1] and acf[lag] >= acf[lag + 1]:
-            best, best_value = lag, acf[lag]
-    return best
+    peaks = [lag for lag in range(2, max_lag + 1) if acf[lag] >= SEASON_MIN_ACF
+             and acf[lag] >= acf[lag - 1] and acf[lag] >= acf[lag + 1]]
+    return sorted(peaks, key=lambda lag: (-acf[lag], lag))
 
 
 @dataclass(frozen=True)
