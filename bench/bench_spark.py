@@ -98,6 +98,54 @@ def time_spark(spark, model: Path, source: Path, checkpoint: Path, features: lis
     return time.perf_counter() - start
 
 
+class Floor:
+    """A per-bucket function without the model: the rows' key and order out, NaN predictions,
+    a constant state row. What Spark costs with buckets= when the model costs nothing."""
+
+    def __init__(self, targets: list[str], state_columns: int) -> None:
+        self.targets, self.state_columns = targets, state_columns
+
+    def __call__(self, bucket, frames, state):
+        parts = [f for f in frames if len(f)]
+        if not parts:
+            return
+        rows = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+        n = len(rows)
+        state.update(("floor", "[]", b"", b"", *([None] * self.state_columns)))
+        yield pd.DataFrame({KEY: rows[KEY].to_numpy(), ORDER: rows[ORDER].to_numpy(),
+                            **{t: np.full(n, np.nan) for t in self.targets},
+                            "error": np.full(n, None, dtype=object)})
+
+
+def time_spark_floor(spark, model: Path, source: Path, checkpoint: Path, features: list[str],
+                     buckets: int) -> float:
+    """The same query as predict_stream(buckets=N) (source, select, hash, groupBy, state,
+    output schema, sink), the model replaced by :class:`Floor`."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.streaming.state import GroupStateTimeout
+
+    from rnnstream.runtime import Predictor
+    from rnnstream.spark import STATE_COLUMNS, output_schema
+    from rnnstream.spark._buckets import BUCKET_COLUMN, bucket_state_schema
+
+    schema = f"{KEY} string, {ORDER} bigint, " + ", ".join(f"{f} double" for f in features)
+    events = (spark.readStream.schema(schema).option("header", True)
+              .option("maxFilesPerTrigger", 1).csv(str(source)))
+    contract = Predictor(model).contract
+    out = output_schema(events.schema, contract, key=KEY, order=ORDER)
+    bucket = F.pmod(F.xxhash64(F.col(KEY)), F.lit(buckets)).alias(BUCKET_COLUMN)
+    preds = (events.select(KEY, ORDER, *features, bucket).groupBy(BUCKET_COLUMN)
+             .applyInPandasWithState(Floor([f"pred_{t}" for t in contract.targets],
+                                           len(STATE_COLUMNS)), out,
+                                     bucket_state_schema(False), "append",
+                                     GroupStateTimeout.NoTimeout))
+    query = (preds.writeStream.format("noop")
+             .option("checkpointLocation", str(checkpoint)).trigger(availableNow=True))
+    start = time.perf_counter()
+    query.start().awaitTermination()
+    return time.perf_counter() - start
+
+
 def time_pool(model: Path, rows: pd.DataFrame, features: list[str]) -> float:
     from rnnstream.runtime import StreamPool
 
@@ -226,8 +274,11 @@ def main() -> None:
         spark_s = time_spark(spark, model, root / "in", root / "ck", features)
         live_s = time_spark(spark, model, root / "in", root / "ck-live", features,
                             args.coverage)
-        bucket_s = bucket_live_s = None
+        bucket_s = bucket_live_s = floor_s = None
         if buckets:
+            time_spark_floor(spark, model, root / "warm", root / "ck-warm-f", features, buckets)
+            floor_s = time_spark_floor(spark, model, root / "in", root / "ck-f", features,
+                                       buckets)
             bucket_s = time_spark(spark, model, root / "in", root / "ck-b", features, None,
                                   buckets)
             bucket_live_s = time_spark(spark, model, root / "in", root / "ck-bl", features,
@@ -261,14 +312,16 @@ def main() -> None:
             (f"per-bucket function (BucketStep), {buckets} buckets, no Spark", bfn_s, None),
             (f"  + live scores ({live})", bfn_live_s, bfn_s),
             (f"Spark, predict_stream(buckets={buckets}), local[2]", bucket_s, None),
-            (f"  + live scores ({live})", bucket_live_s, bucket_s)]
+            (f"  + live scores ({live})", bucket_live_s, bucket_s),
+            ("  the same query without the model (Spark's floor)", floor_s, None)]
     for name, secs, base in cases:
         added = f"{(secs - base) / n * 1e6:>7.1f} us/row" if base else ""
         print(f"{name:<56} {secs:>8.2f} {n / secs:>10,.0f} {secs / pool_s:>12,.1f}x "
               f"{added:>10}")
     shares = [f"per key {seq_s / spark_s:.1%}"]
-    if bucket_s:
-        shares.append(f"buckets={buckets} {seq_s / bucket_s:.1%}")
+    if bucket_s and floor_s:
+        shares.append(f"buckets={buckets} {seq_s / bucket_s:.1%}; the floor alone "
+                      f"{seq_s / floor_s:.1%}")
     print(f"\nSpark's rows/s as a share of the sequence-call path's: {', '.join(shares)}")
 
 
