@@ -321,7 +321,8 @@ def train(
         target_mode=run.model.config.target_mode,
         input_mode=run.model.config.input_mode,
         target_mode_reason=_mode_reason(config, chosen, summaries, series)
-        + (f"; {guarded}" if guarded else "") + f"; {baseline['reason']}",
+        + (f"; {guarded}" if guarded else "")
+        + ("" if to_baseline else f"; {baseline['reason']}"),
         baseline=baseline,
         ets={name: fit.to_dict() for name, fit in zip(series.target_names, ets, strict=True)}
         if ets else None,
@@ -837,7 +838,7 @@ def _choose(scored: dict[str, tuple[dict, Validation, np.ndarray]], split: Split
                         f"{chosen!r} is"), False
     chosen = min(home[name], key=lambda k: scored[k][0]["val_mse_norm"])
     return chosen, (f"no candidate beat {name} significantly on the {truth.shape[0]} "
-                    f"validation pairs (one-sided 5 %), so {chosen!r} ships with its "
+                    f"validation pairs (one-sided 1 %), so {chosen!r} ships with its "
                     f"correction off: exactly {name}"), True
 
 
@@ -855,8 +856,8 @@ def _baseline_verdict(metrics: dict, run: _Run, ets_mse: float | None = None) ->
     is_baseline = run.shrink is not None and not any(run.shrink)
     if is_baseline:
         same = best = {"delta": "persistence", "seasonal": "seasonal naive"}.get(mode, "ETS")
-        reason = (f"the network's corrections were no significant gain over {same} on "
-                  f"validation, so the model predicts exactly {same}")
+        reason = (f"the model is exactly {same}: no network beat it significantly on "
+                  "validation")
     elif best == "model":
         ratios = ", ".join(f"{figures['model'] / v:.3f}x {k}" for k, v in figures.items()
                            if k != "model" and v > 0)
