@@ -267,7 +267,7 @@ def scaling_bench(path, tag, sizes, counts, iters, rows, curve, forced=False):
                                 reps, warmup=10))
         med = {n: float(np.median(v)) for n, v in t.items()}
         for n in counts:
-            curve.append((tag, b, n, med[n]))
+            curve.append((tag, b, n, med[n], pools[n]._runner._min_rows))
         parts = [f"{n} threads {b / med[n]:.2f} M/s ({med[1] / med[n]:.2f}x)" for n in counts[1:]]
         kind = "forced" if forced else "cores"
         rows.append((f"{kind} {tag} B={b}", med[1], f"1 thread {b / med[1]:.2f} M/s", *parts))
@@ -346,25 +346,40 @@ def session_choice(path, hidden, layers, b, iters, rows):
                  "(raw IOBinding, two halves)"))
 
 
-def predict_cores(curve, hops, rows):
-    """On paper: t(N) = serial + parallel / N + N - 1 worker round trips, fitted per batch size
-    from the 1- and 2-thread medians and the measured round trip (Amdahl's law plus the cost of
-    waking each worker); the pool's thread rule (parallel_rows, MAX_THREADS) applied."""
-    hop = max(0.0, hops[2] - hops[1]) if 2 in hops else 0.0
-    by = {}
-    for tag, b, n, t in curve:
-        by.setdefault((tag, b), {})[n] = t
-    for (tag, b), t in by.items():
+def predict_cores(curve, hops, rows, per_worker=5.0):
+    """On paper: t(N) = serial + parallel / N + wake + (N - 2) * per_worker for a batch split
+    over N threads (Amdahl's law plus the hand-off): serial and parallel fitted per batch size
+    from the 1- and 2-thread medians, wake = the measured round trip through one worker (its
+    wake-up and the caller's, paid once: the workers wake in parallel), per_worker = the
+    caller's cost for each further worker (queue put and get, a futex wake: 5 µs assumed, not
+    measurable on 2 cores). Threads used: the pool's rule, min(cores, MAX_THREADS,
+    B // parallel_rows), and all the cores for comparison; memory bandwidth assumed ample."""
+    from rnnstream.runtime.pool import MAX_THREADS
+
+    wake = max(0.0, hops[2] - hops[1]) if 2 in hops else 0.0
+    by: dict = {}
+    for tag, b, n, t, min_rows in curve:
+        by.setdefault((tag, b, min_rows), {})[n] = t
+    for (tag, b, min_rows), t in by.items():
         if 2 not in t:
             continue
-        parallel = max(0.0, 2 * (t[1] - t[2] + hop))  # t1 - t2 = parallel / 2 - hop
+        if b // min_rows < 2:
+            rows.append((f"model {tag} B={b}", t[1], f"one call at any core count (under "
+                         f"2 x {min_rows} rows, the split threshold)", "", ""))
+            continue
+        parallel = max(0.0, 2 * (t[1] - t[2] + wake))  # t1 - t2 = parallel / 2 - wake
         serial = max(0.0, t[1] - parallel)
+
+        def speedup(n, t1=t[1], serial=serial, parallel=parallel):
+            return t1 / (serial + parallel / n + wake + max(0, n - 2) * per_worker)
+
         guesses = []
         for cores in (16, 64):
-            tn = serial + parallel / cores + (cores - 1) * hop
-            guesses.append(f"{cores} cores {t[1] / tn:.1f}x")
+            used = max(1, min(cores, MAX_THREADS, b // min_rows))
+            guesses.append(f"{cores} cores: pool {speedup(used):.1f}x ({used} threads), "
+                           f"all {cores} {speedup(cores):.1f}x")
         rows.append((f"model {tag} B={b}", serial, f"serial {serial:.0f} µs + parallel "
-                     f"{parallel:.0f} µs, round trip {hop:.1f} µs/worker", *guesses))
+                     f"{parallel:.0f} µs, wake {wake:.0f} µs", *guesses))
 
 
 def import_bench(rows, reps):
