@@ -241,20 +241,20 @@ def scaling_bench(path, tag, sizes, counts, iters, rows, curve, forced=False):
     """StreamPool(threads=N) against threads=1 at each batch size: the same pool contents and
     values, the thread counts alternated 5 times, medians. ``curve`` gets (tag, B, N, µs).
     ``forced``: every batch goes to every thread (the threshold set to nothing), to find where
-    the hop starts to pay (the figure behind PARALLEL_GATE_FLOATS)."""
+    the hop starts to pay (the figure behind PARALLEL_WORK)."""
     from rnnstream.runtime import StreamPool
     from rnnstream.runtime import pool as pool_module
 
     for b in sizes:
         pools = {}
         for n in counts:
-            saved = pool_module.PARALLEL_GATE_FLOATS
+            saved = pool_module.PARALLEL_WORK
             if forced:
-                pool_module.PARALLEL_GATE_FLOATS = 1
+                pool_module.PARALLEL_WORK = 1
             try:
                 pools[n] = StreamPool(path, capacity=b, threads=n)
             finally:
-                pool_module.PARALLEL_GATE_FLOATS = saved
+                pool_module.PARALLEL_WORK = saved
             for k in range(b):
                 pools[n].add(k)
         keys = list(range(b))

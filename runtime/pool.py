@@ -90,9 +90,15 @@ BIND_AFTER = 2
 MAX_PLANS = 8
 # Threads (StreamPool(threads=N), default: the cores this process may use, at most MAX_THREADS).
 # A batch goes to several threads only when each gets at least parallel_rows() rows: below,
-# one call on the caller's thread (no hop). PARALLEL_GATE_FLOATS is that minimum in gate
-# floats per thread (rows x gate columns x layers).
-PARALLEL_GATE_FLOATS = 1 << 16
+# one call on the caller's thread (no hop). bench_runtime's "forced" rows (every batch split in
+# two; a quiet 2-core AMD EPYC VM): hidden 32 / 1 layer 0.78x at 128 rows a thread, 0.97x at
+# 256, 1.17x at 512, 1.50x at 1,024; hidden 128 / 2 layers 0.79x at 8, 1.03x at 16, 1.30x at
+# 32. A split pays from about 100 µs of work a thread (the hand-off costs ~45 µs there), and a
+# row costs about 0.11 µs + 0.025 ns per multiply-add of its gates (0.22 µs at hidden 32, 5 µs
+# at hidden 128 x 2), so the work of a row is counted as its multiply-adds + ROW_WORK, and a
+# thread gets at least PARALLEL_WORK of it (458 rows at hidden 32, 20 at hidden 128 x 2).
+PARALLEL_WORK = 4_000_000
+ROW_WORK = 4_500
 MAX_THREADS = 8
 
 
@@ -103,10 +109,22 @@ def _gate_columns(contract: ModelContract) -> int:
     return cell.step_columns * contract.hidden
 
 
+def row_work(contract: ModelContract) -> int:
+    """Multiply-adds of one row's step (every layer's gate Gemm; a custom model: its gate
+    columns times its state width) plus ROW_WORK, the per-row cost besides them."""
+    cell = spec.CELLS.get(contract.cell)
+    columns = _gate_columns(contract)
+    if cell is None:
+        width = max((math.prod(s.row_shape) for s in contract.states), default=1)
+        return columns * width + ROW_WORK
+    hidden, layers = contract.hidden, max(1, contract.layers)
+    return columns * (contract.n_features + hidden) + (layers - 1) * columns * 2 * hidden \
+        + ROW_WORK
+
+
 def parallel_rows(contract: ModelContract) -> int:
-    """The fewest rows a thread is given (see PARALLEL_GATE_FLOATS)."""
-    layers = 1 if spec.CELLS.get(contract.cell) is None else max(1, contract.layers)
-    return max(1, PARALLEL_GATE_FLOATS // (_gate_columns(contract) * layers))
+    """The fewest rows a thread is given (see PARALLEL_WORK)."""
+    return max(1, PARALLEL_WORK // row_work(contract))
 
 
 def chunk_rows(contract: ModelContract) -> int:

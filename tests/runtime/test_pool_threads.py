@@ -23,7 +23,7 @@ def tiny_thresholds(monkeypatch):
     """4-row pieces, and a thread for every 4 rows: small batches cross every threshold."""
     monkeypatch.setattr(pool_module, "CHUNK_GATE_FLOATS", 1)
     monkeypatch.setattr(pool_module, "MIN_CHUNK_ROWS", 4)
-    monkeypatch.setattr(pool_module, "PARALLEL_GATE_FLOATS", 1)
+    monkeypatch.setattr(pool_module, "PARALLEL_WORK", 1)
     monkeypatch.setattr(pool_module, "parallel_rows", lambda contract: 4)
 
 
