@@ -38,17 +38,29 @@ def default_threads(cap: int) -> int:
     return max(1, min(cap, cores))
 
 
-def shards(n: int, chunk: int, threads: int, min_rows: int) -> list[list[Piece]]:
+def shards(n: int, chunk: int, threads: int, min_rows: int, lead: int = 0
+           ) -> list[list[Piece]]:
     """``n`` rows as one list of pieces per thread: contiguous, in row order, each piece at most
-    ``chunk`` rows, evenly sized. Each thread gets at least ``min_rows`` rows, so a small batch
-    stays one list (one thread, no hop)."""
+    ``chunk`` rows, evenly sized within a thread. Each thread gets at least ``min_rows`` rows,
+    so a small batch stays one list (one thread, no hop). The first list (the caller's thread,
+    which starts at once and does not wait to be woken at the end) gets ``lead`` rows more than
+    an even share, spread evenly over the workers' shares: with ``lead`` rows' worth of hand-off
+    time, every thread then finishes together."""
     used = max(1, min(threads, n // max(1, min_rows)))
-    per = -(-n // chunk)  # pieces, before balancing
-    per = -(-per // used) * used  # a multiple of the threads: each gets as many
-    bounds = [i * n // per for i in range(per + 1)]
-    pieces = [(bounds[i], bounds[i + 1]) for i in range(per)]
-    step = per // used
-    return [pieces[t * step:(t + 1) * step] for t in range(used)]
+    if used == 1:
+        sizes = [n]
+    else:
+        lead = min(lead, n // used)  # a worker keeps most of its share
+        first = (n + lead * (used - 1)) // used
+        sizes = [first] + [(n - first) * (t + 1) // (used - 1) - (n - first) * t // (used - 1)
+                           for t in range(used - 1)]
+    groups, start = [], 0
+    for size in sizes:
+        per = max(1, -(-size // chunk))
+        bounds = [start + i * size // per for i in range(per + 1)]
+        groups.append([(bounds[i], bounds[i + 1]) for i in range(per)])
+        start += size
+    return groups
 
 
 class Workers:

@@ -167,9 +167,22 @@ def test_shards_are_contiguous_balanced_and_bounded(n, chunk, threads, min_rows)
     assert pieces[-1][1] == n
     assert all(a[1] == b[0] for a, b in itertools.pairwise(pieces))
     assert all(0 < j - i <= chunk for i, j in pieces)
-    assert len({len(g) for g in groups}) == 1
     sizes = [sum(j - i for i, j in g) for g in groups]
-    assert max(sizes) - min(sizes) <= len(groups[0])
+    assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize(("n", "threads", "lead"), [(4096, 2, 92), (1024, 2, 4), (100, 3, 9),
+                                                    (10, 2, 50), (4097, 8, 92)])
+def test_the_callers_block_leads_by_the_hand_off(n, threads, lead):
+    groups = shards(n, 1024, threads, 1, lead)
+    sizes = [sum(j - i for i, j in g) for g in groups]
+    assert sum(sizes) == n
+    assert groups[0][0][0] == 0
+    assert groups[-1][-1][1] == n
+    workers = sizes[1:]
+    assert max(workers) - min(workers) <= 1
+    assert sizes[0] - max(workers) <= min(lead, n // threads) + 1
+    assert sizes[0] - min(workers) >= min(lead, n // threads) - 1
 
 
 def test_workers_raise_the_first_failure_after_every_task_returned():
