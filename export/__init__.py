@@ -8,6 +8,7 @@ Public API::
     contract = load_contract("model.onnx")      # rnnstream.runtime.contract.ModelContract
     text = read_metadata("model.onnx")          # the embedded contract JSON
 
+    report = export_module(my_module, "model.onnx", sample=series)  # forward(x, h) -> (y, h)
     report = export_darts(darts_model, "model.onnx", scaler=scaler)  # a trained darts RNNModel
 
     report = wrap_onnx("lstm.onnx", "model.onnx", state_map={"h0": "hn", "c0": "cn"})  # foreign
@@ -23,6 +24,7 @@ from .errors import ExportError, GraphError, ParityError, ParityFailure, Quantiz
 from .exporter import EXPORTERS, ExportReport, check_graph, export_checkpoint, export_model
 from .graph import DEFAULT_OPSET, build_graph
 from .metadata import fingerprint, load_contract, read_metadata
+from .module import export_module
 from .verify import DEFAULT_ATOL, ParityReport, verify_parity
 from .wrap import WrapParityError, WrapReport, wrap_onnx
 
@@ -44,6 +46,7 @@ __all__ = [
     "export_checkpoint",
     "export_darts",
     "export_model",
+    "export_module",
     "fingerprint",
     "load_contract",
     "read_metadata",
