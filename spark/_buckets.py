@@ -43,16 +43,20 @@ from pyspark.sql import types as T
 from pyspark.sql.streaming.state import GroupState
 
 from rnnstream.runtime import InputError, ModelLoadError, StateError, StreamPool, UnsupportedError
+from rnnstream.runtime.live import FORECASTERS, open_live
 
 from . import (
     _STATE_DTYPE,
     LIVE_COLUMN,
     STATE_COLUMNS,
-    KeyLive,
     KeyStep,
+    _decode_live,
     _plain,
     _resolve,
 )
+
+_MODEL, _PERSISTENCE, _SEASONAL = (FORECASTERS.index(f) for f in ("model", "persistence",
+                                                                  "seasonal"))
 
 __all__ = ["BUCKET_COLUMN", "KEY_TYPES", "BucketStep", "bucket_state_schema", "worker_pool"]
 
@@ -327,21 +331,55 @@ class BucketStep:
 
     def _live(self, pool: StreamPool, stored: _Stored, slot: np.ndarray, codes: np.ndarray,
               keys: list[Any], x: np.ndarray, y: np.ndarray, good: np.ndarray) -> np.ndarray:
-        """The live columns, key by key (as KeyStep computes them), each key's scores kept in
-        ``stored``."""
+        """The live columns, every key of the batch at once: one LiveScores over the keys, fed
+        their r-th rows together for r = 0, 1, ... (the same numbers as each key's LiveStream
+        fed row by row, as KeyStep does: LiveScores and LiveStream agree bit for bit); each
+        key's scores kept in ``stored``."""
         spec = self.step.live
         contract = pool.contract
         if spec is None or contract is None:  # pragma: no cover - called with live scores only
             raise UnsupportedError("live scores need coverage= and an rnnstream contract")
-        out = np.full((len(x), len(spec.columns)), np.nan)
         bounds = np.searchsorted(codes, np.arange(len(keys) + 1))  # codes sorted, -1 first
-        for code, key in enumerate(keys):
-            i, j = bounds[code], bounds[code + 1]
-            if i == j:
+        here = np.flatnonzero(bounds[1:] > bounds[:-1])  # batch keys with rows
+        live = open_live(contract, spec.coverage, spec.season, dict(spec.options),
+                         self.step.path, n=len(here))
+        fresh = live.fresh(1)
+        arrays = [fresh if stored.live[slot[c]] is None
+                  else _decode_live(stored.live[slot[c]], spec, keys[c]) for c in here]
+        live.load_arrays({name: np.concatenate([a[name] for a in arrays])
+                          for name, _, _ in spec.layout},
+                         f"the bucket's stored live state (keys {_show([keys[c] for c in here])})",
+                         streams=len(here))
+        out = np.full((len(x), len(spec.columns)), np.nan)
+        start, length = bounds[here], bounds[here + 1] - bounds[here]
+        seasonal = live.season is not None
+        for r in range(int(length.max()) if len(here) else 0):
+            on = np.flatnonzero(length > r)  # the keys with an r-th row (LiveScores rows)
+            at = start[on] + r
+            ok = good[at]
+            on, at = on[ok], at[ok]  # a bad row leaves the scores alone (NaN out)
+            if not len(on):
                 continue
-            blob = stored.live[slot[code]]
-            live = KeyLive.restore(spec, contract, self.step.path, key, blob is not None, blob)
-            out[i:j] = live.advance(x[i:j], y[i:j], good[i:j])
-            stored.live[slot[code]] = live.encode()
+            yr = y[at]
+            finite = np.isfinite(yr).all(axis=1)
+            if finite.all():
+                live.update(x[at], yr, on)
+            else:  # NaN/inf predicted: cannot be scored or bounded; those keys start afresh
+                live.reset(on[~finite])
+                if finite.any():
+                    live.update(x[at[finite]], yr[finite], on[finite])
+            lower, upper = live.interval(on)
+            scores = live.scores(on)
+            mae = scores["mae"]
+            parts = [lower, upper, mae[:, _MODEL], scores["recent_mae"][:, _MODEL],
+                     mae[:, _PERSISTENCE]]
+            if seasonal:
+                parts.append(mae[:, _SEASONAL])
+            parts.append(live.coverage_so_far(on)[0])
+            out[at] = np.hstack(parts)
+        state = live.state_arrays()
+        for i, c in enumerate(here):
+            stored.live[slot[c]] = b"".join(np.ascontiguousarray(state[name][i], code).tobytes()
+                                            for name, _, code in spec.layout)
         return out
 

@@ -230,3 +230,31 @@ def test_spark_refuses_buckets_it_cannot_keep(spark, model):
     with pytest.raises(UnsupportedError, match="string or integer key"):
         predict_stream(events.selectExpr(f"cast({ORDER} as double) as k2", "*"), model,
                        key="k2", order=ORDER, buckets=2)
+
+
+def test_live_scores_of_a_nan_prediction_start_afresh_as_per_key(live_model):
+    """y with a NaN and an inf prediction and a bad row, straight into the bucket's live step
+    and into each key's KeyLive: the same columns and stored scores, bit for bit."""
+    from rnnstream.spark import KeyLive
+    from rnnstream.spark._buckets import _Stored
+
+    step = _key_step(live_model, 0.8)
+    bucket = BucketStep(step, 1)
+    pool, _ = worker_pool(str(live_model), step.fingerprint)
+    rng = np.random.default_rng(5)
+    codes = np.repeat([0, 1, 2], [6, 9, 4])
+    keys = ["a", "b", "c"]
+    x = rng.normal(15, 2, size=(len(codes), len(FEATURES))).astype(np.float32)
+    y = rng.normal(15, 2, size=(len(codes), 2))
+    y[3, 0], y[10, 1] = np.nan, np.inf
+    good = np.ones(len(codes), bool)
+    good[12] = False
+    stored = _Stored([], np.zeros(0, np.int64), np.zeros(0, np.int64), {}, [])
+    slot = bucket._slots(stored, keys, [])
+    got = bucket._live(pool, stored, slot, codes, keys, x, y, good)
+    for code, key in enumerate(keys):
+        rows = codes == code
+        live = KeyLive.restore(step.live, pool.contract, step.path, key, False, None)
+        want = live.advance(x[rows], y[rows], good[rows])
+        np.testing.assert_array_equal(got[rows], want)
+        assert stored.live[slot[code]] == live.encode()
