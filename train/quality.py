@@ -230,8 +230,7 @@ def multi_step_errors(model: Forecaster, split: Split, steps: int, season: int |
 
 # -- calibration: prediction intervals from the validation residuals ------------------------------
 def calibration(pred: np.ndarray, split: Split, names: Sequence[str], features: Sequence[str],
-                forecasts: MultiStepForecasts | None = None,
-                first: int | None = None) -> tuple[dict, np.ndarray]:
+                forecasts: MultiStepForecasts | None = None) -> tuple[dict, np.ndarray]:
     """``metrics["calibration"]`` of a model (targets ``names``, inputs ``features``) whose raw
     predictions of every pair are ``pred`` ``[n_pairs, T]``, and the half-width ``[n_val, T]``
     the runtime would have issued with each validation prediction at :data:`BAND_COVERAGE`.
@@ -242,15 +241,9 @@ def calibration(pred: np.ndarray, split: Split, names: Sequence[str], features: 
     (``forecasts``: models whose targets are their features, horizon 1). ``residuals`` counts
     the validation residuals, ``origins`` the forecasts' origins. ``validation`` is what the
     runtime's intervals would have reached on the validation range (:func:`live_validation`).
-
-    ``first``: the first pair whose residual counts (default: the first validation pair). A
-    model that is a simple forecaster (persistence, seasonal naive, an ETS of a few parameters)
-    has honest residuals on the training pairs too, and a short validation's 20-40 residuals
-    are too few for a 95 % quantile.
     """
     n = split.n_train
-    start = n if first is None else first
-    val = np.abs(pred[start:] - split.y[start:])
+    val = np.abs(pred[n:] - split.y[n:])
     rows: dict[str, list] = {}
     for j, name in enumerate(names):
         rows[name] = [conformal_half_widths(val[:, j], CALIBRATION_LEVELS)]
