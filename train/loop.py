@@ -880,8 +880,10 @@ def _mode_reason(config: TrainConfig, chosen: str, candidates: dict[str, dict],
         if "auto" not in (config.target_mode, config.input_mode):
             return f"inputs/targets {chosen!r} were requested"
         if series.target_index is not None:  # delta was possible: the request ruled it out
+            why = ("auto inputs train one network on the ETS, fed levels"
+                   if config.target_mode == "ets" else "delta inputs need delta targets")
             return (f"inputs {config.input_mode!r}, targets {config.target_mode!r} requested: "
-                    f"only {chosen!r} fits (delta inputs need delta targets)")
+                    f"only {chosen!r} fits ({why})")
         return (f"auto: only {chosen!r} (inputs/targets), since targets {series.target_names} "
                 "are not all features (delta needs each target's last value as an input)")
     lowest = min(candidates, key=lambda k: candidates[k]["val_mse_norm"])
