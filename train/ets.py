@@ -40,6 +40,7 @@ PHI = (0.8, 0.9, 0.98)  # damped; the refinement moves each by up to 2 %
 GAMMA = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)  # as a share of 1 - alpha
 REFINE = (0.7, 0.85, 1.0, 1.15, 1.3)
 WINDOW = 2000  # the latest points a long series' parameters are fitted on (see fit_ets)
+STARTS = 2  # coarse-grid points refined per form (see _fit_form)
 
 
 def state_size(season: int) -> int:
@@ -172,22 +173,33 @@ def _refined(best: np.ndarray, trend: bool, seasonal: bool, damped: bool) -> np.
 
 
 def _fit_form(z: np.ndarray, season: int, trend: bool, seasonal: bool,
-              damped: bool = True) -> EtsFit:
+              damped: bool = True, seeds: np.ndarray | None = None) -> EtsFit:
+    """One form's parameters and start: the coarse grid's best :data:`STARTS` points (with the
+    heuristic start) and ``seeds`` (e.g. the nested simpler form's parameters, so a seasonal
+    form never fits worse than its form without season), each refined with its least-squares
+    start; the lowest one-step error wins."""
     m = season if seasonal else 0
-    h0 = _initial(z, m, trend, seasonal)
+    heuristic = _initial(z, m, trend, seasonal)
     slots = max(m, 1)
     grid = _grid(trend, seasonal, damped)
-    sse = _one_step(z, slots, grid, h0 if m else np.r_[h0, 0.0])
-    best = grid[int(np.argmin(sse))]
-    for _ in range(2):  # the best start for these parameters, then parameters for that start
-        h0 = _best_initial(z, m, best, h0)
-        fine = _refined(best, trend, seasonal, damped)
-        fine_sse = _one_step(z, slots, fine, h0 if m else np.r_[h0, 0.0])
-        i = int(np.argmin(fine_sse))
-        best = fine[i]
+    sse = _one_step(z, slots, grid, heuristic if m else np.r_[heuristic, 0.0])
+    starts = grid[np.argsort(sse)[:STARTS]]
+    if seeds is not None:
+        starts = np.vstack([starts, seeds])
+    found = []
+    for best in starts:
+        h0 = heuristic
+        for _ in range(2):  # the best start for these parameters, then parameters for it
+            h0 = _best_initial(z, m, best, h0)
+            fine = _refined(best, trend, seasonal, damped)
+            fine_sse = _one_step(z, slots, fine, h0 if m else np.r_[h0, 0.0])
+            i = int(np.argmin(fine_sse))
+            best = fine[i]
+        found.append((float(fine_sse[i]), best, h0))
+    total, best, h0 = min(found, key=lambda f: f[0])
     a, b, p, g = best
     n = z.size
-    mse = float(fine_sse[i] / n)
+    mse = total / n
     # parameters: alpha, beta, phi (damped only), gamma, and the initial states
     k = 1 + int(trend) + int(trend and damped) + int(seasonal) + 1 + int(trend) + m
     aic = n * math.log(max(mse, 1e-300)) + 2 * k
@@ -210,9 +222,17 @@ def fit_ets(values: np.ndarray, season: int | None) -> EtsFit:
     recent = z[-WINDOW:]
     seasons = ([False, True] if season and season >= 2 and recent.size >= 2 * season + 2
                else [False])
-    fits = [_fit_form(recent, season or 0, trend, seasonal, damped)
-            for seasonal in seasons
-            for trend, damped in ((False, False), (True, False), (True, True))]
+    fits: list[EtsFit] = []
+    for seasonal in seasons:
+        for trend, damped in ((False, False), (True, False), (True, True)):
+            plain = [f for f in fits if f.form == ("N" if not trend else "A_d" if damped
+                                                   else "A") + ",N"]
+            seeds = None
+            if seasonal and plain:  # the same form without season, plus a little gamma
+                f = plain[0]
+                seeds = np.array([[f.alpha, f.beta, f.phi, g * (1 - f.alpha)]
+                                  for g in (0.0, 0.05, 0.2)])
+            fits.append(_fit_form(recent, season or 0, trend, seasonal, damped, seeds))
     best = min(fits, key=lambda f: f.aic)
     if recent.size < z.size:  # the start of the whole series, and its error from there
         params = np.array([[best.alpha, best.beta, best.phi, best.gamma]])
