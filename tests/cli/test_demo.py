@@ -32,7 +32,14 @@ def test_demo_trains_exports_streams_and_plots(tmp_path: Path, capsys) -> None:
     assert held, printed
     share, scored = float(held.group(1)) / 100, int(held.group(2))
     assert scored == 398  # every held-out prediction whose value arrived
-    assert abs(share - 0.9) <= 3 * math.sqrt(0.9 * 0.1 / scored)  # three binomial sigmas
+    sigma3 = 3 * math.sqrt(0.9 * 0.1 / scored)  # three binomial sigmas
+    assert share >= 0.9 - sigma3  # never under-covers
+    # The sine is exactly periodic, so the default ships exactly seasonal naive when no network
+    # beats it (train's do-no-harm rule): its errors are float32 rounding (~1e-15), and a band
+    # of any width holds them all. Over-coverage is only a fault when the errors are real.
+    mae = float(re.search(r"live accuracy: MAE model ([0-9.e+-]+)", printed).group(1))
+    if mae > 1e-6:
+        assert share <= 0.9 + sigma3
 
 
 def test_help_lists_every_command(capsys) -> None:

@@ -207,7 +207,8 @@ def test_idle_timeout_needs_a_timestamp_order(spark, model):
 
 def test_state_schema_is_the_same_for_every_model():
     assert STATE_SCHEMA.simpleString() == (
-        "struct<fingerprint:string,steps:bigint,bad_rows:bigint,h:binary,c:binary,last:binary>")
+        "struct<fingerprint:string,steps:bigint,bad_rows:bigint,h:binary,c:binary,"
+        "cycle:binary,ets:binary,last:binary>")  # cycle, ets: seasonal/ETS targets (0.4)
     assert LIVE_STATE_SCHEMA.simpleString() == STATE_SCHEMA.simpleString()[:-1] + ",live:binary>"
 
 
