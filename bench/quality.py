@@ -28,7 +28,7 @@ RMSE: an interval that holds its share only by being wide shows here (Gaussian e
 give 3.29).
 
 Run: ``python bench/quality.py`` (part of ``make bench``; needs the 'bench' extra:
-``pip install 'rnnstream[bench]'``; about 5 minutes on 2 cores). ``--only NAME`` runs one
+``pip install 'rnnstream[bench]'``; 3-7 minutes on 2 busy cores). ``--only NAME`` runs one
 series, ``--json FILE`` writes the table. Prints one row per series: MSE / persistence MSE of
 each forecaster (lower is better), the ratio to the best of ETS and seasonal naive, the modes
 chosen and what validated best, then the intervals' realised coverage.
