@@ -106,6 +106,7 @@ def read_snapshot(path: str | os.PathLike[str], kind: str) -> tuple[dict[str, An
                                                                     dict[str, np.ndarray]]:
     """(meta, arrays) of a snapshot of ``kind``; any problem is a :class:`StateError`."""
     import struct  # only when loading (np.load uses them anyway)
+    import tokenize
     import zipfile
     import zlib
 
@@ -116,9 +117,10 @@ def read_snapshot(path: str | os.PathLike[str], kind: str) -> tuple[dict[str, An
     except FileNotFoundError as exc:
         raise StateError(f"{path}: no such snapshot file") from exc
     # what zipfile and numpy raise for a damaged archive (found by fuzz/harnesses.py): an
-    # unknown compression method is NotImplementedError, an encrypted member RuntimeError
+    # unknown compression method is NotImplementedError, an encrypted member RuntimeError, an
+    # .npy header cut inside a bracket tokenize.TokenError (numpy tokenizes the header)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, NotImplementedError,
-            RuntimeError, zlib.error, struct.error) as exc:
+            RuntimeError, zlib.error, struct.error, tokenize.TokenError, SyntaxError) as exc:
         raise StateError(f"{path}: not a readable rnnstream snapshot ({exc})") from exc
     if _META not in arrays or arrays[_META].dtype.kind != "U" or arrays[_META].ndim != 0:
         raise StateError(f"{path}: not an rnnstream snapshot (no {_META} record)")
