@@ -24,7 +24,9 @@ is faster for streaming steps. The contract names it and holds the SHA-256 of it
 stale or foreign companion is refused, never used silently.
 Normalisation and its inverse live inside the graph: embedders feed raw values, read raw values.
 
-This module needs only the standard library, so any program can read a contract.
+This module itself imports only the standard library and :mod:`.spec` and :mod:`.errors`
+(standard library only too), but importing it as ``rnnstream.runtime.contract`` runs the
+package's ``__init__`` first, which loads numpy, onnxruntime and the pool.
 """
 
 from __future__ import annotations

@@ -1,7 +1,11 @@
 """Exceptions raised by :mod:`rnnstream.runtime`.
 
-Every error the runtime raises on purpose derives from :class:`RnnStreamError`, and each message
-says what was given, what was expected and, where there is one, how to fix it::
+The errors the runtime raises on a model, a data point, a stream key or a state derive from
+:class:`RnnStreamError` (a wrong constructor argument of ``StreamPool``, such as ``threads=0``,
+is still a plain ``ValueError``), and each message says what was given, what was expected and,
+where there is one, how to fix it. It is the runtime's root, not every stage's: training raises
+``rnnstream.train.TrainError``, export ``rnnstream.export.ExportError`` and the server
+``rnnstream.serve.ServeError``, each with its own subclasses, none derived from this one::
 
     RnnStreamError
     ├── ModelLoadError          the model file cannot be used (missing, truncated, not ONNX,
@@ -37,7 +41,7 @@ __all__ = [
 
 
 class RnnStreamError(Exception):
-    """Base class of every error rnnstream raises on purpose."""
+    """Root of the errors the runtime raises on purpose (train, export, serve have their own)."""
 
 
 class ModelLoadError(RnnStreamError):
