@@ -28,7 +28,7 @@ RMSE: an interval that holds its share only by being wide shows here (Gaussian e
 give 3.29).
 
 Run: ``python bench/quality.py`` (part of ``make bench``; needs the 'bench' extra:
-``pip install 'rnnstream[bench]'``; 3-7 minutes on 2 busy cores). ``--only NAME`` runs one
+``pip install 'rnnstream[bench]'``; 3-7 minutes on 2 busy cores). ``--only A,B`` runs those
 series, ``--json FILE`` writes the table. Prints one row per series: MSE / persistence MSE of
 each forecaster (lower is better), the ratio to the best of ETS and seasonal naive, the modes
 chosen and what validated best, then the intervals' realised coverage.
@@ -337,10 +337,15 @@ def _share(value: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", help="run one series by name")
+    parser.add_argument("--only", help="run these series only (names, comma-separated)")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
-    cases = [c for c in CASES if args.only in (None, c.name)]
+    wanted = set(args.only.split(",")) if args.only else None
+    unknown = sorted((wanted or set()) - {c.name for c in CASES})
+    if unknown:
+        parser.error(f"--only: no series named {', '.join(unknown)}; the series are "
+                     f"{', '.join(c.name for c in CASES)}")
+    cases = [c for c in CASES if wanted is None or c.name in wanted]
     rows = []
     print("one-step MSE on the held-out last 20 %, divided by persistence's (lower is better); "
           "goal: rnnstream <= 1.05x min(ETS, s-naive), <= 1.02x persistence on random walks")
