@@ -80,7 +80,7 @@ def build_model(folder: str) -> tuple[Path, str]:
 @contextlib.contextmanager
 def server(model: Path, *flags: str):
     argv = [sys.executable, "-m", "rnnstream.cli.main", "serve", str(model), "--http-port", "0",
-            "--grpc-port", "0", "--max-idle", "0", *flags]
+            "--grpc-port", "0", "--idle-timeout", "0", *flags]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stderr:
@@ -204,7 +204,7 @@ def cpu_per_request(model: Path, n: int, coverage: float | None = None) -> np.nd
     from rnnstream.serve.protocol import http_request, http_response
 
     loop = asyncio.new_event_loop()
-    service = ModelService("model", str(model), Limits(max_idle_seconds=None), Metrics(),
+    service = ModelService("model", str(model), Limits(idle_timeout_s=None), Metrics(),
                            coverage=coverage)
     answers: list = []
 

@@ -78,9 +78,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-sequences", type=int, default=100_000, metavar="N",
                    help="live sequences per model; a start beyond it answers 429 / "
                         "RESOURCE_EXHAUSTED (default 100000)")
-    p.add_argument("--max-idle", type=float, default=3600.0, metavar="SECONDS",
+    p.add_argument("--idle-timeout", type=float, default=3600.0, metavar="SECONDS",
                    help="evict a sequence after this long without requests; its id then "
                         "answers an error saying so (default 3600; 0 never evicts)")
+    p.add_argument("--max-idle", type=float, default=None, metavar="SECONDS",
+                   help="deprecated old name of --idle-timeout (warns; removed in the next "
+                        "release)")
     p.add_argument("--max-batch", type=int, default=1024, metavar="N",
                    help="most sequences advanced by one step (default 1024)")
     p.add_argument("--queue-delay-us", type=int, default=0, metavar="US",
@@ -145,6 +148,15 @@ def _tokens(path: str) -> tuple[str, ...] | None:
     return tokens
 
 
+def idle_timeout(args: argparse.Namespace) -> float:
+    """--idle-timeout, or its deprecated old name --max-idle (with a warning on stderr)."""
+    if args.max_idle is None:
+        return float(args.idle_timeout)
+    print("warning: --max-idle is deprecated and will be removed in the next release; use "
+          "--idle-timeout (the name StreamPool and Spark use)", file=sys.stderr)
+    return float(args.max_idle)
+
+
 def run(args: argparse.Namespace) -> int:
     if any(importlib.util.find_spec(m) is None for m in ("httptools", "grpc", "tritonclient")):
         print(f"rnnstream serve: needs the 'serve' extra:\n  {SERVE_EXTRA_HINT}", file=sys.stderr)
@@ -178,9 +190,10 @@ def run(args: argparse.Namespace) -> int:
     tokens = _tokens(args.token_file) if args.token_file else ()
     if tokens is None:
         return 1
+    idle = idle_timeout(args)
     json_lines()
     limits = Limits(max_sequences=args.max_sequences,
-                    max_idle_seconds=args.max_idle if args.max_idle > 0 else None,
+                    idle_timeout_s=idle if idle > 0 else None,
                     max_batch=max(1, args.max_batch), queue_delay_us=max(0, args.queue_delay_us))
     config = ServeConfig(dict(zip(names, args.models, strict=True)), host=args.host,
                          http_port=None if args.http_port < 0 else args.http_port,

@@ -262,7 +262,7 @@ class Server:
         await self._grpc.start()
 
     async def _evict_loop(self) -> None:
-        idle = self.config.limits.max_idle_seconds
+        idle = self.config.limits.idle_timeout_s
         if idle is None:
             return
         period = max(0.05, min(idle / 4, 10.0))

@@ -39,8 +39,9 @@ import collections
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import Any
 
 import numpy as np
@@ -68,14 +69,28 @@ DURABILITY = ("log", "snapshot")  # --durability: what an answer with --state pr
 CHECKPOINT_BYTES = 64 << 20
 
 
+_UNSET: Any = object()  # "not given" for a deprecated keyword (None is a value)
+
+
 @dataclass
 class Limits:
-    """Per-model limits and batching knobs (the CLI's flags)."""
+    """Per-model limits and batching knobs (the CLI's flags). ``idle_timeout_s`` (None: never
+    evict) is the name StreamPool and Spark use; ``max_idle_seconds=`` is its deprecated
+    old name, accepted with a DeprecationWarning for one release."""
 
     max_sequences: int = 100_000
-    max_idle_seconds: float | None = 3600.0
+    idle_timeout_s: float | None = 3600.0
     max_batch: int = 1024
     queue_delay_us: int = 0  # 0: batch what arrives within one event-loop turn
+    max_idle_seconds: InitVar[float | None] = _UNSET
+
+    def __post_init__(self, max_idle_seconds: float | None) -> None:
+        if max_idle_seconds is _UNSET:
+            return
+        warnings.warn("Limits(max_idle_seconds=...) is deprecated and will be removed in the "
+                      "next release; use Limits(idle_timeout_s=...)", DeprecationWarning,
+                      stacklevel=3)
+        self.idle_timeout_s = max_idle_seconds
 
 
 @dataclass
@@ -362,8 +377,8 @@ class ModelService:
                 continue
             if k in self._evicted:
                 raise ServeError("not_started", f"model {self.name!r}: sequence {k!r} was "
-                                 f"evicted after {self.limits.max_idle_seconds:g} s without "
-                                 "requests (--max-idle); its state is gone: send "
+                                 f"evicted after {self.limits.idle_timeout_s:g} s without "
+                                 "requests (--idle-timeout); its state is gone: send "
                                  "sequence_start=true to begin it again")
             raise ServeError("not_started", f"model {self.name!r}: sequence {k!r} is not live "
                              "(never started, or already ended); its first request must "
@@ -703,8 +718,8 @@ class ModelService:
 
     # -- idleness, eviction, shutdown -------------------------------------------------------------
     def evict_idle(self) -> list[Hashable]:
-        """Remove sequences idle longer than max_idle_seconds (none with queued requests)."""
-        limit = self.limits.max_idle_seconds
+        """Remove sequences idle longer than idle_timeout_s (none with queued requests)."""
+        limit = self.limits.idle_timeout_s
         if limit is None:
             return []
         now = self._clock()

@@ -97,3 +97,23 @@ def test_a_port_in_use_is_an_error_not_a_shared_port():
                                   timeout=60, check=False)
             assert done.returncode == 1, done.stderr
             assert message in done.stderr
+
+
+def test_max_idle_is_a_deprecated_alias_of_idle_timeout(capsys):
+    """--idle-timeout is the name StreamPool and Spark use; --max-idle still works, warning."""
+    args = build_parser().parse_args(["serve", "model.onnx", "--idle-timeout", "7"])
+    assert serve_cmd.idle_timeout(args) == 7.0
+    assert capsys.readouterr().err == ""
+    args = build_parser().parse_args(["serve", "model.onnx", "--max-idle", "5"])
+    assert serve_cmd.idle_timeout(args) == 5.0
+    assert "--max-idle is deprecated" in capsys.readouterr().err
+    assert serve_cmd.idle_timeout(build_parser().parse_args(["serve", "m.onnx"])) == 3600.0
+
+
+def test_limits_max_idle_seconds_is_a_deprecated_alias():
+    from rnnstream.serve.sequences import Limits
+
+    assert Limits(idle_timeout_s=None).idle_timeout_s is None
+    with pytest.warns(DeprecationWarning, match=r"idle_timeout_s"):
+        limits = Limits(max_idle_seconds=9.0)
+    assert limits.idle_timeout_s == 9.0

@@ -76,7 +76,7 @@ def assert_same_pools(got: StreamPool, want: StreamPool) -> None:
 
 
 def service(path: Path, coverage=None, durability="log") -> ModelService:
-    s = ModelService("m", str(LEGACY), Limits(max_idle_seconds=None), Metrics(),
+    s = ModelService("m", str(LEGACY), Limits(idle_timeout_s=None), Metrics(),
                      coverage=coverage)
     s.load(str(path), durability)
     return s

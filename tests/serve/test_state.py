@@ -36,9 +36,9 @@ def _infer_all(running, x, **kw):
 def test_eviction_and_sequence_limit():
     one = np.ones((1, 1, 1), np.float32)
     # an idle limit long enough that a loaded machine never evicts between two requests below
-    with serving([LEGACY], "--max-idle", "3", "--max-sequences", "2") as running:
+    with serving([LEGACY], "--idle-timeout", "3", "--max-sequences", "2") as running:
         assert _infer(running, one, seq=1, start=True)[0] == 200
-        time.sleep(4.5)  # > max-idle + one sweep period
+        time.sleep(4.5)  # > idle-timeout + one sweep period
         status, body = _infer(running, one, seq=1)
         assert status == 400
         assert "sequence 1 was evicted after 3 s without requests" in body["error"]

@@ -313,7 +313,7 @@ def torture(tmp_path: Path, kills: int, seed: int, durability: str = "log") -> d
     for c in clients:
         c.start()
     started = time.monotonic()
-    flags = ["--state", str(state), "--save-every", "0.25", "--max-idle", "0",
+    flags = ["--state", str(state), "--save-every", "0.25", "--idle-timeout", "0",
              "--durability", durability]
     try:
         for n in range(kills + 1):
