@@ -1,6 +1,7 @@
 # rnnstream: two commands on a fresh machine.
 #   make demo   train the sine forecaster, export it with a parity proof, stream it, plot it
-#   make test   install what the tests need, run ruff, mypy and the whole test suite
+#   make test   install what the tests need, run ruff, mypy, the docs site and the wheel build, and
+#               the whole test suite
 #   make bench  run the benchmarks and print their tables
 # Both create .venv on first use; second runs are quick (stamp files record what is installed).
 # torch's CPU build is installed first, pinned: an unpinned torch on an empty environment
@@ -24,8 +25,8 @@ LINKED := $(VENV)/.stamp-linked-$(shell echo $(PKG_FILES) | cksum | cut -d' ' -f
 WEBDIR := examples/web
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo demo-image test lint typecheck pytest fuzz bench js-deps web-deps browser web-screenshot \
-  clean install
+.PHONY: demo demo-image test lint typecheck pytest docs dist fuzz bench js-deps web-deps browser \
+  web-screenshot clean install
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -92,7 +93,22 @@ typecheck: $(VENV)/.stamp-test $(LINKED)
 pytest: $(VENV)/.stamp-test $(LINKED) js-deps web-deps browser
 	$(PY) -m pytest -q
 
-test: lint typecheck pytest
+# the documentation site (mkdocs.yml, docs/): --strict makes every warning an error; built into
+# a temporary folder and removed (nothing to commit). tests/docs/ runs the pages' code blocks.
+docs: $(VENV)/.stamp-test
+	@site=$$(mktemp -d) && $(VENV)/bin/mkdocs build --strict --quiet --site-dir $$site; \
+	  rc=$$?; rm -rf $$site; exit $$rc
+
+# the wheel and the sdist, as `pip install rnnstream` would get them, checked by twine; the wheel
+# is built from the sdist, so a file missing from the sdist fails here. --no-isolation: the build
+# requirements (setuptools) are in .venv already and no index is needed.
+# tests/packaging/test_dist.py checks the wheel's file list.
+dist: $(VENV)/.stamp-test
+	@out=$$(mktemp -d) && $(PY) -m build --no-isolation --outdir $$out . >$$out/build.log 2>&1 \
+	  || { cat $$out/build.log; rm -rf $$out; exit 1; }; \
+	  $(VENV)/bin/twine check --strict $$out/*.whl $$out/*.tar.gz; rc=$$?; rm -rf $$out; exit $$rc
+
+test: lint typecheck docs dist pytest
 
 # coverage-guided fuzzing (atheris) of every reader of untrusted input, FUZZ_SECONDS each; the
 # corpora in fuzz/corpus/ grow with what it finds; a finding is written to fuzz/findings/
