@@ -2,7 +2,8 @@
 
 Nothing is written when one of these is raised: no model, no sidecar, no temporary file::
 
-    ExportError                 base class; catch it to handle every export failure
+    ExportError                 base class; catch it to handle every export failure (it derives
+    │                           from RnnStreamError, the root of every rnnstream error)
     ├── GraphError              the ONNX graph is invalid (checker, strict shape inference) or
     │                           lacks what the contract promises (native recurrent op, I/O names,
     │                           GRU ``linear_before_reset=1``)
@@ -19,10 +20,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ExportError", "GraphError", "ParityError", "ParityFailure", "QuantizationError"]
+from rnnstream.runtime.errors import RnnStreamError
+
+__all__ = [
+    "ExportError",
+    "GraphError",
+    "ParityError",
+    "ParityFailure",
+    "QuantizationError",
+    "RnnStreamError",
+]
 
 
-class ExportError(Exception):
+class ExportError(RnnStreamError):
     """Base class of every error :mod:`rnnstream.export` raises on purpose."""
 
 

@@ -1,17 +1,18 @@
-"""Exceptions raised by :mod:`rnnstream.runtime`.
+"""Exceptions raised by :mod:`rnnstream.runtime`, and the root of every rnnstream error.
 
-The errors the runtime raises on a model, a data point, a stream key or a state derive from
-:class:`RnnStreamError` (a wrong constructor argument of ``StreamPool``, such as ``threads=0``,
-is still a plain ``ValueError``), and each message says what was given, what was expected and,
-where there is one, how to fix it. It is the runtime's root, not every stage's: training raises
-``rnnstream.train.TrainError``, export ``rnnstream.export.ExportError`` and the server
-``rnnstream.serve.ServeError``, each with its own subclasses, none derived from this one::
+:class:`RnnStreamError` is the one base class of every error rnnstream raises on purpose, in
+every package: the runtime's below, and ``rnnstream.train.TrainError``,
+``rnnstream.export.ExportError`` and ``rnnstream.serve.ServeError`` with their subclasses, so
+``except RnnStreamError`` catches them all. Each message says what was given, what was expected
+and, where there is one, how to fix it. The runtime's own::
 
     RnnStreamError
     ├── ModelLoadError          the model file cannot be used (missing, truncated, not ONNX,
     │   │                       external data outside the model's folder)
     │   └── ContractError       the file loads but its rnnstream contract is missing, malformed,
     │                           of a newer schema, or disagrees with the graph
+    ├── ConfigError             a setting is out of range or contradicts another (threads=0,
+    │                           a negative idle timeout); also a ValueError
     ├── InputError              a data point is unusable (shape, dtype, feature count, unknown
     │                           feature name, non-numeric, NaN/inf, empty); also a ValueError
     ├── StreamKeyError          unknown or duplicate stream key; also a KeyError
@@ -24,11 +25,15 @@ where there is one, how to fix it. It is the runtime's root, not every stage's: 
 
 Whenever one of these is raised by a call that would change a stream's state, the state is
 bit-for-bit what it was before the call.
+
+This module needs only the standard library (it is part of the small core, with :mod:`.spec`,
+:mod:`.atomic` and :mod:`.integrity`).
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ConfigError",
     "ContractError",
     "InferenceError",
     "InputError",
@@ -41,7 +46,11 @@ __all__ = [
 
 
 class RnnStreamError(Exception):
-    """Root of the errors the runtime raises on purpose (train, export, serve have their own)."""
+    """Base class of every error rnnstream raises on purpose, in every package."""
+
+
+class ConfigError(RnnStreamError, ValueError):
+    """A setting is out of range or contradicts another; the message names it and its range."""
 
 
 class ModelLoadError(RnnStreamError):

@@ -16,7 +16,9 @@ gRPC front ends turn it into their own status (table below) and the message into
 
 from __future__ import annotations
 
-__all__ = ["KINDS", "ServeError"]
+from rnnstream.runtime.errors import RnnStreamError
+
+__all__ = ["KINDS", "RnnStreamError", "ServeError"]
 
 # kind -> (HTTP status, gRPC status code name)
 KINDS: dict[str, tuple[int, str]] = {
@@ -31,8 +33,11 @@ KINDS: dict[str, tuple[int, str]] = {
 }
 
 
-class ServeError(Exception):
-    """A request the server refuses; ``kind`` is a key of :data:`KINDS`."""
+class ServeError(RnnStreamError):
+    """A request the server refuses; ``kind`` is a key of :data:`KINDS`.
+
+    Like every rnnstream error it derives from ``rnnstream.runtime.RnnStreamError``.
+    """
 
     def __init__(self, kind: str, message: str) -> None:
         if kind not in KINDS:
