@@ -16,11 +16,11 @@ import numpy as np
 import onnxruntime as ort
 
 from ._generic import BatchAxis, generic_io
-from ._integrity import WireError, initializers
-from ._integrity import fingerprint as weights_fingerprint
 from ._io import ORT_ERRORS, ModelIO, StateBinding, declared_shape
 from .contract import METADATA_KEY, ModelContract
 from .errors import ContractError, ModelLoadError, UnsupportedError
+from .integrity import WireError, initializers
+from .integrity import fingerprint as weights_fingerprint
 
 
 def _logger():  # logging is imported on first use: `import rnnstream.runtime` stays light

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from ._atomic import write_file
 from ._io import StateBinding
+from .atomic import write_file
 from .errors import StateError
 
 SNAPSHOT_FORMAT = "rnnstream-state"
