@@ -28,7 +28,6 @@ from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what mypy and editors see; at run time __getattr__ imports on first use
-    from ._session import default_session_options
     from ._state import State
     from .contract import ModelContract, StateSpec
     from .errors import (
@@ -45,6 +44,7 @@ if TYPE_CHECKING:  # what mypy and editors see; at run time __getattr__ imports 
     from .live import LiveScores, LiveStream
     from .pool import StreamPool
     from .predictor import Predictor
+    from .session import default_session_options
 
 # public name -> the module (relative to this package) that defines it
 _HOMES = {
@@ -64,7 +64,7 @@ _HOMES = {
     "StreamKeyError": ".errors",
     "StreamPool": ".pool",
     "UnsupportedError": ".errors",
-    "default_session_options": "._session",
+    "default_session_options": ".session",
 }
 
 __all__ = [
