@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rnnstream.runtime._atomic import write_file
+from rnnstream.runtime.atomic import write_file
 
 from .errors import CheckpointError
 from .loop import TrainConfig, TrainResult
