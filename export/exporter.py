@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 
 from rnnstream.runtime import spec
-from rnnstream.runtime._atomic import write_files
+from rnnstream.runtime.atomic import write_files
 from rnnstream.runtime.contract import ModelContract, sidecar_path
 
 from .errors import ExportError, GraphError

@@ -53,8 +53,8 @@ import numpy as np
 import onnx
 
 from rnnstream.runtime import spec
-from rnnstream.runtime._io import ORT_ERRORS
 from rnnstream.runtime.contract import ModelContract, sidecar_path
+from rnnstream.runtime.session import ORT_ERRORS
 
 from .calibrate import sample_calibration
 from .errors import ExportError, GraphError, ParityError

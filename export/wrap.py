@@ -63,10 +63,9 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from rnnstream.runtime import spec
-from rnnstream.runtime._generic import find_pairs
-from rnnstream.runtime._io import ORT_ERRORS
 from rnnstream.runtime.contract import MAX_HIDDEN, MAX_STATE_RANK, ModelContract, sidecar_path
 from rnnstream.runtime.errors import RnnStreamError
+from rnnstream.runtime.session import ORT_ERRORS, find_pairs
 
 from .calibrate import sample_calibration
 from .errors import ExportError, GraphError, ParityError, ParityFailure
