@@ -87,8 +87,7 @@ def read_model(path: Path) -> Inspection:
     """Contract and graph I/O of ``path``, loaded by the runtime's own loader (so a damaged
     file -- weights that fail the contract's fingerprint included -- is refused here as
     everywhere); ModelLoadError/ContractError."""
-    from rnnstream.runtime._generic import wrap_hint
-    from rnnstream.runtime._session import contract_missing, load_model
+    from rnnstream.runtime.session import contract_missing, load_model, wrap_hint
 
     try:
         model = load_model(path)

@@ -124,7 +124,7 @@ def run_loop(main: Any, loop: str) -> None:
 
 def _without_contract(models: list[str]) -> str | None:
     """The first of ``models`` that loads but has no rnnstream contract (a foreign file)."""
-    from rnnstream.runtime._session import contract_missing
+    from rnnstream.runtime.session import contract_missing
 
     return next((m for m in models if contract_missing(m)), None)
 
@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     foreign = _without_contract(args.models)
     if foreign:
-        from rnnstream.runtime._generic import wrap_hint
+        from rnnstream.runtime.session import wrap_hint
 
         print(f"error: {foreign}: no rnnstream contract; rnnstream serve needs one to know "
               f"the state, features and targets. {wrap_hint(foreign)}", file=sys.stderr)

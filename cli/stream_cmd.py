@@ -636,14 +636,14 @@ def _serve(target: Any, args: argparse.Namespace, out: TextIO, saver: _Saver,
 
 
 def _wrap_hint(model: str) -> str:
-    from rnnstream.runtime._generic import wrap_hint
+    from rnnstream.runtime.session import wrap_hint
 
     return wrap_hint(model)
 
 
 def with_wrap_hint(message: str, model: str) -> str:
     """``message``, and how to give ``model`` a contract when it has none (a foreign file)."""
-    from rnnstream.runtime._session import contract_missing
+    from rnnstream.runtime.session import contract_missing
 
     if "rnnstream wrap" in message or not contract_missing(model):
         return message
