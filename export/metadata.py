@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import onnx
 
-from rnnstream.runtime._integrity import fingerprint as _fingerprint
-from rnnstream.runtime._integrity import initializers as _initializers
 from rnnstream.runtime.contract import (
     METADATA_KEY,
     ModelContract,
 )
 from rnnstream.runtime.errors import ContractError
+from rnnstream.runtime.integrity import fingerprint as _fingerprint
+from rnnstream.runtime.integrity import initializers as _initializers
 
 from .errors import ExportError
 from .graph import pin_ir_version
