@@ -24,9 +24,10 @@ is faster for streaming steps. The contract names it and holds the SHA-256 of it
 stale or foreign companion is refused, never used silently.
 Normalisation and its inverse live inside the graph: embedders feed raw values, read raw values.
 
-This module itself imports only the standard library and :mod:`.spec` and :mod:`.errors`
-(standard library only too), but importing it as ``rnnstream.runtime.contract`` runs the
-package's ``__init__`` first, which loads numpy, onnxruntime and the pool.
+This module is part of the small core: it imports only the standard library and the rest of
+the core (:mod:`.spec`, :mod:`.errors`), and the package's ``__init__`` is lazy, so importing
+it loads neither numpy nor onnxruntime (``tests/packaging/test_import_edges.py`` holds that)
+and any program can read a contract.
 """
 
 from __future__ import annotations
