@@ -31,6 +31,7 @@ from rnnstream.train.model import Forecaster, ForecasterConfig  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 JS_DIR = REPO / "examples" / "javascript"
 WEB_DIR = REPO / "examples" / "web"
+CORE_DIR = REPO / "examples" / "core"  # the module both examples share
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `make test` installs it where it can
 NPM_TIMEOUT_S = 300
 BROWSER_TIMEOUT_S = 120
@@ -258,3 +259,71 @@ def webgl_variant(folder: Path, out: Path) -> Path:
     (out / "model.onnx.json").write_text(json.dumps(sidecar))
     shutil.copy(folder / "model.onnx", out / "model.onnx")
     return out / "model.step.onnx"
+
+
+# -- malformed sidecars: both examples refuse each with the same message ------------------------
+
+def _without(key: str):
+    return lambda d: {k: v for k, v in d.items() if k != key}
+
+
+def _set(key: str, value):
+    return lambda d: {**d, key: value}
+
+
+def _state(**change):
+    return lambda d: {**d, "states": [{**d["states"][0], **change}, *d["states"][1:]]}
+
+
+def _input_shape(d: dict) -> dict:
+    return {**d, "input": {**d["input"], "shape": ["batch", "time", len(d["features"]) + 1]}}
+
+
+# (id, the change to a good sidecar of a one-feature RNN (CASES[0]), a piece of the message,
+#  whether rnnstream's Python contract refuses it too: it derives input, output and states from
+#  the cell when they are absent, where a program without the Python spec must read them)
+BAD_SIDECARS = [
+    ("not-an-object", lambda d: [d], "the rnnstream sidecar must be a JSON object", True),
+    ("format", _set("format", "onnx"), 'format is "onnx", expected "rnnstream"', True),
+    ("schema-newer", _set("schema_version", 99), "contract schema version 99 is newer", True),
+    ("schema-text", _set("schema_version", "1"), 'schema_version "1" is not a positive integer',
+     True),
+    ("custom-at-schema-1", _set("cell", "custom"), "('custom' needs schema_version 3)", True),
+    ("layers-zero", _set("layers", 0), "metadata 'layers' is 0; expected an integer 1..64", True),
+    ("features-repeat", _set("features", ["a", "a"]),
+     "metadata 'features' must be a non-empty list of distinct names", True),
+    ("targets-missing", _without("targets"),
+     "metadata 'targets' must be a non-empty list of distinct names, got missing", True),
+    ("horizon-zero", _set("horizon", 0), "metadata 'horizon' is 0; expected an integer 1..", True),
+    ("seasonal-at-schema-1", _set("target_mode", "seasonal"),
+     "target_mode \"seasonal\" is not 'level' or 'delta'", True),
+    ("input-mode", _set("input_mode", "log"), "input_mode \"log\" is not 'level' or 'delta'",
+     True),
+    ("metrics-list", _set("metrics", []), "metadata 'metrics' must be an object, got list", True),
+    ("step-model-path", _set("step_model", {"file": "../model.step.onnx", "sha256": "0" * 64}),
+     "metadata 'step_model' is", True),
+    ("input-width", _input_shape, "metadata 'input' is", True),
+    ("output-missing", _without("output"), "metadata 'output' is missing", False),
+    ("states-missing", _without("states"), "metadata 'states' must list 1..64 states", False),
+    ("state-input-name", _state(input="h_inp"), "is not a state rnnstream can carry", True),
+    ("state-size-zero", _state(shape=["batch", 1, 0]), "is not a state rnnstream can carry",
+     True),
+    ("trained-season-zero", _set("trained_season", 0),
+     "metadata 'trained_season' is 0; expected an integer 1..", True),
+    ("calibration-targets", _set("calibration", {"levels": [0.9], "half_widths": {"b": [[1.0]]}}),
+     "metadata 'calibration' is malformed: 'half_widths' has targets [\"b\"]", True),
+]
+
+
+def write_bad_sidecars(model: Path, root: Path) -> dict[str, Path]:
+    """One folder per BAD_SIDECARS entry: a copy of ``model`` (a sequence graph) and its sidecar
+    changed by the entry; ``{id: path of the model}``."""
+    good = json.loads(Path(f"{model}.json").read_text())
+    out = {}
+    for name, change, _, _ in BAD_SIDECARS:
+        folder = root / f"bad-{name}"
+        folder.mkdir()
+        shutil.copy(model, folder / "model.onnx")
+        (folder / "model.onnx.json").write_text(json.dumps(change(good)))
+        out[name] = folder / "model.onnx"
+    return out

@@ -31,6 +31,7 @@ from rnnstream.runtime.live import (
 )
 
 from ._support import (
+    CORE_DIR,
     JS_DIR,
     Case,
     export,
@@ -47,6 +48,7 @@ pytestmark = pytest.mark.js
 ATOL = 1e-5
 NODE_TIMEOUT_S = 60
 STREAM = JS_DIR / "stream.js"
+CORE = CORE_DIR / "rnnstream-core.mjs"
 
 
 def run_js(node: str, model: Path, text: str, *args: str, check: bool = True):
@@ -126,7 +128,7 @@ def test_header_maps_columns_by_name(node: str, exported: tuple[Case, Path]) -> 
     ("text", "message"),
     [
         ("1,2,3,4,5\n", r"line 1: expected 1 values \(sensor_0\), got 5"),
-        ("nope\n", r"line 1: header \[nope\] lacks the features \[sensor_0\]"),
+        ("nope\n", r"line 1: the header \[nope\] lacks the model's features \[sensor_0\]"),
         ("sensor_0\n1\n\nnan\n", r'line 4: feature sensor_0 is "nan", not a finite number'),
         ("1\n-1e39\n", r"line 2: feature sensor_0 is -1e39, beyond the float32 range"),
     ],
@@ -338,7 +340,7 @@ def test_live_port_resets_and_formats_like_python(node: str) -> None:
     script = """
 const { LIVE_DEFAULTS, LIVE_FLOOR, LiveStream, liveUpdate, liveToJSON, formatG9, halfWidthAt,
   expSeries } =
-  require(process.argv[1]);
+  require(process.argv[1]); // the module stream.js and the web page share
 const input = JSON.parse(require('fs').readFileSync(0, 'utf8'));
 const num = (v) => (typeof v === 'string' ? Number(v.replace('inf', 'Infinity')) : v);
 const live = new LiveStream(['a', 'b'], ['b', 'a'], input.settings);
@@ -364,7 +366,7 @@ process.stdout.write(JSON.stringify({ lines, state: liveToJSON(live), defaults: 
     payload = {"settings": settings, "x": x.tolist(), "values": [enc(v) for v in values],
                "y": [[enc(v) for v in row] for row in y.tolist()],
                "levels": levels, "table": [table["a"][0], table["b"][0]], "coverages": coverages}
-    done = subprocess.run([node, "-e", script, str(STREAM)], input=json.dumps(payload),
+    done = subprocess.run([node, "-e", script, str(CORE)], input=json.dumps(payload),
                           capture_output=True, text=True, timeout=NODE_TIMEOUT_S, check=True)
     out = json.loads(done.stdout)
 
