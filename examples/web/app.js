@@ -1,7 +1,8 @@
 /**
  * The page: choose a model, stream points into it (a simulation, a CSV), draw the series, the
- * one-step predictions and a forecast, live. The model and its state are in rnnstream-web.js;
- * this file is the DOM around it.
+ * one-step predictions with their interval and a forecast, live, and the live accuracy of the
+ * model beside persistence and seasonal naive. The model, its state and its live scores are in
+ * rnnstream-web.js (over ../core/rnnstream-core.mjs); this file is the DOM around it.
  *
  * `window.rnnstream` is the page's test hook: the browser test and the bench drive the page
  * through the same functions the controls call (load from URLs, feed points, read the
@@ -19,6 +20,7 @@ ort.env.wasm.wasmPaths = new URL('./node_modules/onnxruntime-web/dist/', import.
 ort.env.wasm.numThreads = 1;
 
 const LATENCY_WINDOW = 100; // steps averaged for the latency shown
+const SCORES_EVERY = 10; // points between updates of the live accuracy table
 
 const $ = (id) => document.getElementById(id);
 const chart = new LiveChart($('chart'));
@@ -68,7 +70,8 @@ function act(fn) {
  */
 async function loadModel({ modelBytes, modelName, sidecarText, sidecarName }) {
   const backend = $('backend').value;
-  const streamer = await Streamer.load({ modelBytes, modelName, sidecarText, sidecarName, backend });
+  const streamer = await Streamer.load({ modelBytes, modelName, sidecarText, sidecarName, backend,
+    coverage: coverageAsked() });
   stopSource();
   const old = app.streamer;
   app.streamer = streamer;
@@ -140,11 +143,75 @@ function setTarget(i) {
 function resetView() {
   const c = app.streamer.contract;
   chart.clear();
+  const coverage = app.streamer.coverage;
   chart.labels = { observed: c.features[app.feature],
-    predicted: `${c.targets[app.target]} (t+${c.horizon ?? 1})`, forecast: 'forecast' };
+    predicted: `${c.targets[app.target]} (t+${c.horizon ?? 1})`, forecast: 'forecast',
+    band: coverage === null ? '' : `${formatPercent(coverage)} interval` };
   app.latencies = [];
   app.steps = 0;
   showLatency();
+  showScores();
+}
+
+/** The coverage control: a share in (0, 1), or null for no intervals (0 or empty). */
+function coverageAsked() {
+  const text = $('coverage').value.trim();
+  if (text === '' || Number(text) === 0) return null;
+  const c = Number(text);
+  if (!(c > 0 && c < 1)) {
+    throw new InputError(`coverage is ${JSON.stringify(text)}; expected a number strictly ` +
+      'between 0 and 1, the share of values the intervals should hold (e.g. 0.9), or 0 for none');
+  }
+  return c;
+}
+
+/** New intervals at the coverage asked, from the next point on: the live scores start afresh. */
+async function applyCoverage() {
+  const coverage = coverageAsked();
+  if (!app.streamer) return;
+  await app.streamer.setCoverage(coverage);
+  resetView();
+  show(coverage === null ? 'intervals off'
+    : `intervals at ${formatPercent(coverage)}, calibrated live from the next point`);
+}
+
+const formatPercent = (c) => `${Number((100 * c).toPrecision(4))}%`;
+
+/** A figure as `rnnstream stream` prints it (4 significant digits), '-' for none. */
+function g4(v) {
+  if (Number.isNaN(v)) return '-';
+  if (!Number.isFinite(v)) return v > 0 ? 'inf' : '-inf';
+  return String(Number(v.toPrecision(4)));
+}
+
+/** The live accuracy table: per target, the model's MAE beside persistence's and seasonal
+ * naive's, their ratio, the recent MAE, the realised coverage and the width now. */
+async function showScores() {
+  const streamer = app.streamer;
+  const table = $('scores');
+  const rows = streamer ? await streamer.scores() : null;
+  if (streamer !== app.streamer) return;
+  $('scores-panel').hidden = rows === null;
+  if (rows === null) return;
+  const season = streamer.season;
+  $('scores-title').textContent = `live accuracy: MAE of the predictions scored so far, the ` +
+    `model beside persistence and seasonal naive (${season ? `season ${season}` : 'no season'}); ` +
+    `recent: weighted to the last ~100 points; coverage asked ${streamer.coverage}`;
+  const head = ['target', 'points', 'model MAE', 'persist. MAE', 'seasonal MAE', 'model/persist.',
+    'recent MAE', 'coverage', 'width now'];
+  const cells = rows.map((r) => [r.target, String(r.points), g4(r.model), g4(r.persistence),
+    g4(r.seasonal), g4(r.ratio), g4(r.recent),
+    r.scored ? `${r.coverage.toFixed(3)} of ${r.scored}` : '-', g4(r.width)]);
+  const tr = (values, tag) => {
+    const row = document.createElement('tr');
+    for (const v of values) {
+      const cell = document.createElement(tag);
+      cell.textContent = v;
+      row.append(cell);
+    }
+    return row;
+  };
+  table.replaceChildren(tr(head, 'th'), ...cells.map((c) => tr(c, 'td')));
 }
 
 function info() {
@@ -159,13 +226,15 @@ function info() {
 async function feed(point) {
   const streamer = app.streamer;
   if (!streamer) throw new InputError('load a model first');
-  const { y, ms } = await streamer.step(point);
+  const { y, ms, lower, upper } = await streamer.step(point);
   if (streamer !== app.streamer) return y; // the model was replaced meanwhile: draw nothing
   app.latencies.push(ms);
   if (app.latencies.length > LATENCY_WINDOW) app.latencies.shift();
   app.steps += 1;
-  chart.push(app.feature >= 0 ? point[app.feature] : null, y[app.target], streamer.contract.horizon ?? 1);
+  chart.push(app.feature >= 0 ? point[app.feature] : null, y[app.target], streamer.contract.horizon ?? 1,
+    lower === null ? null : [lower[app.target], upper[app.target]]);
   if (app.steps % 10 === 0) showLatency();
+  if (app.steps % SCORES_EVERY === 0) showScores();
   queueForecast();
   return y;
 }
@@ -234,6 +303,7 @@ function runSource(next) {
     }
     if (app.source === token) app.source = null;
     showLatency();
+    showScores();
   })();
   return token.done;
 }
@@ -303,6 +373,7 @@ $('reset').addEventListener('click', () => act(async () => {
   show('state reset to the initial state');
 }));
 $('target').addEventListener('change', (e) => setTarget(Number(e.target.value)));
+$('coverage').addEventListener('change', () => act(applyCoverage));
 $('horizon').addEventListener('change', () => app.streamer && queueForecast());
 const csvBox = $('csv');
 csvBox.addEventListener('dragover', (e) => { e.preventDefault(); csvBox.classList.add('drop'); });
@@ -327,9 +398,19 @@ window.rnnstream = {
     const ys = [];
     return attempt(async () => {
       for (const p of points) ys.push(Array.from(await feed(p)));
+      await showScores();
       return ys;
     });
   },
+  /** Intervals at `coverage` (null or 0: none), as the coverage control sets them. */
+  async setCoverage(coverage) {
+    $('coverage').value = coverage === null ? '0' : String(coverage);
+    return attempt(applyCoverage);
+  },
+  /** The live accuracy per target as the page shows it (liveSummary; null: no coverage). */
+  scores: () => app.streamer.scores(),
+  /** The rows of the live accuracy table on the page, as text. */
+  scoresTable: () => Array.from($('scores').rows, (r) => Array.from(r.cells, (c) => c.textContent)),
   /** Stream a CSV text as the "Stream CSV" button does; resolves when every point is fed. */
   async streamCSV(text) {
     const { done, count } = await attempt(() => streamCSV(text));

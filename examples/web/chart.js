@@ -1,7 +1,7 @@
 /**
  * A live line chart on a plain canvas: the observed series, the one-step predictions (each
- * drawn at the time it predicts) and a forecast ahead of the last point. Redraws at most once
- * per animation frame however fast points arrive.
+ * drawn at the time it predicts) with their prediction interval as a band, and a forecast ahead
+ * of the last point. Redraws at most once per animation frame however fast points arrive.
  */
 
 export const COLORS = {
@@ -11,6 +11,7 @@ export const COLORS = {
   observed: '#1f5fa8',
   predicted: '#e07b00',
   forecast: '#2e9e4f',
+  band: '#f8dcbc', // the predictions' interval: a light shade of their colour, drawn opaque
 };
 
 export class LiveChart {
@@ -26,19 +27,23 @@ export class LiveChart {
     this.t = 0; // time index of the next observed point
     this.observed = []; // [t, value]
     this.predicted = []; // [t, value]: the prediction made at t - horizon for time t
+    this.band = []; // [t, lower, upper]: that prediction's interval (not finite: not drawn)
     this.forecast = []; // [t, value] ahead of the last point
-    this.labels = { observed: 'observed', predicted: 'predicted', forecast: 'forecast' };
+    this.labels = { observed: 'observed', predicted: 'predicted', forecast: 'forecast', band: '' };
     this.request();
   }
 
-  /** One point arrived: its observed value (or null) and the prediction for t + horizon. */
-  push(observed, predicted, horizon) {
+  /** One point arrived: its observed value (or null), the prediction for t + horizon and,
+   * when there is one, that prediction's interval [lower, upper]. */
+  push(observed, predicted, horizon, interval = null) {
     if (observed !== null) this.observed.push([this.t, observed]);
     this.predicted.push([this.t + horizon, predicted]);
+    if (interval !== null) this.band.push([this.t + horizon, interval[0], interval[1]]);
     this.t += 1;
     const keep = (a) => { while (a.length > this.window) a.shift(); };
     keep(this.observed);
     keep(this.predicted);
+    keep(this.band);
     this.request();
   }
 
@@ -70,7 +75,9 @@ export class LiveChart {
     ctx.fillStyle = COLORS.background;
     ctx.fillRect(0, 0, width, height);
 
-    const series = [this.observed, this.predicted, this.forecast];
+    const finite = this.band.filter(([, lo, hi]) => Number.isFinite(lo) && Number.isFinite(hi));
+    const series = [this.observed, this.predicted, this.forecast,
+      finite.map(([t, lo]) => [t, lo]), finite.map(([t, , hi]) => [t, hi])];
     const all = series.flat();
     const pad = { left: 56, right: 12, top: 24, bottom: 22 };
     const plotW = width - pad.left - pad.right;
@@ -102,15 +109,19 @@ export class LiveChart {
     ctx.textAlign = 'left';
     ctx.fillText(`t = ${this.t}`, pad.left, height - 6);
 
+    band(ctx, finite, x, y, tMin, COLORS.band);
     line(ctx, this.observed, x, y, tMin, COLORS.observed, []);
     line(ctx, this.predicted, x, y, tMin, COLORS.predicted, []);
     line(ctx, this.forecast, x, y, tMin, COLORS.forecast, [5, 4]);
 
     let lx = pad.left; // legend
-    for (const [key, color] of [['observed', COLORS.observed], ['predicted', COLORS.predicted],
-      ['forecast', COLORS.forecast]]) {
+    const keys = [['observed', COLORS.observed], ['predicted', COLORS.predicted],
+      ['forecast', COLORS.forecast]];
+    if (this.labels.band) keys.push(['band', COLORS.band]);
+    for (const [key, color] of keys) {
       ctx.fillStyle = color;
-      ctx.fillRect(lx, 8, 14, 3);
+      if (key === 'band') ctx.fillRect(lx, 5, 14, 9);
+      else ctx.fillRect(lx, 8, 14, 3);
       ctx.fillStyle = COLORS.text;
       ctx.fillText(this.labels[key], lx + 18, 13);
       lx += 26 + ctx.measureText(this.labels[key]).width;
@@ -128,6 +139,28 @@ function line(ctx, points, x, y, tMin, color, dash) {
   shown.forEach(([t, v], i) => (i ? ctx.lineTo(x(t), y(v)) : ctx.moveTo(x(t), y(v))));
   ctx.stroke();
   ctx.setLineDash([]);
+}
+
+/** The interval as filled areas: one polygon per run of consecutive finite intervals. */
+function band(ctx, points, x, y, tMin, color) {
+  const shown = points.filter(([t]) => t >= tMin);
+  ctx.fillStyle = color;
+  let run = [];
+  const fill = () => {
+    if (run.length > 1) {
+      ctx.beginPath();
+      run.forEach(([t, , hi], i) => (i ? ctx.lineTo(x(t), y(hi)) : ctx.moveTo(x(t), y(hi))));
+      for (let i = run.length - 1; i >= 0; i--) ctx.lineTo(x(run[i][0]), y(run[i][1]));
+      ctx.closePath();
+      ctx.fill();
+    }
+    run = [];
+  };
+  for (const p of shown) {
+    if (run.length && p[0] !== run[run.length - 1][0] + 1) fill();
+    run.push(p);
+  }
+  fill();
 }
 
 function range(values) {

@@ -1,74 +1,33 @@
 /**
  * Stream an rnnstream forecaster in the browser with onnxruntime-web: the model, its contract
- * (the sidecar MODEL.onnx.json) and one stream's state. No DOM here: app.js draws the page,
- * and any other page can import this module the same way.
+ * (the sidecar MODEL.onnx.json), one stream's state and its live scores. No DOM here: app.js
+ * draws the page, and any other page can import this module the same way.
  *
- *   const streamer = await Streamer.load({ modelBytes, modelName, sidecarText, backend: 'wasm' });
- *   const { y, ms } = await streamer.step([15.2]);   // F raw values in, T raw predictions out
+ *   const streamer = await Streamer.load({ modelBytes, modelName, sidecarText, backend: 'wasm',
+ *                                          coverage: 0.9 });
+ *   const { y, lower, upper } = await streamer.step([15.2]); // F raw values in, T out
  *   const ahead = await streamer.forecast(20);        // when the targets are the features
+ *   const scores = await streamer.scores();           // live accuracy, per target
  *
- * Everything about the model comes from the sidecar (onnxruntime-web cannot read an ONNX file's
- * custom metadata): the input and output names and every recurrent state as
- * {name, input, output, shape, batch_axis, initial}. Nothing assumes a state's layout: a state
- * is a tensor shaped like its declared `shape` with 1 on its `batch_axis`, filled with
- * `initial`, and `<s>.output` of one call is `<s>.input` of the next.
+ * What the Node example does too -- the sidecar check, the state loop, CSV points, the live
+ * scores and intervals -- is ../core/rnnstream-core.mjs, one module for both (it is given this
+ * page's onnxruntime-web namespace). This file adds what only a page needs: telling the two
+ * graphs apart from their bytes, the webgl backend's first run, and a queue of calls.
  *
  * Both graphs of an export load: the sequence graph MODEL.onnx (native RNN/LSTM/GRU ops, any
  * time length) and the step graph MODEL.step.onnx (plain ops, time = 1), which the sidecar
  * names in `step_model` with the SHA-256 of its bytes.
  */
 import * as ort from 'onnxruntime-web';
+import {
+  InputError, METADATA_KEY, ModelError, PointParser, StateLoop, checkSession, liveOpener,
+  liveSummary, liveUpdate, parseSidecar, targetsAreFeatures,
+} from '../core/rnnstream-core.mjs';
 
-export const FORMAT = 'rnnstream';
-export const SCHEMA_VERSION = 4; // the newest contract version this module understands (2: input_mode; 3: custom cells; 4: target_mode 'seasonal', a 'cycle' state)
-export const METADATA_KEY = 'rnnstream'; // ModelProto.metadata_props key holding the contract
-
-/** A model file or sidecar was refused; the previous model and stream are untouched. */
-export class ModelError extends Error {}
-
-/** A point, a CSV text or a request was refused; the stream's state is untouched. */
-export class InputError extends Error {}
-
-// ---- the contract ---------------------------------------------------------------------------
-
-/** Parse and check a sidecar's text; `source` names it in messages. */
-export function parseSidecar(text, source = 'sidecar') {
-  let c;
-  try {
-    c = JSON.parse(text);
-  } catch (err) {
-    throw new ModelError(`${source} is not JSON (${err.message}); choose the MODEL.onnx.json ` +
-      "that 'rnnstream export' wrote beside the model");
-  }
-  if (c === null || typeof c !== 'object' || c.format !== FORMAT) {
-    throw new ModelError(`${source}: format is ${JSON.stringify(c?.format)}, expected ` +
-      `"${FORMAT}"; choose the MODEL.onnx.json written by 'rnnstream export'`);
-  }
-  if (!(Number.isInteger(c.schema_version) && c.schema_version >= 1 &&
-        c.schema_version <= SCHEMA_VERSION)) {
-    throw new ModelError(`${source}: contract schema version ${c.schema_version} is not ` +
-      `supported (this page reads version ${SCHEMA_VERSION}); update the page`);
-  }
-  const names = (v) => Array.isArray(v) && v.length > 0 && v.every((n) => typeof n === 'string');
-  const statesOk = Array.isArray(c.states) && c.states.every((s) =>
-    typeof s?.name === 'string' && typeof s.input === 'string' && typeof s.output === 'string' &&
-    Array.isArray(s.shape) && Number.isInteger(s.batch_axis) &&
-    s.batch_axis >= 0 && s.batch_axis < s.shape.length &&
-    s.shape.every((d, i) => i === s.batch_axis || (Number.isInteger(d) && d > 0)) &&
-    Number.isFinite(s.initial ?? 0));
-  if (!names(c.features) || !names(c.targets) || typeof c.input?.name !== 'string' ||
-      typeof c.output?.name !== 'string' || !statesOk) {
-    throw new ModelError(`${source}: lacks the contract's input, output, states, features or ` +
-      'targets; it is not a complete rnnstream sidecar');
-  }
-  return c;
-}
-
-/** True when a prediction can be fed back as the next point (as Predictor.forecast needs). */
-export function targetsAreFeatures(contract) {
-  return (contract.horizon ?? 1) === 1 &&
-    JSON.stringify(contract.targets) === JSON.stringify(contract.features);
-}
+export {
+  FORMAT, InputError, ModelError, SCHEMA_VERSION, checkSession, liveSummary, parseSidecar,
+  targetsAreFeatures,
+} from '../core/rnnstream-core.mjs';
 
 // ---- what is in an ONNX file ----------------------------------------------------------------
 
@@ -185,65 +144,23 @@ export async function identifyGraph(bytes, contract, modelName) {
     '(the sidecar names none)'}; choose the files of one export`);
 }
 
-/** The session must have exactly the inputs, outputs and state shapes the sidecar declares. */
-export function checkSession(session, contract) {
-  const want = {
-    inputs: [contract.input.name, ...contract.states.map((s) => s.input)],
-    outputs: [contract.output.name, ...contract.states.map((s) => s.output)],
-  };
-  const have = { inputs: session.inputNames, outputs: session.outputNames };
-  for (const kind of ['inputs', 'outputs']) {
-    if ([...want[kind]].sort().join() !== [...have[kind]].sort().join()) {
-      throw new ModelError(`the model's ${kind} are [${have[kind]}] but its sidecar declares ` +
-        `[${want[kind]}]: the sidecar belongs to another model`);
-    }
-  }
-  // Declared dimensions other than batch must match the graph's, where the backend tells them
-  // (the webgl backend throws on inputMetadata: the names above are all it can check).
-  let metadata = [];
-  try {
-    metadata = session.inputMetadata ?? [];
-  } catch {
-    metadata = [];
-  }
-  const dims = new Map(metadata.map((m) => [m.name, m.shape]));
-  for (const s of contract.states) {
-    const shape = dims.get(s.input);
-    if (!Array.isArray(shape) || shape.length === 0) continue;
-    const fixed = (d) => (typeof d === 'number' ? d : null);
-    const bad = shape.length !== s.shape.length || s.shape.some((d, axis) =>
-      axis !== s.batch_axis && fixed(shape[axis]) !== null && fixed(shape[axis]) !== d);
-    if (bad) {
-      throw new ModelError(`state ${s.input} is [${shape}] in the model but ` +
-        `[${s.shape}] in its sidecar: the sidecar belongs to another model`);
-    }
-  }
-}
-
 // ---- one stream -----------------------------------------------------------------------------
 
-/** A new stream's state: each declared shape with 1 on its batch axis, filled with `initial`. */
-export function initialState(contract) {
-  const state = {};
-  for (const s of contract.states) {
-    const dims = s.shape.map((d, axis) => (axis === s.batch_axis ? 1 : d));
-    const size = dims.reduce((a, b) => a * b, 1);
-    state[s.name] = new ort.Tensor('float32', new Float32Array(size).fill(s.initial ?? 0), dims);
-  }
-  return state;
-}
-
 /**
- * One model (an onnxruntime-web session checked against its sidecar) and one stream's state.
+ * One model (an onnxruntime-web session checked against its sidecar), one stream's state and,
+ * when a coverage is set, its live scores: intervals and the accuracy of the model beside
+ * persistence and seasonal naive (rnnstream-core.mjs's port of rnnstream.runtime.live).
  * Calls are queued: a simulation timer, a CSV being streamed and a button may all call at once,
  * and each call sees the state the previous one left. A refused call leaves the state as it was.
  */
 export class Streamer {
   /**
-   * Load and check a model: `modelBytes` (Uint8Array), its file name, the sidecar's text, and
-   * the onnxruntime-web execution provider ('wasm', 'webgl' or 'webgpu'). Throws ModelError.
+   * Load and check a model: `modelBytes` (Uint8Array), its file name, the sidecar's text, the
+   * onnxruntime-web execution provider ('wasm', 'webgl' or 'webgpu') and the intervals'
+   * coverage (null: none). Throws ModelError.
    */
-  static async load({ modelBytes, modelName, sidecarText, sidecarName = 'sidecar', backend = 'wasm' }) {
+  static async load({ modelBytes, modelName, sidecarText, sidecarName = 'sidecar', backend = 'wasm',
+    coverage = null }) {
     const contract = parseSidecar(sidecarText, sidecarName);
     const graph = await identifyGraph(modelBytes, contract, modelName);
     let session;
@@ -253,9 +170,10 @@ export class Streamer {
     } catch (err) {
       throw new ModelError(`onnxruntime-web (${backend}) cannot load ${modelName}: ${err.message ?? err}`);
     }
-    const streamer = new Streamer(session, contract, { graph, backend, modelName });
+    const streamer = new Streamer(session, contract, { graph, backend, modelName, sidecarName });
     try {
       checkSession(session, contract);
+      streamer.openLive(coverage);
       if (backend === 'webgl') await streamer.settleWebGL();
     } catch (err) {
       await session.release();
@@ -267,9 +185,12 @@ export class Streamer {
   constructor(session, contract, info) {
     this.session = session;
     this.contract = contract;
-    this.info = info; // {graph: 'sequence' | 'step', backend, modelName}
-    this.state = initialState(contract);
+    this.info = info; // {graph: 'sequence' | 'step', backend, modelName, sidecarName}
+    this.model = new StateLoop(ort, session, contract);
+    this.state = this.model.initialState();
     this.last = null; // the latest prediction (Float32Array), what forecast starts from
+    this.live = null; // the stream's LiveStream, when a coverage is set
+    this.opener = null;
     this.queue = Promise.resolve();
   }
 
@@ -283,16 +204,21 @@ export class Streamer {
   async settleWebGL() {
     const zero = new Float32Array(this.nFeatures);
     try {
-      await this.run(zero, initialState(this.contract));
+      await this.model.run(zero, this.model.initialState());
     } catch (err) {
       if (!/check failed: expected shape/.test(err.message)) throw err;
-      await this.run(zero, initialState(this.contract)); // must pass now
+      await this.model.run(zero, this.model.initialState()); // must pass now
     }
   }
 
   get nFeatures() { return this.contract.features.length; }
 
   get nTargets() { return this.contract.targets.length; }
+
+  /** The coverage of the intervals (null: none) and the season of the seasonal-naive score. */
+  get coverage() { return this.live?.coverage ?? null; }
+
+  get season() { return this.opener?.season ?? null; }
 
   /** Run `fn` after every call queued before it; a failure does not block later calls. */
   enqueue(fn) {
@@ -301,15 +227,36 @@ export class Streamer {
     return run;
   }
 
-  /** Feed one point (F raw numbers); resolves to {y: Float32Array of T, ms: run time}. */
+  /** Intervals at `coverage` (0 < c < 1; null: none) from the next point on; the live scores
+   * start afresh. `season`: the seasonal-naive period (null: the model's own; 0: none). */
+  openLive(coverage, season = null) {
+    this.opener = coverage === null ? null
+      : liveOpener(this.contract, { coverage, season }, this.info.sidecarName ?? 'sidecar');
+    this.live = this.opener ? this.opener() : null;
+  }
+
+  /** openLive after the calls already queued. */
+  setCoverage(coverage, season = null) {
+    return this.enqueue(() => this.openLive(coverage, season));
+  }
+
+  /**
+   * Feed one point (F raw numbers); resolves to {y: Float32Array of T, ms: run time, lower,
+   * upper: the interval around y per target (NaN without a coverage; -inf..inf until calibrated)}.
+   */
   step(values) {
     const point = this.checkPoint(values);
     return this.enqueue(async () => {
       const t0 = performance.now();
-      const out = await this.run(point, this.state);
+      const out = await this.model.run(point, this.state);
       const ms = performance.now() - t0;
-      this.adopt(out);
-      return { y: out[this.contract.output.name].data, ms };
+      this.state = this.model.nextState(out);
+      const y = this.model.prediction(out);
+      this.last = y;
+      if (this.live === null) return { y, ms, lower: null, upper: null };
+      liveUpdate(this.live, Array.from(point), Array.from(y));
+      const [lower, upper] = this.live.interval();
+      return { y, ms, lower, upper };
     });
   }
 
@@ -326,29 +273,33 @@ export class Streamer {
       let x = this.last;
       const ahead = [];
       for (let i = 0; i < n; i++) {
-        const out = await this.run(x, state); // the live state is never written
-        state = Object.fromEntries(this.contract.states.map((s) => [s.name, out[s.output]]));
-        x = out[this.contract.output.name].data;
+        const out = await this.model.run(x, state); // the live state is never written
+        state = this.model.nextState(out);
+        x = this.model.prediction(out);
         ahead.push(x);
       }
       return ahead;
     });
   }
 
-  /** Back to the initial state, after the calls already queued. */
+  /** Back to the initial state (and fresh live scores), after the calls already queued. */
   reset() {
     return this.enqueue(() => {
-      this.state = initialState(this.contract);
+      this.state = this.model.initialState();
       this.last = null;
+      this.live?.reset();
     });
   }
 
   /** {name: {dims (batch axis dropped), data: number[]}} of the live state, after queued calls. */
   snapshot() {
-    return this.enqueue(() => Object.fromEntries(this.contract.states.map((s) => {
-      const t = this.state[s.name];
-      return [s.name, { dims: t.dims.filter((_, axis) => axis !== s.batch_axis), data: Array.from(t.data) }];
-    })));
+    return this.enqueue(() => this.model.rows(this.state));
+  }
+
+  /** The live accuracy and the latest interval per target (liveSummary), after queued calls;
+   * null without a coverage. */
+  scores() {
+    return this.enqueue(() => (this.live === null ? null : liveSummary(this.live)));
   }
 
   release() { return this.enqueue(() => this.session.release()); }
@@ -361,67 +312,36 @@ export class Streamer {
     if (values.length !== f.length) {
       throw new InputError(`a point has ${f.length} value(s) (${f}), got ${values.length}`);
     }
-    const bad = Array.prototype.findIndex.call(values, (v) => !Number.isFinite(v));
-    if (bad >= 0) throw new InputError(`feature ${f[bad]} is ${values[bad]}, not a finite number`);
+    const bad = Array.prototype.findIndex.call(values, (v) => !Number.isFinite(Math.fround(v)));
+    if (bad >= 0) {
+      throw new InputError(`feature ${f[bad]} is ${values[bad]}, not a finite float32 number ` +
+        '(the model reads float32)');
+    }
     return Float32Array.from(values);
-  }
-
-  async run(point, state) {
-    const c = this.contract;
-    const feeds = { [c.input.name]: new ort.Tensor('float32', point, [1, 1, point.length]) };
-    for (const s of c.states) feeds[s.input] = state[s.name];
-    return this.session.run(feeds);
-  }
-
-  adopt(out) {
-    for (const s of this.contract.states) this.state[s.name] = out[s.output]; // <s>_out -> <s>_in
-    this.last = out[this.contract.output.name].data;
   }
 }
 
 // ---- CSV ------------------------------------------------------------------------------------
 
 /**
- * All the points of a CSV text, checked before any is streamed: one point per line, the
- * model's features in order, or any order (and extra columns) under a header of feature names.
- * Throws InputError naming the line.
+ * All the points of a CSV text, checked before any is streamed (rnnstream-core.mjs's
+ * PointParser, as the Node example reads its input): one point per line, the model's features
+ * in order, or any order (and extra columns) under a header of feature names. Throws
+ * InputError naming the line.
  */
 export function parseCSV(text, features) {
+  const parser = new PointParser(features);
   const points = [];
-  let columns = null; // feature i is read from column columns[i]; null: columns in order
-  let first = true;
   const lines = text.split(/\r?\n/);
   for (let i = 0; i < lines.length; i++) {
-    const fields = lines[i].split(',').map((v) => v.trim());
-    if (fields.length === 1 && fields[0] === '') continue;
-    const lineNo = i + 1;
-    if (first && fields.some((v) => !isNumber(v))) {
-      first = false;
-      columns = features.map((name) => fields.indexOf(name));
-      const missing = features.filter((_, k) => columns[k] < 0);
-      if (missing.length) {
-        throw new InputError(`CSV line ${lineNo}: the header [${fields}] lacks the model's ` +
-          `features [${missing}] (the model reads [${features}])`);
-      }
-      continue;
+    let point;
+    try {
+      point = parser.parse(lines[i], i + 1);
+    } catch (err) {
+      throw new InputError(`CSV ${err.message}`);
     }
-    first = false;
-    if (!columns && fields.length !== features.length) {
-      throw new InputError(`CSV line ${lineNo}: expected ${features.length} value(s) ` +
-        `(${features}), got ${fields.length}; add a header row of feature names to pick columns`);
-    }
-    const values = columns ? columns.map((k) => fields[k]) : fields;
-    const bad = values.findIndex((v) => !isNumber(v));
-    if (bad >= 0) {
-      throw new InputError(`CSV line ${lineNo}: feature ${features[bad]} is ` +
-        `${JSON.stringify(values[bad] ?? '')}, not a finite number`);
-    }
-    points.push(values.map(Number));
+    if (point) points.push(point.values);
   }
   if (points.length === 0) throw new InputError('the CSV holds no points');
   return points;
-}
-
-function isNumber(field) {
-  return field !== undefined && field !== '' && Number.isFinite(Number(field));
 }

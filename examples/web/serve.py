@@ -1,9 +1,11 @@
-"""Serve the page on 127.0.0.1, with a folder of models beside it at /models/.
+"""Serve the page on 127.0.0.1, with ../core at /core/ and a folder of models at /models/.
 
     python serve.py --models ../../runs/sine        # then open http://127.0.0.1:8000/
 
-``python -m http.server`` in this folder works just as well when the models are copied here;
-this adds the /models/ mapping, so that exported files can stay where they are. The browser
+The page imports ../core/rnnstream-core.mjs (the module it shares with the Node example), so a
+plain static server must serve the examples folder: ``python -m http.server`` in examples/
+works too (open /web/). This maps /core/ to that folder beside this one, and /models/ to
+``--models``, so that exported files can stay where they are. The browser
 test (tests/embedding/test_web.py) and the bench (bench/bench_web.py) use :func:`start`.
 Standard library only; it listens on 127.0.0.1 only.
 """
@@ -15,24 +17,33 @@ import contextlib
 import http.server
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 HERE = Path(__file__).resolve().parent
+CORE = HERE.parent / "core"  # rnnstream-core.mjs, shared with examples/javascript
 MODELS_PREFIX = "/models/"
+CORE_PREFIX = "/core/"
 
 
 def handler(models: Path | None, root: Path = HERE) -> type[http.server.SimpleHTTPRequestHandler]:
-    """A static file handler for ``root`` (this folder), with ``models`` under /models/."""
+    """A static file handler for ``root`` (this folder), with ../core under /core/ and
+    ``models`` under /models/."""
 
     class Handler(http.server.SimpleHTTPRequestHandler):
+        # a module script must come as JavaScript; not every system's mime.types knows .mjs
+        extensions_map: ClassVar[dict[str, str]] = {
+            **http.server.SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript"}
+
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, directory=str(root), **kwargs)
 
         def translate_path(self, path: str) -> str:
-            if models is not None and path.startswith(MODELS_PREFIX):
-                # the parent class resolves the rest against `directory`, refusing "..";
-                # re-root it at the models folder
-                rest = super().translate_path("/" + path[len(MODELS_PREFIX):])
-                return str(models / Path(rest).relative_to(root))
+            for prefix, folder in ((MODELS_PREFIX, models), (CORE_PREFIX, CORE)):
+                if folder is not None and path.startswith(prefix):
+                    # the parent class resolves the rest against `directory`, refusing "..";
+                    # re-root it at the mapped folder
+                    rest = super().translate_path("/" + path[len(prefix):])
+                    return str(folder / Path(rest).relative_to(root))
             return super().translate_path(path)
 
         def log_message(self, format: str, *args) -> None:

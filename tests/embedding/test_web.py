@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,10 +38,13 @@ from rnnstream.export.step_graph import step_path
 from rnnstream.export.verify import ULPS_Y
 from rnnstream.runtime import Predictor
 from rnnstream.runtime.contract import ModelContract, sidecar_path
+from rnnstream.runtime.errors import ContractError
 from rnnstream.train.model import Forecaster
 
 from ._support import (
+    BAD_SIDECARS,
     CASES,
+    JS_DIR,
     WEB_DIR,
     WEBGL_MISSING,
     Case,
@@ -52,6 +56,7 @@ from ._support import (
     serve,
     to_csv,
     webgl_variant,
+    write_bad_sidecars,
 )
 
 pytestmark = [pytest.mark.js, pytest.mark.web]
@@ -163,10 +168,20 @@ def web_run(browser: str, tmp_path_factory):
         {"label": "bad/state-after", "call": "state"},
     ]
 
-    # forecast, then the screenshot of this stream with its forecast drawn
+    # malformed sidecars: each refused with the message the Node example gives
+    for name, path in write_bad_sidecars(models[CASES[0].id], root).items():
+        models[f"bad/{name}"] = path
+        actions += [{"label": f"sidecar/{name}", "call": "load", "args": [{"model": url(path)}]},
+                    {"label": f"sidecar/{name}/message", "call": "message"}]
+    actions.append({"label": "sidecar/info", "call": "info"})
+
+    # forecast (intervals at the page's default coverage), then the screenshot of this stream
+    # with its interval band and forecast drawn, and the live accuracy
     stream("forecast", url(models["forecast"]), "wasm", points["forecast"])
     shot = root / "web.png"
     actions += [
+        {"label": "forecast/scores", "call": "scores"},
+        {"label": "forecast/table", "call": "scoresTable"},
         {"label": "forecast/ahead", "call": "forecast", "args": [FORECAST_STEPS]},
         {"label": "idle", "call": "idle"},
         {"label": "chart-box", "call": "chartBox"},
@@ -305,7 +320,8 @@ def test_screenshot_shows_the_chart(web_run) -> None:
         rgb = np.asarray(image.convert("RGB"), np.int16)
     x0, y0 = int(box["x"]), int(box["y"])
     area = rgb[y0:y0 + int(box["height"]), x0:x0 + int(box["width"])]
-    colors = {"observed": "#1f5fa8", "predicted": "#e07b00", "forecast": "#2e9e4f"}
+    colors = {"observed": "#1f5fa8", "predicted": "#e07b00", "forecast": "#2e9e4f",
+              "band": "#f8dcbc"}  # the interval, from the page's default coverage (0.9)
     counts = {}
     for name, hexcolor in colors.items():
         target = np.array([int(hexcolor[i:i + 2], 16) for i in (1, 3, 5)])
@@ -330,3 +346,58 @@ def test_sidecar_contract_is_what_the_page_reads(web_run) -> None:
             s.name: list(s.row_shape) for s in contract.states}  # `last`: [F + 1]
         assert sorted(info["inputNames"]) == sorted([contract.input["name"],
                                                     *(s.input for s in contract.states)])
+
+
+def test_page_shows_live_accuracy_as_python_scores_it(web_run) -> None:
+    """The live accuracy beside the forecast (at the page's default coverage, 0.9) is what
+    Predictor(coverage=0.9) scores on the same points: persistence's MAE and the counts are
+    exact (they depend on the points alone), the model's MAE and the interval within the
+    float32 steps that wasm and the CPU build may differ by, carried through the mean."""
+    results, models, points, _ = web_run
+    model = sequence_only(models["forecast"], models["forecast"].parent / "sequence-only")
+    predictor = Predictor(model, coverage=0.9)
+    for p in points["forecast"]:
+        predictor.step(p)
+    (page,) = value(results, "forecast/scores")
+    accuracy = {f: {k: np.atleast_1d(v) for k, v in m.items()}
+                for f, m in predictor.accuracy().items()}
+    n = len(points["forecast"]) - 1  # horizon 1: every point but the first scores one
+    assert page["points"] == int(accuracy["model"]["count"][0]) == n
+    assert page["persistence"] == float(accuracy["persistence"]["mae"][0])
+    assert page["seasonal"] is None  # NaN in JSON: the model stores no season
+    bound = f32_bound(y_scale(model, np.array([page["model"]])))
+    assert abs(page["model"] - float(accuracy["model"]["mae"][0])) <= bound
+    share, scored = (np.atleast_1d(v) for v in predictor.realised_coverage())
+    assert page["scored"] == int(scored[0]) > 0
+    lower, upper = (np.atleast_1d(v) for v in predictor.interval())
+    assert page["width"] == pytest.approx(float(upper[0] - lower[0]), rel=1e-4)
+    table = value(results, "forecast/table")
+    assert table[0][:3] == ["target", "points", "model MAE"]
+    assert table[1][:2] == ["sensor_0", str(n)]
+    assert table[1][7] == f"{share[0]:.3f} of {int(scored[0])}"
+
+
+@pytest.mark.parametrize(("name", "message", "python_refuses"),
+                         [(b[0], b[2], b[3]) for b in BAD_SIDECARS],
+                         ids=[b[0] for b in BAD_SIDECARS])
+def test_both_examples_refuse_a_bad_sidecar_alike(web_run, node: str, name: str, message: str,
+                                                 python_refuses: bool) -> None:
+    """One table of malformed sidecars (_support.BAD_SIDECARS), both runtimes: the page and
+    `node stream.js` refuse each with the same message (both run examples/core's check),
+    which names the sidecar and the field; Python's contract refuses it too, where it reads
+    the field."""
+    results, models, _, _ = web_run
+    model = models[f"bad/{name}"]
+    shown = value(results, f"sidecar/{name}/message")
+    assert shown["kind"] == "error"
+    assert value(results, "sidecar/info")["graph"] == "step"  # the model loaded before is kept
+    done = subprocess.run([node, str(JS_DIR / "stream.js"), str(model)], input="1\n",
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stdout
+    sidecar = f"{model}.json"
+    assert done.stderr == f"error: {sidecar}: {shown['text'].removeprefix('model.onnx.json: ')}\n"
+    assert shown["text"].startswith("model.onnx.json: ")
+    assert message in shown["text"], shown["text"]
+    if python_refuses:
+        with pytest.raises(ContractError):
+            ModelContract.from_json(Path(sidecar).read_text())
