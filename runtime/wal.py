@@ -19,6 +19,13 @@ whose base is the new snapshot's digest (atomically too). A crash between the tw
 whose base is not the snapshot's digest: its records are all in the snapshot already, and the
 reader says so (``LogContents.stale``) instead of applying them twice.
 
+A log may be *preallocated* (``LogWriter.create(..., preallocate=N)``): the file is extended
+with zeros ahead of the records (``posix_fallocate``) and each record overwrites them in place,
+so an fdatasync after an append need not also commit a new file size. A frame whose length is
+0 marks the end of the log (no record is empty: :meth:`LogWriter.append` refuses one), so the
+zeros after the last record read as "end of log", never as a record, and are not counted as a
+torn tail.
+
 A crash in the middle of an append leaves a torn record at the end: a length that runs past the
 end of the file, or a checksum that does not match. Reading stops at the first such record and
 reports how many bytes follow it (``dropped``); :meth:`LogWriter.open` cuts them off before
@@ -115,7 +122,8 @@ def read_log(path: str | os.PathLike[str], kind: str, fingerprint: str,
             break
         out.records.append(record)
         pos = after
-    out.end, out.dropped = pos, len(data) - pos
+    # what follows the last record, less the zeros of a preallocated tail
+    out.end, out.dropped = pos, max(0, len(data.rstrip(b"\0")) - pos)
     base = str(header.get("base", ""))
     if base != snapshot_digest:
         if not snapshot_digest:
@@ -133,7 +141,9 @@ def _next(data: bytes, pos: int) -> tuple[bytes | None, int]:
         return None, pos
     length, crc = _FRAME.unpack(head)
     start = pos + _FRAME.size
-    if length > MAX_RECORD or start + length > len(data):
+    if length == 0 or length > MAX_RECORD:  # 0: the end (a preallocated tail's zeros)
+        return None, pos
+    if start + length > len(data):
         return None, pos
     payload = data[start:start + length]
     if zlib.crc32(payload) != crc:
@@ -143,41 +153,74 @@ def _next(data: bytes, pos: int) -> tuple[bytes | None, int]:
 
 class LogWriter:
     """Appends framed records to a log; :meth:`sync` makes them durable (one fdatasync for
-    every record appended since the last one: group commit)."""
+    every record appended since the last one: group commit).
 
-    def __init__(self, path: str | os.PathLike[str], fd: int, size: int) -> None:
+    With ``preallocate=N`` (bytes) the file is extended N bytes at a time with zeros ahead of
+    the records and each record overwrites them (``pwrite``), so most fdatasyncs flush data
+    only, not a size change; where the file system cannot preallocate, records extend the file
+    as they would without it."""
+
+    def __init__(self, path: str | os.PathLike[str], fd: int, size: int,
+                 preallocate: int = 0) -> None:
         self.path = os.fspath(path)
         self._fd = fd
-        self.size = size  # bytes in the file
+        self.size = size  # bytes of the header and records (the file may hold zeros after)
         self.unsynced = 0  # bytes appended since the last sync
         self.total = 0  # bytes appended since opened, across resets (only grows)
         self.synced_total = 0  # of which are durable (fsynced)
+        self.preallocate = max(0, preallocate)
+        self.allocated = os.fstat(fd).st_size  # bytes the file holds (records + zeros)
 
     @classmethod
-    def create(cls, path: str | os.PathLike[str], header: Mapping[str, Any]) -> LogWriter:
+    def create(cls, path: str | os.PathLike[str], header: Mapping[str, Any],
+               preallocate: int = 0) -> LogWriter:
         """Replace ``path`` (atomically) by an empty log with ``header``."""
         data = MAGIC + frame(json.dumps({"format": LOG_FORMAT, "version": LOG_VERSION,
                                          **header}).encode())
         write_bytes(path, data)
-        return cls(path, os.open(path, os.O_WRONLY | os.O_APPEND), len(data))
+        writer = cls(path, os.open(path, os.O_WRONLY), len(data), preallocate)
+        writer._grow(preallocate)
+        return writer
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], contents: LogContents) -> LogWriter:
-        """Append to a log read by :func:`read_log`, its torn tail (if any) cut off first."""
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    def open(cls, path: str | os.PathLike[str], contents: LogContents,
+             preallocate: int = 0) -> LogWriter:
+        """Append to a log read by :func:`read_log`, its torn tail (if any) cut off first (the
+        zeros of a preallocated tail stay: records overwrite them)."""
+        fd = os.open(path, os.O_WRONLY)
         if contents.dropped:
             os.ftruncate(fd, contents.end)
             _sync(fd)
-        return cls(path, fd, contents.end)
+        return cls(path, fd, contents.end, preallocate)
 
     def append(self, payload: bytes) -> None:
+        if not payload:
+            raise ValueError("an empty record cannot be logged (a zero length marks the end "
+                             "of the log)")
         data = frame(payload)
-        view = memoryview(data)
+        self._reserve(len(data))
+        view, at = memoryview(data), self.size
         while view:
-            view = view[os.write(self._fd, view):]
+            n = os.pwrite(self._fd, view, at)
+            view, at = view[n:], at + n
         self.size += len(data)
         self.unsynced += len(data)
         self.total += len(data)
+
+    def _reserve(self, n: int) -> None:
+        """Zeros ahead of the records for ``n`` more bytes and more, when preallocating."""
+        if self.preallocate and self.size + n > self.allocated:
+            self._grow(max(self.preallocate, self.size + n - self.allocated))
+
+    def _grow(self, grow: int) -> None:
+        if not grow:
+            return
+        try:
+            os.posix_fallocate(self._fd, self.allocated, grow)
+        except (OSError, AttributeError):  # not on this file system (or OS): extend as we go
+            self.preallocate = 0
+            return
+        self.allocated += grow
 
     def sync(self) -> None:
         if self.unsynced:
@@ -192,9 +235,10 @@ class LogWriter:
 
     def reset(self, header: Mapping[str, Any]) -> None:
         """Start over with an empty log (after a checkpoint), atomically."""
-        fresh = LogWriter.create(self.path, header)  # the old file stays whole until replaced
-        self.close()
+        fresh = LogWriter.create(self.path, header, self.preallocate)  # the old file stays
+        self.close()  # whole until replaced
         self._fd, self.size, self.unsynced = fresh._fd, fresh.size, 0
+        self.allocated, self.preallocate = fresh.allocated, fresh.preallocate
         self.synced_total = self.total  # the new file was fsynced whole
 
     def close(self) -> None:

@@ -159,21 +159,27 @@ class GroupCommit:
 
 
 def encode_round(parts: Sequence[Rows], n_features: int) -> bytes:
+    """One record for a round's completed rows. On the event loop once per round, so written
+    for the common cases: rows of one point (no ``t`` list), no flags (no enumeration), and
+    float32 points (no conversion) -- 64 one-row parts cost about a third of a generic loop."""
     keys: list[Hashable] = []
-    steps: list[int] = []
     starts: list[int] = []
     ends: list[int] = []
+    multi = False
     for part in parts:
-        base = len(keys)
-        keys.extend(part.keys)
-        steps.extend([part.x.shape[1]] * len(part.keys))
-        starts.extend(base + i for i, s in enumerate(part.starts) if s)
-        ends.extend(base + i for i, e in enumerate(part.ends) if e)
+        if part.x.shape[1] != 1:
+            multi = True
+        if any(part.starts):
+            starts += [len(keys) + i for i, s in enumerate(part.starts) if s]
+        if any(part.ends):
+            ends += [len(keys) + i for i, e in enumerate(part.ends) if e]
+        keys += part.keys
     doc: dict[str, object] = {"k": keys, "s": starts, "e": ends, "f": n_features}
-    if any(t != 1 for t in steps):
-        doc["t"] = steps
+    if multi:
+        doc["t"] = [p.x.shape[1] for p in parts for _ in p.keys]
     meta = json.dumps(doc, separators=(",", ":")).encode()
-    points = b"".join(np.ascontiguousarray(p.x, _F32).tobytes() for p in parts)
+    points = b"".join([np.ascontiguousarray(p.x, _F32).tobytes() if p.x.dtype != _F32
+                       else p.x.tobytes() for p in parts])
     return b"R" + _LEN.pack(len(meta)) + meta + points
 
 

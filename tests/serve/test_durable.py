@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("httptools", reason="rnnstream serve needs the 'serve' extra")
 
 from rnnstream.runtime import StateError, StreamPool
-from rnnstream.runtime.wal import LogWriter, read_log
+from rnnstream.runtime.wal import LogWriter, file_digest, read_log
 from rnnstream.serve import ServeError
 from rnnstream.serve.metrics import Metrics
 from rnnstream.serve.sequences import Infer, Limits, ModelService, log_path
@@ -75,8 +75,10 @@ def assert_same_pools(got: StreamPool, want: StreamPool) -> None:
                     (key, name)
 
 
-def service(path: Path, coverage=None, durability="log") -> ModelService:
-    s = ModelService("m", str(LEGACY), Limits(idle_timeout_s=None), Metrics(),
+def service(path: Path, coverage=None, durability="log", thread_rows=0) -> ModelService:
+    """``thread_rows``: Limits.step_thread_rows (1: every round steps on the step thread)."""
+    s = ModelService("m", str(LEGACY), Limits(idle_timeout_s=None,
+                                              step_thread_rows=thread_rows), Metrics(),
                      coverage=coverage)
     s.load(str(path), durability)
     return s
@@ -96,15 +98,18 @@ async def run_batch(s: ModelService, requests, checkpoint: str | None = None) ->
     await asyncio.gather(*futures)
 
 
+@pytest.mark.parametrize("thread_rows", [0, 1])
 @pytest.mark.parametrize("coverage", [None, 0.9])
-def test_recovery_is_the_uninterrupted_run_bit_for_bit(tmp_path, coverage):
+def test_recovery_is_the_uninterrupted_run_bit_for_bit(tmp_path, coverage, thread_rows):
+    """Also with every round on the step thread: a checkpoint taken while a round is in
+    flight finishes that round first (its record goes to the log the snapshot replaces)."""
     state = tmp_path / "s.npz"
     rng = np.random.default_rng(1)
     ref = StreamPool(LEGACY, coverage=coverage)
     live: set = set()
 
     async def main():
-        s = service(state, coverage)
+        s = service(state, coverage, thread_rows=thread_rows)
         for batch in range(6):
             requests = random_requests(rng, 12, live)
             await run_batch(s, requests, checkpoint=str(state) if batch in (1, 4) else None)
@@ -132,20 +137,28 @@ def test_a_torn_or_corrupt_tail_is_dropped_whole(tmp_path):
     asyncio.run(main())
     apply(before, [1, 2], x1, [True, True], [False, False])
     good = log_path(str(state))
-    data = Path(good).read_bytes()
-    last = len(data) - read_log(good, "serve", before.fingerprint, "").records[-1].__len__() - 8
+    whole = read_log(good, "serve", before.fingerprint, "")
+    assert whole.dropped == 0  # the preallocated zeros after the records are no torn tail
+    data = Path(good).read_bytes()[:whole.end]
+    last = len(data) - len(whole.records[-1]) - 8
     cuts = sorted({last + 1, last + 4, last + 8, last + 9, len(data) - 1,
                    *np.random.default_rng(2).integers(last + 1, len(data), 5).tolist()})
     for cut in cuts:  # a crash in the middle of the last append
         Path(good).write_bytes(data[:cut])
         assert_same_pools(service(state).pool, before)
-        assert os.path.getsize(good) < cut or cut == last  # replaced by a fresh, empty log
+        fresh = read_log(good, "serve", before.fingerprint, file_digest(state))
+        assert fresh.records == [] and fresh.end < cut  # replaced by a fresh, empty log
+    for cut in cuts:  # the same, inside a preallocated tail: the torn record, then zeros
+        Path(good).write_bytes(data[:cut] + bytes(4096))
+        assert_same_pools(service(state).pool, before)
     flipped = bytearray(data)
     flipped[-3] ^= 0x40  # a bit flipped in the last record: its CRC32 no longer matches
     Path(good).write_bytes(bytes(flipped))
     contents = read_log(good, "serve", before.fingerprint, "")
     assert contents.dropped == len(data) - last
     assert_same_pools(service(state).pool, before)
+    Path(good).write_bytes(bytes(flipped) + bytes(1000))  # and with zeros after it
+    assert read_log(good, "serve", before.fingerprint, "").dropped == len(data) - last
 
 
 def test_a_log_of_another_model_is_refused(tmp_path, multi_model):
@@ -271,3 +284,27 @@ def test_sigkill_right_after_the_answers_loses_nothing(tmp_path):
                                 axis=1)
                 same_bits(np.array(body["outputs"][0]["data"]).reshape(want.shape), want)
             running.stop(signal.SIGKILL)
+
+
+def test_a_preallocated_log_reads_back_every_record_and_grows(tmp_path):
+    """Records overwrite the zeros ahead of them; the zeros read as the end of the log (never
+    as a record), the file grows a chunk at a time, and LogWriter.open appends after them."""
+    path = tmp_path / "l.wal"
+    header = {"kind": "k", "fingerprint": "f", "base": ""}
+    writer = LogWriter.create(path, header, preallocate=256)
+    assert os.path.getsize(path) >= 256
+    payloads = [bytes([i + 1]) * (7 * i + 1) for i in range(40)]  # 3,000 bytes: many chunks
+    for p in payloads:
+        writer.append(p)
+    writer.sync()
+    contents = read_log(path, "k", "f", "")
+    assert contents.records == payloads
+    assert (contents.end, contents.dropped) == (writer.size, 0)
+    assert os.path.getsize(path) > writer.size  # zeros still ahead of the records
+    writer.close()
+    again = LogWriter.open(path, contents, preallocate=256)
+    again.append(b"more")
+    again.close()
+    assert read_log(path, "k", "f", "").records == [*payloads, b"more"]
+    with pytest.raises(ValueError, match="empty record"):
+        LogWriter.create(path, header).append(b"")
