@@ -21,8 +21,14 @@ machine (it competes with the server for the cores) and is bounded in requests a
 5. the write-ahead log (``--state``, ``--durability log``, the default, against ``--durability
    snapshot``): one sequence's client p50 over HTTP, and predictions/s with p50 at 64 and 256
    sequences (closed loop) over HTTP and gRPC, on this machine's disk (the --state file in a
-   temporary folder; ``--log-dir`` picks another). The two modes alternate, twice each; the
-   figures are the means. ``--log-only`` runs this part alone.
+   temporary folder; ``--log-dir`` picks another). The two modes alternate; the
+   figures are the medians of ``--rounds`` (3) alternating rounds, with the server-side p50
+   and, in process, where one round's log time goes (encoding, write, fdatasync of a growing
+   against a preallocated file). ``--log-only`` runs this part alone.
+6. the step thread (``--step-thread-rows``, default 16, against 0: every step on the loop),
+   alternating, medians: one sequence's client and server p50, predictions/s at 64 and 256
+   sequences over HTTP, 256 over a gRPC stream, 64 concurrent unary gRPC calls, and the
+   server's CPU per prediction for each. ``--thread-only`` runs this part alone.
 
 Model: an exported LSTM (hidden 64, 2 layers, one feature) made here, or the repository's
 release-0.1.0 fixture (LSTM 8 x 2) without torch.
@@ -395,13 +401,73 @@ async def _grpc_load(port: int, seqs: int, seconds: float, base: int) -> dict:
     return stats
 
 
+async def _grpc_unary_load(port: int, seqs: int, seconds: float, base: int) -> dict:
+    """``seqs`` concurrent unary ModelInfer calls (one per sequence, the next when the answer
+    is in; how issue 22 compares gRPC stacks), counted from when every sequence has started."""
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    stats = {"ok": 0, "errors": 0, "lat": []}
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        started = asyncio.Event()
+        ready = [0]
+        stop_at = [float("inf")]
+
+        async def drive(s: int) -> None:
+            await stub.ModelInfer(grpc_request(pb, base + s, 0.25, True))
+            ready[0] += 1
+            if ready[0] == seqs:
+                stop_at[0] = time.perf_counter() + seconds
+                started.set()
+            await started.wait()
+            while (t := time.perf_counter()) < stop_at[0]:
+                try:
+                    await stub.ModelInfer(grpc_request(pb, base + s, 0.25))
+                except grpc.RpcError:
+                    stats["errors"] += 1
+                    continue
+                stats["ok"] += 1
+                stats["lat"].append(time.perf_counter() - t)
+
+        first = time.perf_counter()
+        tasks = [asyncio.ensure_future(drive(s)) for s in range(seqs)]
+        await started.wait()
+        start = time.perf_counter()
+        await asyncio.gather(*tasks)
+        stats["seconds"] = time.perf_counter() - start
+        stats["setup_seconds"] = start - first
+    return stats
+
+
 def _loadgen(kind: str, port: int, seqs: int, seconds: float, rate: float | None, base: int,
              conn) -> None:
     if kind == "http":
         stats = asyncio.run(_http_load(port, seqs, seconds, rate, base))
+    elif kind == "grpc-unary":
+        stats = asyncio.run(_grpc_unary_load(port, seqs, seconds, base))
     else:
         stats = asyncio.run(_grpc_load(port, seqs, seconds, base))
     conn.send(stats)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_cpu(proc, kind: str, port: int, seqs: int, seconds: float, base: int = 10_000
+             ) -> tuple[dict, float]:
+    """:func:`load`, and the server's CPU µs per answered prediction meanwhile (its set-up
+    answers included in the count, as they were in the CPU)."""
+    cpu0 = cpu_seconds(proc.pid)
+    st = load(kind, port, seqs, seconds, base=base)
+    used = cpu_seconds(proc.pid) - cpu0
+    answered = st["ok"] + st.get("setup_ok", 0) + (seqs if kind == "grpc-unary" else 0)
+    return st, used / max(1, answered) * 1e6
 
 
 def load(kind: str, port: int, seqs: int, seconds: float, rate: float | None = None,
@@ -485,13 +551,21 @@ def main() -> int:
     ap.add_argument("--log-only", action="store_true", help="run only part 5 (the log's cost)")
     ap.add_argument("--log-dir", default=None,
                     help="folder for part 5's --state file and log (default: a temporary one)")
+    ap.add_argument("--thread-only", action="store_true",
+                    help="run only part 6 (the step thread against the step on the loop)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="parts 5 and 6: alternating rounds per configuration (medians)")
     args = ap.parse_args()
-    if args.log_only:
+    if args.log_only or args.thread_only:
         with tempfile.TemporaryDirectory() as folder:
             model, what = build_model(folder)
-            print(f"model: {what}; {os.cpu_count()} cores")
-            log_cost(model, args.log_dir or folder, 1500 if args.quick else 3000,
-                     2.0 if args.quick else 5.0)
+            print(f"model: {what}; {os.cpu_count()} cores; load average "
+                  f"{os.getloadavg()[0]:.1f}")
+            n_lat, secs = (1500, 2.0) if args.quick else (3000, 5.0)
+            if args.log_only:
+                log_cost(model, args.log_dir or folder, n_lat, secs, args.rounds)
+            if args.thread_only:
+                step_thread(model, folder, n_lat, secs, args.rounds)
         return 0
     n_lat = 1500 if args.quick else 5000
     seconds = 2.0 if args.quick else 5.0
@@ -569,7 +643,8 @@ def main() -> int:
               f"{served_cov / local_cov:.2f}")
         if args.soak_seconds > 0:
             soak(model, args.soak_seconds, args.soak_rate)
-        log_cost(model, args.log_dir or folder, n_lat, seconds)
+        log_cost(model, args.log_dir or folder, n_lat, seconds, args.rounds)
+        step_thread(model, folder, n_lat, seconds, args.rounds)
     return 0
 
 
@@ -590,39 +665,128 @@ def fsync_p50(folder: str, n: int = 300) -> float:
     return pct(times, 50)
 
 
-def log_cost(model: Path, folder: str, n_lat: int, seconds: float) -> None:
-    """Part 5: --durability log against --durability snapshot, alternating, twice each."""
-    print("\n5. the write-ahead log: --state with --durability log (default) vs snapshot")
-    cases = [("p50 µs", "one", 1)] + [(kind, kind, n) for n in (64, 256)
-                                       for kind in ("http", "grpc")]
-    runs: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
-    disk = [fsync_p50(folder)]
-    for _ in range(2):
-        for mode in ("snapshot", "log"):
-            state = os.path.join(folder, f"bench-{mode}.npz")
+def log_parts(folder: str, n: int = 400) -> None:
+    """Where one acknowledged round's log time goes, in process: encoding its record (one
+    row; 64 one-row requests), writing it, and the fdatasync, paired on the same disk: a log
+    that grows with each append (the file size changes) against a preallocated one whose
+    zeros each record overwrites (the server's). p50 µs."""
+    from rnnstream.runtime.wal import LogWriter
+    from rnnstream.serve.wal import Rows, encode_round
+
+    one = [Rows([17], np.full((1, 1, 1), 0.5, np.float32), [False], [False])]
+    many = [Rows([i], np.full((1, 1, 1), 0.5, np.float32), [False], [False])
+            for i in range(64)]
+    enc = {}
+    for name, parts in (("1 row", one), ("64 one-row requests", many)):
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            encode_round(parts, 1)
+            times.append(time.perf_counter() - t)
+        enc[name] = pct(times, 50)
+    record = encode_round(one, 1)
+    header = {"kind": "bench", "fingerprint": "", "base": ""}
+    writers = {"grows": LogWriter.create(os.path.join(folder, "bench-grow.wal"), header),
+               "preallocated": LogWriter.create(os.path.join(folder, "bench-pre.wal"), header,
+                                                preallocate=8 << 20)}
+    write: dict[str, list[float]] = {k: [] for k in writers}
+    sync: dict[str, list[float]] = {k: [] for k in writers}
+    try:
+        for i in range(n):
+            for name in (list(writers) if i % 2 else list(writers)[::-1]):
+                w = writers[name]
+                t = time.perf_counter()
+                w.append(record)
+                t1 = time.perf_counter()
+                w.sync()
+                write[name].append(t1 - t)
+                sync[name].append(time.perf_counter() - t1)
+    finally:
+        for w in writers.values():
+            w.close()
+            os.remove(w.path)
+    ratios = [a / b for a, b in zip(sync["preallocated"], sync["grows"], strict=True)]
+    print(f"   one round's log work, in process (p50): encode {enc['1 row']:.1f} µs (1 row), "
+          f"{enc['64 one-row requests']:.1f} µs (64 one-row requests); write "
+          f"{pct(write['preallocated'], 50):.1f} µs; fdatasync {pct(sync['grows'], 50):.0f} µs "
+          f"growing the file, {pct(sync['preallocated'], 50):.0f} µs preallocated (paired "
+          f"ratio p50 {pct(ratios, 50):.2f})")
+
+
+def compare(model: Path, folder: str, modes: list[tuple[str, tuple[str, ...]]], n_lat: int,
+            seconds: float, rounds: int, cases: list[tuple[str, int]], cpu: bool = False
+            ) -> dict:
+    """Each mode's server (its flags), alternating, ``rounds`` times: one sequence's HTTP
+    client and server-side p50, then for each (kind, sequences) in ``cases`` predictions/s,
+    client p50 and (``cpu``) the server's CPU µs per prediction. Medians over the rounds."""
+    runs: dict[tuple[str, str, int], list[tuple[float, float, float]]] = {}
+    name = "rnnstream_serve_request_seconds"
+    for r in range(rounds):
+        for label, flags in (modes if r % 2 == 0 else modes[::-1]):
+            state = os.path.join(folder, "bench-state.npz")
             for path in (state, state + ".wal"):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(path)
-            with server(model, "--state", state, "--durability", mode) as (_, hp, gp):
+            flags = tuple(f.replace("{state}", state) for f in flags)
+            with server(model, *flags) as (proc, hp, gp):
+                before = metrics(hp)
                 lat = latency_http(hp, n_lat)
-                runs.setdefault((mode, "one", 1), []).append((0.0, pct(lat, 50)))
-                for _label, kind, n in cases[1:]:
-                    st = load(kind, hp if kind == "http" else gp, n, seconds,
-                              base=100_000 * n)
-                    runs.setdefault((mode, kind, n), []).append(
-                        (st["ok"] / st["seconds"], pct(st["lat"], 50)))
+                server_p50 = quantile_between(before, metrics(hp), name, 0.5) * 1e6
+                runs.setdefault((label, "one", 1), []).append(
+                    (0.0, pct(lat, 50), server_p50))
+                for kind, n in cases:
+                    st, per = load_cpu(proc, kind, hp if kind == "http" else gp, n, seconds,
+                                       base=100_000 * n)
+                    runs.setdefault((label, kind, n), []).append(
+                        (st["ok"] / st["seconds"], pct(st["lat"], 50), per if cpu else 0.0))
+    return {k: np.median(v, axis=0) for k, v in runs.items()}
+
+
+def print_compare(title: str, modes: list[str], med: dict, cases: list[tuple[str, int]],
+                  cpu: bool = False) -> None:
+    a, b = modes
+    print(f"   {title}: medians; ratio = {b} / {a}")
+    print(f"   {'load':<26}{a + ' /s':>14}{b + ' /s':>14}{'ratio':>7}"
+          f"{a + ' p50 µs':>18}{b + ' p50 µs':>18}{'ratio':>7}"
+          + (f"{a + ' CPU µs':>16}{b + ' CPU µs':>16}" if cpu else ""))
+    one_a, one_b = med[a, "one", 1], med[b, "one", 1]
+    print(f"   {'1 sequence, HTTP (client)':<26}{'-':>14}{'-':>14}{'-':>7}{one_a[1]:18.0f}"
+          f"{one_b[1]:18.0f}{one_b[1] / one_a[1]:7.2f}")
+    print(f"   {'1 sequence, HTTP (server)':<26}{'-':>14}{'-':>14}{'-':>7}{one_a[2]:18.0f}"
+          f"{one_b[2]:18.0f}{one_b[2] / one_a[2]:7.2f}")
+    for kind, n in cases:
+        x, y = med[a, kind, n], med[b, kind, n]
+        label = {"http": "HTTP", "grpc": "gRPC stream", "grpc-unary": "gRPC unary"}[kind]
+        print(f"   {f'{n} sequences, {label}':<26}{x[0]:14,.0f}{y[0]:14,.0f}{y[0] / x[0]:7.2f}"
+              f"{x[1]:18.0f}{y[1]:18.0f}{y[1] / x[1]:7.2f}"
+              + (f"{x[2]:16.0f}{y[2]:16.0f}" if cpu else ""))
+
+
+def log_cost(model: Path, folder: str, n_lat: int, seconds: float, rounds: int = 3) -> None:
+    """Part 5: --durability log against --durability snapshot, alternating, medians."""
+    print("\n5. the write-ahead log: --state with --durability log (default) vs snapshot")
+    log_parts(folder)
+    cases = [(kind, n) for n in (64, 256) for kind in ("http", "grpc")]
+    disk = [fsync_p50(folder)]
+    modes = [("snapshot", ("--state", "{state}", "--durability", "snapshot")),
+             ("log", ("--state", "{state}", "--durability", "log"))]
+    med = compare(model, folder, modes, n_lat, seconds, rounds, cases)
     disk.append(fsync_p50(folder))
     print(f"   the disk: fdatasync of a 100-byte append p50 {disk[0]:.0f} µs before the runs, "
           f"{disk[1]:.0f} µs after (it varies with what else the machine writes)")
-    print(f"   {'load':<22}{'snapshot /s':>12}{'log /s':>10}{'ratio':>7}"
-          f"{'snapshot p50 µs':>17}{'log p50 µs':>12}{'ratio':>7}")
-    for _label, kind, n in cases:
-        snap, wal = (np.mean(runs[m, kind, n], axis=0) for m in ("snapshot", "log"))
-        what = "1 sequence, HTTP" if kind == "one" else f"{n} sequences, {kind.upper()}"
-        rates = (f"{snap[0]:12,.0f}{wal[0]:10,.0f}{wal[0] / snap[0]:7.2f}" if kind != "one"
-                 else f"{'-':>12}{'-':>10}{'-':>7}")
-        print(f"   {what:<22}{rates}{snap[1]:17.0f}{wal[1]:12.0f}"
-              f"{wal[1] / snap[1]:7.2f}")
+    print_compare(f"{rounds} rounds, alternating", ["snapshot", "log"], med, cases)
+
+
+def step_thread(model: Path, folder: str, n_lat: int, seconds: float, rounds: int = 3) -> None:
+    """Part 6: every step on the event loop (--step-thread-rows 0) against the default (rounds
+    of 16+ sequences on the step thread), alternating, medians; no --state."""
+    print("\n6. the model step off the event loop: --step-thread-rows 0 (loop) vs default "
+          "(thread)")
+    cases = [("http", 64), ("http", 256), ("grpc", 256), ("grpc-unary", 64)]
+    modes = [("loop", ("--step-thread-rows", "0")), ("thread", ())]
+    med = compare(model, folder, modes, n_lat, seconds, rounds, cases, cpu=True)
+    print_compare(f"{rounds} rounds, alternating; CPU: the server's per prediction",
+                  ["loop", "thread"], med, cases, cpu=True)
 
 
 def soak(model: Path, seconds: float, rate: float) -> None:

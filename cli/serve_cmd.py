@@ -90,6 +90,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="wait this long after the first queued request for others to batch "
                         "with it (Triton's max_queue_delay_microseconds; default 0: batch what "
                         "arrives together)")
+    p.add_argument("--step-thread-rows", type=int, default=16, metavar="N",
+                   help="a batched step of N sequences or more runs on a worker thread while "
+                        "the event loop parses the next requests (default 16; 0: every step on "
+                        "the loop); answers are the same either way")
     p.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
                    help="event loop: uvloop when installed (auto, the default), or asyncio's")
     add_live_args(p, "add outputs 'lower' and 'upper': a prediction interval holding about C "
@@ -194,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
     json_lines()
     limits = Limits(max_sequences=args.max_sequences,
                     idle_timeout_s=idle if idle > 0 else None,
-                    max_batch=max(1, args.max_batch), queue_delay_us=max(0, args.queue_delay_us))
+                    max_batch=max(1, args.max_batch), queue_delay_us=max(0, args.queue_delay_us),
+                    step_thread_rows=max(0, args.step_thread_rows))
     config = ServeConfig(dict(zip(names, args.models, strict=True)), host=args.host,
                          http_port=None if args.http_port < 0 else args.http_port,
                          grpc_port=None if args.grpc_port < 0 else args.grpc_port,

@@ -26,9 +26,15 @@ def _histogram(text: str, name: str) -> tuple[float, float]:
     return total, count
 
 
-def test_concurrent_sequences_share_steps_and_keep_order():
+# every step on the step thread (1), on the event loop (0): the same answers, in the same order
+STEP_THREAD = pytest.mark.parametrize("thread_rows", ["1", "0"])
+
+
+@STEP_THREAD
+def test_concurrent_sequences_share_steps_and_keep_order(thread_rows):
     # a long delay so that batching shows even on a loaded machine (the test asserts no timing)
-    with serving([LEGACY], "--queue-delay-us", "20000") as running:
+    with serving([LEGACY], "--queue-delay-us", "20000", "--step-thread-rows",
+                 thread_rows) as running:
         client = grpcclient.InferenceServerClient(running.grpc_url)
         answers: queue.Queue = queue.Queue()
         client.start_stream(callback=lambda result, error: answers.put((result, error)))
@@ -66,10 +72,11 @@ def test_concurrent_sequences_share_steps_and_keep_order():
         assert single < steps  # ... and some steps carried several sequences
 
 
-def test_many_sequence_requests_and_single_ones_keep_each_sequence_in_order():
+@STEP_THREAD
+def test_many_sequence_requests_and_single_ones_keep_each_sequence_in_order(thread_rows):
     """A many-sequence request, then single requests for its sequences, then another
     many-sequence request, all in flight at once: each sequence sees its points in order."""
-    with serving([LEGACY]) as running:
+    with serving([LEGACY], "--step-thread-rows", thread_rows) as running:
         client = grpcclient.InferenceServerClient(running.grpc_url)
         answers: queue.Queue = queue.Queue()
         client.start_stream(callback=lambda result, error: answers.put((result, error)))
