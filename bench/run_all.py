@@ -18,6 +18,8 @@ BENCHES = {
     "spark": ["bench_spark.py"],  # Spark local mode vs StreamPool in one process
     # rnnstream serve on loopback: latency, batching, many sequences per request, short soak
     "serve": ["bench_serve.py", "--soak-seconds", "20"],
+    # one model served by rnnstream, MLServer and PyTriton, one client (.venv-peers on first use)
+    "peers": ["bench_peers.py"],
     "quality": ["quality.py"],  # default training on real series vs persistence and ETS
     "web": ["bench_web.py"],  # step latency in the browser (onnxruntime-web) vs Node vs Python
 }
