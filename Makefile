@@ -132,7 +132,7 @@ demo-image: $(VENV)/.stamp-train $(LINKED)
 	$(VENV)/bin/rnnstream demo --out $(OUT) --no-progress
 	cp $(OUT)/streaming.png docs/images/streaming.png
 
-# the README's picture of the page: a trained sine model streamed in headless Chromium
+# the picture of the page in docs/contract.md: a trained sine model streamed in headless Chromium
 web-screenshot: $(VENV)/.stamp-test web-deps browser
 	$(PY) bench/bench_web.py --quick --screenshot docs/images/web.png
 

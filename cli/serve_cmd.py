@@ -112,7 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_loop(main: Any, loop: str) -> None:
     """Run ``main`` on uvloop when installed (the serve extra brings it where it exists: it
-    answers loopback HTTP requests ~2x faster than asyncio's own loop here, README "Serving"),
+    answers loopback HTTP requests ~2x faster than asyncio's own loop here, docs/benchmarks.md),
     else on asyncio's loop."""
     if loop != "asyncio" and importlib.util.find_spec("uvloop") is not None:
         import uvloop

@@ -1,6 +1,6 @@
 """Build the ONNX graph of a :class:`~rnnstream.train.Forecaster` directly from its weights.
 
-Why not ``torch.onnx.export``? Measured with torch 2.13 (see README, "Export"): the dynamo
+Why not ``torch.onnx.export``? Measured with torch 2.13 (see docs/api.md, "Export"): the dynamo
 exporter fixes the time axis to the example length and writes a side ``.data`` file; the
 TorchScript exporter gives native recurrent ops with dynamic axes but wraps them in Transpose,
 Slice, Unsqueeze and normalisation nodes (17 nodes for a one-layer LSTM) and is deprecated.

@@ -1,6 +1,6 @@
 """The HTTP/1.1 front end: an asyncio protocol around httptools' parser (uvicorn's parser).
 
-Chosen by measurement (bench/serve_stacks.py, README "Serving"): a bare asyncio protocol
+Chosen by measurement (bench/serve_stacks.py, docs/benchmarks.md): a bare asyncio protocol
 answers a keep-alive round trip faster than uvicorn + ASGI or aiohttp on the same machine and
 the same event loop, and the protocol here needs nothing else (no routing framework, no
 middleware). The command runs it on uvloop where installed (cli/serve_cmd.py).

@@ -2,7 +2,7 @@
 
 ``PARITY_FIGURES`` (test id -> figures) is filled by tests/export/test_parity_space.py and printed
 at the end of the run; when ``RNNSTREAM_PARITY_FIGURES`` names a file it is also written there
-as JSON (the README's parity table quotes it).
+as JSON (docs/api.md's parity table quotes it).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ it, or applied it twice, would give visibly different numbers.
 
 Each test records the figures it reached (calls tried, kills, RSS growth...) with ``figures``;
 they are printed at the end of the run and, when ``RNNSTREAM_HARDENING_FIGURES`` names a file,
-written there as JSON (the README's reliability section quotes them).
+written there as JSON (docs/reliability.md quotes them).
 """
 
 from __future__ import annotations
