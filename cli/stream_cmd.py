@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ._common import add_live_args, season_without_coverage
+from ._common import add_live_args
 
 DESCRIPTION = """\
 Stream predictions: read one data point per line, print one prediction per line as soon as
@@ -312,16 +312,21 @@ def _lines(source: str) -> Iterator[str]:
 
 def run(args: argparse.Namespace) -> int:
     from rnnstream.runtime import Predictor, RnnStreamError, StreamPool
+    from rnnstream.runtime.live import LiveConfig
 
     target: Predictor | StreamPool
-    if season_without_coverage(args, "stream"):
+    try:  # checked once, by LiveConfig; here its refusal is a usage error in the flags' words
+        live = LiveConfig(coverage=args.coverage or None, season=args.season)
+    except RnnStreamError as exc:
+        flags = ("--season is for the live scores: give --coverage too (e.g. --coverage 0.9 "
+                 "--season 24); " if args.season is not None and not args.coverage else "")
+        print(f"rnnstream stream: error: {flags}{exc}", file=sys.stderr)
         return 2
-    live = {"coverage": args.coverage, "season": args.season} if args.coverage else {}
     try:
         if args.key is not None:
-            target = StreamPool(args.model, auto_add=True, **live)
+            target = StreamPool(args.model, auto_add=True, live=live)
         else:
-            target = Predictor(args.model, **live)
+            target = Predictor(args.model, live=live)
         if args.state and os.path.exists(args.state):
             target.load_state(args.state)
         journal = _Journal.recover(target, args) if args.state else None
@@ -336,7 +341,8 @@ def run(args: argparse.Namespace) -> int:
               f"(state pairs {target.state_pairs}, no feature names: each line's values are "
               f"read in order). {_wrap_hint(args.model)}", file=sys.stderr)
     saver = _Saver(target, args.state, args.save_every, journal)
-    report = (lambda: print(summary(target), file=sys.stderr, flush=True)) if live else None
+    report = ((lambda: print(summary(target), file=sys.stderr, flush=True)) if live.enabled
+              else None)
     with _StopSignals(report) as stop:
         try:
             code = _serve(target, args, sys.stdout, saver, stop, journal)

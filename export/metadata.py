@@ -102,7 +102,7 @@ def build_contract(
 ) -> ModelContract:
     """The contract of ``model`` (fingerprint left empty: it needs the final graph)."""
     cfg = model.config
-    return ModelContract(
+    contract = ModelContract(
         cell=cfg.cell,
         layers=cfg.layers,
         hidden=cfg.hidden,
@@ -118,6 +118,17 @@ def build_contract(
         versions=dict(versions or {}),
         quantized=quantized,
     )
+    _adopt_facts(contract)
+    return contract
+
+
+def _adopt_facts(contract: ModelContract) -> None:
+    """The trained season and the calibration moved from ``metrics`` into their typed
+    contract fields (ExportError when malformed)."""
+    try:
+        contract.adopt_metrics_facts("export")
+    except ContractError as exc:
+        raise ExportError(f"{exc}") from exc
 
 
 def describe(contract: ModelContract) -> str:
@@ -135,7 +146,12 @@ def describe(contract: ModelContract) -> str:
 
 
 def attach_metadata(graph: onnx.ModelProto, contract: ModelContract) -> str:
-    """Embed the contract JSON and fill producer/version/doc fields; returns the JSON text."""
+    """Embed the contract JSON and fill producer/version/doc fields; returns the JSON text.
+
+    The trained season and the calibration, where a trainer or caller put them in ``metrics``,
+    are moved into their typed contract fields first (checked: ExportError when malformed).
+    """
+    _adopt_facts(contract)
     text = contract.to_json()
     del graph.metadata_props[:]
     onnx.helper.set_model_props(graph, {METADATA_KEY: text})

@@ -241,9 +241,9 @@ class WrapReport:
         if self.predictor is not None:
             lines.append("  (c) rnnstream Predictor on the file vs the foreign graph stepped, "
                          + _figures(self.predictor))
-        cal = self.contract.metrics.get("calibration")
+        cal = self.contract.live_facts().calibration
         if cal:
-            lines.append(f"  calibration from the sample: {cal['residuals']} residuals")
+            lines.append(f"  calibration from the sample: {cal.info['residuals']} residuals")
         return "\n".join(lines)
 
 

@@ -18,6 +18,12 @@ An rnnstream ONNX file has
 
 ``time = 1`` is a streaming step; ``time > 1`` primes the state through the same graph.
 
+Two optional facts for the live scores (typed fields since 0.4, absent when unknown, so other
+files keep their exact JSON): ``trained_season``, the season the model was trained with (the
+default period of the seasonal-naive baseline), and ``calibration``, the validation half-widths
+the intervals start from (:mod:`rnnstream.runtime.calibration`). Earlier releases kept them in
+the free-form ``metrics``; :meth:`ModelContract.live_facts` reads either place.
+
 Optionally (``step_model``, absent in older files) the model has a companion in the same folder,
 ``<stem>.step.onnx``: the same function for ``time = 1`` only, built from plain ops because that
 is faster for streaming steps. The contract names it and holds the SHA-256 of its bytes, so a
@@ -38,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import spec
+from .calibration import Calibration
 from .errors import ContractError
 from .spec import DTYPE, INPUT_NAME, OUTPUT_NAME, state_input_name, state_output_name
 
@@ -46,10 +53,13 @@ __all__ = [
     "CELL_STATES",
     "FORMAT",
     "INPUT_NAME",
+    "LIVE_FACTS",
     "METADATA_KEY",
     "OUTPUT_NAME",
     "SCHEMA_VERSION",
     "SIDECAR_SUFFIX",
+    "Calibration",
+    "LiveFacts",
     "ModelContract",
     "StateSpec",
     "sidecar_path",
@@ -76,6 +86,10 @@ MAX_HIDDEN = 1 << 16
 MAX_LAYERS = 64
 MAX_STATES = 64
 MAX_STATE_RANK = 8
+MAX_SEASON = 1 << 20
+# facts about the model the live scores read, typed contract fields since 0.4 (before: keys of
+# the free-form `metrics`, still read from there when the field is absent; see live_facts)
+LIVE_FACTS = ("trained_season", "calibration")
 
 
 def sidecar_path(model_path: str) -> str:
@@ -103,6 +117,14 @@ class StateSpec:
     def for_state(cls, name: str, row: tuple[int, ...]) -> StateSpec:
         return cls(name=name, input=state_input_name(name), output=state_output_name(name),
                    shape=(spec.BATCH, *row))
+
+
+@dataclass(frozen=True)
+class LiveFacts:
+    """What a model's contract tells its live scores (:meth:`ModelContract.live_facts`)."""
+
+    season: int | None  # the season the model was trained with (None: none known)
+    calibration: Calibration | None  # its validation half-widths (None: none stored)
 
 
 @dataclass
@@ -134,12 +156,45 @@ class ModelContract:
     # the graph's time axis is fixed to 1 (a foreign model that takes one step per call): the
     # runtime primes and forecasts it one step at a time
     step_only: bool = False
+    # the season the model was trained with, given or detected (0: none known): the default
+    # period of the live scores' seasonal-naive baseline. Not `season`, the seasonal target's.
+    trained_season: int = 0
+    # the validation half-widths the live intervals start from (None: none stored)
+    calibration: Calibration | None = None
     schema_version: int = 0  # 0: the lowest version that describes this model (required_schema)
     format: str = FORMAT
 
     def __post_init__(self) -> None:
         if not self.schema_version:
             self.schema_version = self.required_schema
+
+    # -- facts for the live scores -----------------------------------------------------------
+    def live_facts(self, source: str = "model") -> LiveFacts:
+        """The trained season and the calibration: the one place they are read. From the
+        typed fields, or, for a model exported before they existed, from ``metrics`` (a
+        malformed ``metrics["calibration"]`` raises ContractError here, when it is needed; an
+        unusable ``metrics["season"]`` counts as none, as it always did)."""
+        season = self.trained_season or _metrics_season(self.metrics)
+        calibration = self.calibration
+        if calibration is None and isinstance(self.metrics, Mapping) \
+                and self.metrics.get("calibration") is not None:
+            calibration = Calibration.from_json(self.metrics["calibration"], self.targets,
+                                                f"{source}: metrics 'calibration'")
+        return LiveFacts(season or None, calibration)
+
+    def adopt_metrics_facts(self, source: str = "model") -> None:
+        """Move ``metrics["season"]`` and ``metrics["calibration"]`` (where a trainer or an
+        older caller put them) into their typed fields, checked: what an exporter does before
+        writing, so that every file this release writes has them in their fields."""
+        metrics = dict(self.metrics)
+        facts = self.live_facts(source)
+        if "season" in metrics and not self.trained_season:
+            self.trained_season = facts.season or 0
+        if "calibration" in metrics and self.calibration is None:
+            self.calibration = facts.calibration
+        for key in ("season", "calibration"):
+            metrics.pop(key, None)
+        self.metrics = metrics
 
     # -- derived, never stored separately -------------------------------------------------
     @property
@@ -201,6 +256,7 @@ class ModelContract:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         del d["declared_states"]
+        d["calibration"] = None if self.calibration is None else self.calibration.to_json()
         if self.target_mode not in spec.SEASON_MODES:  # absent: other modes keep their old JSON
             del d["season"]
         d["input"] = self.input
@@ -216,6 +272,8 @@ class ModelContract:
             order.append("step_model")
         if self.step_only:
             order.append("step_only")
+        # optional, new in 0.4: files without them keep their exact old JSON
+        order += [k for k in LIVE_FACTS if d[k]]
         return {k: d[k] for k in order}
 
     def to_json(self) -> str:
@@ -297,6 +355,10 @@ class ModelContract:
             step_model=_step_model(data, source),
             declared_states=_declared_states(data, source) if custom else (),
             step_only=step_only,
+            trained_season=_positive_int(data, "trained_season", MAX_SEASON, source)
+            if data.get("trained_season") is not None else 0,
+            calibration=None if data.get("calibration") is None else Calibration.from_json(
+                data["calibration"], targets, f"{source}: metadata 'calibration'"),
             schema_version=version,
         )
         contract._check_declared(data, source)
@@ -349,6 +411,14 @@ def _declared_states(data: Mapping[str, Any], source: str
     if len(set(names)) != len(names):
         raise ContractError(f"{source}: state names {names} repeat")
     return tuple(out)
+
+
+def _metrics_season(metrics: Any) -> int:
+    """``metrics["season"]`` as releases before 0.4 stored it; 0 unless a positive integer."""
+    stored = metrics.get("season") if isinstance(metrics, Mapping) else None
+    if isinstance(stored, int) and not isinstance(stored, bool) and stored >= 1:
+        return stored
+    return 0
 
 
 def _names(data: Mapping[str, Any], key: str, source: str) -> list[str]:

@@ -14,7 +14,7 @@ the constants below hold the thresholds and the measurements behind them:
   at every batch size measured, see below), the sequence graph when there is none;
 * batches larger than :func:`chunk_rows` are run as several chunks, so that each chunk's
   working set stays in cache (one 16,384-row call is 3-7x slower per row than 1,024-row ones);
-* a batch size seen :data:`BIND_AFTER` times gets a :class:`_Plan`: input/output buffers and
+* a batch size seen :data:`BIND_AFTER` times gets a plan (:class:`~._batches.Plan`): buffers and
   one IOBinding per chunk, bound once, so a call copies rows in, runs, and copies rows out with
   no allocation (saves ~3 µs a call over ``run()``); other sizes use ``run()`` per chunk.
 
@@ -49,10 +49,10 @@ import numpy as np
 import onnxruntime as ort
 
 from . import spec
+from ._batches import BIND_AFTER, MAX_PLANS, BoundBatches, ForeignBatches  # noqa: F401 (named)
 from ._engine import BoundEngine, ForeignEngine, open_engine
 from ._generic import BatchAxis
-from ._io import ORT_ERRORS, input_array, input_shape, output_rows
-from ._shards import Piece, Workers, default_threads, shards
+from ._shards import Workers, default_threads
 from ._state import (
     State,
     check_fingerprint,
@@ -64,7 +64,7 @@ from ._state import (
 )
 from .contract import ModelContract
 from .errors import InputError, StateError, StreamKeyError, UnsupportedError
-from .live import FORECASTERS, LiveScores, open_live, snapshot_entries
+from .live import FORECASTERS, LiveConfig, LiveScores, snapshot_entries
 from .predictor import _EngineFacts
 
 __all__ = ["StreamPool"]
@@ -84,10 +84,6 @@ __all__ = ["StreamPool"]
 # at 16,384); hidden 128 LSTM at 128-256 rows (0.43-0.45 M/s, vs 0.17 at 16,384).
 CHUNK_GATE_FLOATS = 1 << 17
 MIN_CHUNK_ROWS = 64
-# A batch size gets bound buffers on its second sighting (binding costs ~2.4 µs per tensor per
-# chunk, repaid after a few calls); at most MAX_PLANS sizes are kept (oldest dropped first).
-BIND_AFTER = 2
-MAX_PLANS = 8
 # Threads (StreamPool(threads=N), default: the cores this process may use, at most MAX_THREADS).
 # A batch goes to several threads only when each gets at least parallel_rows() rows: below,
 # one call on the caller's thread (no hop). bench_runtime's "forced" rows (every batch split in
@@ -136,81 +132,6 @@ def chunk_rows(contract: ModelContract) -> int:
     return max(MIN_CHUNK_ROWS, CHUNK_GATE_FLOATS // _gate_columns(contract))
 
 
-class _Plan:
-    """Bound buffers for one batch size ``n``: x [n,1,F], y [n,1,T], per state in/out [n,L,H],
-    and one IOBinding per piece of rows, grouped by thread (:func:`._shards.shards`).
-    onnxruntime keeps raw pointers: the plan keeps every buffer referenced for as long as its
-    bindings live.
-
-    The state's source and destination vary by call, so bindings are made per (sources,
-    destinations) pair and cached (:meth:`between`): ``ins -> outs`` (rows gathered into
-    ``ins`` first), the pool's own rows ``0..n-1 -> outs`` (the keys are the pool's streams in
-    order: saves one copy per state), and the pool's buffers ``-> spare`` buffers of the same
-    size (every stream steps: the two are then swapped, saving the copy back too). Outputs never
-    go to the buffers the pool reads the state from, so a failed piece leaves the state
-    untouched. The cache is dropped when the pool's buffers were reallocated (``generation``).
-    """
-
-    def __init__(self, session: ort.InferenceSession, io, n: int, groups: list[list[Piece]],
-                 n_out: int) -> None:
-        f32 = np.float32
-        self.io, self.n, self.groups = io, n, groups
-        self.x = np.zeros(input_shape(io, io.input_shape[-1], n), f32)
-        self.y = np.zeros((n, 1, n_out), f32)
-        self.ins = [np.zeros(s.full_shape(n), f32) for s in io.states]
-        self.outs = [np.zeros(s.full_shape(n), f32) for s in io.states]
-        self.x2 = self.x.reshape(n, -1)
-        self.y2 = self.y.reshape(n, -1)
-        self.session = session
-        self.run = session.run_with_iobinding
-        self._cache: dict[tuple[int, ...], tuple[list[list[ort.IOBinding]], list[Any]]] = {}
-        self._recent: dict[int, tuple[np.ndarray, list[list[ort.IOBinding]]]] = {}
-        self.generation = -1
-
-    def between(self, sources: list[np.ndarray], outs: list[np.ndarray],
-                generation: int) -> list[list[ort.IOBinding]]:
-        """Bindings reading the state from rows ``0..n-1`` of ``sources`` and writing it to
-        rows ``0..n-1`` of ``outs``, one list per thread."""
-        # fast path: by the first arrays alone (the arrays of a set always go together), one
-        # entry per source, so that ping-pong's two directions both hit
-        recent = self._recent.get(id(sources[0]))
-        if recent is not None and recent[0] is outs[0] and generation == self.generation:
-            return recent[1]
-        if generation != self.generation:
-            self._cache.clear()
-            self._recent.clear()
-            self.generation = generation
-        key = tuple(map(id, (*sources, *outs)))
-        hit = self._cache.get(key)
-        if hit is None:  # the arrays kept with the bindings: ids stay unique while cached
-            if len(self._cache) >= 6:
-                del self._cache[next(iter(self._cache))]
-            hit = self._cache[key] = (self._bindings(sources, outs), [*sources, *outs])
-            self._recent.clear()  # its ids are only safe while their arrays are cached
-        self._recent[id(sources[0])] = (outs[0], hit[0])
-        return hit[0]
-
-    def _bindings(self, sources: list[np.ndarray], outs: list[np.ndarray]
-                  ) -> list[list[ort.IOBinding]]:
-        io, groups = self.io, []
-        for pieces in self.groups:
-            group = []
-            for i, j in pieces:
-                b = self.session.io_binding()
-                _bind(b.bind_input, io.input, self.x[i:j])
-                _bind(b.bind_output, io.output, self.y[i:j])
-                for s, a, o in zip(io.states, sources, outs, strict=True):
-                    _bind(b.bind_input, s.input, a[i:j])
-                    _bind(b.bind_output, s.output, o[i:j])
-                group.append(b)
-            groups.append(group)
-        return groups
-
-
-def _bind(method: Callable[..., None], name: str, a: np.ndarray) -> None:
-    method(name, "cpu", 0, a.dtype, a.shape, a.ctypes.data)
-
-
 def _one_as_block(rows: np.ndarray | slice) -> np.ndarray | slice:
     """One row index as a block of one (the live scores' in-place path: no copies)."""
     if isinstance(rows, slice) or len(rows) != 1:
@@ -231,9 +152,9 @@ class StreamPool(_EngineFacts):
     ``idle_timeout_s`` evicts streams that have not stepped for that many seconds (checked by
     :meth:`evict_idle` and during steps); ``clock`` is the monotonic clock used for it.
 
-    ``coverage`` (with ``season`` and ``live_options``, as on
-    :class:`~rnnstream.runtime.Predictor`) scores every stream live and gives each prediction an
-    interval calibrated on its own stream: :meth:`interval`, :meth:`accuracy`,
+    ``live=LiveConfig(coverage=0.9, ...)`` (or ``coverage``, ``season`` and ``live_options``,
+    as on :class:`~rnnstream.runtime.Predictor`) scores every stream live and gives each
+    prediction an interval calibrated on its own stream: :meth:`interval`, :meth:`accuracy`,
     :meth:`realised_coverage`; snapshots carry them.
 
     Foreign models (no contract; ``state_map`` and ``fixed_inputs`` as on Predictor) are
@@ -263,8 +184,10 @@ class StreamPool(_EngineFacts):
         season: int | None = None,
         live_options: Mapping[str, Any] | None = None,
         threads: int | None = None,
+        live: LiveConfig | None = None,
         **deprecated: Any,
     ) -> None:
+        config = LiveConfig.resolve(live, coverage, season, live_options, "StreamPool")
         if "max_idle_seconds" in deprecated:
             _deprecated("StreamPool(max_idle_seconds=...)", "StreamPool(idle_timeout_s=...)")
             if idle_timeout_s is not None:
@@ -310,23 +233,25 @@ class StreamPool(_EngineFacts):
         self._n_in = n_in
         self._generation = 0  # bumped whenever self._bufs are reallocated
         self._zeros: dict[int, np.ndarray] = {}  # size -> zeros, for the finiteness check
-        self._runner: _BoundBatches | _ForeignBatches
+        self._runner: BoundBatches | ForeignBatches
         self._workers = Workers(threads if isinstance(engine, BoundEngine) else 1)
         # threads stop when the pool is closed, or collected unclosed (they hold no pool ref)
         self._finalizer = weakref.finalize(self, self._workers.close)
         if isinstance(engine, BoundEngine):
-            self._runner = _BoundBatches(engine, self._workers)
+            contract = engine.contract
+            self._runner = BoundBatches(engine, self._workers, chunk_rows(contract),
+                                        parallel_rows(contract),
+                                        HANDOFF_WORK // row_work(contract))
         elif isinstance(engine, ForeignEngine):
-            self._runner = _ForeignBatches(engine, n_in)
+            self._runner = ForeignBatches(engine, n_in)
         else:  # pragma: no cover - open_engine returns one of the two
             raise TypeError(f"no batch runner for {type(engine).__name__}")
         self._live: LiveScores | None = None
-        if coverage is not None:
+        if config.enabled:
             if engine.contract is None:
                 raise UnsupportedError("coverage needs an rnnstream contract (feature and "
                                        "target names, horizon); this is a foreign model")
-            self._live = open_live(engine.contract, coverage, season, live_options or {},
-                                   self.path, n=self.capacity)
+            self._live = config.open(engine.contract, self.path, n=self.capacity)
 
     # -- facts ----------------------------------------------------------------------------------
     @property
@@ -417,7 +342,7 @@ class StreamPool(_EngineFacts):
                 grown = np.zeros((cap, *buf.shape[1:]), buf.dtype)
                 grown[:n] = buf[:n]
                 self._bufs[name] = grown
-            self._generation += 1  # plans bound to the old buffers rebind (see _Plan)
+            self._generation += 1  # plans bound to the old buffers rebind (see _batches.Plan)
             seen = np.zeros(cap, np.float64)
             seen[:n] = self._seen[:n]
             self._seen = seen
@@ -591,21 +516,9 @@ class StreamPool(_EngineFacts):
         live = self._live
         if live is None:
             return
-        y = y.reshape(len(arr), -1)
-        if self._all_finite(y):
-            rows = _one_as_block(rows)  # one stream: a block of one
-            if isinstance(rows, slice):  # the usual case: a block of rows, in place
-                live.advance_block(rows, arr, y)
-            else:  # distinct rows (the lookup refuses a key twice)
-                live.advance_rows(rows, arr, y)
-            return
-        # a non-finite prediction (the model's own output: the state has moved on) cannot be
-        # scored or bounded: those streams' live scores start afresh, the others go on
-        bad = ~np.isfinite(y).all(axis=1)
-        idx = np.arange(rows.start, rows.stop) if isinstance(rows, slice) else rows
-        live.reset(idx[bad])
-        if (~bad).any():
-            live.update(arr[~bad], y[~bad], idx[~bad])
+        # one stream: a block of one; else a block, or distinct rows (the lookup refuses a key
+        # twice). observe: a NaN or infinite prediction starts that stream afresh (LiveConfig)
+        live.observe(_one_as_block(rows), arr, y.reshape(len(arr), -1))
 
     def _drop_added(self, before: int) -> None:
         """Forget the streams added since there were ``before`` (they are the last rows)."""
@@ -818,154 +731,3 @@ def _hashable_or_raise(key: Any) -> Hashable:
     except TypeError:
         raise StreamKeyError(f"stream key {key!r} is not hashable; use a str or int") from None
     return key
-
-
-# -- execution: how a batch of rows goes through the model ----------------------------------------
-class _BoundBatches:
-    """Batched calls for rnnstream models: bound plans for recurring batch sizes, ``run()`` per
-    piece for the others, the pieces spread over the pool's threads (see the module docstring).
-    Holds no stream state: it reads the rows of the pool's buffers and writes the new state back
-    only after every piece succeeded."""
-
-    def __init__(self, engine: BoundEngine, workers: Workers) -> None:
-        self._engine = engine
-        self._io = engine.io
-        self._names = [s.name for s in engine.io.states]
-        self._n_in = engine.contract.n_features
-        self._n_out = engine.contract.n_targets
-        self._chunk = chunk_rows(engine.contract)
-        self._min_rows = parallel_rows(engine.contract)
-        self._lead = HANDOFF_WORK // row_work(engine.contract)
-        self._workers = workers
-        # the step graph when there is one: faster at every size measured (figures above)
-        self._session = engine.step_session or engine.session
-        self._plans: dict[int, _Plan] = {}
-        self._sightings: dict[int, int] = {}
-        self._spare: list[np.ndarray] = []  # the pool's buffers' twins (see _Plan)
-        self._spare_generation = -1
-
-    def groups(self, n: int) -> list[list[Piece]]:
-        """The pieces of an ``n``-row batch, one list per thread."""
-        return shards(n, self._chunk, self._workers.threads, self._min_rows, self._lead)
-
-    def run(self, rows: np.ndarray | slice, arr: np.ndarray, bufs: dict[str, np.ndarray],
-            generation: int, streams: int) -> np.ndarray:
-        n = arr.shape[0]
-        plan = self._plans.get(n)
-        if plan is not None:
-            return self._run_plan(plan, rows, arr, bufs, generation, streams)
-        seen = self._sightings.get(n, 0) + 1
-        if seen < BIND_AFTER:
-            if len(self._sightings) > 1024:  # many one-off sizes: forget them all
-                self._sightings.clear()
-            self._sightings[n] = seen
-            return self._run_pieces(rows, arr, bufs)
-        if len(self._plans) >= MAX_PLANS:
-            del self._plans[next(iter(self._plans))]
-        plan = self._plans[n] = _Plan(self._session, self._io, n, self.groups(n), self._n_out)
-        return self._run_plan(plan, rows, arr, bufs, generation, streams)
-
-    def _run_plan(self, plan: _Plan, rows: np.ndarray | slice, arr: np.ndarray,
-                  pool_bufs: dict[str, np.ndarray], generation: int, streams: int
-                  ) -> np.ndarray:
-        """Feed the bound inputs, run each piece, and only then write the state back."""
-        plan.x2[...] = arr
-        names = self._names
-        bufs = [pool_bufs[name] for name in names]
-        if type(rows) is slice and rows.stop == streams:  # every stream, in order: ping-pong
-            spare = (self._spare if generation == self._spare_generation
-                     else self._spares(bufs, generation))
-            self._call(plan.between(bufs, spare, generation), plan.run)
-            self._spare = bufs
-            for name, new in zip(names, spare, strict=True):
-                pool_bufs[name] = new  # rows past the streams' are free: no copy needed
-            return plan.y2.copy()
-        if type(rows) is slice:  # always 0..n-1 (see _lookup): read the pool's rows in place
-            bindings = plan.between(bufs, plan.outs, generation)
-        else:
-            for buf, dst in zip(bufs, plan.ins, strict=True):
-                np.take(buf, rows, axis=0, out=dst, mode="clip")  # valid rows; clip: unbuffered
-            bindings = plan.between(plan.ins, plan.outs, generation)
-        self._call(bindings, plan.run)
-        for buf, new in zip(bufs, plan.outs, strict=True):
-            buf[rows] = new
-        return plan.y2.copy()
-
-    def _spares(self, bufs: list[np.ndarray], generation: int) -> list[np.ndarray]:
-        """Twins of the pool's state buffers (same shapes), new when those were reallocated."""
-        if generation != self._spare_generation or len(self._spare) != len(bufs):
-            self._spare = [np.zeros_like(b) for b in bufs]
-            self._spare_generation = generation
-        return self._spare
-
-    def _call(self, groups: list[list[ort.IOBinding]], run: Callable[..., None]) -> None:
-        if len(groups) == 1:  # one thread: no task objects, no hop (the 1- and 64-row case)
-            for b in groups[0]:
-                try:  # Engine.call inlined: its frame costs ~2% of a one-row step
-                    run(b)
-                except ORT_ERRORS as exc:
-                    raise self._engine.failed(exc) from exc
-            return
-        call = self._engine.call
-
-        def task(group: list[ort.IOBinding]) -> Callable[[], None]:
-            def go() -> None:
-                for b in group:
-                    call(run, b)
-            return go
-
-        self._workers.run([task(g) for g in groups])
-
-    def _run_pieces(self, rows: np.ndarray | slice, arr: np.ndarray,
-                    bufs: dict[str, np.ndarray]) -> np.ndarray:
-        """``run()`` per piece (batch sizes without a plan); state written back after the
-        last."""
-        io = self._io
-        n = arr.shape[0]
-        x = arr.reshape(input_shape(io, self._n_in, n))
-        ins = [bufs[s.name][rows] for s in io.states]
-        groups = self.groups(n)
-        parts: list[list[list[np.ndarray]]] = [[] for _ in groups]
-
-        def task(pieces: list[Piece], out: list[list[np.ndarray]]) -> Callable[[], None]:
-            def go() -> None:
-                for i, j in pieces:
-                    feeds = {io.input: x[i:j]}
-                    feeds.update((s.input, a[i:j]) for s, a in zip(io.states, ins, strict=True))
-                    out.append(self._engine.run(feeds, self._session))
-            return go
-
-        self._workers.run([task(g, out) for g, out in zip(groups, parts, strict=True)])
-        flat = [p for out in parts for p in out]
-        outs = flat[0] if len(flat) == 1 else [np.concatenate(p) for p in zip(*flat,
-                                                                              strict=True)]
-        for s, new in zip(io.states, outs[1:], strict=True):
-            bufs[s.name][rows] = new
-        return outs[0].reshape(n, -1)
-
-
-class _ForeignBatches:
-    """Batched calls for foreign models: one ``run()`` with the batch moved to the model's own
-    batch axes (and back), fixed inputs added."""
-
-    def __init__(self, engine: ForeignEngine, n_in: int) -> None:
-        io = self._io = engine.io
-        self._engine = engine
-        self._n_in = n_in
-        # batch axis of each state (the pool refused models whose states have none)
-        self._axes = [s.batch_axis if s.batch_axis is not None else 0 for s in io.states]
-        self._plain = all(s.batch_axis == 0 for s in io.states)
-
-    def run(self, rows: np.ndarray | slice, arr: np.ndarray, bufs: dict[str, np.ndarray],
-            generation: int, streams: int) -> np.ndarray:
-        io = self._io
-        n = arr.shape[0]
-        feeds = {io.input: input_array(io, arr, io.batch_axis)}
-        for s, axis in zip(io.states, self._axes, strict=True):
-            feeds[s.input] = (bufs[s.name][rows] if self._plain else np.ascontiguousarray(
-                np.moveaxis(bufs[s.name][rows], 0, axis)))
-        feeds.update(io.fixed)
-        y, *new = self._engine.run(feeds)
-        for s, axis, a in zip(io.states, self._axes, new, strict=True):
-            bufs[s.name][rows] = a if axis == 0 else np.moveaxis(a, axis, 0)
-        return output_rows(y, io.output_batch_axis, n)

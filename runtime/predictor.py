@@ -29,7 +29,7 @@ from ._state import (
 )
 from .contract import ModelContract
 from .errors import UnsupportedError
-from .live import FORECASTERS, LiveStream, open_live, snapshot_entries, step_ratios
+from .live import FORECASTERS, LiveConfig, LiveStream, snapshot_entries, step_ratios
 
 __all__ = ["Predictor"]
 
@@ -93,15 +93,14 @@ class Predictor(_EngineFacts):
     A Predictor is one stream and is not meant to be shared between threads; use
     :class:`~rnnstream.runtime.StreamPool` for many streams or concurrent callers.
 
-    ``coverage`` (rnnstream models only; default None: off, and ``step`` costs what it did)
-    turns on live scores (:class:`~rnnstream.runtime.live.LiveScores`): every point fed is also
-    scored against the prediction made ``horizon`` points before it, and each prediction gets
-    an interval at that coverage, calibrated online (:meth:`interval`, :meth:`accuracy`,
-    :meth:`realised_coverage`, :meth:`forecast_interval`). ``season`` is the seasonal-naive
-    baseline's period (default: the season the model was trained with; 0: none);
-    ``live_options`` passes ``lr``, ``half_life`` or ``initial_quantiles`` on (defaults: the
-    validation half-widths the contract stores). Should the model ever predict NaN or
-    infinity, the live scores start afresh (that prediction cannot be scored or bounded).
+    ``live=LiveConfig(coverage=0.9, ...)`` (rnnstream models only; default: off, and ``step``
+    costs what it did) turns on live scores (:class:`~rnnstream.runtime.live.LiveStream`):
+    every point fed is also scored against the prediction made ``horizon`` points before it,
+    and each prediction gets an interval at that coverage, calibrated online (:meth:`interval`,
+    :meth:`accuracy`, :meth:`realised_coverage`, :meth:`forecast_interval`); the LiveConfig
+    holds the other settings (season, lr, half-life, starting half-widths) and what a NaN or
+    infinite prediction does (the live scores start afresh). ``coverage=``, ``season=`` and
+    ``live_options=`` (``lr``, ``half_life``, ``initial_quantiles``) still build one.
     """
 
     def __init__(
@@ -116,7 +115,9 @@ class Predictor(_EngineFacts):
         coverage: float | None = None,
         season: int | None = None,
         live_options: Mapping[str, Any] | None = None,
+        live: LiveConfig | None = None,
     ) -> None:
+        config = LiveConfig.resolve(live, coverage, season, live_options, "Predictor")
         self._engine = open_engine(model, session_options=session_options, providers=providers,
                                    state_map=state_map, fixed_inputs=fixed_inputs,
                                    batch_axis=batch_axis)
@@ -125,18 +126,18 @@ class Predictor(_EngineFacts):
         self._ratios: np.ndarray | None = None
         self._one_target = False
         self._source = -1  # with one target: which feature is its value (-1: none)
-        if coverage is not None:
-            self._live = self._open_live(coverage, season, live_options or {})
+        if config.enabled:
+            self._live = self._open_live(config)
             self._one_target = len(self._live.targets) == 1
             self._source = int(self._live.source[0])
 
-    def _open_live(self, coverage: float, season: int | None,
-                   options: Mapping[str, Any]) -> LiveStream:
+    def _open_live(self, config: LiveConfig) -> LiveStream:
         c = self._engine.contract
         if c is None:
             raise UnsupportedError("coverage needs an rnnstream contract (feature and target "
                                    "names, horizon); this is a foreign model")
-        return open_live(c, coverage, season, options, self.path)
+        live: LiveStream = config.open(c, self.path)
+        return live
 
     def __repr__(self) -> str:
         return f"Predictor({self.path!r}, state_pairs={self.state_pairs})"
@@ -161,21 +162,12 @@ class Predictor(_EngineFacts):
         live = self._live
         if live is None:
             return
-        # a non-finite prediction is the model's own output: the state has moved on, so the
-        # point cannot be refused; it is left unscored (the live scores start afresh) rather
-        # than counted with a made-up value
-        if type(y) is float:  # one target: the scalar path, LiveStream.update_one
-            if y - y != 0.0:
-                live.reset()
-                return
+        # observe: a NaN or infinite prediction starts the live scores afresh (LiveConfig)
+        if type(y) is float:  # one target: the scalar path
             src = self._source
-            live.update_one(x.item(src) if src >= 0 else math.nan, y)
+            live.observe_one(x.item(src) if src >= 0 else math.nan, y)
             return
-        ys = np.asarray(y, np.float64).ravel().tolist()
-        if not all(v - v == 0.0 for v in ys):
-            live.reset()
-            return
-        live.update(x.tolist(), ys)
+        live.observe(x.tolist(), np.asarray(y, np.float64).ravel().tolist())
 
     def prime(self, history: Any) -> np.ndarray:
         """Run ``history`` ([time, F], or [time] with one feature) through the model in one
@@ -228,8 +220,9 @@ class Predictor(_EngineFacts):
         f = y.reshape(n, -1)
         c = self._engine.contract
         if self._ratios is None or len(self._ratios) < n + 1:
-            self._ratios = step_ratios(c.metrics if c else {}, live.targets, live.coverage,
-                                       max(n + 1, 16), self.path)
+            facts = c.live_facts(self.path) if c else None
+            self._ratios = step_ratios(facts.calibration if facts else None, live.targets,
+                                       live.coverage, max(n + 1, 16), self.path)
         with np.errstate(invalid="ignore"):  # 0 * inf: a zero width scaled by no figure
             w = np.asarray(live.half_width(), np.float64)[None] * self._ratios[1:n + 1]
         w = np.where(np.isnan(w), np.inf, w)

@@ -118,7 +118,8 @@ def test_torch_lstm_streams_like_the_module(lstm, tmp_path):
     assert not report.streaming.failures()
     assert report.predictor is not None
     assert not report.predictor.failures()
-    assert contract.metrics["calibration"]["source"] == "sample"
+    assert contract.calibration is not None
+    assert contract.calibration.info["source"] == "sample"
     assert (tmp_path / "model.onnx.json").read_text() == out.with_suffix(".onnx.json").read_text()
 
     xs = rng.standard_normal((STEPS, 3)).astype(np.float32)

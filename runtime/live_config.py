@@ -1,0 +1,168 @@
+"""One live configuration: :class:`LiveConfig`, taken by Predictor, StreamPool, Spark and the CLI.
+
+The live scores (:mod:`.live`) are set up by five settings: ``coverage`` (None: off), ``season``,
+``lr``, ``half_life`` and ``initial_quantiles``. :class:`LiveConfig` checks them once, where
+they are given, and refuses the one contradiction, a setting of the live scores without
+``coverage`` (they are off then), with one error. The older keyword arguments
+(``coverage=``, ``season=``, ``live_options=``) build one with :meth:`LiveConfig.from_options`.
+
+It also says what a live stream does with a prediction that is NaN or infinite (the model's own
+output; its state has already moved on, so the point cannot be refused): the stream's live
+scores start afresh, because such a prediction can be neither scored nor bounded. The score
+objects apply that policy in one method each (:meth:`LiveStream.observe` and
+:meth:`LiveScores.observe`, plain floats and numpy); every caller feeds them through those.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._live_scores import LiveScores
+from ._live_settings import DEFAULTS
+from ._live_stream import LiveStream
+from .contract import ModelContract
+from .errors import InputError
+
+__all__ = ["LIVE_OPTIONS", "LiveConfig", "open_live"]
+
+LIVE_OPTIONS = ("lr", "half_life", "initial_quantiles")  # what live_options= may hold
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """Live scores and prediction intervals, as asked (checked at construction).
+
+    ``coverage``: the intervals' coverage in (0, 1); None turns the live scores off, and then
+    every other setting must be left at its default (InputError otherwise). ``season``: the
+    seasonal-naive baseline's period in points (None: the season the model was trained with,
+    if its contract stores one; 0: none). ``lr`` and ``half_life``: the interval's step and the
+    recent accuracy's half-life (:mod:`.live`). ``initial_quantiles``: one starting half-width
+    per target (None: the validation half-widths the contract stores; inf: none).
+    """
+
+    coverage: float | None = None
+    season: int | None = None
+    lr: float = DEFAULTS["lr"]
+    half_life: float = DEFAULTS["half_life"]
+    initial_quantiles: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        off = self.coverage is None
+        if off:
+            given = self._given()
+            if given:
+                raise InputError(
+                    f"{' and '.join(given)} set up the live scores, which are off without "
+                    "coverage; give coverage too (e.g. coverage=0.9), or leave "
+                    f"{'it' if len(given) == 1 else 'them'} out")
+        else:
+            _check_unit(self.coverage, "coverage")
+        if self.season is not None and (isinstance(self.season, bool)
+                                        or not isinstance(self.season, int) or self.season < 0):
+            raise InputError(f"season is {self.season!r}; expected a whole number of points "
+                             "(0: none), or None for the season the model was trained with")
+        _check_positive(self.lr, "lr")
+        _check_positive(self.half_life, "half_life")
+        if self.initial_quantiles is not None:
+            object.__setattr__(self, "initial_quantiles", _half_widths(self.initial_quantiles))
+
+    def _given(self) -> list[str]:
+        """The settings that differ from their defaults (for the coverage=None message)."""
+        given = [] if self.season is None else [f"season={self.season!r}"]
+        given += [f"{name}={getattr(self, name)!r}" for name in LIVE_OPTIONS
+                  if getattr(self, name) != {**DEFAULTS, "initial_quantiles": None}[name]]
+        return given
+
+    @classmethod
+    def from_options(cls, coverage: float | None = None, season: int | None = None,
+                     live_options: Mapping[str, Any] | None = None) -> LiveConfig:
+        """The config of the older keyword arguments ``coverage``, ``season`` and
+        ``live_options`` (``lr``, ``half_life``, ``initial_quantiles``)."""
+        opts = dict(live_options or {})
+        unknown = set(opts) - set(LIVE_OPTIONS)
+        if unknown:
+            raise InputError(f"live_options {sorted(unknown)} unknown; expected some of "
+                             f"{sorted(LIVE_OPTIONS)}")
+        return cls(coverage, season, **opts)
+
+    @classmethod
+    def resolve(cls, live: LiveConfig | None, coverage: float | None, season: int | None,
+                live_options: Mapping[str, Any] | None, who: str) -> LiveConfig:
+        """``live``, or the config of the older keyword arguments; not both (InputError)."""
+        if live is None:
+            return cls.from_options(coverage, season, live_options)
+        if not isinstance(live, LiveConfig):
+            raise InputError(f"{who}: live is {type(live).__name__}; expected a LiveConfig "
+                             "(e.g. LiveConfig(coverage=0.9))")
+        if coverage is not None or season is not None or live_options:
+            raise InputError(f"{who}: give live=LiveConfig(...) or coverage=/season=/"
+                             "live_options=, not both")
+        return live
+
+    @property
+    def enabled(self) -> bool:
+        """True when the live scores are on (a coverage was given)."""
+        return self.coverage is not None
+
+    def options(self) -> dict[str, Any]:
+        """``lr``, ``half_life`` and ``initial_quantiles`` (when given), as live_options."""
+        out: dict[str, Any] = {"lr": self.lr, "half_life": self.half_life}
+        if self.initial_quantiles is not None:
+            out["initial_quantiles"] = list(self.initial_quantiles)
+        return out
+
+    def open(self, contract: ModelContract, source: str = "model", n: int | None = None
+             ) -> Any:
+        """:class:`LiveStream` (``n`` None) or :class:`LiveScores` of ``n`` streams for the
+        model of ``contract``: the season and the starting half-widths not given come from
+        the contract (:meth:`ModelContract.live_facts`). Needs a coverage (InputError)."""
+        if self.coverage is None:
+            raise InputError("the live scores are off (coverage=None); give a coverage, e.g. "
+                             "LiveConfig(coverage=0.9)")
+        facts = contract.live_facts(source) if self.season is None \
+            or self.initial_quantiles is None else None
+        season = self.season if self.season is not None else facts.season if facts else None
+        initial: Sequence[float] | None = self.initial_quantiles
+        if initial is None and facts is not None and facts.calibration is not None:
+            initial = facts.calibration.half_widths_at(contract.targets, self.coverage)
+        settings = {"horizon": contract.horizon, "season": season or None,
+                    "coverage": self.coverage, "initial_quantiles": initial, "lr": self.lr,
+                    "half_life": self.half_life}
+        if n is None:
+            return LiveStream(contract.features, contract.targets, **settings)
+        return LiveScores(n, contract.features, contract.targets, **settings)
+
+
+def open_live(contract: ModelContract, coverage: float, season: int | None,
+              options: Mapping[str, Any], source: str = "model", n: int | None = None) -> Any:
+    """``LiveConfig.from_options(coverage, season, options).open(contract, source, n)``: a
+    :class:`LiveStream` (``n`` None) or :class:`LiveScores` of ``n`` streams."""
+    return LiveConfig.from_options(coverage, season, options).open(contract, source, n)
+
+
+def _check_unit(value: Any, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise InputError(f"{what} is {value!r}; expected a number strictly between 0 and 1")
+
+
+def _check_positive(value: Any, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise InputError(f"{what} is {value!r}; expected a positive number")
+
+
+def _half_widths(value: Any) -> tuple[float, ...]:
+    """``initial_quantiles`` as a tuple of floats (its length is checked against the model's
+    targets when the scores open), or InputError."""
+    try:
+        items = [float(v) for v in value]
+        flat = all(not hasattr(v, "__len__") for v in value)
+    except (TypeError, ValueError):
+        items, flat = [], False
+    if not flat or isinstance(value, (str, bytes)) or any(math.isnan(v) or v < 0 for v in items):
+        raise InputError(f"initial_quantiles is {value!r}; expected non-negative half-widths, "
+                         "one per target (inf: none)")
+    return tuple(items)
