@@ -45,15 +45,8 @@ from pyspark.sql.streaming.state import GroupState
 from rnnstream.runtime import InputError, ModelLoadError, StateError, StreamPool, UnsupportedError
 from rnnstream.runtime.live import FORECASTERS, open_live
 
-from . import (
-    _STATE_DTYPE,
-    LIVE_COLUMN,
-    STATE_COLUMNS,
-    KeyStep,
-    _decode_live,
-    _plain,
-    _resolve,
-)
+from ._codecs import _STATE_DTYPE, LIVE_COLUMN, STATE_COLUMNS, _decode_live, _plain
+from ._worker import KeyStep, _resolve
 
 _MODEL, _PERSISTENCE, _SEASONAL = (FORECASTERS.index(f) for f in ("model", "persistence",
                                                                   "seasonal"))

@@ -168,7 +168,7 @@ def test_bad_rows_leave_the_live_scores_alone(live_model, tmp_path):
 
 def test_nan_prediction_starts_the_live_scores_afresh(live_model, monkeypatch):
     """As Predictor does: a NaN prediction cannot be scored or bounded; the scores restart."""
-    import rnnstream.spark as spark_module
+    import rnnstream.spark._worker as spark_module  # where KeyStep looks the model up
 
     real = worker_model(str(live_model), Predictor(live_model).fingerprint)
 
