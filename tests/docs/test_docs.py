@@ -4,8 +4,10 @@
 * Every block runs, page by page in one namespace (a page's blocks build on each other), in a
   temporary folder that holds the files and arrays the pages name (``model.onnx``,
   ``prices.csv``, ``history``, ``keys``, ...: :func:`_page_folder`, :data:`GIVEN`), unless an
-  HTML comment ``<!-- not-run: why -->`` just before it says why it cannot (a server, a
-  Spark session, your own module). Those are kept few.
+  HTML comment ``<!-- not-run: why -->`` just before it says why it cannot (a Spark session,
+  a server that runs until a signal). A block after ``<!-- runs-against: rnnstream serve
+  ARGS -->`` runs against that server, started on free ports (the block's 127.0.0.1:8000 and
+  :8001 are rewritten to them), in the page's folder.
 * Every relative link (``[text](path#anchor)``, images too) points at a file that exists, and
   an anchor into a Markdown file at one of its headings.
 * Every ``make TARGET`` is a Makefile target, and every ``--flag`` after ``rnnstream COMMAND``
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import importlib
 import re
 import unicodedata
@@ -30,6 +33,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = sorted([ROOT / "README.md", ROOT / "CHANGELOG.md", *(ROOT / "docs").glob("*.md")])
 NOT_RUN = re.compile(r"<!--\s*not-run:\s*(.+?)\s*-->")
+RUNS_AGAINST = re.compile(r"<!--\s*runs-against:\s*rnnstream serve (.+?)\s*-->")
 FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
 LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -42,6 +46,7 @@ class Block:
     lang: str
     code: str
     not_run: str | None  # the reason given, or None: it runs
+    server: str | None  # `rnnstream serve` arguments it runs against, or None
 
     @property
     def where(self) -> str:
@@ -67,8 +72,10 @@ def _blocks(page: Path) -> list[Block]:
         while k >= 0 and not lines[k].strip():
             k -= 1
         reason = NOT_RUN.search(lines[k]) if k >= 0 else None
+        server = RUNS_AGAINST.search(lines[k]) if k >= 0 else None
         out.append(Block(page, i + 1, lang, "\n".join(body) + "\n",
-                         reason.group(1) if reason else None))
+                         reason.group(1) if reason else None,
+                         server.group(1) if server else None))
         i = j + 1
     return out
 
@@ -165,11 +172,26 @@ def test_page_blocks_run(page: Path, page_folder: Path, tmp_path: Path,
         (tmp_path / f.name).write_bytes(f.read_bytes())
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": "__docs__", **_given()}
-    for block in (b for b in PYTHON if b.page == page and b.not_run is None):
-        try:
-            exec(compile(block.code, block.where, "exec"), namespace)  # noqa: S102 - our own docs
-        except Exception as e:  # report which block, keep the original as the cause
-            raise AssertionError(f"{block.where} failed: {type(e).__name__}: {e}") from e
+    blocks = [b for b in PYTHON if b.page == page and b.not_run is None]
+    servers = {b.server for b in blocks if b.server}
+    assert len(servers) <= 1, f"{page.name}: one server per page, not {sorted(servers)}"
+    with contextlib.ExitStack() as stack:
+        ports = {}
+        if servers:
+            from serve.conftest import serving  # tests/serve's real `rnnstream serve` starter
+
+            args = next(iter(servers)).split()
+            running = stack.enter_context(serving([tmp_path / args[0]], *args[1:]))
+            ports = {"127.0.0.1:8000": f"127.0.0.1:{running.http_port}",
+                     "127.0.0.1:8001": f"127.0.0.1:{running.grpc_port}"}
+        for block in blocks:
+            code = block.code
+            for fixed, free in ports.items():
+                code = code.replace(fixed, free)
+            try:
+                exec(compile(code, block.where, "exec"), namespace)  # noqa: S102 - our own docs
+            except Exception as e:  # report which block, keep the original as the cause
+                raise AssertionError(f"{block.where} failed: {type(e).__name__}: {e}") from e
 
 
 # --- links --------------------------------------------------------------------------------------
