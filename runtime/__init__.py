@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # what mypy and editors see; at run time __getattr__ imports 
         UnsupportedError,
     )
     from .live import LiveScores, LiveStream
+    from .live_config import LiveConfig
     from .pool import StreamPool
     from .predictor import Predictor
     from .session import default_session_options
@@ -52,6 +53,7 @@ _HOMES = {
     "ContractError": ".errors",
     "InferenceError": ".errors",
     "InputError": ".errors",
+    "LiveConfig": ".live_config",
     "LiveScores": ".live",
     "LiveStream": ".live",
     "ModelContract": ".contract",
@@ -72,6 +74,7 @@ __all__ = [
     "ContractError",
     "InferenceError",
     "InputError",
+    "LiveConfig",
     "LiveScores",
     "LiveStream",
     "ModelContract",
