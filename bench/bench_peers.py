@@ -105,7 +105,7 @@ def peers_python(venv: Path, install: bool) -> Path:
         raise Unavailable(f"{venv} is absent or incomplete (run without --no-install to create "
                           "it from the package index)")
     print(f"installing the peers into {venv} (once): {' '.join(pins)}", flush=True)
-    log = venv.parent / f"{venv.name}-install.log"
+    log = venv / "install.log"
     try:
         if not python.exists():
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True,
@@ -570,8 +570,10 @@ async def concurrent(server: Server, proto: str, n: int, seconds: float, base: i
         try:
             await asyncio.sleep(min(1.0, seconds / 4))
             c0, cpu0, t0 = count[0], tree_cpu(server.proc.pid), time.perf_counter()
+            own0 = time.process_time()
             await asyncio.sleep(seconds)
             c1, cpu1, t1 = count[0], tree_cpu(server.proc.pid), time.perf_counter()
+            own1 = time.process_time()
             stop.set()
             await asyncio.gather(*tasks)
         finally:
@@ -580,7 +582,8 @@ async def concurrent(server: Server, proto: str, n: int, seconds: float, base: i
     done = c1 - c0
     if done <= 0:
         raise Unavailable(f"no answer in {seconds:.1f} s with {n} {proto} sequences")
-    return {"rate": done / (t1 - t0), "cpu_us": (cpu1 - cpu0) / done * 1e6}
+    return {"rate": done / (t1 - t0), "cpu_us": (cpu1 - cpu0) / done * 1e6,
+            "client_cpu_us": (own1 - own0) / done * 1e6}
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -595,6 +598,9 @@ METRICS = [  # (key, label, lower is better)
     ("grpc_seq_cpu", "server CPU µs/prediction, gRPC 1 seq", True),
     ("http_cpu", f"server CPU µs/prediction, HTTP {SEQUENCES} seqs", True),
     ("grpc_cpu", f"server CPU µs/prediction, gRPC {SEQUENCES} seqs", True),
+    # the client shares the cores: what it spends says how much it held the server back
+    ("http_client_cpu", f"client CPU µs/prediction, HTTP {SEQUENCES} seqs", True),
+    ("grpc_client_cpu", f"client CPU µs/prediction, gRPC {SEQUENCES} seqs", True),
 ]
 
 
@@ -611,6 +617,7 @@ def measure(server: Server, xs: np.ndarray, warmup: int, seconds: float, rnd: in
         base = 1_000_000 * (rnd + 1) + (600_000 if proto == "grpc" else 100_000)
         r = asyncio.run(concurrent(server, proto, SEQUENCES, seconds, base))
         out[f"{proto}_rate"], out[f"{proto}_cpu"] = r["rate"], r["cpu_us"]
+        out[f"{proto}_client_cpu"] = r["client_cpu_us"]
     return out
 
 
@@ -686,6 +693,8 @@ def run(args: argparse.Namespace) -> dict:
                     agree[name][proto] = (max(old[0], ulps), max(old[1], diff))
                 results[name].append(r)
         notes = {n: s.notes for n, s in servers.items() if s.notes}
+    if not results["rnnstream"]:
+        raise SystemExit(f"rnnstream serve could not be measured: {status['rnnstream']}")
     return {"model": f"LSTM {LAYERS} x {HIDDEN}, seeded random weights (model.step.onnx)",
             "rounds": args.rounds, "seconds": args.seconds, "points": args.points,
             "sequences": SEQUENCES, "cores": os.cpu_count(),
