@@ -7,8 +7,10 @@ One model, trained the way users get one (``rnnstream train --data sine``, LSTM 
 per call with the state carried, through:
 
 * the browser: the page examples/web in headless Chromium (onnxruntime-web, wasm backend, one
-  thread; WebGL where offered), sequence and step graph;
-* Node: onnxruntime-node as examples/javascript uses it (one intra-op thread);
+  thread; WebGL where offered), sequence and step graph, without intervals, and the step graph
+  once more with the live scores and a 90 % interval (what the page does by default);
+* Node: onnxruntime-node with the state loop of examples/core/rnnstream-core.mjs, as
+  examples/javascript/stream.js runs it (one intra-op thread);
 * Python: rnnstream.runtime.Predictor.step (step graph; sequence graph when the step graph is
   absent), and raw onnxruntime ``run()`` on the sequence graph as the baseline.
 
@@ -43,27 +45,21 @@ JS_DIR = REPO / "examples" / "javascript"
 CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_S = 300
 REPEATS = 3  # each figure is the best of this many timed loops: other processes only add time
+SCREENSHOT_VIEWPORT = {"width": 920, "height": 840}  # the page down to its live accuracy table
 
+# the state loop of examples/core/rnnstream-core.mjs, the one stream.js and the page run
 NODE_BENCH = r"""
 const ort = require('onnxruntime-node');
+const core = require('../core/rnnstream-core.mjs');
 const [model, contractPath, pointsJSON, n, REPEATS] = process.argv.slice(1);
-const contract = JSON.parse(require('node:fs').readFileSync(contractPath, 'utf8'));
+const contract = core.parseSidecar(require('node:fs').readFileSync(contractPath, 'utf8'));
 const points = JSON.parse(pointsJSON);
 (async () => {
   const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 1 });
-  let state = {};
-  for (const s of contract.states) {
-    const dims = s.shape.map((d, axis) => (axis === s.batch_axis ? 1 : d));
-    const size = dims.reduce((a, b) => a * b, 1);
-    state[s.name] = new ort.Tensor('float32', new Float32Array(size), dims);
-  }
-  const step = async (p) => {
-    const x = new ort.Tensor('float32', Float32Array.from(p), [1, 1, p.length]);
-    const feeds = { [contract.input.name]: x };
-    for (const s of contract.states) feeds[s.input] = state[s.name];
-    const out = await session.run(feeds);
-    for (const s of contract.states) state[s.name] = out[s.output];
-  };
+  core.checkSession(session, contract);
+  const loop = new core.StateLoop(ort, session, contract);
+  const state = loop.initialState();
+  const step = (p) => loop.step(state, p);
   for (let i = 0; i < 200; i++) await step(points[i % points.length]);
   let best = Infinity;
   for (let r = 0; r < Number(REPEATS); r++) {
@@ -172,21 +168,27 @@ def browser_figures(model: Path, points, n: int, folder: Path,
     from tests.embedding._support import webgl_variant
 
     webgl_variant(model.parent, folder / "webgl")
-    runs = [("sequence", "model.onnx", "wasm"), ("step", "model.step.onnx", "wasm"),
-            ("sequence", "model.onnx", "webgl"), ("step", "model.step.onnx", "webgl"),
-            ("step, rewritten for WebGL", "webgl/model.step.onnx", "webgl"),
-            ("step", "model.step.onnx", "webgpu")]
+    # (graph, file, backend, coverage): the page's step alone (no intervals), and once with
+    # the live scores and a 90 % interval, what the page does by default
+    runs = [("sequence graph", "model.onnx", "wasm", None),
+            ("step graph", "model.step.onnx", "wasm", None),
+            ("step graph + live scores, 90 % interval", "model.step.onnx", "wasm", 0.9),
+            ("sequence graph", "model.onnx", "webgl", None),
+            ("step graph", "model.step.onnx", "webgl", None),
+            ("step graph rewritten for WebGL", "webgl/model.step.onnx", "webgl", None),
+            ("step graph", "model.step.onnx", "webgpu", None)]
     warm, timed = points[:200], [points[i % len(points)] for i in range(n)]
     actions: list[dict] = [{"label": "backends", "call": "backends"}]
-    for graph, file, backend in runs:
+    for graph, file, backend, coverage in runs:
         label = f"{graph}/{backend}"
         actions += [{"label": f"{label}/load", "call": "load",
-                     "args": [{"model": f"/models/{file}", "backend": backend}]},
+                     "args": [{"model": f"/models/{file}", "backend": backend,
+                               "coverage": coverage}]},
                     {"label": f"{label}/warm", "call": "bench", "args": [warm]}]
         actions += [{"label": f"{label}/{r}", "call": "bench", "args": [timed]}
                     for r in range(REPEATS)]
-    if screenshot is not None:
-        actions += [{"call": "load", "args": [{"model": "/models/model.onnx"}]},
+    if screenshot is not None:  # the page as it opens: intervals at 0.9
+        actions += [{"call": "load", "args": [{"model": "/models/model.onnx", "coverage": 0.9}]},
                     {"call": "step", "args": [points[:150]]},
                     {"call": "idle"}, {"screenshot": str(folder / "web.png")}]
     spec = importlib.util.spec_from_file_location("rnnstream_web_serve", WEB_DIR / "serve.py")
@@ -196,7 +198,8 @@ def browser_figures(model: Path, points, n: int, folder: Path,
     try:
         script = folder / "script.json"
         script.write_text(json.dumps({"url": f"http://127.0.0.1:{server.server_port}/",
-                                      "chromium": str(CHROMIUM), "actions": actions}))
+                                      "chromium": str(CHROMIUM), "actions": actions,
+                                      "viewport": SCREENSHOT_VIEWPORT}))
         sh(["node", str(WEB_DIR / "headless.mjs"), str(script), str(folder / "out.json")])
     finally:
         server.shutdown()
@@ -204,9 +207,9 @@ def browser_figures(model: Path, points, n: int, folder: Path,
     report = json.loads((folder / "out.json").read_text())
     results = {r["label"]: r for r in report["results"]}
     rows: dict[str, float | str] = {}
-    for graph, _, backend in runs:
+    for graph, _, backend, _ in runs:
         label = f"{graph}/{backend}"
-        name = f"browser onnxruntime-web 1.30, {backend} ({graph} graph)"
+        name = f"browser onnxruntime-web 1.30, {backend} ({graph})"
         timings = [results[f"{label}/{r}"] for r in range(REPEATS)]
         failed = results[f"{label}/load"].get("error") or timings[0].get("error")
         rows[name] = refusal(failed) if failed else min(t["value"] for t in timings) * 1e3
@@ -246,12 +249,12 @@ def main() -> int:
     base = rows["Python Predictor.step (step graph)"]
     print(f"LSTM 1x32 (sine), one point per call; per-step mean of a loop of {n} steps, best of "
           f"{REPEATS} loops, after 200 warm-up; {browser}")
-    print(f"{'where':<58} {'µs/step':>9} {'vs Predictor':>13}")
+    print(f"{'where':<72} {'µs/step':>9} {'vs Predictor':>13}")
     for name, us in rows.items():
         if isinstance(us, str):
-            print(f"{name:<58} {us}")
+            print(f"{name:<72} {us}")
         else:
-            print(f"{name:<58} {us:>9.1f} {us / base:>12.2f}x")
+            print(f"{name:<72} {us:>9.1f} {us / base:>12.2f}x")
     if args.screenshot:
         print(f"screenshot: {args.screenshot}")
     return 0

@@ -194,11 +194,10 @@ async function showScores() {
   $('scores-panel').hidden = rows === null;
   if (rows === null) return;
   const season = streamer.season;
-  $('scores-title').textContent = `live accuracy: MAE of the predictions scored so far, the ` +
-    `model beside persistence and seasonal naive (${season ? `season ${season}` : 'no season'}); ` +
-    `recent: weighted to the last ~100 points; coverage asked ${streamer.coverage}`;
+  $('scores-title').textContent = `live accuracy: MAE so far of the model, persistence and ` +
+    `seasonal naive (${season ? `season ${season}` : 'no season'}); recent: the last ~100 points`;
   const head = ['target', 'points', 'model MAE', 'persist. MAE', 'seasonal MAE', 'model/persist.',
-    'recent MAE', 'coverage', 'width now'];
+    'recent MAE', `coverage (asked ${streamer.coverage})`, 'width now'];
   const cells = rows.map((r) => [r.target, String(r.points), g4(r.model), g4(r.persistence),
     g4(r.seasonal), g4(r.ratio), g4(r.recent),
     r.scored ? `${r.coverage.toFixed(3)} of ${r.scored}` : '-', g4(r.width)]);
@@ -388,9 +387,11 @@ csvBox.addEventListener('drop', (e) => act(async () => {
 // ---- the test hook --------------------------------------------------------------------------
 
 window.rnnstream = {
-  /** Load from URLs with a backend ('wasm', 'webgl', 'webgpu'); resolves to the model's info. */
-  async load({ model, sidecar = '', backend = 'wasm' }) {
+  /** Load from URLs with a backend ('wasm', 'webgl', 'webgpu') and, when given, the intervals'
+   * coverage (null or 0: none; absent: the control's); resolves to the model's info. */
+  async load({ model, sidecar = '', backend = 'wasm', coverage }) {
     $('backend').value = backend;
+    if (coverage !== undefined) $('coverage').value = coverage === null ? '0' : String(coverage);
     return attempt(() => loadFromURLs(model, sidecar));
   },
   /** Feed points ([[F numbers], ...]) one by one; resolves to their predictions. */
