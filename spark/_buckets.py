@@ -43,7 +43,7 @@ from pyspark.sql import types as T
 from pyspark.sql.streaming.state import GroupState
 
 from rnnstream.runtime import InputError, ModelLoadError, StateError, StreamPool, UnsupportedError
-from rnnstream.runtime.live import FORECASTERS, open_live
+from rnnstream.runtime.live import FORECASTERS
 
 from ._codecs import _STATE_DTYPE, LIVE_COLUMN, STATE_COLUMNS, _decode_live, _plain
 from ._worker import KeyStep, _resolve
@@ -334,8 +334,7 @@ class BucketStep:
             raise UnsupportedError("live scores need coverage= and an rnnstream contract")
         bounds = np.searchsorted(codes, np.arange(len(keys) + 1))  # codes sorted, -1 first
         here = np.flatnonzero(bounds[1:] > bounds[:-1])  # batch keys with rows
-        live = open_live(contract, spec.coverage, spec.season, dict(spec.options),
-                         self.step.path, n=len(here))
+        live = spec.config.open(contract, self.step.path, n=len(here))
         fresh = live.fresh(1)
         arrays = [fresh if stored.live[slot[c]] is None
                   else _decode_live(stored.live[slot[c]], spec, keys[c]) for c in here]
@@ -353,14 +352,8 @@ class BucketStep:
             on, at = on[ok], at[ok]  # a bad row leaves the scores alone (NaN out)
             if not len(on):
                 continue
-            yr = y[at]
-            finite = np.isfinite(yr).all(axis=1)
-            if finite.all():
-                live.update(x[at], yr, on)
-            else:  # NaN/inf predicted: cannot be scored or bounded; those keys start afresh
-                live.reset(on[~finite])
-                if finite.any():
-                    live.update(x[at[finite]], yr[finite], on[finite])
+            # NaN/inf predicted: cannot be scored or bounded; those keys start afresh
+            live.observe(on, x[at].astype(np.float64), y[at])
             lower, upper = live.interval(on)
             scores = live.scores(on)
             mae = scores["mae"]

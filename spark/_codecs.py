@@ -13,11 +13,10 @@ import numpy as np
 from pyspark.sql import types as T
 
 from rnnstream.runtime import (
-    InputError,
     ModelContract,
     StateError,
 )
-from rnnstream.runtime.live import STATE_ARRAYS, LiveStream, open_live
+from rnnstream.runtime.live import STATE_ARRAYS, LiveConfig, LiveStream
 from rnnstream.runtime.spec import CELLS, INPUT_MODES, TARGET_MODES, state_names
 
 __all__ = ["ERROR_COLUMN", "LIVE_COLUMN", "LIVE_STATE_SCHEMA", "STATE_COLUMNS", "STATE_SCHEMA",
@@ -58,9 +57,7 @@ def live_columns(targets: Sequence[str], season: int | None = None) -> list[str]
 class LiveSpec:
     """The live scores predict_stream(coverage=...) keeps per key (picklable: plain fields)."""
 
-    coverage: float
-    season: int | None  # as asked (None: the model's own, 0: none), passed to open_live
-    options: tuple[tuple[str, Any], ...]
+    config: LiveConfig  # as asked (season None: the model's own, 0: none)
     # what the stored arrays depend on besides the model: stored after the model's fingerprint
     tag: str
     # (name, shape without the stream axis, little-endian dtype) per array, in STATE_ARRAYS order
@@ -68,7 +65,8 @@ class LiveSpec:
     columns: tuple[str, ...]  # live_columns(targets, the season in effect)
 
     def open(self, contract: ModelContract, source: str) -> LiveStream:
-        return open_live(contract, self.coverage, self.season, dict(self.options), source)
+        live: LiveStream = self.config.open(contract, source)
+        return live
 
     @property
     def size(self) -> int:
@@ -79,24 +77,22 @@ class LiveSpec:
                          for name, shape, code in self.layout)
 
 
-def live_spec(contract: ModelContract, coverage: float | None, season: int | None,
-              options: Mapping[str, Any] | None, source: str) -> LiveSpec | None:
-    """The live scores asked for (None without ``coverage``), checked on the driver: a bad
-    setting raises InputError before any query starts."""
-    if coverage is None:
-        if season is not None or options:
-            raise InputError(f"season={season!r} and live_options={options!r} set up the live "
-                             "scores, which are off; pass coverage= (e.g. coverage=0.9) too")
+def live_spec(contract: ModelContract, coverage: float | None = None, season: int | None = None,
+              options: Mapping[str, Any] | None = None, source: str = "model", *,
+              live: LiveConfig | None = None) -> LiveSpec | None:
+    """The live scores asked for (``live``, or the older ``coverage``, ``season`` and
+    ``options``; None without a coverage), checked on the driver: a bad setting raises
+    InputError (from :class:`~rnnstream.runtime.live.LiveConfig`) before any query starts."""
+    config = LiveConfig.resolve(live, coverage, season, options, "predict_stream")
+    if not config.enabled:
         return None
-    opts = dict(options or {})
-    live = open_live(contract, coverage, season, opts, source)
-    tag = (f"live coverage={live.coverage!r} season={live.season!r} lr={live.lr!r} "
-           f"half_life={live.half_life!r}")
-    fresh = live.state_arrays()
+    opened = config.open(contract, source)
+    tag = (f"live coverage={opened.coverage!r} season={opened.season!r} lr={opened.lr!r} "
+           f"half_life={opened.half_life!r}")
+    fresh = opened.state_arrays()
     layout = tuple((name, tuple(fresh[name].shape[1:]), fresh[name].dtype.newbyteorder("<").str)
                    for name in STATE_ARRAYS)
-    return LiveSpec(live.coverage, season, tuple(sorted(opts.items())), tag, layout,
-                    tuple(live_columns(contract.targets, live.season)))
+    return LiveSpec(config, tag, layout, tuple(live_columns(contract.targets, opened.season)))
 
 
 def _decode_live(blob: bytes | None, spec: LiveSpec, key: Any) -> dict[str, np.ndarray]:

@@ -21,6 +21,7 @@ from rnnstream.runtime import (
     Predictor,
     UnsupportedError,
 )
+from rnnstream.runtime.live import LiveConfig
 
 from ._codecs import (
     _EVENT_MS,
@@ -53,6 +54,7 @@ def predict_stream(
     season: int | None = None,
     live_options: Mapping[str, Any] | None = None,
     buckets: int | None = None,
+    live: LiveConfig | None = None,
 ) -> DataFrame:
     """Predictions for a (streaming) DataFrame of keyed events, one output row per input row.
 
@@ -73,14 +75,15 @@ def predict_stream(
     several times the rows per second where keys have few rows per micro-batch). A string or
     integer key; not with ``idle_timeout_s``; a checkpoint is resumed with the same buckets.
 
-    ``coverage`` (default None: off; output and state exactly as without it) turns on live
-    scores per key, as :class:`~rnnstream.runtime.Predictor` ``(coverage=...)`` keeps them for
+    ``live=LiveConfig(coverage=0.9, ...)`` (default: off; output and state exactly as without
+    it) turns on live scores per key, as :class:`~rnnstream.runtime.Predictor` keeps them for
     one stream: each row's output also carries its prediction interval at that coverage
     (``lower_<target>``, ``upper_<target>``) and the key's live accuracy after that row
     (:func:`live_columns`); the scores are kept in the state store next to the recurrent state.
-    ``season`` is the seasonal-naive baseline's period (default: the season the model was
-    trained with, if it stores one; 0: none); ``live_options`` passes ``lr``, ``half_life`` or
-    ``initial_quantiles`` on (:func:`rnnstream.runtime.live.open_live`).
+    The :class:`~rnnstream.runtime.live.LiveConfig` holds the season of the seasonal-naive
+    baseline (default: the season the model was trained with, if it stores one; 0: none),
+    ``lr``, ``half_life`` and ``initial_quantiles``; ``coverage=``, ``season=`` and
+    ``live_options=`` still build one.
 
     Raises :class:`~rnnstream.runtime.errors.ModelLoadError` for an unusable model and
     :class:`~rnnstream.runtime.errors.InputError` for missing or non-numeric columns.
@@ -109,13 +112,14 @@ def predict_stream(
                          f"must be a timestamp with a watermark, not "
                          f"{events.schema[order].dataType.simpleString()}; e.g. "
                          f"events.withWatermark({order!r}, '10 minutes')")
-    live = live_spec(contract, coverage, season, live_options, path)
+    config = LiveConfig.resolve(live, coverage, season, live_options, "predict_stream")
+    spec = live_spec(contract, source=path, live=config)
     schema = output_schema(events.schema, contract, key=key, order=order, keep=keep,
-                           prefix=prefix, coverage=coverage, season=season)
+                           prefix=prefix, live=config)
     shipped = _ship(events, path, contract) if ship_model else ""
     step = KeyStep(path, loaded.fingerprint, key, order, tuple(feature_cols), tuple(keep),
                    tuple(f"{prefix}{t}" for t in contract.targets), on_bad_row, timeout_ms,
-                   shipped, live)
+                   shipped, spec)
     columns = [F.col(c) for c in dict.fromkeys([key, order, *feature_cols, *keep])]
     timeout = GroupStateTimeout.NoTimeout
     if timeout_ms is not None:
@@ -123,7 +127,7 @@ def predict_stream(
         columns.append(F.unix_millis(F.col(order).cast("timestamp")).alias(_EVENT_MS))
     if buckets is not None:
         return _by_bucket(events, step, columns, schema, buckets)
-    state_schema = STATE_SCHEMA if live is None else LIVE_STATE_SCHEMA
+    state_schema = STATE_SCHEMA if spec is None else LIVE_STATE_SCHEMA
     return (events.select(*columns).groupBy(key)
             .applyInPandasWithState(step, schema, state_schema, "append", timeout))
 
@@ -177,15 +181,16 @@ def output_schema(
     prefix: str = "pred_",
     coverage: float | None = None,
     season: int | None = None,
+    live: LiveConfig | None = None,
 ) -> T.StructType:
     """The schema of :func:`predict_stream`'s result for ``input_schema`` and ``contract``
-    (``coverage`` and ``season`` as given to predict_stream)."""
+    (``live``, or ``coverage`` and ``season``, as given to predict_stream)."""
     fields = [input_schema[name] for name in dict.fromkeys([key, order, *keep])]
     fields = [T.StructField(f.name, f.dataType, True) for f in fields]
     fields += [T.StructField(f"{prefix}{t}", T.DoubleType(), True) for t in contract.targets]
-    live = live_spec(contract, coverage, season, None, "output_schema")
-    if live is not None:
-        fields += [T.StructField(name, T.DoubleType(), True) for name in live.columns]
+    spec = live_spec(contract, coverage, season, None, "output_schema", live=live)
+    if spec is not None:
+        fields += [T.StructField(name, T.DoubleType(), True) for name in spec.columns]
     fields.append(T.StructField(ERROR_COLUMN, T.StringType(), True))
     names = [f.name for f in fields]
     clashes = sorted({n for n in names if names.count(n) > 1})

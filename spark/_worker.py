@@ -77,11 +77,7 @@ class KeyLive:
         out = np.full((len(x), len(self.spec.columns)), np.nan)
         xs, ys = x.tolist(), y.tolist()
         for i in np.flatnonzero(good).tolist():
-            yi = ys[i]
-            if all(v - v == 0.0 for v in yi):
-                live.update(xs[i], yi)
-            else:  # NaN/inf predicted: it cannot be scored or bounded; start afresh
-                live.reset()
+            live.observe(xs[i], ys[i])  # NaN/inf predicted: the scores start afresh
             lower, upper = live.interval()
             scores = live.plain_scores()  # lists: no arrays built per row
             mae = scores["mae"]

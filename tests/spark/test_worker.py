@@ -25,7 +25,7 @@ from ._support import (
 require_toolchain()
 
 from rnnstream.runtime import InputError, ModelLoadError, Predictor, StateError  # noqa: E402
-from rnnstream.runtime.live import STATE_ARRAYS  # noqa: E402
+from rnnstream.runtime.live import STATE_ARRAYS, LiveConfig  # noqa: E402
 from rnnstream.spark import (  # noqa: E402
     STATE_COLUMNS,
     KeyStep,
@@ -244,8 +244,8 @@ def test_season_defaults_to_the_models_and_zero_turns_it_off(live_model):
 
 
 @pytest.mark.parametrize(("settings", "message"), [
-    ({"season": 24}, r"season=24 and live_options=None set up the live scores, which are off"),
-    ({"live_options": {"lr": 0.2}}, r"pass coverage="),
+    ({"season": 24}, r"season=24 set up the live scores, which are off without coverage"),
+    ({"live_options": {"lr": 0.2}}, r"lr=0.2 set up the live scores.*give coverage too"),
     ({"coverage": 1.5}, r"coverage is 1.5; expected a number strictly between 0 and 1"),
     ({"coverage": 0.9, "live_options": {"window": 10}}, r"live_options \['window'\] unknown"),
 ])
@@ -254,3 +254,17 @@ def test_live_settings_are_checked_before_any_query(live_model, settings, messag
     with pytest.raises(InputError, match=message):
         live_spec(p.contract, settings.get("coverage"), settings.get("season"),
                   settings.get("live_options"), str(live_model))
+
+
+def test_a_live_config_gives_the_spec_of_its_keywords(live_model):
+    """predict_stream(live=LiveConfig(...)) and the older keywords plan the same live scores."""
+    p = Predictor(live_model)
+    assert p.contract is not None
+    by_config = live_spec(p.contract, source="m", live=LiveConfig(coverage=0.9, season=0, lr=0.2))
+    by_keywords = live_spec(p.contract, 0.9, 0, {"lr": 0.2}, "m")
+    assert by_config == by_keywords
+    assert by_config is not None
+    assert by_config.tag == "live coverage=0.9 season=None lr=0.2 half_life=100.0"
+    assert live_spec(p.contract, source="m", live=LiveConfig()) is None
+    with pytest.raises(InputError, match="not both"):
+        live_spec(p.contract, 0.9, None, None, "m", live=LiveConfig(coverage=0.9))
