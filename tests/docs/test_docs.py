@@ -10,6 +10,9 @@
   :8001 are rewritten to them), in the page's folder.
 * Every relative link (``[text](path#anchor)``, images too) points at a file that exists, and
   an anchor into a Markdown file at one of its headings.
+* Every API name the prose puts in backticks exists: a dotted ``rnnstream.x.y`` path, a
+  ``Predictor.method`` (and the other public classes the pages name), and the keywords of a
+  ``StreamPool(threads=...)``-style call.
 * Every ``make TARGET`` is a Makefile target, and every ``--flag`` after ``rnnstream COMMAND``
   appears in that command's ``--help``; on the command-line and serving pages every backticked
   ``--flag`` is some command's.
@@ -21,8 +24,10 @@ import argparse
 import ast
 import contextlib
 import importlib
+import inspect
 import re
 import unicodedata
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,6 +242,54 @@ def test_relative_links_resolve(page: Path) -> None:
         elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
             broken.append(f"{target} (no heading with that anchor in {dest.name})")
     assert not broken, f"{page.relative_to(ROOT)}: broken links: {broken}"
+
+
+# --- API names in the prose ---------------------------------------------------------------------
+
+CLASSES = ("Predictor", "StreamPool", "LiveStream", "LiveScores", "LiveConfig", "ModelContract")
+
+
+def _resolves(dotted: str) -> bool:
+    """True when the longest importable prefix of ``dotted`` has the rest as attributes."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            with warnings.catch_warnings():  # the docs name deprecated aliases as such
+                warnings.simplefilter("ignore", DeprecationWarning)
+                obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for name in parts[i:]:
+            if not hasattr(obj, name):
+                return False
+            obj = getattr(obj, name)
+        return True
+    return False
+
+
+def _takes(cls: type, keyword: str) -> bool:
+    params = inspect.signature(cls).parameters
+    return keyword in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def test_api_names_in_the_prose_exist() -> None:
+    import rnnstream.runtime as runtime
+
+    classes = {name: getattr(runtime, name) for name in CLASSES}
+    wrong = set()
+    for page in PAGES:
+        for span in (s.strip() for s in re.findall(r"`([^`\n]+)`", _prose(page))):
+            m = re.fullmatch(r"(rnnstream(?:\.\w+)+)(\(.*\))?", span)
+            if m and not _resolves(m.group(1)):
+                wrong.add(f"{page.name}: {span}")
+            m = re.fullmatch(r"(\w+)\.(\w+)(\(.*\))?", span)
+            if m and m.group(1) in classes and not hasattr(classes[m.group(1)], m.group(2)):
+                wrong.add(f"{page.name}: {span}")
+            m = re.fullmatch(r"(\w+)\((.*)\)", span)
+            if m and m.group(1) in classes:
+                wrong |= {f"{page.name}: {span} ({kw}=)" for kw in re.findall(r"(\w+)=", m.group(2))
+                          if not _takes(classes[m.group(1)], kw)}
+    assert not wrong, sorted(wrong)
 
 
 # --- make targets and command-line flags --------------------------------------------------------
