@@ -7,6 +7,12 @@ one keep-alive http.client connection, in a second process, N sequential request
 the client-measured round trip.
 
     python bench/serve_stacks.py [--requests 3000]
+    python bench/serve_stacks.py --grpc [--seconds 5]
+
+``--grpc``: the gRPC floor. Triton's ModelInfer answered with a fixed ModelInferResponse (no
+model, no parsing) by grpc.aio on asyncio's loop and on uvloop, and by grpc's thread-pool server;
+64 concurrent unary calls from a grpc.aio client in a second process for ``--seconds``; calls/s
+and the server process's CPU per call (user + system, every thread: grpc's own included).
 """
 
 from __future__ import annotations
@@ -121,10 +127,127 @@ def client(port: int, n: int) -> list[float]:
     return out
 
 
+def _infer_response():
+    from tritonclient.grpc import service_pb2 as pb
+
+    resp = pb.ModelInferResponse(model_name="m", model_version="1")
+    out = resp.outputs.add(name="y", datatype="FP32")
+    out.shape.extend([1, 1, 1])
+    resp.raw_output_contents.append(b"\0\0\x80>")
+    return resp
+
+
+def run_grpc(port: int, loop: str) -> None:
+    import grpc
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    reply = _infer_response()
+    if loop == "threads":
+        from concurrent import futures
+
+        class Sync(pb_grpc.GRPCInferenceServiceServicer):
+            def ModelInfer(self, request, context):
+                return reply
+
+        server = grpc.server(futures.ThreadPoolExecutor(8))
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(Sync(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        server.start()
+        server.wait_for_termination()
+        return
+
+    class Aio(pb_grpc.GRPCInferenceServiceServicer):
+        async def ModelInfer(self, request, context):
+            return reply
+
+    async def main():
+        server = grpc.aio.server()
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(Aio(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+
+
+def _grpc_client(port: int, seconds: float, conn) -> None:
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    async def go() -> tuple[int, float]:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await channel.channel_ready()
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            req = pb.ModelInferRequest(model_name="m")
+            req.parameters["sequence_id"].int64_param = 7
+            t = req.inputs.add(name="x", datatype="FP32")
+            t.shape.extend([1, 1, 1])
+            req.raw_input_contents.append(b"\0\0\0?")
+            calls = [0]
+            conn.send("go")
+            conn.recv()  # the parent has read the server's CPU
+            stop = time.perf_counter() + seconds
+
+            async def drive() -> None:
+                while time.perf_counter() < stop:
+                    await stub.ModelInfer(req)
+                    calls[0] += 1
+
+            start = time.perf_counter()
+            await asyncio.gather(*(drive() for _ in range(64)))
+            return calls[0], time.perf_counter() - start
+
+    conn.send(asyncio.run(go()))
+
+
+def _cpu(pid: int) -> float:
+    import os
+
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def grpc_floor(seconds: float) -> None:
+    print(f"{'gRPC stack (fixed answer)':<28} {'loop':<8} {'calls/s':>8} {'CPU µs/call':>12}")
+    ctx = mp.get_context("spawn")
+    for loop in ("asyncio", "uvloop", "threads"):
+        port = free_port()
+        proc = ctx.Process(target=run_grpc, args=(port, loop), daemon=True)
+        proc.start()
+        parent, child = ctx.Pipe()
+        cl = ctx.Process(target=_grpc_client, args=(port, seconds, child), daemon=True)
+        cl.start()
+        try:
+            parent.recv()
+            cpu0 = _cpu(proc.pid)
+            parent.send("start")
+            calls, took = parent.recv()
+            used = _cpu(proc.pid) - cpu0
+        finally:
+            cl.join(10)
+            proc.terminate()
+            proc.join(5)
+        name = "grpc.server + threads" if loop == "threads" else "grpc.aio"
+        print(f"{name:<28} {loop if loop != 'threads' else '-':<8} {calls / took:8,.0f} "
+              f"{used / max(calls, 1) * 1e6:12.0f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--grpc", action="store_true", help="the gRPC floor instead (see above)")
+    ap.add_argument("--seconds", type=float, default=5.0, help="--grpc: seconds per stack")
     args = ap.parse_args()
+    if args.grpc:
+        grpc_floor(args.seconds)
+        return
     print(f"{'stack':<28} {'loop':<8} {'p50 µs':>8} {'p99 µs':>8}")
     for (name, target), loop in itertools.product(
             (("uvicorn+httptools, ASGI", run_uvicorn), ("aiohttp", run_aiohttp),

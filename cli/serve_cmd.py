@@ -91,9 +91,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "with it (Triton's max_queue_delay_microseconds; default 0: batch what "
                         "arrives together)")
     p.add_argument("--step-thread-rows", type=int, default=16, metavar="N",
-                   help="a batched step of N sequences or more runs on a worker thread while "
-                        "the event loop parses the next requests (default 16; 0: every step on "
-                        "the loop); answers are the same either way")
+                   help="a batched step of N sequences or more, or any step while requests "
+                        "arrive concurrently, runs on a worker thread while the event loop "
+                        "parses the next requests (default 16; 0: every step on the loop); "
+                        "answers are the same either way")
     p.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
                    help="event loop: uvloop when installed (auto, the default), or asyncio's")
     add_live_args(p, "add outputs 'lower' and 'upper': a prediction interval holding about C "

@@ -70,7 +70,8 @@ DURABILITY = ("log", "snapshot")  # --durability: what an answer with --state pr
 # A log longer than this is checkpointed into the snapshot (and emptied) at once.
 CHECKPOINT_BYTES = 64 << 20
 # Rounds of this many sequences or more step on a worker thread while the loop parses (a
-# smaller step costs about what the hand-off to the thread and back does: ~20-30 µs here).
+# smaller step costs about what the hand-off to the thread and back does: ~20-30 µs here);
+# so do smaller ones while requests arrive concurrently (see ModelService._round).
 STEP_THREAD_ROWS = 16
 # The log file is extended this much at a time, with zeros that records then overwrite, so a
 # round's fdatasync flushes its data without a new file size (runtime.wal.LogWriter).
@@ -193,8 +194,9 @@ class _Block:
 @dataclass
 class _Round:
     """One pool step: what :meth:`ModelService._round` took and prepared on the loop, and what
-    the step gave. With ``--step-thread-rows N`` a round of N rows or more steps on the step
-    thread while the loop parses the next requests (onnxruntime releases the GIL); one round is
+    the step gave. With ``--step-thread-rows N`` a round of N rows or more, or any round while
+    requests arrive concurrently, steps on the step thread while the loop parses the next
+    requests (onnxruntime releases the GIL), which then share the next step; one round is
     in flight at a time, so a sequence's requests still apply in arrival order, and the pool's
     membership changes only on the loop between rounds."""
 
@@ -255,6 +257,7 @@ class ModelService:
         self._before: dict[Hashable, tuple[Any, Any] | None] = {}
         self._group: GroupCommit | None = None  # the fsync thread, from the first commit
         self._inflight: _Round | None = None  # the round on the step thread
+        self._round_arrivals = 0  # self._arrivals when the latest round began
         self._stepper: ThreadPoolExecutor | None = None  # the step thread, from its first round
 
     # -- facts ----------------------------------------------------------------------------------
@@ -508,7 +511,11 @@ class ModelService:
         all_keys += keys
         rnd = _Round(blocks, keys, items, begun, all_keys, x)
         rows = self.limits.step_thread_rows
-        if rows and len(all_keys) >= rows and self._loop is not None:
+        # requests that arrived since the previous round began: more than one means clients
+        # are concurrent (a lone client's next request comes after its answer), and a step
+        # on the thread lets the loop take in the next ones meanwhile, which then share a step
+        arrived, self._round_arrivals = self._arrivals - self._round_arrivals, self._arrivals
+        if rows and (len(all_keys) >= rows or arrived > 1) and self._loop is not None:
             self._inflight = rnd
             if self._stepper is None:
                 self._stepper = ThreadPoolExecutor(1, thread_name_prefix="rnnstream-step")

@@ -147,7 +147,8 @@ def test_a_torn_or_corrupt_tail_is_dropped_whole(tmp_path):
         Path(good).write_bytes(data[:cut])
         assert_same_pools(service(state).pool, before)
         fresh = read_log(good, "serve", before.fingerprint, file_digest(state))
-        assert fresh.records == [] and fresh.end < cut  # replaced by a fresh, empty log
+        assert fresh.records == []  # replaced by a fresh, empty log
+        assert fresh.end < cut
     for cut in cuts:  # the same, inside a preallocated tail: the torn record, then zeros
         Path(good).write_bytes(data[:cut] + bytes(4096))
         assert_same_pools(service(state).pool, before)
