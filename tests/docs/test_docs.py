@@ -199,6 +199,15 @@ def test_page_blocks_run(page: Path, page_folder: Path, tmp_path: Path,
                 raise AssertionError(f"{block.where} failed: {type(e).__name__}: {e}") from e
 
 
+def test_no_fenced_block_is_indented_into_a_list() -> None:
+    """Python-Markdown (the site) does not nest a fenced block in a list item: it ends the list
+    and prints the rest as one paragraph. GitHub does; the site is the reference."""
+    nested = [f"{p.relative_to(ROOT)}:{i}" for p in PAGES if p.parent.name == "docs"
+              for i, line in enumerate(p.read_text(encoding="utf-8").split("\n"), 1)
+              if re.match(r"^ +```", line)]
+    assert not nested, nested
+
+
 # --- links --------------------------------------------------------------------------------------
 
 def _slug_mkdocs(title: str) -> str:
