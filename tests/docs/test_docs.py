@@ -91,6 +91,12 @@ def _prose(page: Path) -> str:
     return re.sub(r"^\s*```.*?^\s*```\s*$", "", text, flags=re.S | re.M)
 
 
+def _takes(func: object, keyword: str) -> bool:
+    """True when calling ``func`` (a function or class) accepts ``keyword=``."""
+    params = inspect.signature(func).parameters  # type: ignore[arg-type]
+    return keyword in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 ALL_BLOCKS = [b for p in PAGES for b in _blocks(p)]
 PYTHON = [b for b in ALL_BLOCKS if b.lang == "python"]
 
@@ -99,12 +105,21 @@ PYTHON = [b for b in ALL_BLOCKS if b.lang == "python"]
 
 @pytest.mark.parametrize("block", PYTHON, ids=lambda b: b.where)
 def test_python_block_compiles_and_its_imports_exist(block: Block) -> None:
+    """Run or not, a block compiles, imports only what exists, and calls what it imports from
+    rnnstream with keywords those functions take."""
     tree = ast.parse(block.code, filename=block.where)
+    imported: dict[str, object] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rnnstream"):
             module = importlib.import_module(node.module or "")
             missing = [a.name for a in node.names if not hasattr(module, a.name)]
             assert not missing, f"{block.where}: {node.module} has no {missing}"
+            imported |= {a.asname or a.name: getattr(module, a.name) for a in node.names}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                and callable(target := imported.get(node.func.id)):
+            unknown = [k.arg for k in node.keywords if k.arg and not _takes(target, k.arg)]
+            assert not unknown, f"{block.where}: {node.func.id}() takes no {unknown}"
 
 
 def test_not_run_blocks_are_few_and_say_why() -> None:
@@ -274,11 +289,6 @@ def _resolves(dotted: str) -> bool:
             obj = getattr(obj, name)
         return True
     return False
-
-
-def _takes(cls: type, keyword: str) -> bool:
-    params = inspect.signature(cls).parameters
-    return keyword in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def test_api_names_in_the_prose_exist() -> None:
