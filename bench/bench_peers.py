@@ -308,8 +308,10 @@ def start_mlserver(python: Path, step_model: Path, folder: Path) -> Server:
         "name": "model", "implementation": "onnx_step.OnnxStep",
         "parameters": {"uri": str(step_model)}}))
     mlserver = python.parent / "mlserver"
-    return launch("mlserver", [str(mlserver), "start", str(home)], folder, False, ports,
-                  cwd=home)
+    server = launch("mlserver", [str(mlserver), "start", str(home)], folder, False, ports,
+                    cwd=home)
+    server.notes = "default settings: 1 inference worker process, no adaptive batching"
+    return server
 
 
 def start_pytriton(python: Path, step_model: Path, folder: Path) -> Server:
@@ -653,6 +655,7 @@ def run(args: argparse.Namespace) -> dict:
         except Unavailable as e:
             for p in names[1:]:
                 status[p] = str(e)
+    load_before = os.getloadavg()[0]
     warmup = min(200, args.points // 5)
     xs = points(args.points + warmup)
     results: dict[str, list[dict]] = {n: [] for n in names}
@@ -674,6 +677,9 @@ def run(args: argparse.Namespace) -> dict:
             stack.callback(stop, servers[name])
         if "rnnstream" not in servers:
             raise SystemExit(f"rnnstream serve did not start: {status.get('rnnstream')}")
+        import grpc  # its errors: a peer that fails mid-run is reported, the rest goes on
+
+        failures = (Unavailable, OSError, RuntimeError, ValueError, KeyError, grpc.RpcError)
         for rnd in range(args.rounds):
             for name in names:
                 if name not in servers or name in status:
@@ -681,10 +687,7 @@ def run(args: argparse.Namespace) -> dict:
                 print(f"round {rnd + 1}/{args.rounds}: {LABELS[name]}", flush=True)
                 try:
                     r = measure(servers[name], xs, warmup, args.seconds, rnd)
-                except (Unavailable, OSError, RuntimeError) as e:
-                    status[name] = f"failed in round {rnd + 1}: {e}"
-                    continue
-                except Exception as e:  # a grpc.aio error: its class lives in grpc
+                except failures as e:
                     status[name] = f"failed in round {rnd + 1}: {type(e).__name__}: {e}"
                     continue
                 for proto, ys in r.pop("ys").items():
@@ -698,7 +701,7 @@ def run(args: argparse.Namespace) -> dict:
     return {"model": f"LSTM {LAYERS} x {HIDDEN}, seeded random weights (model.step.onnx)",
             "rounds": args.rounds, "seconds": args.seconds, "points": args.points,
             "sequences": SEQUENCES, "cores": os.cpu_count(),
-            "load_average": os.getloadavg(), "status": status, "notes": notes,
+            "load_average": [load_before, os.getloadavg()[0]], "status": status, "notes": notes,
             "agreement": {n: {p: {"max_ulps": u, "max_abs": d} for p, (u, d) in a.items()}
                           for n, a in agree.items()},
             "rounds_raw": results,
@@ -711,8 +714,8 @@ def report(res: dict) -> None:
     med, status = res["median"], res["status"]
     print(f"\nmodel: {res['model']}; loopback, {res['cores']} cores, one client in this process; "
           f"medians of {res['rounds']} alternating rounds ({res['points']} sequential points, "
-          f"{res['seconds']:g} s at {res['sequences']} sequences); load average before: "
-          f"{res['load_average'][0]:.2f}")
+          f"{res['seconds']:g} s at {res['sequences']} sequences); load average (1 min) "
+          f"{res['load_average'][0]:.2f} before, {res['load_average'][1]:.2f} after")
     print("(x): the peer's figure / rnnstream's, same run (above 1: more µs, or more "
           "predictions/s)")
     cols = [n for n in names if n in med]
@@ -726,7 +729,9 @@ def report(res: dict) -> None:
             row += f"{cell:>18}"
         print(row)
     for n in names:
-        if n in status:
+        if n in status and n in med:
+            print(f"{LABELS[n]}: stopped ({status[n]}); its figures are from the rounds before")
+        elif n in status:
             print(f"{LABELS[n]}: unavailable ({status[n]})")
     for n, note in res["notes"].items():
         print(f"{LABELS[n]}: {note}")
