@@ -28,9 +28,10 @@ import inspect
 import re
 import unicodedata
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -91,9 +92,9 @@ def _prose(page: Path) -> str:
     return re.sub(r"^\s*```.*?^\s*```\s*$", "", text, flags=re.S | re.M)
 
 
-def _takes(func: object, keyword: str) -> bool:
+def _takes(func: Callable[..., object], keyword: str) -> bool:
     """True when calling ``func`` (a function or class) accepts ``keyword=``."""
-    params = inspect.signature(func).parameters  # type: ignore[arg-type]
+    params = inspect.signature(func).parameters
     return keyword in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
@@ -108,7 +109,7 @@ def test_python_block_compiles_and_its_imports_exist(block: Block) -> None:
     """Run or not, a block compiles, imports only what exists, and calls what it imports from
     rnnstream with keywords those functions take."""
     tree = ast.parse(block.code, filename=block.where)
-    imported: dict[str, object] = {}
+    imported: dict[str, Any] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rnnstream"):
             module = importlib.import_module(node.module or "")
