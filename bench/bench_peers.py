@@ -688,14 +688,15 @@ def run(args: argparse.Namespace) -> dict:
                 try:
                     r = measure(servers[name], xs, warmup, args.seconds, rnd)
                 except failures as e:
-                    status[name] = f"failed in round {rnd + 1}: {type(e).__name__}: {e}"
+                    why = str(e) if isinstance(e, Unavailable) else f"{type(e).__name__}: {e}"
+                    status[name] = f"failed in round {rnd + 1}: {why}"
                     continue
                 for proto, ys in r.pop("ys").items():
                     ulps, diff = agreement(ys, ref)
                     old = agree[name].get(proto, (0, 0.0))
                     agree[name][proto] = (max(old[0], ulps), max(old[1], diff))
                 results[name].append(r)
-        notes = {n: s.notes for n, s in servers.items() if s.notes}
+        notes = {n: s.notes for n, s in servers.items() if s.notes and results[n]}
     if not results["rnnstream"]:
         raise SystemExit(f"rnnstream serve could not be measured: {status['rnnstream']}")
     return {"model": f"LSTM {LAYERS} x {HIDDEN}, seeded random weights (model.step.onnx)",
