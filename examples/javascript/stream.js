@@ -48,7 +48,6 @@
  */
 'use strict';
 
-const crypto = require('node:crypto');
 const fs = require('node:fs');
 const readline = require('node:readline');
 const ort = require('onnxruntime-node');
@@ -112,10 +111,11 @@ const DECIMAL = /^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$/;
 // ---- the contract ---------------------------------------------------------------------------
 
 /**
- * Read and check the sidecar written by `rnnstream export`: MODEL.onnx.json, also for the step
- * graph MODEL.step.onnx, which the sidecar names with the SHA-256 of its bytes.
+ * Read and check the sidecar written by `rnnstream export`, MODEL.onnx.json, and check that the
+ * model file is one of the two graphs it describes: MODEL.onnx (its embedded contract has the
+ * sidecar's fingerprint) or the step graph MODEL.step.onnx (the SHA-256 the sidecar names).
  */
-function loadContract(modelPath) {
+async function loadContract(modelPath) {
   const sidecar = sidecarOf(modelPath);
   let text;
   try {
@@ -125,7 +125,7 @@ function loadContract(modelPath) {
       "'rnnstream export' writes it beside the model, copy it along with the .onnx file");
   }
   const contract = core.parseSidecar(text, sidecar);
-  if (modelPath.endsWith('.step.onnx')) checkStepGraph(modelPath, sidecar, contract);
+  await core.identifyGraph(fs.readFileSync(modelPath), contract, modelPath, sidecar);
   return contract;
 }
 
@@ -133,16 +133,6 @@ function loadContract(modelPath) {
 function sidecarOf(modelPath) {
   const step = modelPath.endsWith('.step.onnx');
   return step ? `${modelPath.slice(0, -'.step.onnx'.length)}.onnx.json` : `${modelPath}.json`;
-}
-
-/** The step graph must be the very file the sidecar names: a stale one computes another model. */
-function checkStepGraph(modelPath, sidecar, contract) {
-  const want = contract.step_model?.sha256;
-  const have = crypto.createHash('sha256').update(fs.readFileSync(modelPath)).digest('hex');
-  if (have !== want) {
-    throw new Error(`${modelPath}: SHA-256 ${have.slice(0, 16)}... is not the step graph ` +
-      `${sidecar} names (${want ? `${want.slice(0, 16)}...` : 'none'}); re-export the model`);
-  }
 }
 
 /** A stream's state as plain nested arrays ([layers][hidden] per state name), for JSON. */
@@ -154,7 +144,7 @@ function stateToJSON(model, state) {
 
 async function main(argv) {
   const args = parseArgs(argv);
-  const contract = loadContract(args.model);
+  const contract = await loadContract(args.model);
   const sidecar = sidecarOf(args.model);
   // One thread per call: a streaming step is tiny and threads cost more than they save. One
   // session may be run concurrently for many streams; each stream's state is its own.

@@ -20,129 +20,14 @@
  */
 import * as ort from 'onnxruntime-web';
 import {
-  InputError, METADATA_KEY, ModelError, PointParser, StateLoop, checkSession, liveOpener,
+  InputError, ModelError, PointParser, StateLoop, checkSession, identifyGraph, liveOpener,
   liveSummary, liveUpdate, parseSidecar, targetsAreFeatures,
 } from '../core/rnnstream-core.mjs';
 
 export {
-  FORMAT, InputError, ModelError, SCHEMA_VERSION, checkSession, liveSummary, parseSidecar,
-  targetsAreFeatures,
+  FORMAT, InputError, ModelError, SCHEMA_VERSION, checkSession, identifyGraph, liveSummary,
+  onnxMetadata, parseSidecar, targetsAreFeatures,
 } from '../core/rnnstream-core.mjs';
-
-// ---- what is in an ONNX file ----------------------------------------------------------------
-
-/**
- * The `metadata_props` of an ONNX ModelProto as a {key: value} object; throws on bytes that
- * are not a protobuf message. onnxruntime-web does not expose custom metadata, and these few
- * lines of the protobuf wire format (top-level fields only; the graph is skipped by length)
- * spare the page a protobuf library.
- */
-export function onnxMetadata(bytes) {
-  const r = new WireReader(bytes);
-  const props = {};
-  while (!r.done()) {
-    const [field, wire] = r.tag();
-    if (field === 14 && wire === 2) { // repeated StringStringEntryProto metadata_props
-      const entry = new WireReader(r.bytes());
-      let key = '';
-      let value = '';
-      while (!entry.done()) {
-        const [f, w] = entry.tag();
-        if (f === 1 && w === 2) key = entry.text();
-        else if (f === 2 && w === 2) value = entry.text();
-        else entry.skip(w);
-      }
-      props[key] = value;
-    } else {
-      r.skip(wire);
-    }
-  }
-  return props;
-}
-
-class WireReader {
-  constructor(bytes) {
-    this.buf = bytes;
-    this.pos = 0;
-  }
-
-  done() { return this.pos >= this.buf.length; }
-
-  varint() {
-    let value = 0;
-    for (let shift = 0; shift < 64; shift += 7) {
-      if (this.pos >= this.buf.length) throw new Error('truncated varint');
-      const b = this.buf[this.pos++];
-      value += (b & 0x7f) * 2 ** shift; // exact up to 2^53, enough for any length here
-      if (b < 0x80) return value;
-    }
-    throw new Error('varint longer than 10 bytes');
-  }
-
-  tag() {
-    const t = this.varint();
-    if (t < 8) throw new Error(`field number 0 at byte ${this.pos}`);
-    return [Math.floor(t / 8), t % 8];
-  }
-
-  bytes() {
-    const n = this.varint();
-    if (this.pos + n > this.buf.length) throw new Error('field runs past the end');
-    const out = this.buf.subarray(this.pos, this.pos + n);
-    this.pos += n;
-    return out;
-  }
-
-  text() { return new TextDecoder('utf-8', { fatal: true }).decode(this.bytes()); }
-
-  skip(wire) {
-    if (wire === 0) this.varint();
-    else if (wire === 1) this.pos += 8;
-    else if (wire === 2) this.bytes();
-    else if (wire === 5) this.pos += 4;
-    else throw new Error(`wire type ${wire} at byte ${this.pos}`);
-    if (this.pos > this.buf.length) throw new Error('field runs past the end');
-  }
-}
-
-export async function sha256Hex(bytes) {
-  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
-}
-
-/**
- * Which graph of the sidecar's model these bytes are: 'sequence' (its embedded contract has
- * the sidecar's fingerprint) or 'step' (the SHA-256 the sidecar names). Anything else is
- * refused: a model with another sidecar computes another function, without any error.
- */
-export async function identifyGraph(bytes, contract, modelName) {
-  let meta;
-  try {
-    meta = onnxMetadata(bytes);
-  } catch (err) {
-    throw new ModelError(`${modelName} is not an ONNX model (${err.message}); choose the ` +
-      'model.onnx or model.step.onnx written by rnnstream export');
-  }
-  if (METADATA_KEY in meta) {
-    let embedded;
-    try {
-      embedded = JSON.parse(meta[METADATA_KEY]);
-    } catch (err) {
-      throw new ModelError(`${modelName}: its embedded rnnstream contract is not JSON (${err.message})`);
-    }
-    if (embedded.fingerprint !== contract.fingerprint) {
-      throw new ModelError(`the sidecar belongs to another model: ${modelName} has fingerprint ` +
-        `${embedded.fingerprint}, the sidecar ${contract.fingerprint}; choose the ` +
-        `${modelName}.json written beside it`);
-    }
-    return 'sequence';
-  }
-  const step = contract.step_model;
-  if (step?.sha256 && (await sha256Hex(bytes)) === step.sha256) return 'step';
-  throw new ModelError(`${modelName} is neither the model its sidecar describes (no embedded ` +
-    `rnnstream contract) nor its step graph ${step?.file ? `${step.file} (SHA-256 differs)` :
-    '(the sidecar names none)'}; choose the files of one export`);
-}
 
 // ---- one stream -----------------------------------------------------------------------------
 
@@ -162,7 +47,7 @@ export class Streamer {
   static async load({ modelBytes, modelName, sidecarText, sidecarName = 'sidecar', backend = 'wasm',
     coverage = null }) {
     const contract = parseSidecar(sidecarText, sidecarName);
-    const graph = await identifyGraph(modelBytes, contract, modelName);
+    const graph = await identifyGraph(modelBytes, contract, modelName, sidecarName);
     let session;
     try {
       // no fallback: a backend that cannot run the graph must say so, not hide behind another

@@ -31,6 +31,7 @@ from rnnstream.runtime.live import (
 )
 
 from ._support import (
+    CASES,
     CORE_DIR,
     JS_DIR,
     Case,
@@ -155,14 +156,33 @@ def test_a_reader_that_leaves_early_is_not_an_error(node: str, rnn_model: Path) 
 
 
 def test_stale_step_graph_is_refused(node: str, rnn_model: Path, tmp_path: Path) -> None:
-    """A step graph whose bytes are not the ones its sidecar names is never streamed."""
+    """A step graph whose bytes are not the ones its sidecar names (the step graph of another
+    export of the same architecture: same names and shapes) is never streamed."""
+    (tmp_path / "other").mkdir()
+    stale = export(make_forecaster(CASES[0], seed=5), tmp_path / "other" / "model.onnx")
     step = tmp_path / "model.step.onnx"
-    step.write_bytes(Path(step_path(str(rnn_model))).read_bytes() + b"\0")  # one byte more
+    step.write_bytes(Path(step_path(str(stale))).read_bytes())
     shutil.copy(f"{rnn_model}.json", tmp_path / "model.onnx.json")
     done = run_js(node, step, "1\n", check=False)
     assert done.returncode == 1
-    assert re.search(r"model\.step\.onnx: SHA-256 \w{16}\.\.\. is not the step graph "
-                     r".*model\.onnx\.json names", done.stderr), done.stderr
+    assert re.search(r"model\.step\.onnx is neither the model .*model\.onnx\.json describes .*"
+                     r"SHA-256 \w{16}\.\.\. is not \w{16}\.\.\. \(model\.step\.onnx\)",
+                     done.stderr), done.stderr
+
+
+def test_sidecar_of_another_model_is_refused(node: str, exported: tuple[Case, Path],
+                                             tmp_path: Path) -> None:
+    """A sidecar with the same names and shapes but of another model (another fingerprint)
+    is refused, as the web page refuses it (examples/core's identifyGraph)."""
+    case, model = exported
+    other = export(make_forecaster(case, seed=9), tmp_path / "other.onnx")
+    shutil.copy(model, tmp_path / "model.onnx")
+    shutil.copy(f"{other}.json", tmp_path / "model.onnx.json")
+    done = run_js(node, tmp_path / "model.onnx", to_csv(series(case, n=2)), check=False)
+    assert done.returncode == 1
+    assert re.search(r"the sidecar belongs to another model: .*model\.onnx has fingerprint "
+                     r"sha256:\w+, .*model\.onnx\.json sha256:\w+", done.stderr), done.stderr
+    assert done.stdout == ""
 
 
 def test_missing_sidecar_is_explained(node: str, rnn_model: Path, tmp_path: Path) -> None:
