@@ -167,7 +167,13 @@ function coverageAsked() {
 
 /** New intervals at the coverage asked, from the next point on: the live scores start afresh. */
 async function applyCoverage() {
-  const coverage = coverageAsked();
+  let coverage;
+  try {
+    coverage = coverageAsked();
+  } catch (err) { // the control shows the coverage in force again
+    $('coverage').value = String(app.streamer?.coverage ?? 0.9);
+    throw err;
+  }
   if (!app.streamer) return;
   await app.streamer.setCoverage(coverage);
   resetView();

@@ -41,7 +41,7 @@ def node() -> str:
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
         missing_tool("node and npm are needed for the JavaScript embedding test "
-                     "(install Node.js >= 18)")
+                     "(install Node.js >= 20.19)")
     install_js_deps()
     return node
 
@@ -51,7 +51,7 @@ def browser() -> str:
     """Path of ``node``, with examples/web's packages installed and Chromium present."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
-        missing_tool("node and npm are needed for the browser tests (install Node.js >= 18)")
+        missing_tool("node and npm are needed for the browser tests (install Node.js >= 20.19)")
     if not CHROMIUM.exists():
         missing_tool(f"{CHROMIUM} is needed for the browser tests: apt-get install chromium "
                      "(make test does it where apt-get is allowed)")

@@ -186,6 +186,15 @@ def web_run(browser: str, tmp_path_factory):
         {"label": "idle", "call": "idle"},
         {"label": "chart-box", "call": "chartBox"},
         {"label": "screenshot", "screenshot": str(shot)},
+        # the coverage control: a bad value is refused and changes nothing; a new one starts
+        # the live scores afresh
+        {"label": "coverage/bad", "call": "setCoverage", "args": [1.5]},
+        {"label": "coverage/bad/message", "call": "message"},
+        {"label": "coverage/kept", "call": "scores"},
+        {"label": "coverage/new", "call": "setCoverage", "args": [0.5]},
+        {"label": "coverage/new/y", "call": "step", "args": [points["forecast"][:10].tolist()]},
+        {"label": "coverage/new/scores", "call": "scores"},
+        {"label": "coverage/new/table", "call": "scoresTable"},
     ]
 
     server = serve(WEB_DIR, models=root)
@@ -401,3 +410,17 @@ def test_both_examples_refuse_a_bad_sidecar_alike(web_run, node: str, name: str,
     if python_refuses:
         with pytest.raises(ContractError):
             ModelContract.from_json(Path(sidecar).read_text())
+
+
+def test_coverage_control_restarts_the_live_scores(web_run) -> None:
+    """A coverage outside (0, 1) is refused with a message and the scores stay; a new one
+    starts the live scores afresh (10 points at horizon 1: 9 scored)."""
+    results, _, _, _ = web_run
+    assert "error" in results["coverage/bad"]
+    message = value(results, "coverage/bad/message")
+    assert message["kind"] == "error"
+    assert 'coverage is "1.5"; expected a number strictly between 0 and 1' in message["text"]
+    assert value(results, "coverage/kept") == value(results, "forecast/scores")
+    (row,) = value(results, "coverage/new/scores")
+    assert row["points"] == 9
+    assert value(results, "coverage/new/table")[0][7] == "coverage (asked 0.5)"
