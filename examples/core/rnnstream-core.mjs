@@ -37,11 +37,13 @@ export class InputError extends Error {}
 // plus what a program without the Python spec must read from the sidecar itself (input, output,
 // states), so a sidecar Python refuses is refused here too, with the same words.
 
-const INPUT_MODES = ['level', 'delta'];
-const TARGET_MODES = ['level', 'delta', 'seasonal', 'ets'];
-const SEASON_MODES = ['seasonal', 'ets'];
+// rnnstream.runtime.spec's modes and the contract's limits (a test holds them equal to Python's)
+export const INPUT_MODES = ['level', 'delta'];
+export const TARGET_MODES = ['level', 'delta', 'seasonal', 'ets'];
+export const SEASON_MODES = ['seasonal', 'ets'];
 const CUSTOM = 'custom';
-const LIMITS = { features: 2 ** 16, hidden: 2 ** 16, layers: 64, states: 64, rank: 8, horizon: 2 ** 20 };
+export const LIMITS = { features: 2 ** 16, hidden: 2 ** 16, layers: 64, states: 64, rank: 8,
+  horizon: 2 ** 20 };
 
 /** Parse and check a sidecar's text; `source` names it in messages. Throws ModelError. */
 export function parseSidecar(text, source = 'sidecar') {

@@ -466,3 +466,24 @@ def test_keyed_lines_equal_rnnstream_stream(node: str, live_model: tuple[LiveCas
     assert cli.returncode == 0, cli.stderr
     assert js.stdout == cli.stdout
     assert len(js.stdout.splitlines()) == len(keys)
+
+
+def test_core_copies_the_python_contract_facts(node: str) -> None:
+    """The facts examples/core/rnnstream-core.mjs holds as copies -- the schema version, the
+    format, the metadata key, the modes and the limits of the sidecar check -- are Python's."""
+    from rnnstream.runtime import contract, spec
+
+    script = ("const c = require(process.argv[1]); process.stdout.write(JSON.stringify({"
+              "schema: c.SCHEMA_VERSION, format: c.FORMAT, key: c.METADATA_KEY, "
+              "input: c.INPUT_MODES, target: c.TARGET_MODES, season: c.SEASON_MODES, "
+              "limits: c.LIMITS}))")
+    done = subprocess.run([node, "-e", script, str(CORE)], capture_output=True, text=True,
+                          timeout=NODE_TIMEOUT_S, check=True)
+    js = json.loads(done.stdout)
+    assert (js["schema"], js["format"], js["key"]) == (contract.SCHEMA_VERSION, contract.FORMAT,
+                                                       contract.METADATA_KEY)
+    assert (js["input"], js["target"], js["season"]) == (
+        list(spec.INPUT_MODES), list(spec.TARGET_MODES), list(spec.SEASON_MODES))
+    assert js["limits"] == {"features": contract.MAX_FEATURES, "hidden": contract.MAX_HIDDEN,
+                            "layers": contract.MAX_LAYERS, "states": contract.MAX_STATES,
+                            "rank": contract.MAX_STATE_RANK, "horizon": 1 << 20}
