@@ -4,7 +4,6 @@ The two compute the same numbers from the same state: :mod:`._live_scores` for m
 numpy, :mod:`._live_stream` for one in plain floats. This module holds the method (below), the
 settings, the state layout and its checks. Import the public names from :mod:`.live`.
 
-
 :class:`LiveScores` watches ``n`` streams of a model that predicts ``T`` targets ``horizon``
 steps ahead; :class:`LiveStream` is the same for one stream in plain Python floats (what
 :class:`~rnnstream.runtime.Predictor` uses, a few microseconds a step). Both compute exactly the
