@@ -450,7 +450,9 @@ export class PointParser {
 
   /** {key, values}, or null for a blank line or the header. Throws InputError on a bad line. */
   parse(line, lineNo) {
-    const fields = line.split(',').map((f) => f.trim());
+    // a byte-order mark before the first line (spreadsheets write one), as Python's utf-8-sig
+    const text = this.seenFirst || !line.startsWith('\ufeff') ? line : line.slice(1);
+    const fields = text.split(',').map((f) => f.trim());
     if (fields.length === 1 && fields[0] === '') return null;
     const key = this.keyed ? fields.shift() : '';
     const first = !this.seenFirst;

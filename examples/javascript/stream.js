@@ -53,7 +53,18 @@ const readline = require('node:readline');
 const ort = require('onnxruntime-node');
 // The sidecar check, the state loop, CSV points and the live scores, shared with the web page
 // (an ES module: Node >= 20.19 requires it synchronously).
-const core = require('../core/rnnstream-core.mjs');
+const core = requireCore('../core/rnnstream-core.mjs');
+
+function requireCore(path) {
+  try {
+    return require(path);
+  } catch (err) {
+    if (err.code !== 'ERR_REQUIRE_ESM') throw err;
+    process.stderr.write(`error: stream.js needs Node.js >= 20.19 to load the ES module ${path} ` +
+      `(this is Node.js ${process.versions.node})\n`);
+    process.exit(1);
+  }
+}
 
 class UsageError extends Error {}
 

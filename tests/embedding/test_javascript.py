@@ -125,6 +125,15 @@ def test_header_maps_columns_by_name(node: str, exported: tuple[Case, Path]) -> 
     np.testing.assert_allclose(js, py, atol=ATOL, rtol=0)
 
 
+def test_byte_order_mark_before_the_header(node: str, rnn_model: Path) -> None:
+    """A CSV from a spreadsheet (a UTF-8 byte-order mark before the header) reads as
+    `rnnstream stream` reads it."""
+    points = series(CASES[0], n=5)
+    js = run_js(node, rnn_model, "\ufeff" + to_csv(points, header=["sensor_0"]))
+    py, _ = python_stream(rnn_model, points)
+    np.testing.assert_allclose(parse_predictions(js.stdout), py, atol=ATOL, rtol=0)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
