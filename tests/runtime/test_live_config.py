@@ -183,3 +183,24 @@ def test_the_legacy_fixture_has_no_facts():
     assert p.live is not None
     assert p.live.season is None
     assert np.isinf(p.live.initial).all()
+
+
+def test_live_equals_the_older_keywords_bit_for_bit(model_file):
+    path = model_file(cell="gru", features=3, targets=2, hidden=8, seed=5)[0]
+    xs = np.random.default_rng(4).normal(size=(40, 3)).astype(np.float32)
+    config = LiveConfig(coverage=0.8, season=4, half_life=20.0)
+    new, old = Predictor(path, live=config), Predictor(path, coverage=0.8, season=4,
+                                                       live_options={"half_life": 20.0})
+    pools = [StreamPool(path, auto_add=True, live=config),
+             StreamPool(path, auto_add=True, coverage=0.8, season=4,
+                        live_options={"half_life": 20.0})]
+    for x in xs:
+        assert np.array_equal(new.step(x), old.step(x))
+        for pool in pools:
+            pool.step_many(["a", "b"], np.stack([x, -x]))
+    assert new.live is not None
+    assert old.live is not None
+    for name, value in new.live.state_arrays().items():
+        np.testing.assert_array_equal(value, old.live.state_arrays()[name], err_msg=name)
+    for name, value in pools[0].get_live("b").items():
+        np.testing.assert_array_equal(value, pools[1].get_live("b")[name], err_msg=name)
