@@ -34,10 +34,12 @@ import numpy as np
 
 __all__ = ["EtsFit", "ets_forecasts", "ets_matrices", "fit_ets", "state_size"]
 
-ALPHA = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99)
+ALPHA = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 BETA = (0.0, 0.03, 0.1, 0.3, 1.0)  # as a share of alpha
 PHI = (0.8, 0.9, 0.98)  # damped; the refinement moves each by up to 2 %
-GAMMA = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)  # as a share of 1 - alpha
+# as a share of 1 - alpha, up to its bound: hourly demand's weekly season wants gamma = 1 -
+# alpha (0.0553x persistence on the held-out part against 0.0659x with shares up to 0.5)
+GAMMA = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 REFINE = (0.7, 0.85, 1.0, 1.15, 1.3)
 WINDOW = 2000  # the latest points a long series' parameters are fitted on (see fit_ets)
 STARTS = 2  # coarse-grid points refined per form (see _fit_form)

@@ -888,6 +888,9 @@ def _choose(scored: dict[str, tuple[dict, Validation, np.ndarray]], split: Split
         chosen = _prefer_anchored(eligible, scored, errors, n)
         if chosen == best:
             return best, None, False
+        if best in eligible:  # the anchored candidate decided it
+            return chosen, (f"{best!r} validated lower but not significantly better than "
+                            f"{chosen!r} (the network on the ETS), which ships"), False
         return chosen, (f"{best!r} validated lower but not significantly better than {name}; "
                         f"{chosen!r} is"), False
     chosen = min(home[name], key=lambda k: scored[k][0]["val_mse_norm"])

@@ -75,18 +75,29 @@ def long_season(values: np.ndarray, season: int | None, max_lag: int | None = No
 
     Where a series has only the one season, the autocorrelation of its changes at the
     season's multiples (2s, 3s, ...) can only fade; a longer season shows as a multiple ``k s``
-    whose autocorrelation rises above that of ``(k - 1) s`` and is the highest of all
-    multiples from 2s on. It must, like the season, repeat :data:`MIN_CYCLES` times.
+    whose autocorrelation (each lag's products averaged over their own count) rises above that
+    of ``(k - 1) s`` by more than sampling noise and is the highest of all multiples from 2s
+    on. It must, like the season, repeat :data:`MIN_CYCLES` times.
     Whether it forecasts better is left to validation (``train``: a longer season is used only
     where it beats the shorter one significantly)."""
     if not season or season < 2:
         return None
     acf = _diff_acf(values, max_lag)
-    multiples = list(range(2 * season, acf.size - 1, season))
+    # the FFT estimate divides every lag by n, not by the n - k products it sums, which shrinks
+    # long lags by (n - k) / n; undone here, so that a week is compared with a day on equal terms
+    n = np.asarray(values).size - 1
+    acf = acf * n / np.maximum(n - np.arange(acf.size), 1)
+    # multiples with the next one in range too: a peak must be seen to fall again (in 600
+    # hourly points the 6-day lag, the last in range, rose over 5 days and was no week)
+    multiples = list(range(2 * season, acf.size - 1 - season, season))
     if not multiples:
         return None
     top = max(multiples, key=lambda lag: (acf[lag], -lag))
-    if acf[top] >= SEASON_MIN_ACF and acf[top] > acf[top - season]:
+    # the rise must clear the usual +-2/sqrt(n) band of an autocorrelation estimate (n - k
+    # products at lag k): elnino's 48 months rose 0.037 over 36, inside its band of 0.098
+    band = 2 / math.sqrt(n - top)
+    if acf[top] >= SEASON_MIN_ACF and acf[top] - acf[top - season] > band \
+            and acf[top] > acf[top + season]:
         return top
     return None
 

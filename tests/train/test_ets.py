@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rnnstream.train import Forecaster, ForecasterConfig, TrainConfig, from_arrays, train
-from rnnstream.train.ets import ets_matrices, fit_ets, state_size
+from rnnstream.train.ets import ets_forecasts, ets_matrices, fit_ets, state_size
 
 T = np.arange(160)
 SEASONAL = 20 + 0.1 * T + 3 * np.sin(2 * np.pi * T / 8) + np.random.default_rng(1).normal(
@@ -47,6 +47,29 @@ def test_the_linear_recurrence_is_the_ets_recursion(horizon: int) -> None:
         h = a @ h + g * value + bias
         got.append(w @ h + c)
     np.testing.assert_allclose(got, _textbook(SEASONAL, fit, horizon), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("horizon", [1, 3])
+def test_ets_forecasts_are_the_recursion(horizon: int) -> None:
+    fit = fit_ets(SEASONAL[:120], 8)
+    np.testing.assert_allclose(ets_forecasts(fit, SEASONAL, horizon),
+                               _textbook(SEASONAL, fit, horizon), rtol=1e-9, atol=1e-9)
+
+
+def test_a_long_season_keeps_the_heuristic_start_and_adapts() -> None:
+    # 40 slots (more than LEAST_SQUARES_SLOTS): a least-squares start would learn the first
+    # part's profile and fix it (gamma 0); the profile drifts, so the season must adapt
+    from rnnstream.train import ets
+
+    rng = np.random.default_rng(3)
+    t = np.arange(400)
+    profile = rng.normal(size=40)  # a jagged season: no trend can follow it step by step
+    y = 10 + (1 + t / 200) * profile[t % 40] + 0.05 * rng.normal(size=t.size)
+    fit = fit_ets(y, 40)
+    assert fit.season == 40 > ets.LEAST_SQUARES_SLOTS
+    assert fit.gamma > 0
+    z = (y[:80] - fit.mean) / fit.std  # the start is the first cycles' own (heuristic)
+    assert fit.initial[2:] == pytest.approx((z[:40] - z[:40].mean())[::-1].tolist())
 
 
 def test_the_fit_beats_persistence_on_a_seasonal_series_and_keeps_to_its_slots() -> None:

@@ -176,6 +176,50 @@ def test_choice_ships_a_candidate_only_if_it_beats_the_best_baseline_significant
     assert (key, off) == ("level/delta", True)
 
 
+def test_a_free_network_must_beat_the_network_on_the_ets_significantly() -> None:
+    from rnnstream.train.data import make_split
+    from rnnstream.train.loop import _choose
+
+    rng = np.random.default_rng(1)
+    x = np.cumsum(rng.normal(size=400))
+    split = make_split(from_arrays(x), 1, 0.2, 8)
+    truth = split.y
+    ets = truth + rng.normal(0, 0.5, truth.shape)  # a poor ETS, which both networks beat
+    anchored = truth + rng.normal(0, 0.10, truth.shape)
+    # a little lower on validation, but not significantly below the network on the ETS
+    free = truth + rng.normal(0, 0.095, truth.shape)
+    refs = {"ETS": (ets[split.n_train:], "ets")}
+    preds = {"level/ets": anchored, "delta/delta": free, "level/delta": split.last}
+    key, _, off = _choose(_scored(split, preds), split, None, refs, 0)
+    assert (key, off) == ("level/ets", False)
+    # clearly lower: the free network ships
+    preds["delta/delta"] = truth + rng.normal(0, 0.02, truth.shape)
+    key, _, off = _choose(_scored(split, preds), split, None, refs, 0)
+    assert (key, off) == ("delta/delta", False)
+
+
+def test_the_simpler_forecaster_is_kept_unless_evidence_says_otherwise() -> None:
+    from rnnstream.train.data import make_split
+    from rnnstream.train.loop import _simplest_significant
+
+    rng = np.random.default_rng(2)
+    split = make_split(from_arrays(rng.normal(size=300)), 1, 0.2, 8)
+    truth = split.y
+    simple = truth + rng.normal(0, 1.0, truth.shape)
+    slightly = truth + rng.normal(0, 0.97, truth.shape)  # lower by luck, not significantly
+    clearly = truth + rng.normal(0, 0.3, truth.shape)
+    assert _simplest_significant(split, [simple, slightly]) == 0
+    assert _simplest_significant(split, [simple, clearly]) == 1
+    assert _simplest_significant(split, [simple, slightly, clearly]) == 2
+    # a forecaster with no figure on validation (None, or NaN there) is passed over
+    assert _simplest_significant(split, [None, simple, clearly + np.nan]) == 1
+    # training's AIC for the complex one: it needs only not to lose significantly
+    assert _simplest_significant(split, [simple, slightly], aic=[10.0, 5.0]) == 1
+    assert _simplest_significant(split, [simple, slightly], aic=[5.0, 10.0]) == 0
+    worse = truth + rng.normal(0, 2.0, truth.shape)
+    assert _simplest_significant(split, [simple, worse], aic=[10.0, 5.0]) == 0
+
+
 def test_auto_mode_is_level_when_targets_are_not_features() -> None:
     x = np.random.default_rng(0).normal(size=(200, 1))
     result = train(from_arrays(x, np.cumsum(x, axis=0)), ForecasterConfig(hidden=4),

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from rnnstream.train import ConfigError, ForecasterConfig, TrainConfig, from_arrays, train
-from rnnstream.train.quality import detect_season
+from rnnstream.train.quality import detect_season, long_season
 
 
 def held_out_ratio(values: np.ndarray) -> tuple[float, dict]:
@@ -54,6 +54,29 @@ def test_detect_season() -> None:
     rng = np.random.default_rng(2)
     assert detect_season(np.sin(2 * np.pi * t / 24) + 0.1 * rng.normal(size=t.size)) == 24
     assert detect_season(rng.normal(size=400)) is None
+
+
+def test_a_season_must_repeat_four_times() -> None:
+    # a 19-step cycle in 72 points (3.8 cycles, lynx's case) is no season; in 80 points it is
+    t = np.arange(80)
+    cycle = np.sin(2 * np.pi * t / 19) + 0.05 * np.random.default_rng(4).normal(size=t.size)
+    assert detect_season(cycle[:72]) != 19
+    assert detect_season(cycle) == 19
+
+
+def test_a_week_of_hours_is_found_beside_the_day() -> None:
+    t = np.arange(24 * 7 * 6)
+    rng = np.random.default_rng(5)
+    day = np.sin(2 * np.pi * t / 24)
+    noise = 0.05 * rng.normal(size=t.size)
+    week = day * np.where((t // 24) % 7 >= 5, 0.3, 1.0) + noise  # a quieter weekend
+    assert detect_season(week) == 24
+    assert long_season(week, 24) == 168
+    # the day alone: its multiples only fade, so no longer season
+    assert long_season(day + noise, 24) is None
+    # four weeks are needed (672 points): in 600 the week cannot be told
+    assert long_season(week[:600], 24) is None
+    assert long_season(week, None) is None
 
 
 def test_every_target_is_scored_in_its_own_units() -> None:
