@@ -51,7 +51,10 @@ def child(model: str, xs: np.ndarray, snap: str, start: int) -> None:
 
 
 def main(model: str, inputs: str, refs: str, workdir: str, kills: int, seed: int) -> None:
-    import rnnstream.runtime  # noqa: F401  (import before forking, not in every child)
+    # import before forking, not in every child: the runtime package is lazy, so name what the
+    # child uses (Predictor loads numpy and onnxruntime); otherwise each child spends its life
+    # importing and is killed before its first save
+    from rnnstream.runtime import Predictor  # noqa: F401
 
     xs = np.load(inputs)
     with np.load(refs) as z:
