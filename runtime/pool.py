@@ -63,7 +63,7 @@ from ._state import (
     write_snapshot,
 )
 from .contract import ModelContract
-from .errors import InputError, StateError, StreamKeyError, UnsupportedError
+from .errors import ConfigError, InputError, StateError, StreamKeyError, UnsupportedError
 from .live import FORECASTERS, LiveConfig, LiveScores, snapshot_entries
 from .predictor import _EngineFacts
 
@@ -161,10 +161,6 @@ class StreamPool(_EngineFacts):
     batched along the axes onnxruntime confirms at load; where several could be the batch,
     ``batch_axis`` says which (the data input's axis, or ``{input: axis}``; still run once to
     confirm it).
-
-    Deprecated names, kept for one release (each warns): ``max_idle_seconds=`` (now
-    ``idle_timeout_s``, the name :mod:`rnnstream.spark` uses too), :meth:`save` and
-    :meth:`load` (now :meth:`save_state` / :meth:`load_state`, as on Predictor).
     """
 
     def __init__(
@@ -185,24 +181,16 @@ class StreamPool(_EngineFacts):
         live_options: Mapping[str, Any] | None = None,
         threads: int | None = None,
         live: LiveConfig | None = None,
-        **deprecated: Any,
     ) -> None:
         config = LiveConfig.resolve(live, coverage, season, live_options, "StreamPool")
-        if "max_idle_seconds" in deprecated:
-            _deprecated("StreamPool(max_idle_seconds=...)", "StreamPool(idle_timeout_s=...)")
-            if idle_timeout_s is not None:
-                raise TypeError("give idle_timeout_s or its old name max_idle_seconds, not both")
-            idle_timeout_s = deprecated.pop("max_idle_seconds")
-        if deprecated:
-            raise TypeError(f"StreamPool() got unexpected keyword argument(s) {sorted(deprecated)}")
         if threads is None:
             threads = default_threads(MAX_THREADS)
         elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads={threads!r}: expected a positive number of threads, or "
-                             "None for the cores this process may use")
+            raise ConfigError(f"threads={threads!r}: expected a positive number of threads, or "
+                              "None for the cores this process may use")
         if idle_timeout_s is not None and not idle_timeout_s > 0:
-            raise ValueError(f"idle_timeout_s={idle_timeout_s!r}: expected a positive "
-                             "number of seconds, or None")
+            raise ConfigError(f"idle_timeout_s={idle_timeout_s!r}: expected a positive "
+                              "number of seconds, or None")
         self._engine = engine = open_engine(
             model, session_options=session_options, providers=providers, state_map=state_map,
             fixed_inputs=fixed_inputs, batch_axis=batch_axis)
@@ -699,30 +687,6 @@ class StreamPool(_EngineFacts):
             if live is not None and self._live is not None:  # checked above: cannot fail
                 self._live.load_arrays(live, source, streams=len(keys))
                 self._live.resize(self.capacity)
-
-    # -- deprecated names (one release) -------------------------------------------------------
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Deprecated: :meth:`save_state`."""
-        _deprecated("StreamPool.save", "StreamPool.save_state")
-        self.save_state(path)
-
-    def load(self, path: str | os.PathLike[str]) -> None:
-        """Deprecated: :meth:`load_state`."""
-        _deprecated("StreamPool.load", "StreamPool.load_state")
-        self.load_state(path)
-
-    @property
-    def max_idle_seconds(self) -> float | None:
-        """Deprecated: :attr:`idle_timeout_s`."""
-        _deprecated("StreamPool.max_idle_seconds", "StreamPool.idle_timeout_s")
-        return self.idle_timeout_s
-
-
-def _deprecated(old: str, new: str) -> None:
-    import warnings
-
-    warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new}",
-                  DeprecationWarning, stacklevel=3)
 
 
 def _hashable_or_raise(key: Any) -> Hashable:

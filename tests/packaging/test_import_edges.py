@@ -47,10 +47,7 @@ RUNTIME_THIRD_PARTY = {"numpy", "onnxruntime"}
 SMALL_CORE = ("__init__", "spec", "errors", "atomic", "integrity", "contract", "calibration",
               "_atomic", "_integrity")
 # (file, imported module) -> why it is allowed for now; an entry goes when its edge goes
-KNOWN_EXCEPTIONS = {
-    ("runtime/spark.py", "rnnstream.spark"): "the deprecated alias module rnnstream.runtime.spark "
-                                            "(0.3), removed with it",
-}
+KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

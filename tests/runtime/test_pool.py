@@ -167,24 +167,22 @@ def test_pool_states_the_same_facts_as_a_predictor(model_file):
     assert pool.features == ["f0", "f1", "f2"]
 
 
-def test_old_names_warn_and_still_work(lstm, tmp_path):
-    with pytest.warns(DeprecationWarning, match="use StreamPool\\(idle_timeout_s=...\\)"):
-        pool = StreamPool(lstm[0], auto_add=True, max_idle_seconds=5)
-    assert pool.idle_timeout_s == 5
-    with pytest.warns(DeprecationWarning, match="use StreamPool.idle_timeout_s"):
-        assert pool.max_idle_seconds == 5
-    pool.step({"a": 0.5})
-    with pytest.warns(DeprecationWarning, match="use StreamPool.save_state"):
-        pool.save(tmp_path / "p.npz")
-    other = StreamPool(lstm[0])
-    with pytest.warns(DeprecationWarning, match="use StreamPool.load_state"):
-        other.load(tmp_path / "p.npz")
-    assert other.get_state("a")["h"].tobytes() == pool.get_state("a")["h"].tobytes()
-    with (pytest.raises(TypeError, match="not both"),
-          pytest.warns(DeprecationWarning, match="max_idle_seconds")):
-        StreamPool(lstm[0], idle_timeout_s=1, max_idle_seconds=1)
-    with pytest.raises(TypeError, match=r"unexpected keyword argument.*'max_idle'"):
-        StreamPool(lstm[0], max_idle=1)
+def test_names_deprecated_in_0_3_are_gone(lstm):
+    """max_idle_seconds=, save() and load() warned for one release (0.3) and are removed."""
+    with pytest.raises(TypeError, match="max_idle_seconds"):
+        StreamPool(lstm[0], max_idle_seconds=5)  # type: ignore[call-arg]
+    pool = StreamPool(lstm[0])
+    for old in ("save", "load", "max_idle_seconds"):
+        assert not hasattr(pool, old), old
+
+
+def test_bad_settings_are_config_errors(lstm):
+    from rnnstream.runtime import ConfigError
+
+    with pytest.raises(ConfigError, match="threads=0"):
+        StreamPool(lstm[0], threads=0)
+    with pytest.raises(ConfigError, match="idle_timeout_s=-1"):
+        StreamPool(lstm[0], idle_timeout_s=-1)
 
 
 def test_failed_call_forgets_the_streams_it_auto_added(lstm, monkeypatch):

@@ -25,23 +25,16 @@ def test_runtime_import_does_not_import_pyspark():
 def test_missing_dependency_names_the_extra(blocked):
     # sys.modules[name] = None makes `import name` raise ImportError, as if it were missing.
     done = run_python(f"import sys; sys.modules[{blocked!r}] = None; "
-                      "import rnnstream.runtime.spark")
+                      "import rnnstream.spark")
     assert done.returncode != 0
     assert "pip install 'rnnstream[spark]'" in done.stderr
 
 
-def test_old_module_name_is_a_deprecated_alias():
-    code = ("import warnings, sys\n"
-            "with warnings.catch_warnings(record=True) as seen:\n"
-            "    warnings.simplefilter('always')\n"
-            "    import rnnstream.runtime.spark as old\n"
-            "import rnnstream.spark as new\n"
-            "print(old is new, [str(w.message) for w in seen if w.category is DeprecationWarning])")
-    done = run_python(code)
-    assert done.returncode == 0, done.stderr
-    same, messages = done.stdout.strip().split(" ", 1)
-    assert same == "True"
-    assert "rnnstream.runtime.spark moved to rnnstream.spark" in messages
+def test_old_module_name_is_gone():
+    """rnnstream.runtime.spark was the deprecated 0.3 alias of rnnstream.spark; it is removed."""
+    done = run_python("import rnnstream.runtime.spark")
+    assert done.returncode != 0
+    assert "No module named 'rnnstream.runtime.spark'" in done.stderr
 
 
 def test_spark_uses_only_the_public_runtime_api():
