@@ -138,6 +138,7 @@ def render_text(found: Inspection) -> str:
         _data_lines(c),
         _mapping_lines("normalisation", c.normalization),
         _mapping_lines("metrics", c.metrics),
+        _live_lines(c),
         _parity_lines(c.parity),
         _step_lines(c),
         _mapping_lines("versions", c.versions),
@@ -158,6 +159,23 @@ def _header(found: Inspection) -> list[str]:
     kind = ", int8-quantised" if c.quantized else ""
     return [f"{found.path}: rnnstream {c.cell} forecaster, {c.layers} layer(s) x {c.hidden} "
             f"hidden{kind} (schema {c.schema_version})"]
+
+
+def _live_lines(c: ModelContract) -> list[str]:
+    """The facts the live scores start from: the trained season and the validation widths."""
+    try:
+        facts = c.live_facts()
+    except ContractError as exc:  # an older file's malformed metrics["calibration"]
+        return [f"live:     calibration unreadable ({exc})"]
+    lines = [f"live:     season {facts.season or 'none'}"]
+    if facts.calibration is not None:
+        levels = ", ".join(f"{q:g}" for q in facts.calibration.levels)
+        lines.append(f"  calibration at {levels} for {len(facts.calibration.half_widths)} "
+                     "target(s) (intervals start from it)")
+    else:
+        lines.append("  no calibration (intervals are infinite until the stream has scored a few "
+                     "residuals; live_options initial_quantiles sets a start)")
+    return lines
 
 
 def _io_lines(found: Inspection) -> list[str]:
