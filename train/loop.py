@@ -43,6 +43,14 @@ naive (seasonal). So with a season, some candidate is never worse than either ba
 validation, and the choice by validation MSE ships the model only where it beats them.
 ``metrics["baseline"]`` says which of model, persistence and seasonal naive validated best, and
 the reason names a baseline that won.
+
+Seasons (:func:`_seasons`): the season given, or the one detected on the training part (it must
+repeat 4 times) and a longer one containing it where the data shows one (a week of hours beside
+the day). Simpler first: seasonal naive takes the longer season, and each target's ETS a season
+or a longer one, only where validation agrees (:func:`_simplest_significant`); among networks
+that beat the baselines, a free one ships over the network on the ETS only where it beats it
+significantly (:func:`_prefer_anchored`). ``metrics["seasons_found"]`` lists the seasons,
+``metrics["season"]`` the one seasonal naive uses.
 """
 
 from __future__ import annotations
