@@ -66,6 +66,15 @@ def load_model(
     path = os.fspath(path)
     _check_file(path)
     session = open_session(path, session_options, providers)
+    try:
+        return _describe(path, session, state_map, fixed_inputs, batch_axis)
+    except UnicodeDecodeError as exc:  # onnxruntime decodes a name or a dim_param on access
+        raise ModelLoadError(f"{path}: a name or shape in the graph is not valid UTF-8 ({exc}); "
+                             "the file is damaged: re-export or re-copy it") from exc
+
+
+def _describe(path: str, session: ort.InferenceSession, state_map: Mapping[str, str] | None,
+              fixed_inputs: Mapping[str, Any] | None, batch_axis: BatchAxis) -> LoadedModel:
     meta = read_metadata(session, path)
     if METADATA_KEY in meta:
         if state_map or fixed_inputs or batch_axis is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,9 +125,17 @@ def read_snapshot(path: str | os.PathLike[str], kind: str) -> tuple[dict[str, An
         raise StateError(f"{path}: not a readable rnnstream snapshot ({exc})") from exc
     if _META not in arrays or arrays[_META].dtype.kind != "U" or arrays[_META].ndim != 0:
         raise StateError(f"{path}: not an rnnstream snapshot (no {_META} record)")
+    record = arrays.pop(_META)
     try:
-        meta = json.loads(str(arrays.pop(_META)))
-    except ValueError as exc:
+        # decoded from its UCS-4 bytes, strictly: str() of a numpy string holding a code point
+        # past U+10FFFF makes an invalid str that json then fails on with a SystemError (found
+        # by fuzz/harnesses.py)
+        big = record.dtype.byteorder == ">" or (record.dtype.byteorder == "=" and
+                                                 sys.byteorder == "big")
+        codec = "utf-32-be" if big else "utf-32-le"
+        text = np.ascontiguousarray(record).tobytes().decode(codec).rstrip("\0")
+        meta = json.loads(text)
+    except ValueError as exc:  # UnicodeDecodeError and json's errors are ValueErrors
         raise StateError(f"{path}: the snapshot's {_META} record is not JSON ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != SNAPSHOT_FORMAT:
         raise StateError(f"{path}: not an rnnstream snapshot")
