@@ -710,7 +710,7 @@ def log_parts(folder: str, n: int = 400) -> None:
           f"{enc['64 one-row requests']:.1f} µs (64 one-row requests); write "
           f"{pct(write['preallocated'], 50):.1f} µs; fdatasync {pct(sync['grows'], 50):.0f} µs "
           f"growing the file, {pct(sync['preallocated'], 50):.0f} µs preallocated (paired "
-          f"ratio p50 {pct(ratios, 50):.2f})")
+          f"ratio p50 {np.median(ratios):.2f})")
 
 
 def compare(model: Path, folder: str, modes: list[tuple[str, tuple[str, ...]]], n_lat: int,

@@ -91,7 +91,8 @@ class Limits:
     idle_timeout_s: float | None = 3600.0
     max_batch: int = 1024
     queue_delay_us: int = 0  # 0: batch what arrives within one event-loop turn
-    # a round of at least this many sequences steps on a worker thread (0: always on the loop)
+    # a round of this many sequences or more, or any round while requests arrive concurrently,
+    # steps on a worker thread (0: every round on the loop); see _Round
     step_thread_rows: int = STEP_THREAD_ROWS
     max_idle_seconds: InitVar[float | None] = _UNSET
 
