@@ -123,6 +123,10 @@ def read_snapshot(path: str | os.PathLike[str], kind: str) -> tuple[dict[str, An
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, NotImplementedError,
             RuntimeError, zlib.error, struct.error, tokenize.TokenError, SyntaxError) as exc:
         raise StateError(f"{path}: not a readable rnnstream snapshot ({exc})") from exc
+    stray = sorted(k for k, v in arrays.items() if not isinstance(v, np.ndarray))
+    if stray:  # np.load hands back a member without the .npy magic as raw bytes (fuzz finding)
+        raise StateError(f"{path}: not an rnnstream snapshot (member {stray[0]!r} is not a "
+                         "numpy array)")
     if _META not in arrays or arrays[_META].dtype.kind != "U" or arrays[_META].ndim != 0:
         raise StateError(f"{path}: not an rnnstream snapshot (no {_META} record)")
     record = arrays.pop(_META)
