@@ -297,7 +297,7 @@ def test_api_names_in_the_prose_exist() -> None:
 
     classes = {name: getattr(runtime, name) for name in CLASSES}
     wrong = set()
-    for page in PAGES:
+    for page in (p for p in PAGES if p.name != "CHANGELOG.md"):  # history names what is gone
         for span in (s.strip() for s in re.findall(r"`([^`\n]+)`", _prose(page))):
             m = re.fullmatch(r"(rnnstream(?:\.\w+)+)(\(.*\))?", span)
             if m and not _resolves(m.group(1)):
