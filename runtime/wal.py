@@ -7,7 +7,7 @@ line before going on. Recovery is the snapshot plus the log's records, replayed 
 File layout (little-endian)::
 
     b"RNNSWAL1"                       magic, 8 bytes
-    frame(header)                     JSON {"format": "rnnstream-log", "version": 1,
+    frame(header)                     JSON {"format": "rnnstream-log", "version": 1 or 2,
                                       "kind": ..., "fingerprint": ..., "base": ..., ...}
     frame(record) ...                 payloads, the caller's format
 
@@ -24,7 +24,8 @@ with zeros ahead of the records (``posix_fallocate``) and each record overwrites
 so an fdatasync after an append need not also commit a new file size. A frame whose length is
 0 marks the end of the log (no record is empty: :meth:`LogWriter.append` refuses one), so the
 zeros after the last record read as "end of log", never as a record, and are not counted as a
-torn tail.
+torn tail. A preallocated log's header says version 2, so that a runtime that reads only
+version 1 (and would take the zeros for an empty record) refuses it by its version.
 
 A crash in the middle of an append leaves a torn record at the end: a length that runs past the
 end of the file, or a checksum that does not match. Reading stops at the first such record and
@@ -52,6 +53,10 @@ __all__ = ["LOG_FORMAT", "LogContents", "LogWriter", "file_digest", "read_log"]
 MAGIC = b"RNNSWAL1"
 LOG_FORMAT = "rnnstream-log"
 LOG_VERSION = 1
+# A preallocated log says version 2: a reader of version 1 only would take its zeros for an
+# empty record, so it refuses the file by its version instead. This one reads both.
+PREALLOCATED_VERSION = 2
+READS_VERSIONS = (LOG_VERSION, PREALLOCATED_VERSION)
 _FRAME = struct.Struct("<II")  # length, CRC32
 MAX_RECORD = 1 << 30  # a length beyond this is corruption, not a record
 
@@ -105,9 +110,9 @@ def read_log(path: str | os.PathLike[str], kind: str, fingerprint: str,
         raise StateError(f"{source}: the log's header is not JSON ({exc})") from exc
     if not isinstance(header, dict) or header.get("format") != LOG_FORMAT:
         raise StateError(f"{source}: not an rnnstream log")
-    if header.get("version") != LOG_VERSION:
+    if header.get("version") not in READS_VERSIONS:
         raise StateError(f"{source}: log version {header.get('version')!r}; this runtime "
-                         f"reads version {LOG_VERSION}")
+                         f"reads versions {list(READS_VERSIONS)}")
     if header.get("kind") != kind:
         raise StateError(f"{source}: is a {header.get('kind')!r} log, expected {kind!r}")
     found = str(header.get("fingerprint", ""))
@@ -175,7 +180,8 @@ class LogWriter:
     def create(cls, path: str | os.PathLike[str], header: Mapping[str, Any],
                preallocate: int = 0) -> LogWriter:
         """Replace ``path`` (atomically) by an empty log with ``header``."""
-        data = MAGIC + frame(json.dumps({"format": LOG_FORMAT, "version": LOG_VERSION,
+        version = PREALLOCATED_VERSION if preallocate > 0 else LOG_VERSION
+        data = MAGIC + frame(json.dumps({"format": LOG_FORMAT, "version": version,
                                          **header}).encode())
         write_bytes(path, data)
         writer = cls(path, os.open(path, os.O_WRONLY), len(data), preallocate)

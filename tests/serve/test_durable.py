@@ -301,6 +301,7 @@ def test_a_preallocated_log_reads_back_every_record_and_grows(tmp_path):
     contents = read_log(path, "k", "f", "")
     assert contents.records == payloads
     assert (contents.end, contents.dropped) == (writer.size, 0)
+    assert contents.header["version"] == 2  # a reader of version 1 only refuses it by this
     assert os.path.getsize(path) > writer.size  # zeros still ahead of the records
     writer.close()
     again = LogWriter.open(path, contents, preallocate=256)
@@ -309,3 +310,7 @@ def test_a_preallocated_log_reads_back_every_record_and_grows(tmp_path):
     assert read_log(path, "k", "f", "").records == [*payloads, b"more"]
     with pytest.raises(ValueError, match="empty record"):
         LogWriter.create(path, header).append(b"")
+    assert read_log(path, "k", "f", "").header["version"] == 1  # not preallocated
+    LogWriter.create(path, {**header, "version": 3})
+    with pytest.raises(StateError, match=r"log version 3; this runtime reads versions \[1, 2\]"):
+        read_log(path, "k", "f", "")
