@@ -11,6 +11,8 @@ import argparse
 import time
 from pathlib import Path
 
+from rnnstream.runtime.spec import CELLS
+
 from ._common import fail, require_train_extra
 
 COVERAGE = 0.9  # of the streamed predictions' intervals
@@ -43,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="demo-out", metavar="DIR",
                    help="folder for the checkpoint, model and plots (default: demo-out)")
-    p.add_argument("--cell", default="lstm", choices=("rnn", "lstm", "gru"),
+    p.add_argument("--cell", default="lstm", choices=sorted(CELLS),
                    help="recurrent cell (default: lstm)")
     p.add_argument("--hidden", type=int, default=32, help="hidden size (default: 32)")
     p.add_argument("--epochs", type=int, default=60,

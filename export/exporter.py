@@ -32,6 +32,7 @@ from rnnstream.runtime import spec
 from rnnstream.runtime.atomic import write_files
 from rnnstream.runtime.contract import ModelContract, sidecar_path
 
+from .cells import sequence_op
 from .errors import ExportError, GraphError
 from .graph import DEFAULT_OPSET, build_graph, pin_ir_version
 from .metadata import (
@@ -130,12 +131,13 @@ def _check_io(graph: onnx.ModelProto, model) -> None:
 
 def _check_recurrent_nodes(graph: onnx.ModelProto, cfg) -> None:
     cell = spec.CELLS[cfg.cell]
-    ops = {cell.onnx_op, cell.int8_op or ""}
-    nodes = [n for n in graph.graph.node if n.op_type in ops]
+    op = sequence_op(cfg.cell)  # the native op, or Scan for a cell without one
+    nodes = [n for n in graph.graph.node if n.op_type in {op, cell.int8_op or ""}]
     if len(nodes) != cfg.layers:
         raise GraphError(
-            f"expected {cfg.layers} native {cell.onnx_op} node(s) (one per layer), found "
-            f"{len(nodes)}; the graph builder did not emit the native recurrent op"
+            f"expected {cfg.layers} {'native ' if cell.onnx_op else ''}{op} node(s) (one per "
+            f"layer), found {len(nodes)}; the graph builder did not emit the cell's "
+            "recurrent node"
         )
     if cell.linear_before_reset:
         for node in nodes:

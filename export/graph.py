@@ -6,7 +6,9 @@ TorchScript exporter gives native recurrent ops with dynamic axes but wraps them
 Slice, Unsqueeze and normalisation nodes (17 nodes for a one-layer LSTM) and is deprecated.
 Writing the graph ourselves gives the native ``RNN``/``LSTM``/``GRU`` op, truly dynamic batch
 and time, normalisation folded into the weights, and nothing else -- and the export is then
-proven equal to torch by :mod:`rnnstream.export.verify` before a file is written.
+proven equal to torch by :mod:`rnnstream.export.verify` before a file is written. A cell ONNX
+has no op for (``mingru``) gets a ``Scan`` of its step equations per layer instead
+(:mod:`rnnstream.export.cells`).
 
 Graph, for ``L`` layers (onnxruntime's CPU kernels only support ``layout=0``, i.e.
 ``[time, batch, ...]``, so batch-first I/O costs one Transpose per tensor at the edges)::
@@ -61,6 +63,9 @@ from rnnstream.runtime.spec import (
     state_input_name,
     state_output_name,
 )
+from rnnstream.train.cells import weight_names
+
+from .cells import Builder, native_layer, scan_layer
 
 __all__ = ["DEFAULT_OPSET", "build_graph", "graph_value_infos", "head_hidden_nodes", "onnx_weights",
            "pin_ir_version"]
@@ -208,10 +213,7 @@ def onnx_weights(model) -> dict[str, np.ndarray]:
     y_mean, y_std = sd["y_mean"], sd["y_std"]
     out: dict[str, np.ndarray] = {}
     for layer in range(cfg.layers):
-        w_ih = sd[f"rnn.weight_ih_l{layer}"]
-        w_hh = sd[f"rnn.weight_hh_l{layer}"]
-        b_ih = sd[f"rnn.bias_ih_l{layer}"]
-        b_hh = sd[f"rnn.bias_hh_l{layer}"]
+        w_ih, w_hh, b_ih, b_hh = (sd[name] for name in weight_names(layer))
         if layer == 0:
             b_ih = b_ih - w_ih @ (x_mean / x_std)
             w_ih = w_ih / x_std[None, :]
@@ -258,8 +260,13 @@ def build_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     cfg = model.config
     weights = onnx_weights(model)
     states = spec.CELLS[cfg.cell].states
-    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()]
-    inits.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"))
+    # a cell without a native op takes its weights in the step layout (scan_layer), not these
+    native = spec.CELLS[cfg.cell].onnx_op is not None
+    recurrent = {f"{n}{k}" for n in "WRB" for k in range(cfg.layers)}
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()
+             if native or k not in recurrent]
+    if native or cfg.target_mode == "ets":  # the native ops' and the ETS RNN's Squeeze
+        inits.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"))
     nodes: list[onnx.NodeProto] = []
     seen = INPUT_NAME
     if cfg.input_mode == "delta":
@@ -280,21 +287,13 @@ def build_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
 
     seq = "x_tbf"
     finals: dict[str, list[str]] = {s: [] for s in states}
+    layer_graph = native_layer if native else scan_layer
+    b = Builder(nodes, inits)
     for layer in range(cfg.layers):
-        inputs = [seq, f"W{layer}", f"R{layer}", f"B{layer}", "", per_layer["h"][layer]]
-        outputs = [f"Y{layer}", f"h_final{layer}"]
-        if cfg.cell == "lstm":
-            inputs.append(per_layer["c"][layer])
-            outputs.append(f"c_final{layer}")
-        attrs = {"hidden_size": cfg.hidden}
-        if spec.CELLS[cfg.cell].linear_before_reset:
-            attrs["linear_before_reset"] = 1  # torch's GRU applies the reset gate after R·h
-        nodes.append(helper.make_node(spec.CELLS[cfg.cell].onnx_op, inputs, outputs,
-                                      name=f"{cfg.cell}{layer}", **attrs))
+        seq, final = layer_graph(b, cfg, layer, seq, {s: per_layer[s][layer] for s in states},
+                                 weights)
         for s in states:
-            finals[s].append(f"{s}_final{layer}")
-        nodes.append(helper.make_node("Squeeze", [f"Y{layer}", "axis1"], [f"seq{layer}"]))
-        seq = f"seq{layer}"
+            finals[s].append(final[s])
 
     for s in states:
         stacked = finals[s][0]

@@ -58,6 +58,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from rnnstream.runtime.spec import CELLS
+from rnnstream.train.cells import weight_names
 
 from .errors import QuantizationError
 from .graph import onnx_weights
@@ -224,7 +225,7 @@ def int8_weight_model(model):
     y_std = ref.y_std.detach().numpy()[:, None]
     with torch.no_grad():
         for layer in range(model.config.layers):
-            for name in (f"rnn.weight_ih_l{layer}", f"rnn.weight_hh_l{layer}"):
+            for name in weight_names(layer)[:2]:  # the input and recurrent matrices
                 params[name].copy_(torch.from_numpy(int8_grid(params[name].numpy())))
         head = params["head.weight"].numpy() * y_std
         params["head.weight"].copy_(torch.from_numpy(int8_grid(head) / y_std))

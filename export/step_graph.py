@@ -14,12 +14,8 @@ normalisation folded by the same :func:`~rnnstream.export.graph.onnx_weights` --
 One layer, ``G`` gates (ONNX gate order, see graph.py), ``x`` [B,in], ``h``/``c`` [B,H]::
 
     g = Concat(x, h) @ [Wt; Rt] + bias    (input and recurrent biases summed in float64)
-    rnn:  h' = tanh(g)
-    lstm: (i, o, f) = sigmoid(g[:, :3H]); u = tanh(g[:, 3H:]); c' = f * c + i * u;
-          h' = o * tanh(c')
-    gru:  g has 4H columns [z r | x part of n | h part of n, with its own bias]
-          (torch's linear_before_reset): (z, r) = sigmoid(g[:, :2H]);
-          n = tanh(g_xn + r * g_hn); h' = n + z * (h - n)
+    then the cell's step equations, written once per cell in :mod:`rnnstream.export.cells`
+    (whose ``Scan`` form is the sequence graph of a cell without a native op)
 
 Edges: x [B,1,F] -Reshape-> [B,F]; s_in [B,L,H] -Slice(axis 1)/Reshape-> L x [B,H];
 new layer states -Concat(axis 1)-> [B,L*H] -Reshape-> s_out [B,L,H]; head Gemm -> [B,Tg]
@@ -32,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from rnnstream.runtime import spec
 from rnnstream.runtime.spec import (
@@ -43,6 +39,7 @@ from rnnstream.runtime.spec import (
     state_output_name,
 )
 
+from .cells import EXPORT_CELLS, Builder, step_weights
 from .graph import (
     DEFAULT_OPSET,
     delta_input_nodes,
@@ -63,84 +60,21 @@ def step_path(model_path: str) -> str:
     return stem + STEP_SUFFIX
 
 
-class _Builder:
-    """Collects nodes and initializers; ``op`` returns the output name(s) of a new node."""
-
-    def __init__(self) -> None:
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-
-    def const(self, name: str, value: np.ndarray) -> str:
-        self.inits.append(numpy_helper.from_array(value, name))
-        return name
-
-    def op(self, op_type: str, inputs: list[str], outputs: list[str] | str, **attrs) -> list[str]:
-        outs = [outputs] if isinstance(outputs, str) else outputs
-        self.nodes.append(helper.make_node(op_type, inputs, outs, **attrs))
-        return outs
-
-    def split(self, src: str, sizes: list[int], axis: int, outs: list[str]) -> list[str]:
-        """One Slice per part: onnxruntime-web's WebGL backend has Split only up to opset 12
-        (it refuses ours), and Slices were no slower on the CPU (measured: LSTM h32 Predictor.step
-        9.1 us vs 12.8 us with Split, within noise at batch 1,024)."""
-        ax = self.const(f"{src}_axis", np.array([axis], np.int64))
-        start = 0
-        for out, size in zip(outs, sizes, strict=True):
-            begin = self.const(f"{out}_begin", np.array([start], np.int64))
-            end = self.const(f"{out}_end", np.array([start + size], np.int64))
-            self.op("Slice", [src, begin, end, ax], out)
-            start += size
-        return outs
-
-
-def _layer(b: _Builder, cell: str, layer: int, x: str, h: str, c: str | None,
-           w: dict[str, np.ndarray], hidden: int) -> tuple[str, str | None]:
-    """Emit one cell step; returns the names of the new ``h`` (and ``c``) [B, H].
+def _layer(b: Builder, cell: str, layer: int, x: str, states: tuple[str, ...],
+           w: dict[str, np.ndarray], hidden: int) -> tuple[str, ...]:
+    """Emit one cell step (its equations: :data:`rnnstream.export.cells.EXPORT_CELLS`); returns
+    the names of the new states [B, H], in the spec's order.
 
     ``[x, h]`` is concatenated and multiplied once: one Gemm beat ``x @ Wt + h @ Rt`` by 10-14%
     at batch 1024 (hidden 32), and was no slower at batch 1 and 64.
     """
-    g, hh = spec.CELLS[cell].gates, hidden
-    wt = w[f"W{layer}"][0].T  # [in, G*H]
-    rt = w[f"R{layer}"][0].T  # [H, G*H]
-    wb, rb = w[f"B{layer}"][0, :g * hh], w[f"B{layer}"][0, g * hh:]
+    wt, rt, bias = step_weights(cell, w, layer, hidden)
     p = f"l{layer}_"
-    if cell == "gru":
-        # columns [z r | n from x | n from h]: the n gate's recurrent part stays apart, because
-        # torch's GRU applies the reset gate after R·h + b_hn (ONNX linear_before_reset=1)
-        zeros_x, zeros_h = np.zeros((wt.shape[0], hh)), np.zeros((hh, hh))
-        wt = np.concatenate([wt, zeros_x], axis=1)
-        rt = np.concatenate([rt[:, :2 * hh], zeros_h, rt[:, 2 * hh:]], axis=1)
-        bias = np.concatenate([wb[:2 * hh] + rb[:2 * hh], wb[2 * hh:], rb[2 * hh:]])
-    else:
-        bias = wb + rb
-    b.op("Concat", [x, h], p + "xh", axis=1)
+    b.op("Concat", [x, states[0]], p + "xh", axis=1)
     weight = np.concatenate([wt, rt], axis=0).astype(np.float32)  # [in + H, columns]
     b.op("Gemm", [p + "xh", b.const(p + "WR", weight), b.const(p + "b", bias.astype(np.float32))],
          p + "g")
-    if cell == "rnn":
-        return b.op("Tanh", [p + "g"], p + "h")[0], None
-    if cell == "gru":
-        b.split(p + "g", [2 * hh, hh, hh], 1, [p + "g_zr", p + "gx_n", p + "gh_n"])
-        b.op("Sigmoid", [p + "g_zr"], p + "zr")
-        b.split(p + "zr", [hh, hh], 1, [p + "z", p + "r"])
-        b.op("Mul", [p + "r", p + "gh_n"], p + "rn")
-        b.op("Add", [p + "gx_n", p + "rn"], p + "a_n")
-        b.op("Tanh", [p + "a_n"], p + "n")
-        b.op("Sub", [h, p + "n"], p + "hmn")
-        b.op("Mul", [p + "z", p + "hmn"], p + "zd")
-        return b.op("Add", [p + "n", p + "zd"], p + "h")[0], None
-    b.split(p + "g", [3 * hh, hh], 1, [p + "g_iof", p + "g_u"])
-    b.op("Sigmoid", [p + "g_iof"], p + "iof")
-    b.split(p + "iof", [hh, hh, hh], 1, [p + "i", p + "o", p + "f"])
-    b.op("Tanh", [p + "g_u"], p + "u")
-    if c is None:  # a developer's mistake: only the lstm branch gets here
-        raise ValueError("an LSTM layer needs its c state")
-    b.op("Mul", [p + "f", c], p + "fc")
-    b.op("Mul", [p + "i", p + "u"], p + "iu")
-    b.op("Add", [p + "fc", p + "iu"], p + "c")
-    b.op("Tanh", [p + "c"], p + "tc")
-    return b.op("Mul", [p + "o", p + "tc"], p + "h")[0], p + "c"
+    return EXPORT_CELLS[cell].step(b, p, p + "g", states, hidden)
 
 
 def build_step_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
@@ -149,7 +83,7 @@ def build_step_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     w = onnx_weights(model)
     states = spec.CELLS[cfg.cell].states
     layers, hidden, f, t = cfg.layers, cfg.hidden, cfg.n_features, cfg.n_targets
-    b = _Builder()
+    b = Builder()
     b.op("Reshape", [INPUT_NAME, b.const("shape_bf", np.array([-1, f], np.int64))], "x_bf")
     seen = "x_bf"
     if cfg.input_mode == "delta":  # the layers see the change since the last point
@@ -166,12 +100,11 @@ def build_step_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
                         for i, p in enumerate(parts)]
     seq, finals = seen, {s: list[str]() for s in states}
     for layer in range(layers):
-        c = per_layer["c"][layer] if cfg.cell == "lstm" else None
-        new_h, new_c = _layer(b, cfg.cell, layer, seq, per_layer["h"][layer], c, w, hidden)
-        finals["h"].append(new_h)
-        if new_c is not None:
-            finals["c"].append(new_c)
-        seq = new_h
+        new = _layer(b, cfg.cell, layer, seq, tuple(per_layer[s][layer] for s in states), w,
+                     hidden)
+        for s, name in zip(states, new, strict=True):
+            finals[s].append(name)
+        seq = new[0]
     b.const("shape_blh", np.array([-1, layers, hidden], np.int64))
     for s in states:
         flat = finals[s][0]

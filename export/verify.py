@@ -374,14 +374,18 @@ def folded_model(model):
     """
     import torch
 
+    from rnnstream.train.cells import weight_names
+
     folded = copy.deepcopy(model).cpu().eval()
     m64 = folded.x_mean.double()
     s64 = folded.x_std.double()
-    w = folded.rnn.weight_ih_l0.detach().double()
-    b = folded.rnn.bias_ih_l0.detach().double()
+    names = weight_names(0)
+    w_ih, b_ih = folded.get_parameter(names.w_ih), folded.get_parameter(names.b_ih)
+    w = w_ih.detach().double()
+    b = b_ih.detach().double()
     with torch.no_grad():
-        folded.rnn.weight_ih_l0.copy_((w / s64[None, :]).float())
-        folded.rnn.bias_ih_l0.copy_((b - w @ (m64 / s64)).float())
+        w_ih.copy_((w / s64[None, :]).float())
+        b_ih.copy_((b - w @ (m64 / s64)).float())
         folded.x_mean.zero_()
         folded.x_std.fill_(1.0)
     return folded

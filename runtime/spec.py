@@ -102,10 +102,14 @@ class CellSpec:
     orders its gates i, f, g, o and ONNX i, o, f, c; torch's GRU r, z, n and ONNX z, r, h).
     ``step_columns`` is how many Gemm columns per hidden unit the single-step graph computes
     (GRU keeps the recurrent part of its n gate apart: 4, not 3).
+
+    ``onnx_op`` is None for a cell ONNX has no native op for: its sequence graph is a ``Scan``
+    over its step equations (the cell's entry in :mod:`rnnstream.export.cells`; its torch
+    module is in :mod:`rnnstream.train.cells`).
     """
 
     name: str
-    onnx_op: str  # the native ONNX recurrent op
+    onnx_op: str | None  # the native ONNX recurrent op; None: a Scan of the step equations
     states: tuple[str, ...]  # recurrent states, [B, L, H] each, in graph order
     gates: int  # gate blocks of `hidden` rows in the weights
     gate_order: tuple[int, ...]
@@ -120,6 +124,8 @@ CELLS: dict[str, CellSpec] = {
                      step_columns=4, int8_op="DynamicQuantizeLSTM"),
     "gru": CellSpec("gru", "GRU", ("h",), gates=3, gate_order=(1, 0, 2), step_columns=4,
                     linear_before_reset=True),
+    # a minimal GRU (no reset gate; rnnstream.train.cells.MinGRU): z, n gates; no native op
+    "mingru": CellSpec("mingru", None, ("h",), gates=2, gate_order=(0, 1), step_columns=2),
 }
 
 

@@ -2,11 +2,11 @@
 
 State layout (defined once, in :mod:`rnnstream.runtime.spec`, and used everywhere in rnnstream,
 torch and ONNX alike): a state is a tuple of tensors in ``spec.state_names(cell, input_mode)``
-order -- ``(h,)`` for rnn/gru, ``(h, c)`` for lstm, each ``[batch, layers, hidden]``, then
-``last`` ``[batch, F + 1]`` when ``input_mode="delta"``, then ``cycle`` ``[batch, season,
-targets + 1]`` when ``target_mode="seasonal"`` or ``ets`` ``[batch, targets * (season + 2)]``
-when ``target_mode="ets"`` -- batch first, so one stream's state is one
-contiguous row. The module never keeps state inside itself:
+order -- the cell's (``(h,)`` for rnn/gru/mingru, ``(h, c)`` for lstm), each ``[batch,
+layers, hidden]``, then ``last`` ``[batch, F + 1]`` when ``input_mode="delta"``, then
+``cycle`` ``[batch, season, targets + 1]`` when ``target_mode="seasonal"`` or ``ets``
+``[batch, targets * (season + 2)]`` when ``target_mode="ets"`` -- batch first, so one stream's
+state is one contiguous row. The module never keeps state inside itself:
 ``forward(x, state) -> (y, next_state)``.
 
 Inputs and outputs are in raw units. The normalisation fitted on the training split is stored
@@ -30,20 +30,19 @@ from torch import Tensor, nn
 
 from rnnstream.runtime import spec
 
+from .cells import TORCH_CELLS
+
 __all__ = ["ACTIVATIONS", "CELLS", "Forecaster", "ForecasterConfig", "StateTensors"]
 
 StateTensors = tuple[Tensor, ...]  # one tensor per name in ForecasterConfig.state_names
 
-# The torch module of each cell in the one spec (every cell there must have one, and an export
-# parity test: tests enforce both).
-CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-if set(CELLS) != set(spec.CELLS):  # pragma: no cover - a developer's mistake, caught at import
-    raise ImportError(f"train.model.CELLS {sorted(CELLS)} != runtime.spec.CELLS "
-                      f"{sorted(spec.CELLS)}")
+# The torch module of each cell in the one spec (the registry's training side, see
+# rnnstream.train.cells: every cell has one there, and an export parity test: tests enforce both).
+CELLS = TORCH_CELLS
 # The torch module of each head activation in the spec (same keys, checked at import).
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU,
                                            "sigmoid": nn.Sigmoid}
-if set(ACTIVATIONS) != set(spec.HEAD_ACTIVATIONS):  # pragma: no cover - as above
+if set(ACTIVATIONS) != set(spec.HEAD_ACTIVATIONS):  # pragma: no cover - a developer's mistake
     raise ImportError(f"train.model.ACTIVATIONS {sorted(ACTIVATIONS)} != runtime.spec."
                       f"HEAD_ACTIVATIONS {sorted(spec.HEAD_ACTIVATIONS)}")
 
@@ -52,7 +51,7 @@ if set(ACTIVATIONS) != set(spec.HEAD_ACTIVATIONS):  # pragma: no cover - as abov
 class ForecasterConfig:
     """Describes a forecaster completely (together with its weights and normalisation)."""
 
-    cell: str = "lstm"  # "rnn" (tanh) | "lstm" | "gru"
+    cell: str = "lstm"  # "rnn" (tanh) | "lstm" | "gru" | "mingru" (see rnnstream.train.cells)
     n_features: int = 1  # F, inputs per time step
     n_targets: int = 1  # T, predictions per time step
     hidden: int = 32
@@ -166,7 +165,7 @@ class Forecaster(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.rnn: nn.RNNBase = CELLS[c.cell](  # type: ignore[call-arg]  # subclasses set mode
+        self.rnn: nn.Module = CELLS[c.cell](
             input_size=c.n_features,
             hidden_size=c.hidden,
             num_layers=c.layers,
@@ -215,7 +214,7 @@ class Forecaster(nn.Module):
 
     def _to_torch_state(self, state: StateTensors) -> Tensor | tuple[Tensor, ...]:
         s = tuple(t.transpose(0, 1).contiguous() for t in state)  # [B,L,H] -> [L,B,H]
-        return s if self.config.cell == "lstm" else s[0]
+        return s if len(s) > 1 else s[0]  # nn.RNN's convention: one state is a bare tensor
 
     def _from_torch_state(self, s: Tensor | tuple[Tensor, ...]) -> StateTensors:
         s = s if isinstance(s, tuple) else (s,)
