@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ._engine import BoundEngine, ForeignEngine
-from ._io import ORT_ERRORS, input_array, input_shape, output_rows
+from ._io import ORT_ERRORS, Outputs, input_array, input_shape, output_rows
 from ._shards import Piece, Workers, shards
 
 __all__ = ["BIND_AFTER", "MAX_PLANS", "BoundBatches", "ForeignBatches", "Plan"]
@@ -49,6 +49,8 @@ class Plan:
         self.io, self.n, self.groups = io, n, groups
         self.x = np.zeros(input_shape(io, io.input_shape[-1], n), f32)
         self.y = np.zeros((n, 1, n_out), f32)
+        # outputs beyond the prediction and the states, bound by name like y
+        self.extra = {o.name: np.zeros((n, 1, o.width), f32) for o in io.extras}
         self.ins = [np.zeros(s.full_shape(n), f32) for s in io.states]
         self.outs = [np.zeros(s.full_shape(n), f32) for s in io.states]
         self.x2 = self.x.reshape(n, -1)
@@ -91,6 +93,8 @@ class Plan:
                 b = self.session.io_binding()
                 _bind(b.bind_input, io.input, self.x[i:j])
                 _bind(b.bind_output, io.output, self.y[i:j])
+                for name, e in self.extra.items():
+                    _bind(b.bind_output, name, e[i:j])
                 for s, a, o in zip(io.states, sources, outs, strict=True):
                     _bind(b.bind_input, s.input, a[i:j])
                     _bind(b.bind_output, s.output, o[i:j])
@@ -129,6 +133,9 @@ class BoundBatches:
         self._sightings: dict[int, int] = {}
         self._spare: list[np.ndarray] = []  # the pool's buffers' twins (see Plan)
         self._spare_generation = -1
+        # the latest call's outputs beyond the prediction and the states, by name, [n, width]
+        # (always empty for a model without any: nothing is copied then)
+        self.extra: dict[str, np.ndarray] = {}
 
     def groups(self, n: int) -> list[list[Piece]]:
         """The pieces of an ``n``-row batch, one list per thread."""
@@ -165,7 +172,7 @@ class BoundBatches:
             self._spare = bufs
             for name, new in zip(names, spare, strict=True):
                 pool_bufs[name] = new  # rows past the streams' are free: no copy needed
-            return plan.y2.copy()
+            return self._outputs(plan)
         if type(rows) is slice:  # always 0..n-1 (see _lookup): read the pool's rows in place
             bindings = plan.between(bufs, plan.outs, generation)
         else:
@@ -175,6 +182,12 @@ class BoundBatches:
         self._call(bindings, plan.run)
         for buf, new in zip(bufs, plan.outs, strict=True):
             buf[rows] = new
+        return self._outputs(plan)
+
+    def _outputs(self, plan: Plan) -> np.ndarray:
+        """The prediction of a plan's call (a copy); its other outputs into ``extra``."""
+        if plan.extra:
+            self.extra = {name: e.reshape(plan.n, -1).copy() for name, e in plan.extra.items()}
         return plan.y2.copy()
 
     def _spares(self, bufs: list[np.ndarray], generation: int) -> list[np.ndarray]:
@@ -211,9 +224,9 @@ class BoundBatches:
         x = arr.reshape(input_shape(io, self._n_in, n))
         ins = [bufs[s.name][rows] for s in io.states]
         groups = self.groups(n)
-        parts: list[list[list[np.ndarray]]] = [[] for _ in groups]
+        parts: list[list[Outputs]] = [[] for _ in groups]
 
-        def task(pieces: list[Piece], out: list[list[np.ndarray]]) -> Callable[[], None]:
+        def task(pieces: list[Piece], out: list[Outputs]) -> Callable[[], None]:
             def go() -> None:
                 for i, j in pieces:
                     feeds = {io.input: x[i:j]}
@@ -223,11 +236,15 @@ class BoundBatches:
 
         self._workers.run([task(g, out) for g, out in zip(groups, parts, strict=True)])
         flat = [p for out in parts for p in out]
-        outs = flat[0] if len(flat) == 1 else [np.concatenate(p) for p in zip(*flat,
-                                                                              strict=True)]
-        for s, new in zip(io.states, outs[1:], strict=True):
-            bufs[s.name][rows] = new
-        return outs[0].reshape(n, -1)
+        for k, s in enumerate(io.states):
+            bufs[s.name][rows] = (flat[0].states[k] if len(flat) == 1
+                                  else np.concatenate([p.states[k] for p in flat]))
+        if io.extras:
+            self.extra = {o.name: np.concatenate([p.extra[o.name] for p in flat]).reshape(n, -1)
+                          for o in io.extras}
+        y = flat[0].prediction if len(flat) == 1 else np.concatenate([p.prediction
+                                                                      for p in flat])
+        return y.reshape(n, -1)
 
 
 class ForeignBatches:
@@ -241,6 +258,7 @@ class ForeignBatches:
         # batch axis of each state (the pool refused models whose states have none)
         self._axes = [s.batch_axis if s.batch_axis is not None else 0 for s in io.states]
         self._plain = all(s.batch_axis == 0 for s in io.states)
+        self.extra: dict[str, np.ndarray] = {}  # a foreign model's other outputs: not fetched
 
     def run(self, rows: np.ndarray | slice, arr: np.ndarray, bufs: dict[str, np.ndarray],
             generation: int, streams: int) -> np.ndarray:
@@ -251,7 +269,7 @@ class ForeignBatches:
             feeds[s.input] = (bufs[s.name][rows] if self._plain else np.ascontiguousarray(
                 np.moveaxis(bufs[s.name][rows], 0, axis)))
         feeds.update(io.fixed)
-        y, *new = self._engine.run(feeds)
-        for s, axis, a in zip(io.states, self._axes, new, strict=True):
+        out = self._engine.run(feeds)
+        for s, axis, a in zip(io.states, self._axes, out.states, strict=True):
             bufs[s.name][rows] = a if axis == 0 else np.moveaxis(a, axis, 0)
-        return output_rows(y, io.output_batch_axis, n)
+        return output_rows(out.prediction, io.output_batch_axis, n)

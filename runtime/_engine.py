@@ -45,7 +45,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ._generic import BatchAxis
-from ._io import ORT_ERRORS, ModelIO, free_axes, input_array, output_rows
+from ._io import ORT_ERRORS, ModelIO, Outputs, free_axes, input_array, output_rows
 from ._points import PointReader
 from ._session import LoadedModel, load_model, load_step_session
 from .contract import ModelContract
@@ -97,7 +97,7 @@ class Engine:
         self.session = model.session
         self.step_session = step_session
         self.reader = input_reader(model)
-        self.fetch = [self.io.output, *(s.output for s in self.io.states)]
+        self.fetch = self.io.fetch  # by name: the prediction, the states, the extras
 
     # -- facts --------------------------------------------------------------------------------
     @property
@@ -139,16 +139,19 @@ class Engine:
         return InferenceError(f"{self.path}: onnxruntime failed: {exc}")
 
     def run(self, feeds: Mapping[str, np.ndarray],
-            session: ort.InferenceSession | None = None) -> list[np.ndarray]:
-        """The prediction and every next state (in ``io.states`` order) for ``feeds``."""
-        return self.call((session or self.session).run, self.fetch, feeds)
+            session: ort.InferenceSession | None = None) -> Outputs:
+        """The outputs for ``feeds`` by role: the prediction, every next state (in
+        ``io.states`` order) and the other outputs by name."""
+        return self.io.split(self.call((session or self.session).run, self.fetch, feeds))
 
     # -- what the two engines do differently ----------------------------------------------------
     def open_stream(self) -> Stream:
         raise NotImplementedError
 
-    def run_sequence(self, rows: np.ndarray, tensors: Tensors) -> tuple[np.ndarray, Tensors]:
-        """``rows`` [time, F] from state ``tensors`` -> (predictions [time, size], next state).
+    def run_sequence(self, rows: np.ndarray, tensors: Tensors,
+                     extra: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, Tensors]:
+        """``rows`` [time, F] from state ``tensors`` -> (predictions [time, size], next state);
+        ``extra``, when given, receives the other outputs of the last row by name.
 
         ``rows`` and ``tensors`` are validated by the caller; nothing is kept.
         """
@@ -166,21 +169,26 @@ class BoundEngine(Engine):
     def open_stream(self) -> BoundStream:
         return BoundStream(self)
 
-    def run_sequence(self, rows: np.ndarray, tensors: Tensors) -> tuple[np.ndarray, Tensors]:
+    def run_sequence(self, rows: np.ndarray, tensors: Tensors,
+                     extra: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, Tensors]:
         if self.contract.step_only:  # the graph's time axis is 1: one call per row
             ys = []
             for i in range(len(rows)):
-                y, tensors = self._run_rows(rows[i:i + 1], tensors)
+                y, tensors = self._run_rows(rows[i:i + 1], tensors, extra)
                 ys.append(y)
             return np.concatenate(ys), tensors
-        return self._run_rows(rows, tensors)
+        return self._run_rows(rows, tensors, extra)
 
-    def _run_rows(self, rows: np.ndarray, tensors: Tensors) -> tuple[np.ndarray, Tensors]:
+    def _run_rows(self, rows: np.ndarray, tensors: Tensors,
+                  extra: dict[str, np.ndarray] | None) -> tuple[np.ndarray, Tensors]:
         io = self.io
         feeds = {io.input: rows[None]}
         feeds.update((s.input, tensors[s.name][None]) for s in io.states)
-        y, *new = self.run(feeds)
-        return y[0], {s.name: a[0] for s, a in zip(io.states, new, strict=True)}
+        out = self.run(feeds)
+        if extra is not None:
+            extra.update((name, a[0, -1]) for name, a in out.extra.items())
+        return out.prediction[0], {s.name: a[0]
+                                   for s, a in zip(io.states, out.states, strict=True)}
 
 
 class ForeignEngine(Engine):
@@ -202,9 +210,9 @@ class ForeignEngine(Engine):
         the model has none. Nothing is kept; ``live`` is not written."""
         io = self.io
         if io.time_axis is not None or len(rows) == 1:
-            y, *states = self.run(self.feeds(rows, live))
-            return (output_rows(y, io.output_time_axis, len(rows)),
-                    {s.input: a for s, a in zip(io.states, states, strict=True)})
+            out = self.run(self.feeds(rows, live))
+            return (output_rows(out.prediction, io.output_time_axis, len(rows)),
+                    {s.input: a for s, a in zip(io.states, out.states, strict=True)})
         if self.reader.n is None:
             raise UnsupportedError(
                 f"a sequence needs a fixed point size, and the input {io.input!r} "
@@ -212,13 +220,14 @@ class ForeignEngine(Engine):
                 "neither the batch nor time (a chunk of any size): call step() per chunk")
         ys = []
         for i in range(len(rows)):
-            y, *states = self.run(self.feeds(rows[i:i + 1], live))
-            live = {s.input: a for s, a in zip(io.states, states, strict=True)}
-            ys.append(y.reshape(-1))
+            out = self.run(self.feeds(rows[i:i + 1], live))
+            live = {s.input: a for s, a in zip(io.states, out.states, strict=True)}
+            ys.append(out.prediction.reshape(-1))
         return np.stack(ys), dict(live)
 
-    def run_sequence(self, rows: np.ndarray, tensors: Tensors) -> tuple[np.ndarray, Tensors]:
-        ys, live = self.run_live(rows, self.batched(tensors))
+    def run_sequence(self, rows: np.ndarray, tensors: Tensors,
+                     extra: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, Tensors]:
+        ys, live = self.run_live(rows, self.batched(tensors))  # a foreign model has no extras
         return ys, self.rows_of(live)
 
     def batched(self, tensors: Tensors) -> dict[str, np.ndarray]:
@@ -260,6 +269,11 @@ class Stream:
     def last_output(self) -> np.ndarray | None:
         raise NotImplementedError
 
+    def last_outputs(self) -> dict[str, np.ndarray]:
+        """Copies of the latest step's (or prime's last point's) outputs other than the
+        states, by name: the prediction and any other output; empty before the first."""
+        raise NotImplementedError
+
     def last_point(self) -> np.ndarray:
         """The latest point fed, as model input values (a view, valid until the next step)."""
         raise UnsupportedError("this stream does not keep its latest point")
@@ -290,12 +304,16 @@ class BoundStream(Stream):
         self._one_in = c.n_features == 1
         self._one_out = c.n_targets == 1
         self._bufs = [[np.zeros(s.full_shape(1), f32) for s in io.states] for _ in range(2)]
+        # outputs beyond the prediction and the states, bound like y (by name, [1, 1, width])
+        self._extra = {o.name: np.zeros((1, 1, o.width), f32) for o in io.extras}
         self._bindings = []
         session = engine.step_session or engine.session
         for src, dst in ((0, 1), (1, 0)):
             b = session.io_binding()
             b.bind_input(io.input, "cpu", 0, f32, self._x.shape, self._x.ctypes.data)
             b.bind_output(io.output, "cpu", 0, f32, self._y.shape, self._y.ctypes.data)
+            for name, e in self._extra.items():
+                b.bind_output(name, "cpu", 0, f32, e.shape, e.ctypes.data)
             for s, a, o in zip(io.states, self._bufs[src], self._bufs[dst], strict=True):
                 b.bind_input(s.input, "cpu", 0, f32, a.shape, a.ctypes.data)
                 b.bind_output(s.output, "cpu", 0, f32, o.shape, o.ctypes.data)
@@ -326,7 +344,10 @@ class BoundStream(Stream):
         engine = self._engine
         live = {s.name: a[0] for s, a in zip(engine.io.states, self._bufs[self._parity],
                                              strict=True)}
-        ys, new = engine.run_sequence(rows, live)  # [time, T]
+        extra: dict[str, np.ndarray] = {}
+        ys, new = engine.run_sequence(rows, live, extra if self._extra else None)  # [time, T]
+        for name, a in extra.items():
+            self._extra[name][0, 0] = a
         for s, dst in zip(engine.io.states, self._bufs[self._parity ^ 1], strict=True):
             dst[0] = new[s.name]
         self._parity ^= 1
@@ -355,7 +376,8 @@ class BoundStream(Stream):
         for i in range(n):
             feeds: dict[str, np.ndarray] = {io.input: x}
             feeds.update((s.input, a) for s, a in zip(io.states, state, strict=True))
-            x, *state = engine.run(feeds)
+            step = engine.run(feeds)
+            x, state = step.prediction, step.states
             out[i] = x[0, 0]
         return out[:, 0] if self._one_out else out
 
@@ -370,6 +392,12 @@ class BoundStream(Stream):
 
     def last_output(self) -> np.ndarray | None:
         return self._yflat.copy() if self.has_last else None
+
+    def last_outputs(self) -> dict[str, np.ndarray]:
+        if not self.has_last:
+            return {}
+        return {self._engine.io.output: self._yflat.copy(),
+                **{name: e.reshape(-1).copy() for name, e in self._extra.items()}}
 
     def last_point(self) -> np.ndarray:
         return self._xflat
@@ -388,6 +416,8 @@ class BoundStream(Stream):
             buf[0] = tensors[s.name]
         if last is not None:
             self._yflat[:] = last
+        for e in self._extra.values():  # a state carries the prediction only: not known
+            e[...] = np.nan
         self.has_last = last is not None
 
 
@@ -404,8 +434,9 @@ class ForeignStream(Stream):
 
     def step(self, point: Any) -> float | np.ndarray:
         engine = self._engine
-        y, *states = engine.run(engine.feeds(engine.reader.row(point)[None], self._live))
-        self._live = {s.input: a for s, a in zip(engine.io.states, states, strict=True)}
+        out = engine.run(engine.feeds(engine.reader.row(point)[None], self._live))
+        y = out.prediction
+        self._live = {s.input: a for s, a in zip(engine.io.states, out.states, strict=True)}
         self._last_y = y
         self.has_last = True
         return y.item(0) if y.size == 1 else y.reshape(-1).copy()
@@ -439,6 +470,10 @@ class ForeignStream(Stream):
         if not self.has_last or self._last_y is None:
             return None
         return self._last_y.reshape(-1).copy()
+
+    def last_outputs(self) -> dict[str, np.ndarray]:
+        last = self.last_output()  # a foreign model's other outputs are not fetched
+        return {} if last is None else {self._engine.io.output: last}
 
     def install(self, tensors: Tensors, last: np.ndarray | None) -> None:
         self._live = self._engine.batched(tensors)

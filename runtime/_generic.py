@@ -47,6 +47,7 @@ from ._io import (
     declared_shape,
     free_axes,
     input_array,
+    model_outputs,
     output_rows,
 )
 from .errors import ContractError
@@ -145,7 +146,8 @@ def generic_io(
         axis = given.get(name, next(iter(free_axes(shape)), None))
         states.append(StateBinding(name, name, out, shape, _dtype(arg, path), axis))
     x = inputs[data[0]]
-    io = ModelIO(data[0], declared_shape(x), _dtype(x, path), ys[0], tuple(states), fixed,
+    io = ModelIO(data[0], declared_shape(x), _dtype(x, path), model_outputs(ys[0]),
+                 tuple(states), fixed,
                  batch_axis=None, output_batch_axis=None)
     probe = Probe(session)
     io = find_batch(probe, io, given, path)
@@ -219,8 +221,7 @@ class Probe:
         feeds = {io.input: x, **{s.input: a for s, a in zip(io.states, states, strict=True)},
                  **io.fixed}
         try:
-            return self.session.run([io.output, *(s.output for s in io.states)], feeds,
-                                    self.options)
+            return self.session.run(io.fetch, feeds, self.options)
         except ORT_ERRORS:
             return None
 

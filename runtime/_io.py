@@ -1,4 +1,4 @@
-"""How a model is streamed: its data input, prediction output and state pairs (no I/O here).
+"""How a model is streamed: its data input, its outputs by role, state pairs (no I/O here).
 
 These plain descriptions are shared by the loader (:mod:`._session`), the pairing of foreign
 models (:mod:`._generic`) and the engines (:mod:`._engine`); they import nothing else of the
@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from .errors import InputError
+from .spec import PREDICTION_ROLE, STATE_ROLE
 
 # onnxruntime's Python exceptions do not share a base class beyond Exception; these are the
 # ones its pybind layer raises (some are missing from older releases, hence getattr).
@@ -78,8 +79,25 @@ class StateBinding:
 
 
 @dataclass(frozen=True)
+class OutputBinding:
+    """One output of the model by name and role (:data:`~rnnstream.runtime.spec.OUTPUT_ROLES`):
+    the prediction, a state (fed back: its pair is in ``ModelIO.states``), or another output
+    handed out beside the prediction (``width`` values per point; 0: as the model returns)."""
+
+    name: str
+    role: str
+    width: int = 0
+
+
+@dataclass(frozen=True)
 class ModelIO:
-    """How to stream a model: data input, prediction output, state pairs, constant inputs.
+    """How to stream a model: data input, outputs by name and role, state pairs, constant inputs.
+
+    ``outputs`` holds the outputs that are not states, each with its role: exactly one is the
+    prediction (:attr:`output`), the others (:attr:`extras`) are handed out by name; each
+    state's output is in ``states`` (role ``state``; :attr:`roles` lists them all). Code reads
+    outputs by name, never by position: :attr:`fetch` is the one order onnxruntime is asked
+    for, and :meth:`split` names its answer.
 
     The axes of the data input and of the prediction: ``batch_axis`` stacks streams (None: the
     model has none, or it could not be told apart; ``batch_note`` then says why),
@@ -91,7 +109,7 @@ class ModelIO:
     input: str
     input_shape: tuple[Dim, ...]
     input_dtype: np.dtype
-    output: str
+    outputs: tuple[OutputBinding, ...]
     states: tuple[StateBinding, ...]
     fixed: Mapping[str, np.ndarray] = field(default_factory=dict)
     batch_axis: int | None = 0
@@ -103,6 +121,50 @@ class ModelIO:
     @property
     def input_batch_axis(self) -> int | None:
         return self.batch_axis
+
+    @property
+    def output(self) -> str:
+        """The name of the prediction output."""
+        return next(o.name for o in self.outputs if o.role == PREDICTION_ROLE)
+
+    @property
+    def extras(self) -> tuple[OutputBinding, ...]:
+        """The outputs that are neither the prediction nor a state, in graph order."""
+        return tuple(o for o in self.outputs if o.role != PREDICTION_ROLE)
+
+    @property
+    def roles(self) -> dict[str, str]:
+        """Every fetched output's name -> its role."""
+        return {**{o.name: o.role for o in self.outputs},
+                **{s.output: STATE_ROLE for s in self.states}}
+
+    @property
+    def fetch(self) -> list[str]:
+        """The names to ask onnxruntime for: the prediction, each state's output (in
+        ``states`` order), then the extras; :meth:`split` reads the answer back by name."""
+        return [self.output, *(s.output for s in self.states), *(o.name for o in self.extras)]
+
+    def split(self, arrays: Sequence[np.ndarray]) -> Outputs:
+        """onnxruntime's answer to :attr:`fetch` as named parts."""
+        n = len(self.states) + 1
+        extra = {o.name: a for o, a in zip(self.extras, arrays[n:], strict=True)} \
+            if len(arrays) > n else {}
+        return Outputs(arrays[0], list(arrays[1:n]), extra)
+
+
+class Outputs(NamedTuple):
+    """One call's outputs by role: the prediction, the next states (``ModelIO.states``
+    order) and the other outputs by name."""
+
+    prediction: np.ndarray
+    states: list[np.ndarray]
+    extra: dict[str, np.ndarray]
+
+
+def model_outputs(prediction: str, extras: Sequence[OutputBinding] = ()
+                  ) -> tuple[OutputBinding, ...]:
+    """``ModelIO.outputs`` of a model with this prediction and these other outputs."""
+    return (OutputBinding(prediction, PREDICTION_ROLE), *extras)
 
 
 def declared_shape(arg: Any) -> tuple[Dim, ...]:

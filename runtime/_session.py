@@ -16,11 +16,12 @@ import numpy as np
 import onnxruntime as ort
 
 from ._generic import BatchAxis, generic_io
-from ._io import ORT_ERRORS, ModelIO, StateBinding, declared_shape
+from ._io import ORT_ERRORS, ModelIO, OutputBinding, StateBinding, declared_shape
 from .contract import METADATA_KEY, ModelContract
 from .errors import ContractError, ModelLoadError, UnsupportedError
 from .integrity import WireError, initializers
 from .integrity import fingerprint as weights_fingerprint
+from .spec import STATE_ROLE
 
 
 def _logger():  # logging is imported on first use: `import rnnstream.runtime` stays light
@@ -221,8 +222,10 @@ def contract_io(contract: ModelContract, session: ort.InferenceSession, path: st
         for s in contract.states
     )
     x = want_in[0]
+    named = tuple(OutputBinding(t.name, t.role, int(t.shape[-1])) for t in want_out
+                   if t.role != STATE_ROLE)  # the states' outputs are in `states`
     return ModelIO(x.name, (None, None, contract.n_features), np.dtype(np.float32),
-                   want_out[0].name, states)
+                   named, states)
 
 
 def load_step_session(

@@ -69,9 +69,11 @@ __all__ = [
 
 # 2 added input_mode "delta" (and its `last` state); 3 added cell "custom" (states declared in
 # the contract, see spec.CUSTOM) and "step_only"; 4 added target modes "seasonal" and "ets"
-# (their `season`, and the `cycle` or `ets` state). A file declares the lowest version that
-# describes it, so models that do not use a newer feature stay readable by older runtimes.
-SCHEMA_VERSION = 4
+# (their `season`, and the `cycle` or `ets` state); 5 added `outputs` (every output by name
+# and role, written only by a model with outputs beyond the prediction and its states). A file
+# declares the lowest version that describes it, so models that do not use a newer feature stay
+# readable by older runtimes.
+SCHEMA_VERSION = 5
 FORMAT = "rnnstream"
 METADATA_KEY = "rnnstream"  # the metadata_props key holding the contract JSON
 SIDECAR_SUFFIX = ".json"  # model.onnx -> model.onnx.json
@@ -87,6 +89,10 @@ MAX_LAYERS = 64
 MAX_STATES = 64
 MAX_STATE_RANK = 8
 MAX_SEASON = 1 << 20
+MAX_OUTPUTS = 64
+# roles an extra output may have: every role but the two the contract derives itself
+EXTRA_ROLES = tuple(r for r in spec.OUTPUT_ROLES if r not in (spec.PREDICTION_ROLE,
+                                                                 spec.STATE_ROLE))
 # facts about the model the live scores read, typed contract fields since 0.4 (before: keys of
 # the free-form `metrics`, still read from there when the field is absent; see live_facts)
 LIVE_FACTS = ("trained_season", "calibration")
@@ -161,6 +167,9 @@ class ModelContract:
     trained_season: int = 0
     # the validation half-widths the live intervals start from (None: none stored)
     calibration: Calibration | None = None
+    # outputs beyond the prediction and the states, in graph order: (name, role, values per
+    # time step), each [batch, time, values]; stored in the contract's `outputs` (schema 5)
+    extra_outputs: tuple[tuple[str, str, int], ...] = ()
     schema_version: int = 0  # 0: the lowest version that describes this model (required_schema)
     format: str = FORMAT
 
@@ -212,7 +221,7 @@ class ModelContract:
                              n_features=self.n_features, n_targets=self.n_targets,
                              input_mode=self.input_mode, target_mode=self.target_mode,
                              season=self.season, time=1 if self.step_only else time,
-                             declared=self.declared_states)
+                             declared=self.declared_states, extra_outputs=self.extra_outputs)
 
     @property
     def is_custom(self) -> bool:
@@ -239,8 +248,21 @@ class ModelContract:
         return {"name": y.name, "shape": list(y.shape), "dtype": y.dtype}
 
     @property
+    def outputs(self) -> list[dict[str, Any]]:
+        """Every output of the graph by name and role, in order: the prediction, the states,
+        then the extra outputs (derived from the other fields for files before schema 5)."""
+        return [{"name": t.name, "role": t.role, "shape": list(t.shape), "dtype": t.dtype}
+                for t in self.graph_io()[1]]
+
+    def output_names(self, role: str) -> list[str]:
+        """The names of the outputs with ``role``, in graph order."""
+        return [t.name for t in self.graph_io()[1] if t.role == role]
+
+    @property
     def required_schema(self) -> int:
         """The lowest schema version that describes this model (see SCHEMA_VERSION)."""
+        if self.extra_outputs:
+            return 5
         if self.target_mode in spec.SEASON_MODES:
             return 4
         if self.is_custom or self.step_only:
@@ -256,16 +278,20 @@ class ModelContract:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         del d["declared_states"]
+        del d["extra_outputs"]
         d["calibration"] = None if self.calibration is None else self.calibration.to_json()
         if self.target_mode not in spec.SEASON_MODES:  # absent: other modes keep their old JSON
             del d["season"]
         d["input"] = self.input
         d["output"] = self.output
+        if self.extra_outputs:  # only then: other files keep their exact old JSON
+            d["outputs"] = self.outputs
         d["states"] = [
             {**asdict(s), "shape": list(s.shape)} for s in self.states
         ]
         order = ["format", "schema_version", "cell", "layers", "hidden", "input", "output",
-                 "states", "features", "targets", "horizon", "target_mode", "input_mode",
+                 *(("outputs",) if "outputs" in d else ()), "states", "features", "targets",
+                 "horizon", "target_mode", "input_mode",
                  *(("season",) if "season" in d else ()), "quantized",
                  "normalization", "metrics", "parity", "versions", "fingerprint"]
         if self.step_model:  # optional: files without a step graph keep their exact old JSON
@@ -359,6 +385,7 @@ class ModelContract:
             if data.get("trained_season") is not None else 0,
             calibration=None if data.get("calibration") is None else Calibration.from_json(
                 data["calibration"], targets, f"{source}: metadata 'calibration'"),
+            extra_outputs=_extra_outputs(data, version, source),
             schema_version=version,
         )
         contract._check_declared(data, source)
@@ -366,8 +393,12 @@ class ModelContract:
 
     def _check_declared(self, data: Mapping[str, Any], source: str) -> None:
         """The stored input/output/states must be exactly what the cell and sizes imply."""
-        expected = self.to_dict()
-        for key in ("input", "output", "states"):
+        expected = {**self.to_dict(), "outputs": self.outputs}
+        names = [o["name"] for o in expected["outputs"]]
+        if len(set(names)) != len(names):
+            raise ContractError(f"{source}: output names {names} repeat; every output of the "
+                                "graph needs its own name")
+        for key in ("input", "output", "outputs", "states"):
             if key in data and data[key] != expected[key]:
                 raise ContractError(
                     f"{source}: metadata field {key!r} is {data[key]!r}, but cell={self.cell}, "
@@ -410,6 +441,41 @@ def _declared_states(data: Mapping[str, Any], source: str
     names = [n for n, _ in out]
     if len(set(names)) != len(names):
         raise ContractError(f"{source}: state names {names} repeat")
+    return tuple(out)
+
+
+def _extra_outputs(data: Mapping[str, Any], version: int, source: str
+                   ) -> tuple[tuple[str, str, int], ...]:
+    """The outputs after the prediction and the states in ``outputs`` (schema 5), checked;
+    that the rest of ``outputs`` is what the cell implies is checked with the other derived
+    fields (:meth:`ModelContract._check_declared`)."""
+    value = data.get("outputs")
+    if value is None:
+        return ()
+    if (version < 5 or not isinstance(value, Sequence) or isinstance(value, str)
+            or not 1 <= len(value) <= MAX_OUTPUTS):
+        raise ContractError(f"{source}: metadata 'outputs' is {value!r}; expected a list of "
+                            f"1..{MAX_OUTPUTS} outputs (and schema_version 5)")
+    out: list[tuple[str, str, int]] = []
+    for item in value:
+        role = item.get("role") if isinstance(item, Mapping) else None
+        if role in (spec.PREDICTION_ROLE, spec.STATE_ROLE):
+            continue  # derived: compared with the cell's own in _check_declared
+        name = item.get("name") if isinstance(item, Mapping) else None
+        shape = item.get("shape") if isinstance(item, Mapping) else None
+        if (role not in EXTRA_ROLES or not isinstance(name, str) or not spec.is_state_name(name)
+                or not isinstance(shape, list) or len(shape) != 3
+                or shape[:2] not in ([spec.BATCH, spec.TIME], [spec.BATCH, 1])
+                or not isinstance(shape[2], int) or isinstance(shape[2], bool)
+                or not 1 <= shape[2] <= MAX_FEATURES):
+            raise ContractError(
+                f"{source}: output {item!r} is not an output rnnstream can hand out; expected "
+                f"{{'name': '<letters, digits, _>', 'role': one of {list(EXTRA_ROLES)}, "
+                "'shape': ['batch', 'time', <values 1..65536>], 'dtype': 'float32'}")
+        out.append((name, role, shape[2]))
+    names = [n for n, _, _ in out]
+    if len(set(names)) != len(names):
+        raise ContractError(f"{source}: output names {names} repeat")
     return tuple(out)
 
 

@@ -234,6 +234,7 @@ class StreamPool(_EngineFacts):
             self._runner = ForeignBatches(engine, n_in)
         else:  # pragma: no cover - open_engine returns one of the two
             raise TypeError(f"no batch runner for {type(engine).__name__}")
+        self._last_y: np.ndarray | None = None  # the latest step's predictions (last_outputs)
         self._live: LiveScores | None = None
         if config.enabled:
             if engine.contract is None:
@@ -258,6 +259,17 @@ class StreamPool(_EngineFacts):
 
     def __repr__(self) -> str:
         return f"StreamPool({self.path!r}, streams={len(self)})"
+
+    @property
+    def last_outputs(self) -> dict[str, np.ndarray]:
+        """The latest :meth:`step`/:meth:`step_many` call's outputs other than the states, by
+        name, one row per key of that call in its order: the prediction ``[n, T]`` (the array
+        step_many returned) and each other output the model declares (``[n, width]``, e.g.
+        role ``quantile`` or ``aux``); empty before the first step."""
+        with self._lock:
+            if self._last_y is None:
+                return {}
+            return {self._io.output: self._last_y, **self._runner.extra}
 
     @property
     def threads(self) -> int:
@@ -465,9 +477,9 @@ class StreamPool(_EngineFacts):
             xt = arr if type(t) is slice else arr[:, t:t + 1]
             feeds = {io.input: xt}
             feeds.update((s.input, tensors[s.name]) for s in io.states)
-            y, *new = engine.run(feeds)
-            ys.append(y)
-            tensors = {s.name: a for s, a in zip(io.states, new, strict=True)}
+            out = engine.run(feeds)
+            ys.append(out.prediction)
+            tensors = {s.name: a for s, a in zip(io.states, out.states, strict=True)}
         y = ys[0] if len(ys) == 1 else np.concatenate(ys, axis=1)
         return y.reshape(k, time, -1), tensors
 
@@ -490,6 +502,7 @@ class StreamPool(_EngineFacts):
             except BaseException:  # streams auto-added for this call go again: nothing changed
                 self._drop_added(before)
                 raise
+            self._last_y = y
             if self._live is not None:
                 self._live_update(rows, arr, y)
             if self.idle_timeout_s is not None:

@@ -283,6 +283,15 @@ class Predictor(_EngineFacts):
         y = y.reshape(len(rows), -1)
         return y, State(new, self.fingerprint, y[-1].copy())
 
+    @property
+    def last_outputs(self) -> dict[str, np.ndarray]:
+        """The latest step's outputs other than the states, by name (copies; after prime: its
+        last point's): the prediction, and each other output the model's contract declares
+        (role ``quantile``, ``aux``, ...), ``[values]`` each; empty before the first step. After
+        set_state/load_state the other outputs are NaN until the next step (a state carries
+        only the prediction)."""
+        return self._stream.last_outputs()
+
     # -- state ----------------------------------------------------------------------------------
     def get_state(self) -> State:
         """A copy of the live state (and the latest prediction), safe to keep and restore."""

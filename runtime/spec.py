@@ -62,7 +62,10 @@ __all__ = [
     "INPUT_NAME",
     "LAST_STATE",
     "OUTPUT_NAME",
+    "OUTPUT_ROLES",
+    "PREDICTION_ROLE",
     "SEASON_MODES",
+    "STATE_ROLE",
     "TARGET_MODES",
     "TIME",
     "CellSpec",
@@ -166,13 +169,23 @@ def state_row_shape(state: str, *, layers: int, hidden: int, n_features: int,
     return (layers, hidden)
 
 
+# What an output is for (its role): the prediction the runtime returns, a state it feeds back,
+# or another output a model adds (a quantile head, an auxiliary target, a second horizon), which
+# the runtime hands out by name beside the prediction and never feeds back.
+PREDICTION_ROLE = "prediction"
+STATE_ROLE = "state"
+OUTPUT_ROLES = (PREDICTION_ROLE, STATE_ROLE, "quantile", "aux", "horizon")
+
+
 @dataclass(frozen=True)
 class TensorSpec:
-    """One graph input or output: name, shape (``"batch"``/``"time"`` or sizes), float32."""
+    """One graph input or output: name, shape (``"batch"``/``"time"`` or sizes), float32, and
+    an output's role (one of :data:`OUTPUT_ROLES`; empty for an input)."""
 
     name: str
     shape: tuple[str | int, ...]
     dtype: str = DTYPE
+    role: str = ""
 
 
 def graph_io(
@@ -187,19 +200,24 @@ def graph_io(
     season: int = 0,
     time: str | int = TIME,
     declared: tuple[tuple[str, tuple[int, ...]], ...] = (),
+    extra_outputs: tuple[tuple[str, str, int], ...] = (),
 ) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """(inputs, outputs) of a model's graph, in order; ``time=1`` for the single-step graph.
+    Every output carries its role: the prediction ``y``, one ``state`` per state, then the
+    ``extra_outputs`` (name, role, values per time step) as ``[batch, time, values]``.
 
     ``declared``: (name, row shape) of each state of a :data:`CUSTOM` model, in graph order.
     ``season``: the season of a ``target_mode="seasonal"`` model (the ``cycle`` state's length).
     """
     inputs = [TensorSpec(INPUT_NAME, (BATCH, time, n_features))]
-    outputs = [TensorSpec(OUTPUT_NAME, (BATCH, time, n_targets))]
+    outputs = [TensorSpec(OUTPUT_NAME, (BATCH, time, n_targets), role=PREDICTION_ROLE)]
     rows = declared if cell == CUSTOM else tuple(
         (s, state_row_shape(s, layers=layers, hidden=hidden, n_features=n_features,
                             n_targets=n_targets, season=season))
         for s in state_names(cell, input_mode, target_mode))
     for s, row in rows:
         inputs.append(TensorSpec(state_input_name(s), (BATCH, *row)))
-        outputs.append(TensorSpec(state_output_name(s), (BATCH, *row)))
+        outputs.append(TensorSpec(state_output_name(s), (BATCH, *row), role=STATE_ROLE))
+    outputs += [TensorSpec(name, (BATCH, time, width), role=role)
+                for name, role, width in extra_outputs]
     return inputs, outputs
