@@ -21,8 +21,9 @@
 export const FORMAT = 'rnnstream';
 // The newest contract version this module understands, as rnnstream.runtime.contract's
 // SCHEMA_VERSION (2: input_mode 'delta', a 'last' state; 3: cell 'custom' with its states
-// declared, step_only; 4: target modes 'seasonal' and 'ets', their season and state).
-export const SCHEMA_VERSION = 4;
+// declared, step_only; 4: target modes 'seasonal' and 'ets', their season and state; 5: `outputs`,
+// every output by name and role, written when a model has outputs beyond y and its states).
+export const SCHEMA_VERSION = 5;
 export const METADATA_KEY = 'rnnstream'; // ModelProto.metadata_props key holding the contract
 
 /** A model file or sidecar was refused; nothing was loaded from it. */
@@ -42,6 +43,9 @@ export const INPUT_MODES = ['level', 'delta'];
 export const TARGET_MODES = ['level', 'delta', 'seasonal', 'ets'];
 export const SEASON_MODES = ['seasonal', 'ets'];
 const CUSTOM = 'custom';
+// rnnstream.runtime.spec.OUTPUT_ROLES: what an output is for. 'prediction' is y, 'state' a
+// state's <s>_out; the others are handed out by name beside the prediction (StateLoop.outputs).
+export const OUTPUT_ROLES = ['prediction', 'state', 'quantile', 'aux', 'horizon'];
 export const LIMITS = { features: 2 ** 16, hidden: 2 ** 16, layers: 64, states: 64, rank: 8,
   horizon: 2 ** 20 };
 
@@ -108,6 +112,7 @@ export function checkSidecar(data, source = 'sidecar') {
   checkTensor(data.input, 'input', features.length, stepOnly, fail);
   checkTensor(data.output, 'output', targets.length, stepOnly, fail);
   checkStates(data.states, fail);
+  checkOutputs(data, version, stepOnly, fail);
   if (data.trained_season !== undefined && data.trained_season !== null) {
     intField(data, 'trained_season', 1, LIMITS.horizon, fail);
   }
@@ -179,6 +184,43 @@ function checkStates(states, fail) {
   if (new Set(names).size !== names.length) fail(`state names ${show(names)} repeat`);
 }
 
+/** `outputs` (schema 5, optional): y and the states' outputs as declared above, in that order
+ * and with their roles, then each other output as {name, role, shape: [batch, time, size]}. */
+function checkOutputs(data, version, stepOnly, fail) {
+  if (data.outputs === undefined) return;
+  const outs = data.outputs;
+  if (version < 5 || !Array.isArray(outs) || outs.length < 1 || outs.length > LIMITS.states) {
+    fail(`metadata 'outputs' is ${show(outs)}; expected a list of 1..${LIMITS.states} outputs ` +
+      '(and schema_version 5)');
+  }
+  const derived = [{ name: data.output.name, role: 'prediction' },
+    ...data.states.map((s) => ({ name: s.output, role: 'state' }))];
+  const time = stepOnly ? 1 : 'time';
+  outs.forEach((o, i) => {
+    const want = derived[i];
+    const ok = isObject(o) && (want ? o.name === want.name && o.role === want.role
+      : isStateName(o.name) && OUTPUT_ROLES.slice(2).includes(o.role) && Array.isArray(o.shape) &&
+        o.shape.length === 3 && o.shape[0] === 'batch' && o.shape[1] === time &&
+        isInt(o.shape[2]) && o.shape[2] >= 1 && o.shape[2] <= LIMITS.features &&
+        (o.dtype ?? 'float32') === 'float32');
+    if (!ok) {
+      fail(`output ${show(o)} is not an output rnnstream can hand out; expected ` +
+        (want ? `${show(want.name)} with role ${show(want.role)}` : '{"name": "<letters, digits, _>", ' +
+          `"role": one of ${show(OUTPUT_ROLES.slice(2))}, "shape": ["batch", "time", <size>]}`));
+    }
+  });
+  if (outs.length < derived.length) fail(`metadata 'outputs' lacks ${show(derived[outs.length].name)}`);
+  const names = outs.map((o) => o.name);
+  if (new Set(names).size !== names.length) fail(`output names ${show(names)} repeat`);
+}
+
+/** Every output of a checked sidecar by name and role: its `outputs`, or for files before
+ * schema 5, derived from `output` and `states` (the prediction, then each state's output). */
+export function outputsOf(contract) {
+  return contract.outputs ?? [{ name: contract.output.name, role: 'prediction' },
+    ...contract.states.map((s) => ({ name: s.output, role: 'state' }))];
+}
+
 function isStateName(name) {
   return typeof name === 'string' && /^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(name) &&
     name !== 'x' && name !== 'y';
@@ -194,7 +236,7 @@ export function targetsAreFeatures(contract) {
 export function checkSession(session, contract) {
   const want = {
     inputs: [contract.input.name, ...contract.states.map((s) => s.input)],
-    outputs: [contract.output.name, ...contract.states.map((s) => s.output)],
+    outputs: outputsOf(contract).map((o) => o.name),
   };
   const have = { inputs: session.inputNames, outputs: session.outputNames };
   for (const kind of ['inputs', 'outputs']) {
@@ -406,6 +448,13 @@ export class StateLoop {
   /** The T predictions of a run's outputs (a Float32Array). */
   prediction(out) {
     return out[this.contract.output.name].data;
+  }
+
+  /** A run's outputs other than the states, by name (Float32Arrays): the prediction and any
+   * other output the sidecar declares (role 'quantile', 'aux', ...). */
+  outputs(out) {
+    return Object.fromEntries(outputsOf(this.contract).filter((o) => o.role !== 'state')
+      .map((o) => [o.name, out[o.name].data]));
   }
 
   /** One step of one stream: feed the point, replace `state`'s tensors with the new state. */

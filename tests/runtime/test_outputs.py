@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +185,52 @@ def test_a_model_without_extra_outputs_hands_out_its_prediction(lstm):
     with StreamPool(lstm[0], auto_add=True) as pool:
         pool.step_many(["a"], np.ones((1, 1), np.float32))
         assert list(pool.last_outputs) == [OUTPUT_NAME]
+
+
+# -- the JavaScript core reads the same outputs by name -----------------------------------------
+JS_DIR = Path(__file__).parents[2] / "examples" / "javascript"
+CORE = JS_DIR.parent / "core" / "rnnstream-core.mjs"
+JS_SCRIPT = """
+const [core, ortPath, model, sidecar] = process.argv.slice(1);
+const c = require(core);
+const ort = require(ortPath);
+(async () => {
+  const contract = c.parseSidecar(require('fs').readFileSync(sidecar, 'utf8'), sidecar);
+  const session = await ort.InferenceSession.create(model);
+  c.checkSession(session, contract);
+  const loop = new c.StateLoop(ort, session, contract);
+  const state = loop.initialState();
+  const rows = [];
+  for (const point of [[0.5, -1], [2, 0.25], [1, 1]]) {
+    const out = await loop.run(point, state);
+    Object.assign(state, loop.nextState(out));
+    const named = loop.outputs(out);
+    rows.push(Object.fromEntries(Object.entries(named).map(([k, v]) => [k, Array.from(v)])));
+  }
+  process.stdout.write(JSON.stringify({ roles: c.outputsOf(contract).map((o) => o.role), rows }));
+})().catch((err) => { process.stderr.write(String(err)); process.exit(1); });
+"""
+
+
+def test_the_javascript_core_hands_out_the_second_output_by_name(tmp_path):
+    node = shutil.which("node")
+    ort_path = JS_DIR / "node_modules" / "onnxruntime-node"
+    if node is None or not ort_path.is_dir():
+        pytest.skip("needs node and examples/javascript's packages (tests/embedding installs "
+                    "them: npm ci in examples/javascript)")
+    path, contract = write_aux_model(tmp_path, step=False)
+    sidecar = tmp_path / "model.onnx.json"
+    sidecar.write_text(contract.to_json())
+    done = subprocess.run([node, "-e", JS_SCRIPT, str(CORE), str(ort_path), str(path),
+                           str(sidecar)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    js = json.loads(done.stdout)
+    assert js["roles"] == [PREDICTION_ROLE, STATE_ROLE, STATE_ROLE, "aux"]
+    p = Predictor(path)
+    for point, row in zip([[0.5, -1], [2, 0.25], [1, 1]], js["rows"], strict=True):
+        p.step(np.array(point, np.float32))
+        want = p.last_outputs
+        assert set(row) == set(want)
+        for name, values in row.items():  # float32 through JSON: exact as float64
+            np.testing.assert_array_equal(np.float32(values), want[name])
