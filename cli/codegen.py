@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable
 
 from rnnstream.runtime.contract import ModelContract
-from rnnstream.runtime.spec import LAST_STATE
+from rnnstream.runtime.spec import LAST_STATE, PREDICTION_ROLE, STATE_ROLE
 
 __all__ = ["LANGS", "generate"]
 
@@ -71,12 +71,15 @@ def _shape_note(c: ModelContract, s) -> str:
 
 def _python(c: ModelContract, model_path: str) -> str:
     f, t = c.n_features, c.n_targets
-    names = [s.name for s in c.states]  # h, c, last: fixed identifiers, safe as variables
+    # state names (h, c, last, declared ones) are identifiers (spec.is_state_name): variables
     zeros = "\n".join(
         f"{s.name} = {_np_fill(_one_stream(s), s.initial)}"
         f"  # {s.input}: {_shape_note(c, s)}" for s in c.states)
     feeds = ", ".join([f'"{c.input["name"]}": x', *(f'"{s.input}": {s.name}' for s in c.states)])
-    fetch = ", ".join(json.dumps(n) for n in [c.output["name"], *(s.output for s in c.states)])
+    fetch = ", ".join(json.dumps(o["name"]) for o in c.outputs)  # every output, by name
+    carry = "\n    ".join(f"{s.name} = out[{json.dumps(s.output)}]" for s in c.states)
+    other = "".join(f"\n    # out[{json.dumps(o['name'])}]: role {o['role']!r}, {list(o['shape'])}"
+                    for o in c.outputs if o["role"] not in (PREDICTION_ROLE, STATE_ROLE))
     check = ""
     if c.fingerprint:
         check = (
@@ -102,6 +105,7 @@ import onnxruntime as ort
 MODEL = {model_path!r}
 FEATURES = {json.dumps(c.features)}  # x: float32 [batch, time, {f}], raw units
 TARGETS = {json.dumps(c.targets)}  # y: float32 [batch, time, {t}], raw units
+OUTPUTS = [{fetch}]  # every output of the graph, read by name below
 session = ort.InferenceSession(MODEL, providers=["CPUExecutionProvider"])
 {check}
 # The recurrent state of this one stream, zeros at the start. For many streams keep one set per
@@ -116,8 +120,10 @@ for line in sys.stdin:
         sys.exit(f"expected {{len(FEATURES)}} values ({{', '.join(FEATURES)}}), got {{len(point)}}")
     # x: [batch=1, time=1, F={f}]. To prime with history, pass [1, n, {f}] in one call instead.
     x = np.asarray(point, dtype=np.float32).reshape(1, 1, {f})
-    y, {", ".join(names)} = session.run([{fetch}], {{{feeds}}})
-    # y: [batch=1, time=1, T={t}]; the *_out states just fetched are the next call's *_in.
+    out = dict(zip(OUTPUTS, session.run(OUTPUTS, {{{feeds}}})))
+    # the *_out states just fetched are the next call's *_in
+    {carry}
+    y = out[{json.dumps(c.output["name"])}]  # the prediction: [batch=1, time=1, T={t}]{other}
     print(",".join(repr(float(v)) for v in y[0, -1]))
 '''
 
