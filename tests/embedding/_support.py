@@ -63,6 +63,7 @@ CASES = [
     # fed changes: a `last` state [batch, F + 1] beside h and c
     Case("lstm", n_features=2, n_targets=1, layers=1, target_mode="delta", target_index=(1,),
          input_mode="delta"),
+    Case("mingru", n_features=2, n_targets=1, layers=2),  # no native op: a Scan per layer
 ]
 
 

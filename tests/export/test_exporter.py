@@ -25,6 +25,7 @@ from rnnstream.export import (
     read_metadata,
 )
 from rnnstream.runtime.contract import METADATA_KEY, ModelContract
+from rnnstream.runtime.spec import CELLS
 
 METRICS = {"val_mae": 0.125, "val_rmse": np.float32(0.25), "epochs": 3}
 
@@ -277,7 +278,7 @@ for batch in (1, 2, 7):
 """
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", sorted(CELLS))
 def test_onnxruntime_logs_no_shape_warning(tmp_path, cell):
     report = export_model(make_model(cell, layers=2, ft=3), tmp_path / "m.onnx")
     done = subprocess.run([sys.executable, "-c", ORT_LOG_SCRIPT, str(report.path)],

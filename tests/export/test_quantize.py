@@ -19,6 +19,7 @@ from rnnstream.export import exporter as exporter_module
 from rnnstream.export import quantize as quantize_mod
 from rnnstream.export.quantize import int8_weight_model, quantize_graph
 from rnnstream.runtime.contract import ModelContract
+from rnnstream.runtime.spec import CELLS
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_normalisation_is_unfolded_before_quantising():
     assert max(diffs["h_out"], diffs["c_out"]) < 0.02, diffs
 
 
-@pytest.mark.parametrize("cell", ["rnn", "gru"])
+@pytest.mark.parametrize("cell", sorted(c for c, s in CELLS.items() if not s.int8_op))
 def test_cells_without_int8_kernel_are_refused(tmp_path, cell):
     with pytest.raises(QuantizationError, match=f"cannot quantise a '{cell}' model"):
         export_model(make_model(cell, layers=2, ft=3), tmp_path / "q.onnx", quantize=True)

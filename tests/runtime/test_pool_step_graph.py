@@ -40,7 +40,7 @@ def small_thresholds(monkeypatch):
     monkeypatch.setattr(pool_module, "MIN_CHUNK_ROWS", 4)
 
 
-@pytest.fixture(scope="module", params=[("rnn", 1), ("lstm", 2), ("gru", 3)],
+@pytest.fixture(scope="module", params=[("rnn", 1), ("lstm", 2), ("gru", 3), ("mingru", 2)],
                 ids=lambda p: f"{p[0]}-L{p[1]}")
 def pair(request, tmp_path_factory):
     cell, layers = request.param
@@ -51,7 +51,7 @@ def pair(request, tmp_path_factory):
 
 
 def test_every_cell_is_covered():
-    assert {"rnn", "lstm", "gru"} == set(CELLS)
+    assert {"rnn", "lstm", "gru", "mingru"} == set(CELLS)
 
 
 def test_step_graph_pool_equals_plain_pool_and_predictors(pair, small_thresholds):
