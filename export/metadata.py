@@ -141,8 +141,17 @@ def describe(contract: ModelContract) -> str:
         f"{', '.join(contract.targets)} ({contract.target_mode}, horizon {contract.horizon}). "
         f"Feed x [batch, time, {contract.n_features}] in raw units with the state ({states}); "
         "start from zeros, pass each *_out back as the matching *_in on the next call. "
-        f"Full contract: metadata key {METADATA_KEY!r} or the .onnx.json sidecar."
+        + _other_outputs(contract)
+        + f"Full contract: metadata key {METADATA_KEY!r} or the .onnx.json sidecar."
     )
+
+
+def _other_outputs(contract: ModelContract) -> str:
+    """The outputs beyond the prediction and the states by name and role ('' when none, so
+    that other models keep their exact doc string)."""
+    other = [f"{name} ({role}) [batch, time, {width}]"
+             for name, role, width in contract.extra_outputs]
+    return f"Other outputs: {', '.join(other)}. " if other else ""
 
 
 def attach_metadata(graph: onnx.ModelProto, contract: ModelContract) -> str:
