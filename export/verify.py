@@ -50,7 +50,7 @@ from rnnstream.runtime.contract import (
     state_input_name,
     state_output_name,
 )
-from rnnstream.runtime.spec import CYCLE_STATE, LAST_STATE
+from rnnstream.runtime.spec import CELLS, CYCLE_STATE, LAST_STATE
 
 from .errors import ExportError, ParityError, ParityFailure
 
@@ -108,7 +108,8 @@ STREAM_BATCH = 3  # > 1, so that carrying a batch of states between calls is pro
 # A runner maps (x [B,T,F], states in graph order) -> {output name: array}.
 Runner = Callable[[np.ndarray, tuple[np.ndarray, ...]], dict[str, np.ndarray]]
 
-# How a random initial state is drawn, per state name; any other name starts at zeros.
+# How a random initial state is drawn, per state name; a cell's state not named here is drawn
+# like h (a cell's states are O(1) values of its layers), any other name starts at zeros.
 STATE_DRAWS: dict[str, Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]] = {
     "h": lambda rng, shape: rng.uniform(-0.9, 0.9, shape),  # like a tanh output
     "c": lambda rng, shape: rng.standard_normal(shape),  # a trained LSTM's c is O(1)
@@ -304,10 +305,11 @@ class ParityReport:
 def random_states(spec: InputSpec, batch: int,
                   rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     """A random non-zero initial state per :data:`STATE_DRAWS` (zeros for other names)."""
+    cell_states = {s for cell in CELLS.values() for s in cell.states}
     states = []
     for name, row in zip(spec.state_names, spec.state_shapes, strict=True):
         shape = (batch, *row)
-        draw = STATE_DRAWS.get(name)
+        draw = STATE_DRAWS.get(name, STATE_DRAWS["h"] if name in cell_states else None)
         states.append((draw(rng, shape) if draw else np.zeros(shape)).astype(np.float32))
     return tuple(states)
 
