@@ -190,6 +190,10 @@ def _validate_args(model, path: Path, exporter: str, atol: float | None) -> None
         raise ExportError(f"{path} is a folder; give a file name such as {path / 'model.onnx'}")
     if not hasattr(model, "config") or model.config.cell not in spec.CELLS:
         raise ExportError("model must be an rnnstream.train.Forecaster")
+    if exporter != "native" and spec.CELLS[model.config.cell].onnx_op is None:
+        raise ExportError(f"exporter {exporter!r} emits native recurrent ops, and ONNX has none "
+                          f"for cell {model.config.cell!r}; use exporter='native' (a Scan of "
+                          "the cell's step equations)")
 
 
 def export_model(

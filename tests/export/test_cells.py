@@ -18,7 +18,7 @@ from export_helpers import (
     torch_opinion,
 )
 
-from rnnstream.export import build_graph, export_model
+from rnnstream.export import ExportError, build_graph, export_model
 from rnnstream.export.cells import EXPORT_CELLS, sequence_op
 from rnnstream.export.step_graph import build_step_graph
 from rnnstream.export.verify import ParityCase, verify_parity, verify_step_parity
@@ -54,6 +54,12 @@ def test_mingru_is_its_documented_equations():
         out, h_n = cell(x, h0)
     torch.testing.assert_close(out, torch.stack(want, 1), atol=1e-12, rtol=0)
     torch.testing.assert_close(h_n[0], h, atol=1e-12, rtol=0)
+
+
+def test_mingru_refuses_the_torchscript_exporter(tmp_path):
+    with pytest.raises(ExportError, match="exporter='native'"):
+        export_model(make_model("mingru"), tmp_path / "m.onnx", exporter="torchscript")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_mingru_refuses_time_first_input():
