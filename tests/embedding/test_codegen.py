@@ -152,3 +152,36 @@ def test_inspect_code_prints_the_generated_loop(rnn_model: Path, lang: str, caps
     printed = capsys.readouterr().out
     expected = generate(contract_of(rnn_model), lang, str(rnn_model))
     assert printed.rstrip("\n") == expected.rstrip("\n")
+
+
+def test_python_loop_reads_outputs_by_name(tmp_path: Path) -> None:
+    """A model with one more output than y and its states (``y_aux``, role ``aux``, declared in
+    the contract's ``outputs``): the generated loop fetches every output, reads each by name,
+    and predicts exactly what the runtime predicts."""
+    import onnx
+    from model_files import contract_for, make_forecaster
+    from onnx import TensorProto, helper
+
+    from rnnstream.export.graph import build_graph
+    from rnnstream.runtime import Predictor
+    from rnnstream.runtime.contract import METADATA_KEY
+
+    model = make_forecaster(cell="gru", features=2, targets=1, hidden=4, seed=9)
+    graph = build_graph(model)
+    graph.graph.node.append(helper.make_node("Neg", ["y"], ["y_aux"]))
+    graph.graph.output.append(helper.make_tensor_value_info(
+        "y_aux", TensorProto.FLOAT, ["batch", "time", 1]))
+    contract = contract_for(model, graph)
+    contract.extra_outputs = (("y_aux", "aux", 1),)
+    contract.schema_version = contract.required_schema
+    helper.set_model_props(graph, {METADATA_KEY: contract.to_json()})
+    path = tmp_path / "aux.onnx"
+    onnx.save(graph, str(path))
+    code = generate(contract, "python", str(path))
+    assert 'out["y_aux"]: role \'aux\'' in code
+    points = np.random.default_rng(3).normal(size=(12, 2)).astype(np.float32)
+    out = run_generated([sys.executable], code, tmp_path / "loop.py",
+                        "".join(",".join(repr(float(v)) for v in p) + "\n" for p in points))
+    p = Predictor(path)
+    expected = [p.step(point) for point in points]
+    np.testing.assert_array_equal(parse_predictions(out).reshape(-1), np.float32(expected))
