@@ -12,6 +12,10 @@ An rnnstream ONNX file has
   batch first so that one stream's state is one contiguous row; ``<s>_out`` after a call is the
   ``<s>_in`` of the next call, and the initial state is all zeros. Names, shapes and order come
   from :mod:`rnnstream.runtime.spec`, the one place they are defined;
+* optionally (schema 5) more outputs, each ``[batch, time, size]`` with a role (a quantile
+  head, an auxiliary target, a second horizon): the contract's ``outputs`` then lists every
+  output by name and role (``prediction``, ``state``, then those); older files derive the roles
+  (:attr:`ModelContract.outputs`), and the runtime hands the others out by name;
 * one JSON document in ``metadata_props`` under :data:`METADATA_KEY` (the same document is
   written beside the model as ``<model>.onnx.json``, because onnxruntime's JavaScript API cannot
   read custom metadata).

@@ -11,6 +11,8 @@ Tensors (``B`` batch, ``T`` time, ``F`` features, ``Tg`` targets, ``L`` layers, 
     input   <s>_in       one per state  the state before the call
     output  y            [B, T, Tg]     raw units; y[:, t] predicts time t + horizon
     output  <s>_out      one per state  the state after the call: the next call's <s>_in
+    output  <name>       [B, T, k]      optional, each with a role (OUTPUT_ROLES: a quantile
+                                        head, an auxiliary target, a second horizon)
 
     states  h            [B, L, H]      every cell
             c            [B, L, H]      lstm
