@@ -234,3 +234,35 @@ def test_the_javascript_core_hands_out_the_second_output_by_name(tmp_path):
         assert set(row) == set(want)
         for name, values in row.items():  # float32 through JSON: exact as float64
             np.testing.assert_array_equal(np.float32(values), want[name])
+
+
+def test_the_javascript_core_refuses_what_python_refuses(tmp_path):
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("needs node")
+    _, contract = write_aux_model(tmp_path, step=False)
+    good = json.loads(contract.to_json())
+    bad = []
+    for change in (lambda d: d.update(schema_version=4),
+                   lambda d: d["outputs"][-1].update(role="wish"),
+                   lambda d: d["outputs"][-1].update(name="h_out", role="aux"),
+                   lambda d: d["outputs"].pop(1)):
+        d = json.loads(json.dumps(good))
+        change(d)
+        with pytest.raises(ContractError):
+            ModelContract.from_dict(d)
+        bad.append(d)
+    script = """
+const c = require(process.argv[1]);
+const docs = JSON.parse(require('fs').readFileSync(0, 'utf8'));
+const refused = docs.bad.map((d) => { try { c.checkSidecar(d); return null; }
+  catch (err) { return err instanceof c.ModelError ? err.message : String(err); } });
+c.checkSidecar(docs.good);
+process.stdout.write(JSON.stringify(refused));
+"""
+    done = subprocess.run([node, "-e", script, str(CORE)], input=json.dumps(
+        {"good": good, "bad": bad}), capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    refused = json.loads(done.stdout)
+    assert all(refused), refused
+    assert "schema_version 5" in refused[0]
