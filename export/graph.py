@@ -63,7 +63,6 @@ from rnnstream.runtime.spec import (
     state_input_name,
     state_output_name,
 )
-from rnnstream.train.cells import weight_names
 
 from .cells import Builder, native_layer, scan_layer
 
@@ -207,6 +206,8 @@ def onnx_weights(model) -> dict[str, np.ndarray]:
     ``b' = b - W (m / s)``. Output denormalisation ``y = u * s_y + m_y`` folds into the head.
     Both are exact in real arithmetic; float32 rounding differences are what parity measures.
     """
+    from rnnstream.train.cells import weight_names  # here: importing export loads no torch
+
     cfg = model.config
     sd = {k: v.detach().cpu().double().numpy() for k, v in model.state_dict().items()}
     x_mean, x_std = sd["x_mean"], sd["x_std"]

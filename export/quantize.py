@@ -58,7 +58,6 @@ import onnx
 from onnx import helper, numpy_helper
 
 from rnnstream.runtime.spec import CELLS
-from rnnstream.train.cells import weight_names
 
 from .errors import QuantizationError
 from .graph import onnx_weights
@@ -219,6 +218,8 @@ def int8_weight_model(model):
     ONNX gate order) and the head with the target scale folded in (``head.weight * y_std``).
     """
     import torch
+
+    from rnnstream.train.cells import weight_names
 
     ref = float64_model(model)
     params = dict(ref.named_parameters())
