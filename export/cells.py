@@ -14,7 +14,11 @@ are laid out for that Gemm. Both graphs are derived from it:
   before the loop, the body adds ``h @ Rt`` and applies the equations.
 
 So a new cell with no native op is an entry in the spec, a torch module in
-:mod:`rnnstream.train.cells` and a step function here.
+:mod:`rnnstream.train.cells` and a step function here. What the Scan costs (measured once,
+hidden 32, batch 1, one thread, on a loaded 2-core machine, same run; a one-off, not a
+benchmark): a 1,000-step sequence 8.4 ms for ``mingru``'s Scan against 0.42 ms for the native
+GRU op (about 8 us of overhead per iteration), while their step graphs take 11.0 and 12.2 us a
+step. Streaming runs the step graph; the Scan is paid where a sequence is primed or replayed.
 
 Step equations, ``G`` gate blocks in ONNX gate order, ``x`` [B,in], ``h``/``c`` [B,H]::
 

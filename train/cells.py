@@ -60,7 +60,9 @@ class MinGRU(nn.Module):
     The update gate interpolates between the old state and the candidate, as in a GRU; with no
     reset gate the candidate always sees the whole state. ONNX has no op for it, so its sequence
     graph is a ``Scan`` over the same equations (:mod:`rnnstream.export.cells`). Initialised
-    like torch's recurrent layers: every weight uniform in ``+-1/sqrt(H)``.
+    like torch's recurrent layers: every weight uniform in ``+-1/sqrt(H)``. The time loop is
+    Python (the input's part is one matmul before it): forward and backward over 1,000 steps
+    at hidden 32 took 5x nn.GRU's fused kernel (measured once, same run, loaded machine).
     """
 
     gates = 2
