@@ -2,8 +2,10 @@
 
 Everything that names or shapes a tensor reads it from here: the training model (which states it
 carries and their shapes), both ONNX graph builders (op, gate order, names), the parity checks,
-the runtime loader, the pool and the CLI's choices. Adding a cell is one entry in :data:`CELLS`;
-adding a state is one entry in :func:`state_names` and :func:`state_row_shape`.
+the runtime loader, the pool and the CLI's choices. Adding a cell is one entry in :data:`CELLS`
+(with its torch module in ``rnnstream.train.cells`` and its step equations in
+``rnnstream.export.cells``; a state of the cell is a name in its entry); adding a state of the
+model is one entry in :func:`state_names` and :func:`state_row_shape`.
 
 Tensors (``B`` batch, ``T`` time, ``F`` features, ``Tg`` targets, ``L`` layers, ``H`` hidden)::
 
