@@ -416,7 +416,10 @@ async def _grpc_unary_load(port: int, seqs: int, seconds: float, base: int) -> d
         stop_at = [float("inf")]
 
         async def drive(s: int) -> None:
-            await stub.ModelInfer(grpc_request(pb, base + s, 0.25, True))
+            try:
+                await stub.ModelInfer(grpc_request(pb, base + s, 0.25, True))
+            except grpc.RpcError:  # (sequence id 0 is "none"): counted, and the others go on
+                stats["errors"] += 1
             ready[0] += 1
             if ready[0] == seqs:
                 stop_at[0] = time.perf_counter() + seconds
