@@ -113,7 +113,11 @@ def read_snapshot(path: str | os.PathLike[str], kind: str) -> tuple[dict[str, An
 
     path = os.fspath(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy file (fuzz finding)
+            raise StateError(f"{path}: not an rnnstream snapshot (a single .npy array, not the "
+                             "archive save_state writes)")
+        with loaded as z:
             arrays = {k: z[k] for k in z.files}
     except FileNotFoundError as exc:
         raise StateError(f"{path}: no such snapshot file") from exc
