@@ -36,7 +36,7 @@ def seeds() -> dict[str, dict[str, bytes]]:
         state = str(Path(folder) / "log.npz")
 
         async def serve() -> None:
-            s = ModelService("m", str(LEGACY), Limits(max_idle_seconds=None), Metrics())
+            s = ModelService("m", str(LEGACY), Limits(idle_timeout_s=None), Metrics())
             s.load(state, "log")
             await s.submit(Infer(np.full((2, 2, 1), 0.25, np.float32), [1, "b"],
                                  [True, True], [False, True]))
