@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rnnstream.runtime import LiveConfig
 
 TRAIN_EXTRA_HINT = "pip install 'rnnstream[train]'"
 
@@ -47,14 +51,18 @@ def add_live_args(p: argparse.ArgumentParser, coverage_help: str) -> None:
                         "(default: the season the model was trained with; 0: none)")
 
 
-def season_without_coverage(args: argparse.Namespace, command: str) -> bool:
-    """Say so (usage error, exit 2 for the caller) when ``--season`` comes without
-    ``--coverage``."""
-    if args.season is not None and not args.coverage:
-        print(f"rnnstream {command}: error: --season is for the live scores: give --coverage "
-              "too (e.g. --coverage 0.9 --season 24)", file=sys.stderr)
-        return True
-    return False
+def live_config(args: argparse.Namespace, command: str) -> LiveConfig | None:
+    """``--coverage`` and ``--season`` as one :class:`LiveConfig`, checked once by it; its
+    refusal is said as a usage error in the flags' words (None: exit 2 for the caller)."""
+    from rnnstream.runtime import LiveConfig, RnnStreamError
+
+    try:
+        return LiveConfig(coverage=args.coverage or None, season=args.season)
+    except RnnStreamError as exc:
+        flags = ("--season is for the live scores: give --coverage too (e.g. --coverage 0.9 "
+                 "--season 24); " if args.season is not None and not args.coverage else "")
+        print(f"rnnstream {command}: error: {flags}{exc}", file=sys.stderr)
+        return None
 
 
 def season_arg(text: str) -> int:

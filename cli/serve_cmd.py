@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any
 
-from ._common import add_live_args, season_without_coverage
+from ._common import add_live_args, live_config
 
 SERVE_EXTRA_HINT = "pip install 'rnnstream[serve]'"
 
@@ -174,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {len(args.name)} --name for {len(args.models)} models; give one per "
               "model, in order", file=sys.stderr)
         return 2
-    if season_without_coverage(args, "serve"):
+    live = live_config(args, "serve")
+    if live is None:
         return 2
     names = args.name or [os.path.splitext(os.path.basename(m))[0] for m in args.models]
     if len(set(names)) != len(names):
@@ -206,9 +207,8 @@ def run(args: argparse.Namespace) -> int:
                          grpc_port=None if args.grpc_port < 0 else args.grpc_port,
                          state=args.state, save_every=args.save_every,
                          max_request_bytes=args.max_request_bytes, limits=limits,
-                         coverage=args.coverage, season=args.season,
-                         durability=args.durability, tokens=tokens, tls_cert=args.tls_cert,
-                         tls_key=args.tls_key)
+                         live=live, durability=args.durability, tokens=tokens,
+                         tls_cert=args.tls_cert, tls_key=args.tls_key)
     from rnnstream.serve import exposure_warning
 
     warning = exposure_warning(args.host, tokens)

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ._common import add_live_args
+from ._common import add_live_args, live_config
 
 DESCRIPTION = """\
 Stream predictions: read one data point per line, print one prediction per line as soon as
@@ -312,15 +312,10 @@ def _lines(source: str) -> Iterator[str]:
 
 def run(args: argparse.Namespace) -> int:
     from rnnstream.runtime import Predictor, RnnStreamError, StreamPool
-    from rnnstream.runtime.live import LiveConfig
 
     target: Predictor | StreamPool
-    try:  # checked once, by LiveConfig; here its refusal is a usage error in the flags' words
-        live = LiveConfig(coverage=args.coverage or None, season=args.season)
-    except RnnStreamError as exc:
-        flags = ("--season is for the live scores: give --coverage too (e.g. --coverage 0.9 "
-                 "--season 24); " if args.season is not None and not args.coverage else "")
-        print(f"rnnstream stream: error: {flags}{exc}", file=sys.stderr)
+    live = live_config(args, "stream")
+    if live is None:
         return 2
     try:
         if args.key is not None:

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from rnnstream.runtime import RnnStreamError
+from rnnstream.runtime import LiveConfig, RnnStreamError
 
 from .errors import ServeError
 from .http import JSON, HttpProtocol, metadata_body
@@ -46,8 +46,11 @@ class ServeConfig:
     save_every: float = 30.0
     max_request_bytes: int = 16 << 20
     limits: Limits = field(default_factory=Limits)
-    coverage: float | None = None  # prediction intervals (outputs lower/upper) and live scores
-    season: int | None = None  # seasonal-naive period for the live scores (None: the model's)
+    # prediction intervals (outputs lower/upper) and live scores: live=LiveConfig(coverage=...),
+    # or the shorthands coverage= and season= (not both); checked once, by LiveConfig
+    coverage: float | None = None
+    season: int | None = None
+    live: LiveConfig | None = None
     # with state: "log" answers a request only once its inputs are in the fsynced log (nothing
     # answered is lost); "snapshot" only saves every save_every seconds and at stop
     durability: str = "log"
@@ -67,10 +70,8 @@ class ServeConfig:
         if self.durability not in DURABILITY:
             raise ValueError(f"ServeConfig: durability={self.durability!r}; expected one of "
                              f"{list(DURABILITY)}")
-        if self.season is not None and self.coverage is None:
-            raise ValueError(f"ServeConfig: season={self.season} is for the live scores, which "
-                             "need coverage (e.g. coverage=0.9); without coverage leave season "
-                             "unset")
+        live = LiveConfig.resolve(self.live, self.coverage, self.season, None, "ServeConfig")
+        self.live, self.coverage, self.season = live, live.coverage, live.season
 
 
 def exposure_warning(host: str, tokens: tuple[str, ...]) -> str | None:
@@ -105,7 +106,7 @@ class Server:
         self.config = config
         self.metrics = Metrics()
         self.services = {name: ModelService(name, path, config.limits, self.metrics,
-                                            coverage=config.coverage, season=config.season)
+                                            live=config.live)
                          for name, path in config.models.items()}
         self.metrics.watch_live(lambda: {(n, ): s.live for n, s in self.services.items()})
         if config.coverage is not None:

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnstream.runtime import RnnStreamError, StreamPool
+from rnnstream.runtime import LiveConfig, RnnStreamError, StreamPool
 from rnnstream.runtime.live import FORECASTERS
 from rnnstream.runtime.spec import INPUT_NAME, OUTPUT_NAME
 from rnnstream.runtime.wal import LogWriter, file_digest, read_log
@@ -218,11 +218,11 @@ class ModelService:
     """One model's sequences: checks requests, queues them per sequence, steps them in batches."""
 
     def __init__(self, name: str, path: str, limits: Limits, metrics: Metrics,
-                 clock: Callable[[], float] = time.monotonic, coverage: float | None = None,
-                 season: int | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 live: LiveConfig | None = None) -> None:
         self.name = name
-        self.pool = StreamPool(path, coverage=coverage, season=season)
-        self.coverage = coverage
+        self.pool = StreamPool(path, live=live)
+        coverage = self.coverage = None if live is None else live.coverage
         self.outputs = (OUTPUT_NAME, *BOUNDS) if coverage is not None else (OUTPUT_NAME,)
         contract = self.pool.contract
         if contract is None:

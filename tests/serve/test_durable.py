@@ -20,7 +20,7 @@ import pytest
 
 pytest.importorskip("httptools", reason="rnnstream serve needs the 'serve' extra")
 
-from rnnstream.runtime import StateError, StreamPool
+from rnnstream.runtime import LiveConfig, StateError, StreamPool
 from rnnstream.runtime.wal import LogWriter, file_digest, read_log
 from rnnstream.serve import ServeError
 from rnnstream.serve.metrics import Metrics
@@ -79,7 +79,7 @@ def service(path: Path, coverage=None, durability="log", thread_rows=0) -> Model
     """``thread_rows``: Limits.step_thread_rows (1: every round steps on the step thread)."""
     s = ModelService("m", str(LEGACY), Limits(idle_timeout_s=None,
                                               step_thread_rows=thread_rows), Metrics(),
-                     coverage=coverage)
+                     live=LiveConfig(coverage=coverage))
     s.load(str(path), durability)
     return s
 

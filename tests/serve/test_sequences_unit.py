@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("httptools", reason="rnnstream serve needs the 'serve' extra")
 
-from rnnstream.runtime import InferenceError
+from rnnstream.runtime import InferenceError, LiveConfig
 from rnnstream.serve.metrics import Metrics
 from rnnstream.serve.sequences import Infer, Limits, ModelService
 
@@ -43,7 +43,8 @@ def test_a_cancelled_request_does_not_stop_the_others():
 @pytest.mark.parametrize("coverage", [None, 0.9])
 def test_a_failed_step_undoes_the_starts_of_its_round(monkeypatch, coverage):
     async def main():
-        service = ModelService("m", str(LEGACY), Limits(), Metrics(), coverage=coverage)
+        service = ModelService("m", str(LEGACY), Limits(), Metrics(),
+                               live=LiveConfig(coverage=coverage))
         await service.submit(_request("live", start=True, t=30))
         before = service.pool.get_state("live")
         live = None if coverage is None else service.pool.get_live("live")
@@ -69,7 +70,14 @@ def test_a_failed_step_undoes_the_starts_of_its_round(monkeypatch, coverage):
 
 
 def test_a_season_without_coverage_is_refused():
+    """Checked once, by LiveConfig, as for Predictor, StreamPool, stream and Spark."""
+    from rnnstream.runtime import InputError
     from rnnstream.serve.app import ServeConfig
 
-    with pytest.raises(ValueError, match="season=24 is for the live scores, which need coverage"):
+    with pytest.raises(InputError, match="season=24 set up the live scores, which are off "
+                                         "without coverage"):
         ServeConfig(models={"m": str(LEGACY)}, season=24)
+    with pytest.raises(InputError, match="not both"):
+        ServeConfig(models={"m": str(LEGACY)}, coverage=0.9, live=LiveConfig(coverage=0.9))
+    config = ServeConfig(models={"m": str(LEGACY)}, live=LiveConfig(coverage=0.8, season=12))
+    assert (config.coverage, config.season) == (0.8, 12)
