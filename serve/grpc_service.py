@@ -22,7 +22,7 @@ from .errors import ServeError
 from .protocol import grpc_request, grpc_response
 
 if TYPE_CHECKING:
-    from .app import Server
+    from .backend import Backend
 
 __all__ = ["InferenceService", "TokenInterceptor", "add_to_server"]
 
@@ -37,7 +37,7 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
     """--token-file: every call but the health probes carries ``authorization: Bearer T``;
     others are answered UNAUTHENTICATED before the method runs."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Backend) -> None:
         self.server = server
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
@@ -69,7 +69,7 @@ def add_to_server(servicer: InferenceService, server: grpc.aio.Server) -> None:
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Backend) -> None:
         self.server = server
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: ServeError) -> None:

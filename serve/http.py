@@ -25,7 +25,7 @@ from .errors import ServeError
 from .protocol import http_request, http_response
 
 if TYPE_CHECKING:
-    from .app import Server
+    from .backend import Backend
 
 __all__ = ["HttpProtocol"]
 
@@ -68,7 +68,7 @@ class _Entry:
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Backend) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
