@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from rnnstream.runtime import LiveConfig, RnnStreamError
+from rnnstream.runtime import ConfigError, LiveConfig, RnnStreamError
 
 from .errors import ServeError
 from .http import JSON, HttpProtocol, metadata_body
@@ -62,13 +62,13 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("ServeConfig: tls_cert and tls_key go together (a certificate "
+            raise ConfigError("ServeConfig: tls_cert and tls_key go together (a certificate "
                              "and its private key, PEM files)")
         if any(not t or t != t.strip() or not t.isprintable() for t in self.tokens):
-            raise ValueError("ServeConfig: a token is empty or holds spaces or control "
+            raise ConfigError("ServeConfig: a token is empty or holds spaces or control "
                              "characters")
         if self.durability not in DURABILITY:
-            raise ValueError(f"ServeConfig: durability={self.durability!r}; expected one of "
+            raise ConfigError(f"ServeConfig: durability={self.durability!r}; expected one of "
                              f"{list(DURABILITY)}")
         live = LiveConfig.resolve(self.live, self.coverage, self.season, None, "ServeConfig")
         self.live, self.coverage, self.season = live, live.coverage, live.season

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnstream.runtime import LiveConfig, RnnStreamError, StreamPool
+from rnnstream.runtime import ConfigError, LiveConfig, RnnStreamError, StreamPool
 from rnnstream.runtime.live import FORECASTERS
 from rnnstream.runtime.spec import INPUT_NAME, OUTPUT_NAME
 from rnnstream.runtime.wal import LogWriter, file_digest, read_log
@@ -918,7 +918,7 @@ class ModelService:
         its log (``path + ".wal"``) when there is one; returns their count. With
         ``durability="log"``, keep logging from here (every answer waits for its record)."""
         if durability not in DURABILITY:
-            raise ValueError(f"durability {durability!r}; expected one of {DURABILITY}")
+            raise ConfigError(f"durability {durability!r}; expected one of {DURABILITY}")
         self._state_path, self._log_path = path, log_path(path)
         if os.path.exists(path):
             self.pool.load_state(path)

@@ -16,6 +16,7 @@ from pyspark.sql import types as T
 from pyspark.sql.streaming.state import GroupStateTimeout
 
 from rnnstream.runtime import (
+    ConfigError,
     InputError,
     ModelContract,
     Predictor,
@@ -94,7 +95,7 @@ def predict_stream(
         raise UnsupportedError(f"{path}: has no rnnstream contract; the Spark integration needs a "
                                "model exported by rnnstream (its features, targets and states)")
     if on_bad_row not in BAD_ROW_POLICIES:
-        raise ValueError(f"on_bad_row={on_bad_row!r}: expected one of {BAD_ROW_POLICIES}")
+        raise ConfigError(f"on_bad_row={on_bad_row!r}: expected one of {BAD_ROW_POLICIES}")
     timeout_ms = _timeout_ms(idle_timeout_s)
     contract = loaded.contract
     extra = [s.name for s in contract.states if s.name not in STATE_COLUMNS]
@@ -138,7 +139,7 @@ def _by_bucket(events: DataFrame, step: KeyStep, columns: list[Any], schema: T.S
     from ._buckets import BUCKET_COLUMN, KEY_TYPES, BucketStep, bucket_state_schema
 
     if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 1:
-        raise ValueError(f"buckets={buckets!r}: expected a positive number of key groups, or "
+        raise ConfigError(f"buckets={buckets!r}: expected a positive number of key groups, or "
                          "None for one group per key")
     if step.timeout_ms is not None:
         raise UnsupportedError("idle_timeout_s times out Spark groups, and with buckets= a group "
@@ -205,7 +206,7 @@ def _timeout_ms(idle_timeout_s: float | None) -> int | None:
         return None
     if (isinstance(idle_timeout_s, bool) or not isinstance(idle_timeout_s, (int, float))
             or not math.isfinite(idle_timeout_s) or idle_timeout_s <= 0):
-        raise ValueError(f"idle_timeout_s={idle_timeout_s!r}: expected a positive number of "
+        raise ConfigError(f"idle_timeout_s={idle_timeout_s!r}: expected a positive number of "
                          "seconds, or None for no timeout")
     return max(1, round(idle_timeout_s * 1000))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 __all__ = [
     "Series",
@@ -266,7 +266,7 @@ def make_split(series: Series, horizon: int, val_fraction: float, min_train: int
     ``min_train`` is the fewest training pairs that make one training window.
     """
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction={val_fraction!r}: expected 0 < val_fraction < 1")
+        raise ConfigError(f"val_fraction={val_fraction!r}: expected 0 < val_fraction < 1")
     n_rows = len(series)
     n_pairs = n_rows - horizon
     n_val = max(1, round(n_pairs * val_fraction))

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from rnnstream.runtime import spec
 
 from .cells import TORCH_CELLS
+from .errors import ConfigError
 
 __all__ = ["ACTIVATIONS", "CELLS", "Forecaster", "ForecasterConfig", "StateTensors"]
 
@@ -78,43 +79,43 @@ class ForecasterConfig:
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
-            raise ValueError(f"cell {self.cell!r} is not one of {sorted(CELLS)}")
+            raise ConfigError(f"cell {self.cell!r} is not one of {sorted(CELLS)}")
         for name, lo, hi in (("n_features", 1, 1 << 16), ("n_targets", 1, 1 << 16),
                              ("hidden", 1, 1 << 16), ("layers", 1, 8), ("horizon", 1, 1 << 20)):
             value = getattr(self, name)
             if not isinstance(value, int) or not lo <= value <= hi:
-                raise ValueError(f"{name}={value!r}: expected an integer in {lo}..{hi}")
+                raise ConfigError(f"{name}={value!r}: expected an integer in {lo}..{hi}")
         if (not isinstance(self.head_hidden, list)
                 or not all(isinstance(n, int) and 1 <= n <= 1 << 16 for n in self.head_hidden)):
-            raise ValueError(f"head_hidden={self.head_hidden!r}: expected a list of layer sizes")
+            raise ConfigError(f"head_hidden={self.head_hidden!r}: expected a list of layer sizes")
         if self.head_activation not in ACTIVATIONS:
-            raise ValueError(f"head_activation={self.head_activation!r}: expected one of "
+            raise ConfigError(f"head_activation={self.head_activation!r}: expected one of "
                              f"{sorted(ACTIVATIONS)}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout={self.dropout!r}: expected 0 <= dropout < 1")
+            raise ConfigError(f"dropout={self.dropout!r}: expected 0 <= dropout < 1")
         if self.target_mode not in spec.TARGET_MODES:
-            raise ValueError(f"target_mode={self.target_mode!r}: expected one of "
+            raise ConfigError(f"target_mode={self.target_mode!r}: expected one of "
                              f"{spec.TARGET_MODES}")
         if self.target_mode == "seasonal" and not (
                 isinstance(self.season, int) and self.horizon <= self.season <= 1 << 20):
-            raise ValueError(f"target_mode='seasonal' needs season >= horizon {self.horizon} "
+            raise ConfigError(f"target_mode='seasonal' needs season >= horizon {self.horizon} "
                              f"(got season={self.season!r})")
         if self.target_mode == "ets" and not (isinstance(self.season, int)
                                               and 0 <= self.season <= 1 << 20):
-            raise ValueError(f"target_mode='ets' needs season >= 0 (got {self.season!r})")
+            raise ConfigError(f"target_mode='ets' needs season >= 0 (got {self.season!r})")
         if self.target_mode not in spec.SEASON_MODES and self.season:
-            raise ValueError(f"season={self.season!r} is for target_mode 'seasonal' or 'ets' only")
+            raise ConfigError(f"season={self.season!r} is for target_mode 'seasonal' or 'ets' only")
         if self.input_mode not in spec.INPUT_MODES:
-            raise ValueError(f"input_mode={self.input_mode!r}: expected 'level' or 'delta'")
+            raise ConfigError(f"input_mode={self.input_mode!r}: expected 'level' or 'delta'")
         if self.input_mode == "delta" and self.target_mode == "level":
-            raise ValueError("input_mode='delta' needs target_mode 'delta' or 'seasonal': a "
+            raise ConfigError("input_mode='delta' needs target_mode 'delta' or 'seasonal': a "
                              "network that sees only changes cannot know the level it should "
                              "predict")
         if self.target_mode != "level" and (
             len(self.target_index) != self.n_targets
             or not all(0 <= i < self.n_features for i in self.target_index)
         ):
-            raise ValueError(
+            raise ConfigError(
                 f"target_mode={self.target_mode!r} needs target_index: for each target, the index "
                 "of the same "
                 f"series among the {self.n_features} features (got {self.target_index!r})"
@@ -124,7 +125,7 @@ class ForecasterConfig:
         if not self.target_names:
             self.target_names = [f"t{i}" for i in range(self.n_targets)]
         if len(self.feature_names) != self.n_features or len(self.target_names) != self.n_targets:
-            raise ValueError("feature_names/target_names must have n_features/n_targets entries")
+            raise ConfigError("feature_names/target_names must have n_features/n_targets entries")
 
     @property
     def state_names(self) -> tuple[str, ...]:
