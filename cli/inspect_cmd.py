@@ -162,20 +162,17 @@ def _header(found: Inspection) -> list[str]:
 
 
 def _live_lines(c: ModelContract) -> list[str]:
-    """The facts the live scores start from: the trained season and the validation widths."""
+    """The facts the live scores start from: the trained season and the validation widths
+    (the calibration document as stored: levels, half-widths per target, where they came from)."""
     try:
         facts = c.live_facts()
     except ContractError as exc:  # an older file's malformed metrics["calibration"]
-        return [f"live:     calibration unreadable ({exc})"]
-    lines = [f"live:     season {facts.season or 'none'}"]
-    if facts.calibration is not None:
-        levels = ", ".join(f"{q:g}" for q in facts.calibration.levels)
-        lines.append(f"  calibration at {levels} for {len(facts.calibration.half_widths)} "
-                     "target(s) (intervals start from it)")
-    else:
-        lines.append("  no calibration (intervals are infinite until the stream has scored a few "
-                     "residuals; live_options initial_quantiles sets a start)")
-    return lines
+        return ["live:", f"  calibration: unreadable ({exc})"]
+    return _mapping_lines("live", {
+        "season": facts.season or "none",
+        "calibration": ("none (intervals are infinite until a stream has scored a few "
+                        "residuals; live_options initial_quantiles sets a start)"
+                        if facts.calibration is None else facts.calibration.to_json())})
 
 
 def _io_lines(found: Inspection) -> list[str]:

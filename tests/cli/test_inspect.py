@@ -28,8 +28,8 @@ def test_inspect_prints_what_the_file_holds(exported, capsys):
                      f"{contract.parity['step_graph']['vs_torch']['max_abs_diff']:.6g}"):
         assert expected in text, expected
     facts = contract.live_facts()  # the season and calibration, from their typed fields
-    assert f"live:     season {facts.season or 'none'}" in text
-    assert ("calibration at" in text) == (facts.calibration is not None)
+    assert f"live:\n  season: {facts.season or 'none'}\n  calibration: " in text
+    assert ("calibration: levels [" in text) == (facts.calibration is not None)
     assert main(["inspect", str(out), "--json"]) == 0
     assert ModelContract.from_dict(json.loads(capsys.readouterr().out)) == contract
 

@@ -74,7 +74,9 @@ def test_rerun_after_sigkill_continues_after_the_last_prediction_printed(tmp_pat
             break
     assert printed == LINES
     assert killed >= 1
-    assert repeated <= 1  # the print-to-log window is microseconds wide
+    # each run repeats at most the one line printed before the kill (asserted per run above);
+    # the print-to-log window is microseconds wide, but a loaded machine can widen it
+    assert repeated <= kills
 
 
 def test_a_pipe_is_not_skipped_and_stderr_says_what_was_consumed(tmp_path):
