@@ -1,7 +1,8 @@
 """Fuzz harnesses: each takes arbitrary bytes and feeds them to one reader of untrusted input.
 
 A harness may only end by returning or by raising the reader's documented error (``OK`` below);
-anything else (an untyped exception, a crash of the process) is a finding. ``fuzz/run.py``
+anything else (an untyped exception, a crash of the process) is a finding, and so is a refused
+snapshot or log that changed the pool (``StateChanged``). ``fuzz/run.py``
 drives them with atheris (coverage-guided, libFuzzer); ``tests/fuzz`` replays the corpora and
 runs each for a few seconds.
 
@@ -54,12 +55,29 @@ def _pool():
     return _POOL[0]
 
 
+def _pool_bytes(pool) -> bytes:
+    """What a refused load must leave as it was: the keys and their states."""
+    keys = list(pool.keys())
+    parts = [repr(sorted(map(repr, keys))).encode()]
+    for key in keys:
+        parts += [v.tobytes() for _, v in sorted(pool.get_state(key).items())]
+    return b"".join(parts)
+
+
+class StateChanged(AssertionError):
+    """A refused input changed the state: a finding."""
+
+
 def snapshot(data: bytes) -> None:
     from rnnstream.runtime import StateError
 
     pool = _pool()
-    with contextlib.suppress(StateError):
+    before = _pool_bytes(pool)
+    try:
         pool.load_state(_file("s.npz", data))
+    except StateError:
+        if _pool_bytes(pool) != before:
+            raise StateChanged("a refused snapshot changed the pool") from None
 
 
 def log(data: bytes) -> None:
@@ -73,9 +91,12 @@ def log(data: bytes) -> None:
     path = _file("s.npz.wal", data)
     try:
         contents = read_log(path, "serve", pool.fingerprint, "")
-        replay(pool, contents.records, 1, path)
     except StateError:
-        pass
+        if len(pool):
+            raise StateChanged("a refused log changed the pool") from None
+        return
+    with contextlib.suppress(StateError):  # a record that replays wrong: refused, typed
+        replay(pool, contents.records, 1, path)
 
 
 def http(data: bytes) -> None:
