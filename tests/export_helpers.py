@@ -89,3 +89,18 @@ def disagreements(opinions: dict[str, dict[str, np.ndarray]], atol: float = ATOL
 
 def max_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, float]:
     return {k: float(np.max(np.abs(a[k].astype(np.float64) - b[k]))) for k in a}
+
+
+def assert_streams_like(path, x: np.ndarray, want: np.ndarray, atol: float = ATOL) -> None:
+    """The exported ``path`` streamed one point at a time, through Predictor and through a
+    StreamPool on its step graph, gives ``want`` (torch's predictions for ``x``)."""
+    from rnnstream.runtime import Predictor, StreamPool
+
+    stream = Predictor(path)
+    got = np.array([stream.step(row) for row in x])
+    np.testing.assert_allclose(got.reshape(want.shape), want, atol=atol)
+    pool = StreamPool(path, capacity=1)
+    assert pool.uses_step_graph
+    pool.add("a")
+    pooled = np.array([pool.step_many(["a"], row[None])[0] for row in x])
+    np.testing.assert_allclose(pooled.reshape(want.shape), want, atol=atol)

@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 from export_helpers import (
+    assert_streams_like,
     inputs,
     make_model,
     max_diff,
@@ -22,7 +23,7 @@ from rnnstream.export import ExportError, build_graph, export_model
 from rnnstream.export.cells import EXPORT_CELLS, sequence_op
 from rnnstream.export.step_graph import build_step_graph
 from rnnstream.export.verify import ParityCase, verify_parity, verify_step_parity
-from rnnstream.runtime import Predictor, StreamPool, spec
+from rnnstream.runtime import spec
 from rnnstream.train import ForecasterConfig, TrainConfig, from_arrays, train
 from rnnstream.train.cells import TORCH_CELLS, MinGRU, weight_names
 
@@ -119,11 +120,4 @@ def test_mingru_trains_exports_and_streams(trained):
     x = series.features[:60].astype(np.float32)
     with torch.no_grad():
         want, _ = result.model(torch.from_numpy(x)[None])
-    stream = Predictor(report.path)
-    got = np.array([stream.step(row) for row in x])
-    np.testing.assert_allclose(got.reshape(want.shape), want.numpy(), atol=ATOL)
-    pool = StreamPool(report.path, capacity=2)
-    assert pool.uses_step_graph
-    pool.add("a")
-    pooled = np.array([pool.step_many(["a"], row[None])[0] for row in x])
-    np.testing.assert_allclose(pooled.reshape(want.shape), want.numpy(), atol=ATOL)
+    assert_streams_like(report.path, x, want.numpy(), ATOL)

@@ -20,13 +20,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from export_helpers import make_model
+from export_helpers import assert_streams_like, make_model
 from torch import Tensor, nn
 
 from rnnstream.export import cells as export_cells
 from rnnstream.export import export_model
 from rnnstream.export.verify import InputSpec, random_states
-from rnnstream.runtime import Predictor, StreamPool, contract, spec
+from rnnstream.runtime import contract, spec
 from rnnstream.train import cells as train_cells
 
 ATOL = 1e-5
@@ -97,12 +97,5 @@ def test_a_new_state_goes_through_export_and_the_runtime(memgru, tmp_path):
     x = np.random.default_rng(0).normal(size=(40, 2)).astype(np.float32)
     with torch.no_grad():
         want, state = model(torch.from_numpy(x)[None])
-    stream = Predictor(report.path)
-    got = np.array([stream.step(row) for row in x])
-    np.testing.assert_allclose(got.reshape(want.shape), want.numpy(), atol=ATOL)
-    pool = StreamPool(report.path, capacity=1)
-    assert pool.uses_step_graph
-    pool.add("a")
-    pooled = np.array([pool.step_many(["a"], row[None])[0] for row in x])
-    np.testing.assert_allclose(pooled.reshape(want.shape), want.numpy(), atol=ATOL)
+    assert_streams_like(report.path, x, want.numpy(), ATOL)
     assert np.abs(state[1].numpy()).max() > 0.01  # m really moved

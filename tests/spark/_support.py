@@ -226,3 +226,23 @@ def snapshot_live(p, folder: Path) -> dict[str, np.ndarray]:
     p.save_state(path)
     with np.load(path) as saved:
         return {k[len("live."):]: saved[k] for k in saved.files if k.startswith("live.")}
+
+
+class FakeState:
+    """The part of pyspark's GroupState that KeyStep and BucketStep use."""
+
+    hasTimedOut = False
+
+    def __init__(self, stored: tuple | None = None) -> None:
+        self.value = stored
+
+    @property
+    def exists(self) -> bool:
+        return self.value is not None
+
+    @property
+    def get(self) -> tuple:
+        return self.value
+
+    def update(self, value: tuple) -> None:
+        self.value = value

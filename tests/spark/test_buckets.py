@@ -17,6 +17,7 @@ from ._support import (
     FEATURES,
     KEY,
     ORDER,
+    FakeState,
     assert_same_predictions,
     keyed_rows,
     pool_predictions,
@@ -39,26 +40,6 @@ from rnnstream.spark import STATE_COLUMNS, KeyStep, live_spec  # noqa: E402
 from rnnstream.spark._buckets import BucketStep, batch_exact, worker_pool  # noqa: E402
 
 FILES = 4
-
-
-class FakeState:
-    """The part of pyspark's GroupState that KeyStep and BucketStep use."""
-
-    hasTimedOut = False
-
-    def __init__(self, stored: tuple | None = None) -> None:
-        self.value = stored
-
-    @property
-    def exists(self) -> bool:
-        return self.value is not None
-
-    @property
-    def get(self) -> tuple:
-        return self.value
-
-    def update(self, value: tuple) -> None:
-        self.value = value
 
 
 def _key_step(model: Path, coverage: float | None = None, on_bad_row: str = "drop") -> KeyStep:

@@ -14,6 +14,7 @@ from ._support import (
     KEY,
     LIVE_MODEL_SEASON,
     ORDER,
+    FakeState,
     assert_live_equal,
     keyed_rows,
     live_reference,
@@ -34,26 +35,6 @@ from rnnstream.spark import (  # noqa: E402
     live_spec,
     worker_model,
 )
-
-
-class FakeState:
-    """The part of pyspark's GroupState that KeyStep uses."""
-
-    hasTimedOut = False
-
-    def __init__(self, stored: tuple | None = None) -> None:
-        self.value = stored
-
-    @property
-    def exists(self) -> bool:
-        return self.value is not None
-
-    @property
-    def get(self) -> tuple:
-        return self.value
-
-    def update(self, value: tuple) -> None:
-        self.value = value
 
 
 def key_step(model, on_bad_row: str = "drop") -> KeyStep:
