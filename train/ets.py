@@ -21,8 +21,10 @@ and std and folds both into the matrices, so the graph reads and writes raw unit
 
 Fitting: the smoothing parameters minimise the one-step squared error on the training part,
 found by a grid over (alpha, beta, phi, gamma) evaluated for every grid point at once (numpy,
-vectorised over the grid), then a finer grid around the best; initial states from the first
-cycles (statsmodels' "heuristic" start). The form (trend, season) has the lowest AIC.
+vectorised over the grid), then a finer grid around the best; initial states by least squares
+for seasons up to 24 (the forecasts are affine in them), from the first cycles (statsmodels'
+"heuristic" start) for longer ones. Each form (trend, season) is fitted; train.loop chooses
+among them by AIC and validation.
 """
 
 from __future__ import annotations

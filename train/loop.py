@@ -304,7 +304,8 @@ def train(
     # each tiny step spin-waits on the other threads, many times slower on a busy machine
     with _threads(config.threads):
         scored = {key: _evaluate(run.model, split, device, season) for key, run in runs.items()}
-    chosen, guarded, to_baseline = _choose(scored, split, season, _references(runs, split),
+    references = _references(runs, split)  # the simple forecasters' predictions, once
+    chosen, guarded, to_baseline = _choose(scored, split, season, references,
                                            config.network_min_val)
     run = runs[chosen]
     summaries = {k: _candidate_summary(scored[k][0], runs[k]) for k in runs}  # as trained
@@ -327,7 +328,6 @@ def train(
     calibrated, band = calibration(pred, split, run.model.config.target_names,
                                     run.model.config.feature_names, forecasts)
     validation = replace(validation, half_width=band)
-    references = _references(runs, split)
     ets_mse = None
     if references:
         _, level_std = fit_mean_std(split.y[:split.n_train])
@@ -820,14 +820,13 @@ def _refit_ets(model: Forecaster, split: Split, fits: Sequence[EtsFit],
 def _references(runs: dict[str, _Run], split: Split) -> dict[str, tuple[np.ndarray, str]]:
     """Simple forecasters a candidate carries besides persistence and seasonal naive: the ETS
     of an "ets" candidate, its validation predictions and its target mode."""
-    for key, run in runs.items():
+    for run in runs.values():
         if run.model.config.target_mode == "ets":
             device = run.model.out_layer.weight.device
             x = torch.as_tensor(split.x, dtype=torch.float32, device=device)[None]
             ref = run.model.reference(x)
             if ref is not None:
                 return {"ETS": (ref[0, split.n_train:].double().cpu().numpy(), "ets")}
-        del key
     return {}
 
 
@@ -889,7 +888,8 @@ def _choose(scored: dict[str, tuple[dict, Validation, np.ndarray]], split: Split
     if not eligible and truth.shape[0] < min_val:
         chosen = min(home[name], key=lambda k: scored[k][0]["val_mse_norm"])
         return chosen, (f"{truth.shape[0]} validation pairs (fewer than {min_val}) cannot "
-                        "tell a network's gain from luck, so no network was trained and "
+                        "tell a network's gain from luck, so no network ships (with "
+                        "target_mode='auto' none is trained) and "
                         f"{chosen!r} ships with its correction off: exactly {name}, the best "
                         "simple forecaster on validation"), True
     if eligible:
@@ -926,8 +926,9 @@ def _prefer_anchored(eligible: dict[str, float],
 
 
 def _baseline_verdict(metrics: dict, run: _Run, ets_mse: float | None = None) -> dict:
-    """Which of the model, persistence and seasonal naive validated best (unit-free MSE), and
-    a sentence saying so, naming a baseline that beats the model or that the model now is."""
+    """Which of the model, persistence, seasonal naive and the ETS validated best (unit-free
+    MSE), and a sentence saying so, naming a baseline that beats the model or that the model
+    now is."""
     figures = {"model": metrics["val_mse_norm"],
                "persistence": metrics["persistence_val_mse_norm"]}
     if metrics.get("seasonal_naive_val_mse_norm") is not None:

@@ -108,9 +108,9 @@ class ForecasterConfig:
         if self.input_mode not in spec.INPUT_MODES:
             raise ConfigError(f"input_mode={self.input_mode!r}: expected 'level' or 'delta'")
         if self.input_mode == "delta" and self.target_mode == "level":
-            raise ConfigError("input_mode='delta' needs target_mode 'delta' or 'seasonal': a "
-                             "network that sees only changes cannot know the level it should "
-                             "predict")
+            raise ConfigError("input_mode='delta' needs target_mode 'delta', 'seasonal' or "
+                              "'ets': a network that sees only changes cannot know the level "
+                              "it should predict")
         if self.target_mode != "level" and (
             len(self.target_index) != self.n_targets
             or not all(0 <= i < self.n_features for i in self.target_index)
