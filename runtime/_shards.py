@@ -74,6 +74,11 @@ class Workers:
         self._threads: list[threading.Thread] = []
         self._closed = False
 
+    @property
+    def running(self) -> int:
+        """Threads a large step runs on now: ``threads``, or 1 once closed."""
+        return 1 if self._closed else self.threads
+
     def run(self, tasks: Sequence[Callable[[], None]]) -> None:
         """Run ``tasks[0]`` here and each other task on a worker; return when all have
         returned; raise the first task's exception (by position) if any raised."""

@@ -35,9 +35,9 @@ stale or foreign companion is refused, never used silently.
 Normalisation and its inverse live inside the graph: embedders feed raw values, read raw values.
 
 This module is part of the small core: it imports only the standard library and the rest of
-the core (:mod:`.spec`, :mod:`.errors`), and the package's ``__init__`` is lazy, so importing
-it loads neither numpy nor onnxruntime (``tests/packaging/test_import_edges.py`` holds that)
-and any program can read a contract.
+the core (:mod:`.spec`, :mod:`.errors`, :mod:`.calibration`), and the package's ``__init__``
+is lazy, so importing it loads neither numpy nor onnxruntime
+(``tests/packaging/test_import_edges.py`` holds that) and any program can read a contract.
 """
 
 from __future__ import annotations

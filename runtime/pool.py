@@ -273,8 +273,9 @@ class StreamPool(_EngineFacts):
 
     @property
     def threads(self) -> int:
-        """Threads a large step runs on (the caller's included); 1 for foreign models."""
-        return self._workers.threads
+        """Threads a large step runs on (the caller's included); 1 for foreign models and
+        after :meth:`close`."""
+        return self._workers.running
 
     # -- threads --------------------------------------------------------------------------------
     def close(self) -> None:

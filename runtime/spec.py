@@ -211,7 +211,8 @@ def graph_io(
     ``extra_outputs`` (name, role, values per time step) as ``[batch, time, values]``.
 
     ``declared``: (name, row shape) of each state of a :data:`CUSTOM` model, in graph order.
-    ``season``: the season of a ``target_mode="seasonal"`` model (the ``cycle`` state's length).
+    ``season``: the season of a ``seasonal`` or ``ets`` model (:data:`SEASON_MODES`; it sizes the
+    ``cycle`` or ``ets`` state).
     """
     inputs = [TensorSpec(INPUT_NAME, (BATCH, time, n_features))]
     outputs = [TensorSpec(OUTPUT_NAME, (BATCH, time, n_targets), role=PREDICTION_ROLE)]

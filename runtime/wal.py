@@ -45,7 +45,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._atomic import write_bytes
+from .atomic import write_bytes
 from .errors import StateError
 
 __all__ = ["LOG_FORMAT", "LogContents", "LogWriter", "file_digest", "read_log"]

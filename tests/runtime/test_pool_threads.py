@@ -23,7 +23,6 @@ def tiny_thresholds(monkeypatch):
     """4-row pieces, and a thread for every 4 rows: small batches cross every threshold."""
     monkeypatch.setattr(pool_module, "CHUNK_GATE_FLOATS", 1)
     monkeypatch.setattr(pool_module, "MIN_CHUNK_ROWS", 4)
-    monkeypatch.setattr(pool_module, "PARALLEL_WORK", 1)
     monkeypatch.setattr(pool_module, "parallel_rows", lambda contract: 4)
 
 
@@ -76,6 +75,7 @@ def test_large_batches_use_the_threads_small_ones_do_not(model, tiny_thresholds)
         assert threading.active_count() == before + 2
         assert pool.threads == 3
     assert threading.active_count() == before
+    assert pool.threads == 1  # closed: later steps run on the caller alone
 
 
 def _failing_off_the_caller(run):
