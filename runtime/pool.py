@@ -447,31 +447,29 @@ class StreamPool(_EngineFacts):
         if not isinstance(engine, BoundEngine) or contract is None:
             raise UnsupportedError("run_sequences needs an rnnstream contract (its sequence "
                                    "graph); this is a foreign model: use Predictor.run_sequence")
-        arr = np.asarray(x)
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError) as exc:  # ragged nesting, objects numpy cannot hold
+            raise InputError(f"run_sequences x is not an array of numbers ({exc})") from None
         n_in = contract.n_features
+        if arr.dtype.kind not in "fiu":
+            raise InputError(f"run_sequences x has dtype {arr.dtype}; expected numbers "
+                             "(float32)")
         if arr.ndim != 3 or arr.shape[2] != n_in or 0 in arr.shape[:2]:
             raise InputError(f"run_sequences x has shape {list(arr.shape)}; expected "
                              f"[sequences, time, {n_in}] with at least one of each")
         if arr.dtype != np.float32 or not arr.flags.c_contiguous:
-            arr = np.ascontiguousarray(arr, np.float32)
+            with np.errstate(over="ignore"):  # past float32's range: inf, refused below
+                arr = np.ascontiguousarray(arr, np.float32)
         if not np.isfinite(arr).all():
-            raise InputError("run_sequences x holds NaN or infinite values; expected finite "
-                             "float32 values")
+            raise InputError("run_sequences x holds NaN, infinite or out-of-range values; "
+                             "expected finite float32 values")
         k, time = arr.shape[:2]
         io = self._io
-        tensors = {}
-        for s in io.states:
-            given = None if states is None else states.get(s.name)
-            if given is None:
-                if states is not None:
-                    raise StateError(f"run_sequences states lack {s.name!r}; expected "
-                                     f"{[t.name for t in io.states]}")
-                given = np.zeros((k, *s.row_shape), np.float32)
-            a = np.ascontiguousarray(given, np.float32)
-            if a.shape != (k, *s.row_shape) or not np.isfinite(a).all():
-                raise StateError(f"run_sequences state {s.name!r} has shape {list(a.shape)}; "
-                                 f"expected {[k, *s.row_shape]} finite float32 values")
-            tensors[s.name] = a
+        if states is None:
+            tensors = {s.name: np.zeros((k, *s.row_shape), np.float32) for s in io.states}
+        else:  # the checks set_state and Predictor.run_sequence make, one row per sequence
+            tensors = check_tensors(states, io.states, "run_sequences states", streams=k)
         steps = range(time) if contract.step_only else [slice(None)]
         ys = []
         for t in steps:  # a step-only graph's time axis is 1: one call per time step

@@ -38,10 +38,22 @@ def test_run_sequences_refuses_misfits(model_file):
     pool = StreamPool(path, threads=1)
     with pytest.raises(InputError, match=r"expected \[sequences, time, 2\]"):
         pool.run_sequences(np.zeros((3, 2), np.float32))
-    with pytest.raises(InputError, match="NaN or infinite"):
+    with pytest.raises(InputError, match="NaN, infinite or out-of-range"):
         pool.run_sequences(np.full((1, 2, 2), np.nan, np.float32))
-    with pytest.raises(StateError, match="lack 'c'"):
-        pool.run_sequences(np.zeros((1, 2, 2), np.float32), {"h": np.zeros((1, 1, 8))})
-    with pytest.raises(StateError, match=r"expected \[2, 1, 8\]"):
-        pool.run_sequences(np.zeros((2, 2, 2), np.float32),
-                           {"h": np.zeros((1, 1, 8)), "c": np.zeros((1, 1, 8))})
+    h1 = np.zeros((1, 1, 8), np.float32)
+    with pytest.raises(StateError, match=r"has states \['h'\], this model has \['h', 'c'\]"):
+        pool.run_sequences(np.zeros((1, 2, 2), np.float32), {"h": h1})
+    with pytest.raises(StateError, match=r"expected float32 of shape \(2, 1, 8\)"):
+        pool.run_sequences(np.zeros((2, 2, 2), np.float32), {"h": h1, "c": h1})
+    with pytest.raises(StateError, match="has states"):  # an unknown state is not ignored
+        pool.run_sequences(np.zeros((1, 2, 2), np.float32), {"h": h1, "c": h1, "bogus": h1})
+    with pytest.raises(StateError, match="expected float32"):  # float64 is not cast silently
+        pool.run_sequences(np.zeros((1, 2, 2), np.float32), {"h": h1, "c": h1.astype(float)})
+    with pytest.raises(StateError, match="expected a State or a mapping"):
+        pool.run_sequences(np.zeros((1, 2, 2), np.float32), [1, 2])  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="dtype <U1; expected numbers"):
+        pool.run_sequences([[["a", "b"]]])
+    with pytest.raises(InputError, match="dtype bool; expected numbers"):
+        pool.run_sequences(np.zeros((1, 2, 2), bool))
+    with pytest.raises(InputError, match="out-of-range"):
+        pool.run_sequences(np.full((1, 2, 2), 1e40))
