@@ -59,9 +59,9 @@ def live_config(args: argparse.Namespace, command: str) -> LiveConfig | None:
     try:
         return LiveConfig(coverage=args.coverage or None, season=args.season)
     except RnnStreamError as exc:
-        flags = ("--season is for the live scores: give --coverage too (e.g. --coverage 0.9 "
-                 "--season 24); " if args.season is not None and not args.coverage else "")
-        print(f"rnnstream {command}: error: {flags}{exc}", file=sys.stderr)
+        said = ("--season is for the live scores: give --coverage too (e.g. --coverage 0.9 "
+                "--season 24)" if args.season is not None and not args.coverage else exc)
+        print(f"rnnstream {command}: error: {said}", file=sys.stderr)
         return None
 
 

@@ -71,10 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "and, with the log, when it outgrows 64 MiB)")
     p.add_argument("--durability", choices=["log", "snapshot"], default="log",
                    help="with --state: 'log' (default) answers a request only once its inputs "
-                        "are in a write-ahead log (FILE.wal, fsynced once per batched round), "
-                        "so a crash loses nothing answered; 'snapshot' only saves every "
-                        "--save-every seconds and at stop (a crash loses what came after the "
-                        "last snapshot)")
+                        "are in a write-ahead log (FILE.wal; one fsync covers every round "
+                        "appended meanwhile), so a crash loses nothing answered; 'snapshot' "
+                        "only saves every --save-every seconds and at stop (a crash loses "
+                        "what came after the last snapshot)")
     p.add_argument("--max-sequences", type=int, default=100_000, metavar="N",
                    help="live sequences per model; a start beyond it answers 429 / "
                         "RESOURCE_EXHAUSTED (default 100000)")

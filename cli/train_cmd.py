@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from rnnstream.runtime import spec
 from rnnstream.runtime.spec import CELLS
 
 from ._common import fail, require_train_extra
@@ -70,11 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     model.add_argument("--dropout", type=float, default=0.0,
                        help="dropout between layers (default: 0)")
     model.add_argument("--target-mode", default="auto",
-                       choices=("auto", "level", "delta", "seasonal", "ets"),
+                       choices=("auto", *spec.TARGET_MODES),
                        help="predict the value (level), its change (delta), the change from "
                             "one season ago (seasonal) or from an ETS forecast (ets); auto "
                             "tries them and ships a network only where it clearly wins")
-    model.add_argument("--input-mode", default="auto", choices=("auto", "level", "delta"),
+    model.add_argument("--input-mode", default="auto", choices=("auto", *spec.INPUT_MODES),
                        help="feed the values (level) or their changes (delta: for trends and "
                             "prices that leave the training range); auto tries both")
     data.add_argument("--season", type=int, default=None, metavar="N",

@@ -137,7 +137,8 @@ def http_wire(data: bytes) -> None:
 
         _LOOP.append(asyncio.new_event_loop())
         _SERVER.append(Server(ServeConfig({"model": str(LEGACY)}, http_port=None,
-                                          grpc_port=None, limits=Limits(max_sequences=1000))))
+                                          grpc_port=None, limits=Limits(max_sequences=1000,
+                                                                      step_thread_rows=0))))
 
     async def feed() -> None:
         proto = HttpProtocol(_SERVER[0])

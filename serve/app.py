@@ -70,7 +70,13 @@ class ServeConfig:
         if self.durability not in DURABILITY:
             raise ConfigError(f"ServeConfig: durability={self.durability!r}; expected one of "
                              f"{list(DURABILITY)}")
-        live = LiveConfig.resolve(self.live, self.coverage, self.season, None, "ServeConfig")
+        live = self.live
+        if live is not None and (self.coverage, self.season) in ((None, None),
+                                                                 (live.coverage, live.season)):
+            # the shorthands mirror live (as dataclasses.replace passes them back): agreed
+            live = LiveConfig.resolve(live, None, None, None, "ServeConfig")
+        else:
+            live = LiveConfig.resolve(live, self.coverage, self.season, None, "ServeConfig")
         self.live, self.coverage, self.season = live, live.coverage, live.season
 
 

@@ -175,8 +175,8 @@ class Metrics:
         self.request_seconds = Histogram("request_seconds", "Server-side time of an infer "
                                          "request, from parsed body to encoded answer.",
                                          _SECONDS)
-        self.log_sync_seconds = Histogram("log_sync_seconds", "Writing and fsyncing one "
-                                          "round's record to the log (--durability log).",
+        self.log_sync_seconds = Histogram("log_sync_seconds", "One fdatasync of the log "
+                                          "(--durability log); it may cover several rounds.",
                                           _SECONDS)
         self.live: Gauge | None = None
         self.scores: LiveScoreGauges | None = None

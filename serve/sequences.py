@@ -9,14 +9,16 @@ Many-sequence requests whose sequences have nothing queued skip the per-sequence
 form one block (see :class:`_Block`) that a round steps whole, so 1,000 sequences in one request
 cost about one request's bookkeeping, not 1,000.
 
-Scheduling (all on the event loop thread, so no lock is needed here; StreamPool's own lock is
-uncontended). A sequence is *ready* when it has queued items; a round takes up to ``max_batch``
-ready sequences in arrival order, one point from the head item of each, and advances them all
-in one ``StreamPool.step_many`` call. So requests of one sequence apply in arrival order, a
-second request for a sequence waits for the first, and requests of different sequences that
-arrive within ``queue_delay`` of the first ready one share a step (like Triton's sequence
-batcher ``max_queue_delay_microseconds``). ``T > 1`` points (priming) take ``T`` rounds, each
-one point, which is exactly what stepping the pool point by point gives.
+Scheduling (on the event loop thread; a round's StreamPool step may run on the ``rnnstream-
+step`` thread, one round in flight at a time, and the log's fsyncs on ``rnnstream-log-sync``:
+see ``step_thread_rows`` and ``_settle_inflight``). A sequence is *ready* when it has queued
+items; a round takes up to ``max_batch`` ready sequences in arrival order, one point from the
+head item of each, and advances them all in one ``StreamPool.step_many`` call. So requests of
+one sequence apply in arrival order, a second request for a sequence waits for the first, and
+requests of different sequences that arrive within ``queue_delay`` of the first ready one share
+a step (like Triton's sequence batcher ``max_queue_delay_microseconds``). ``T > 1`` points
+(priming) take ``T`` rounds, each one point, which is exactly what stepping the pool point by
+point gives.
 
 Intervals (``coverage``). With a coverage the pool scores every sequence live and keeps an
 interval per sequence around its latest prediction (:mod:`rnnstream.runtime.live`); each round

@@ -225,7 +225,14 @@ class BucketStep:
                            [])
         fingerprint, keys_json, steps, bad, *columns = stored
         model, _, settings = str(fingerprint).partition(" ")
-        keys = json.loads(keys_json)
+        try:
+            keys = json.loads(keys_json)
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"a bucket's stored keys are not JSON ({exc}); the state store is "
+                             "damaged: restart the query from a new checkpoint") from exc
+        if not isinstance(keys, list):
+            raise StateError("a bucket's stored keys are not a list; the state store is "
+                             "damaged: restart the query from a new checkpoint")
         where = f"the bucket of keys {_show(keys)}"
         if model != self.step.fingerprint:
             raise StateError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,8 @@ def test_a_season_without_coverage_is_refused():
                                          "without coverage"):
         ServeConfig(models={"m": str(LEGACY)}, season=24)
     with pytest.raises(InputError, match="not both"):
-        ServeConfig(models={"m": str(LEGACY)}, coverage=0.9, live=LiveConfig(coverage=0.9))
+        ServeConfig(models={"m": str(LEGACY)}, coverage=0.8, live=LiveConfig(coverage=0.9))
     config = ServeConfig(models={"m": str(LEGACY)}, live=LiveConfig(coverage=0.8, season=12))
     assert (config.coverage, config.season) == (0.8, 12)
+    again = dataclasses.replace(config, save_every=1.0)  # the mirrored shorthands agree
+    assert again.live == config.live
