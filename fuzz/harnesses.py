@@ -2,9 +2,10 @@
 
 A harness may only end by returning or by raising the reader's documented error (``OK`` below);
 anything else (an untyped exception, a crash of the process) is a finding, and so is a refused
-snapshot or log that changed the pool (``StateChanged``). ``fuzz/run.py``
-drives them with atheris (coverage-guided, libFuzzer); ``tests/fuzz`` replays the corpora and
-runs each for a few seconds.
+snapshot, or a log that read_log refuses, that changed the pool (``StateChanged``; a log that
+reads whole but replays wrong is refused by replay, which may have applied its earlier records).
+``fuzz/run.py`` drives them with atheris (coverage-guided, libFuzzer); ``tests/fuzz`` replays
+the corpora and runs each for a few seconds.
 
     model       Predictor(path) on a mutated model file          ModelLoadError (+ContractError)
     snapshot    StreamPool.load_state on a mutated .npz          StateError

@@ -113,6 +113,8 @@ def predict_stream(
                          f"must be a timestamp with a watermark, not "
                          f"{events.schema[order].dataType.simpleString()}; e.g. "
                          f"events.withWatermark({order!r}, '10 minutes')")
+    if buckets is not None:
+        _check_buckets(events, key, buckets, timeout_ms)
     config = LiveConfig.resolve(live, coverage, season, live_options, "predict_stream")
     spec = live_spec(contract, source=path, live=config)
     schema = output_schema(events.schema, contract, key=key, order=order, keep=keep,
@@ -133,21 +135,27 @@ def predict_stream(
             .applyInPandasWithState(step, schema, state_schema, "append", timeout))
 
 
-def _by_bucket(events: DataFrame, step: KeyStep, columns: list[Any], schema: T.StructType,
-               buckets: int) -> DataFrame:
-    """predict_stream with ``buckets=``: grouped by a hash of the key (see _buckets)."""
-    from ._buckets import BUCKET_COLUMN, KEY_TYPES, BucketStep, bucket_state_schema
+def _check_buckets(events: DataFrame, key: str, buckets: int, timeout_ms: int | None) -> None:
+    """Refuse a ``buckets=`` that cannot work, before anything is shipped to the cluster."""
+    from ._buckets import KEY_TYPES
 
     if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 1:
         raise ConfigError(f"buckets={buckets!r}: expected a positive number of key groups, or "
-                         "None for one group per key")
-    if step.timeout_ms is not None:
+                          "None for one group per key")
+    if timeout_ms is not None:
         raise UnsupportedError("idle_timeout_s times out Spark groups, and with buckets= a group "
                                "is a bucket of keys: use one or the other")
-    key_type = events.schema[step.key].dataType
+    key_type = events.schema[key].dataType
     if not isinstance(key_type, KEY_TYPES):
-        raise UnsupportedError(f"buckets= needs a string or integer key column; {step.key!r} is "
+        raise UnsupportedError(f"buckets= needs a string or integer key column; {key!r} is "
                                f"{key_type.simpleString()} (cast it, or leave buckets=None)")
+
+
+def _by_bucket(events: DataFrame, step: KeyStep, columns: list[Any], schema: T.StructType,
+               buckets: int) -> DataFrame:
+    """predict_stream with ``buckets=``: grouped by a hash of the key (see _buckets)."""
+    from ._buckets import BUCKET_COLUMN, BucketStep, bucket_state_schema
+
     bucket = F.pmod(F.xxhash64(F.col(step.key)), F.lit(buckets)).alias(BUCKET_COLUMN)
     return (events.select(*columns, bucket).groupBy(BUCKET_COLUMN)
             .applyInPandasWithState(BucketStep(step, buckets), schema,
