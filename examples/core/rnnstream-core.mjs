@@ -737,6 +737,10 @@ export function liveOpener(contract, { coverage, season = null }, source = 'side
     throw new InputError(`coverage is ${coverage}; expected a number strictly between 0 and 1, ` +
       'the share of values the intervals should hold (e.g. 0.9)');
   }
+  if (!(season === null || (Number.isSafeInteger(season) && season >= 0))) {
+    throw new InputError(`season is ${JSON.stringify(season)}; expected a whole number of points ` +
+      '(0: none), or null for the season the model was trained with');
+  }
   const initial = initialHalfWidths(contract, coverage, source);
   const used = season === null ? trainedSeason(contract) : (season === 0 ? null : season);
   const open = () => new LiveStream(contract.features, contract.targets, {

@@ -496,3 +496,21 @@ def test_core_copies_the_python_contract_facts(node: str) -> None:
     assert js["limits"] == {"features": contract.MAX_FEATURES, "hidden": contract.MAX_HIDDEN,
                             "layers": contract.MAX_LAYERS, "states": contract.MAX_STATES,
                             "rank": contract.MAX_STATE_RANK, "horizon": 1 << 20}
+
+
+@pytest.mark.parametrize("season", [-3, 2.5, True, "24"])
+def test_core_refuses_a_season_python_refuses(node: str, season) -> None:
+    """liveOpener checks the season as LiveConfig does (a whole number >= 0, or null), with a
+    typed InputError, instead of opening live scores with a malformed history."""
+    from rnnstream.runtime import InputError, LiveConfig
+
+    with pytest.raises(InputError, match="season is"):
+        LiveConfig(coverage=0.9, season=season)
+    script = ("const c = require(process.argv[1]); const contract = {horizon: 1, "
+              "features: ['x'], targets: ['x'], metrics: {}};"
+              f"try {{ c.liveOpener(contract, {{coverage: 0.9, season: {json.dumps(season)}}}); "
+              "process.stdout.write('opened'); } catch (e) { process.stdout.write("
+              "(e instanceof c.InputError ? 'InputError: ' : 'other: ') + e.message); }")
+    done = subprocess.run([node, "-e", script, str(CORE)], capture_output=True, text=True,
+                          timeout=NODE_TIMEOUT_S, check=True)
+    assert done.stdout.startswith("InputError: season is "), done.stdout
