@@ -209,11 +209,8 @@ def run(args: argparse.Namespace) -> int:
                          max_request_bytes=args.max_request_bytes, limits=limits,
                          live=live, durability=args.durability, tokens=tokens,
                          tls_cert=args.tls_cert, tls_key=args.tls_key)
-    from rnnstream.serve import exposure_warning
-
-    warning = exposure_warning(args.host, tokens)
-    if warning:
-        print(warning, file=sys.stderr)
+    # listening beyond loopback without a token: the server logs the warning when it starts
+    # (event "exposed", in the JSON lines on stderr), once; it is not printed here again
     try:
         server = Server(config)
         run_loop(server.serve_until_signal(), args.loop)
