@@ -42,7 +42,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -149,8 +149,14 @@ class StreamPool(_EngineFacts):
     """Independent streams, each with its own state, advanced together in batched calls.
 
     ``auto_add=True`` adds unknown keys on step (otherwise they raise StreamKeyError).
-    ``idle_timeout_s`` evicts streams that have not stepped for that many seconds (checked by
-    :meth:`evict_idle` and during steps); ``clock`` is the monotonic clock used for it.
+    ``idle_timeout_s`` evicts streams idle for longer than that many seconds: a stream is
+    active when it is added (or loaded) and after each step that advanced it (the clock is
+    read right after the step; a refused or failed step touches no stream); :meth:`touch`
+    marks streams active too. :meth:`evict_idle` removes the idle ones, sparing the keys its
+    caller names; ``auto_evict=True`` also sweeps during steps (at most every quarter of
+    ``idle_timeout_s``), ``False`` leaves eviction to an owner that calls :meth:`evict_idle`
+    itself (rnnstream serve, which spares sequences with requests in progress). ``clock`` is
+    the monotonic clock used for it all.
 
     ``live=LiveConfig(coverage=0.9, ...)`` (or ``coverage``, ``season`` and ``live_options``,
     as on :class:`~rnnstream.runtime.Predictor`) scores every stream live and gives each
@@ -170,6 +176,7 @@ class StreamPool(_EngineFacts):
         auto_add: bool = False,
         idle_timeout_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        auto_evict: bool = True,
         capacity: int = 64,
         session_options: ort.SessionOptions | None = None,
         providers: Sequence[Any] | None = None,
@@ -208,6 +215,7 @@ class StreamPool(_EngineFacts):
                                    "the batch and time axes; a pool needs fixed-size points")
         self.auto_add = bool(auto_add)
         self.idle_timeout_s = idle_timeout_s
+        self.auto_evict = bool(auto_evict)
         self._clock = clock
         self._lock = threading.Lock()
         self._bufs = {s.name: np.zeros((max(1, int(capacity)), *s.row_shape), s.dtype)
@@ -320,10 +328,29 @@ class StreamPool(_EngineFacts):
             if self._live is not None:
                 self._live.reset([row])
 
-    def evict_idle(self) -> list[Hashable]:
-        """Remove the streams idle for longer than ``idle_timeout_s``; return their keys."""
+    def evict_idle(self, spare: Container[Hashable] = ()) -> list[Hashable]:
+        """Remove the streams idle for longer than ``idle_timeout_s``, except the keys in
+        ``spare`` (any container: a set, a dict, an object with ``__contains__``); return the
+        keys removed, in row order. Without ``idle_timeout_s``: none."""
         with self._lock:
-            return self._evict(self._clock())
+            return self._evict(self._clock(), spare)
+
+    def touch(self, keys: Iterable[Hashable] | None = None, at: float | None = None) -> None:
+        """Mark streams ``keys`` (default: every stream) active at clock reading ``at``
+        (default: now), as a step would: their idle time starts again from there."""
+        with self._lock:
+            now = self._clock() if at is None else float(at)
+            if keys is None:
+                self._seen[:len(self._keys)] = now
+                return
+            rows = [self._row(k) for k in keys]  # every key checked before any changes
+            self._seen[rows] = now
+
+    def last_seen(self, key: Hashable) -> float:
+        """The clock reading when stream ``key`` was last active (added, loaded, stepped or
+        touched); kept only with ``idle_timeout_s`` (else 0.0, or what :meth:`touch` set)."""
+        with self._lock:
+            return float(self._seen[self._row(key)])
 
     def _row(self, key: Hashable) -> int:
         try:
@@ -377,13 +404,14 @@ class StreamPool(_EngineFacts):
         del self._rows[key]
         self._cache_keys = None
 
-    def _evict(self, now: float) -> list[Hashable]:
+    def _evict(self, now: float, spare: Container[Hashable] = ()) -> list[Hashable]:
         self._last_sweep = now
         if self.idle_timeout_s is None:
             return []
         n = len(self._keys)
         idle = np.flatnonzero(now - self._seen[:n] > self.idle_timeout_s)
-        gone = [self._keys[r] for r in idle]
+        keys = self._keys
+        gone = [keys[r] for r in idle if keys[r] not in spare]
         for key in gone:
             self._remove(self._rows[key])
         return gone
@@ -507,7 +535,7 @@ class StreamPool(_EngineFacts):
             if self.idle_timeout_s is not None:
                 now = self._clock()
                 self._seen[rows] = now
-                if now - self._last_sweep >= self.idle_timeout_s / 4:
+                if self.auto_evict and now - self._last_sweep >= self.idle_timeout_s / 4:
                     self._evict(now)
             return y
 

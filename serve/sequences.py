@@ -32,6 +32,16 @@ Flags. ``start`` gives the sequence a fresh state when its first point is applie
 added, a live one reset); ``end`` removes it after its last point. A request without ``start``
 for a sequence that is neither live nor started by a queued request is refused; so is one for a
 sequence evicted for idleness (the message says so, instead of starting it afresh).
+
+Idleness (``idle_timeout_s``). The pool keeps the one idle clock (``StreamPool(idle_timeout_s,
+clock, auto_evict=False)``): a sequence is active when a round's step advanced it (the clock
+read right after the step, not when its request arrived; a failed step touches nothing), and
+a restart counts every restored sequence as active at the restart. :meth:`ModelService.
+evict_idle` (the server calls it every quarter of the timeout, at most every 10 s) has the
+pool remove the idle ones, sparing every sequence with a request queued or in progress (its
+points run in later rounds); what is serve's own is the rest: the evicted ids remembered
+(``EVICTED_MEMORY``) to answer "evicted" rather than "never started", the log's eviction
+record (replayed on recovery), the metric and the log line.
 """
 
 from __future__ import annotations
@@ -105,6 +115,26 @@ class Limits:
                       "next release; use Limits(idle_timeout_s=...)", DeprecationWarning,
                       stacklevel=3)
         self.idle_timeout_s = max_idle_seconds
+
+
+def _get_max_idle_seconds(self: Limits) -> float | None:
+    warnings.warn("Limits.max_idle_seconds is deprecated and will be removed in the next "
+                  "release; read Limits.idle_timeout_s", DeprecationWarning, stacklevel=2)
+    return self.idle_timeout_s
+
+
+def _set_max_idle_seconds(self: Limits, value: float | None) -> None:
+    warnings.warn("Limits.max_idle_seconds is deprecated and will be removed in the next "
+                  "release; set Limits.idle_timeout_s", DeprecationWarning, stacklevel=2)
+    self.idle_timeout_s = value
+
+
+# The old name read and written as idle_timeout_s (with the warning). Set after @dataclass: a
+# property in the class body would replace the InitVar's default (_UNSET), which @dataclass
+# reads from the class attribute; without it, the attribute read back as that sentinel.
+Limits.max_idle_seconds = property(  # type: ignore[assignment]
+    _get_max_idle_seconds, _set_max_idle_seconds,
+    doc="Deprecated: idle_timeout_s (a DeprecationWarning on each use).")
 
 
 @dataclass
@@ -223,7 +253,9 @@ class ModelService:
                  clock: Callable[[], float] = time.monotonic,
                  live: LiveConfig | None = None) -> None:
         self.name = name
-        self.pool = StreamPool(path, live=live)
+        # the pool keeps the idle clock; evict_idle sweeps (sparing sequences in progress)
+        self.pool = StreamPool(path, live=live, idle_timeout_s=limits.idle_timeout_s,
+                               clock=clock, auto_evict=False)
         coverage = self.coverage = None if live is None else live.coverage
         self.outputs = (OUTPUT_NAME, *BOUNDS) if coverage is not None else (OUTPUT_NAME,)
         contract = self.pool.contract
@@ -235,14 +267,13 @@ class ModelService:
         self.n_targets = contract.n_targets
         self.limits = limits
         self.metrics = metrics
-        self._clock = clock
         self._queues: dict[Hashable, collections.deque] = {}
         self._held: dict[Hashable, _Block] = {}  # key -> the block it is part of, until done
         self._ready: collections.OrderedDict[Hashable, None] = collections.OrderedDict()
         self._blocks: collections.deque[_Block] = collections.deque()
         self._starting: dict[Hashable, int] = {}  # key -> queued start items not yet applied
-        self._last_seen: dict[Hashable, float] = {}
-        self._evicted: collections.OrderedDict[Hashable, float] = collections.OrderedDict()
+        # ids evicted for idleness, oldest first (at most EVICTED_MEMORY)
+        self._evicted: collections.OrderedDict[Hashable, None] = collections.OrderedDict()
         self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle_waiters: list[asyncio.Future] = []
@@ -585,7 +616,6 @@ class ModelService:
         self.metrics.step_seconds.observe(rnd.seconds)
         lower, upper = rnd.bounds if rnd.bounds is not None else (None, None)
         self.metrics.batch_size.observe(len(rnd.all_keys))
-        seen = self._clock()
         offset = 0
         for blk in blocks:
             n = len(blk.keys)
@@ -595,7 +625,6 @@ class ModelService:
                      upper[offset:offset + n])
             offset += n
             blk.pos += 1
-            self._last_seen.update(dict.fromkeys(blk.keys, seen))
             if blk.pos < blk.x.shape[1]:
                 self._blocks.append(blk)
             else:
@@ -605,7 +634,7 @@ class ModelService:
                         for key in blk.keys:
                             self._before.pop(key, None)
                 self._release_block(blk, None)
-        self._advance(keys, items, y[offset:], seen,
+        self._advance(keys, items, y[offset:],
                       None if lower is None or upper is None else
                       (lower[offset:], upper[offset:]))
         if logged:
@@ -718,14 +747,13 @@ class ModelService:
         return keys, items
 
     def _advance(self, keys: list[Hashable], items: list[_Item], y: np.ndarray,
-                 seen: float, bounds: tuple[np.ndarray, np.ndarray] | None) -> None:
+                 bounds: tuple[np.ndarray, np.ndarray] | None) -> None:
         ready = self._ready
         for i, (key, item) in enumerate(zip(keys, items, strict=True)):
             item.gather.y[item.row, item.pos] = y[i]
             if bounds is not None:
                 _put(item.gather, (item.row, item.pos), bounds[0][i], bounds[1][i])
             item.pos += 1
-            self._last_seen[key] = seen
             if item.pos < item.x.shape[0]:
                 ready[key] = None
                 continue
@@ -737,7 +765,6 @@ class ModelService:
                     self._before.pop(key, None)
             if item.end:
                 self.pool.remove(key)
-                self._last_seen.pop(key, None)
             if queue:
                 ready[key] = None
             else:
@@ -753,7 +780,6 @@ class ModelService:
             for key, end in zip(blk.keys, blk.ends, strict=True):
                 if end:
                     self.pool.remove(key)
-                    self._last_seen.pop(key, None)
         if queues:
             for key in blk.keys:
                 if key in queues:
@@ -809,19 +835,14 @@ class ModelService:
 
     # -- idleness, eviction, shutdown -------------------------------------------------------------
     def evict_idle(self) -> list[Hashable]:
-        """Remove sequences idle longer than idle_timeout_s (none with queued requests)."""
-        limit = self.limits.idle_timeout_s
-        if limit is None:
+        """Have the pool remove the sequences idle longer than idle_timeout_s, sparing those
+        with a request queued or in progress; remember, log and count the evicted ids."""
+        if self.limits.idle_timeout_s is None:
             return []
-        self._settle_inflight()
-        now = self._clock()
-        gone = [k for k, t in self._last_seen.items()
-                if now - t > limit and k not in self._queues and k not in self._held]
+        self._settle_inflight()  # the round in flight first: its step makes its rows active
+        gone = self.pool.evict_idle(spare=_InProgress(self._queues, self._held))
         for key in gone:
-            del self._last_seen[key]
-            if key in self.pool:
-                self.pool.remove(key)
-            self._evicted[key] = now
+            self._evicted[key] = None
         while len(self._evicted) > EVICTED_MEMORY:
             self._evicted.popitem(last=False)
         if gone and self._log is not None and self._log_broken is None:
@@ -883,7 +904,7 @@ class ModelService:
         request is saved as it was before the request (which is logged whole later)."""
         pool, swapped = self.pool, []
         for key, before in self._before.items():
-            swapped.append((key, self._snapshot_of(key)))
+            swapped.append((key, self._snapshot_of(key), pool.last_seen(key)))
             if before is None:
                 pool.remove(key)
             else:
@@ -893,11 +914,12 @@ class ModelService:
         try:
             pool.save_state(path)
         finally:
-            for key, (state, live) in swapped:
+            for key, (state, live), seen in swapped:
                 if key in pool:
                     pool.set_state(key, state)
                 else:
                     pool.add(key, state)
+                    pool.touch([key], at=seen)  # put back as it was, idle clock included
                 if live is not None:
                     pool.set_live(key, live)
 
@@ -944,8 +966,7 @@ class ModelService:
                                          preallocate=LOG_PREALLOCATE)
         elif os.path.exists(self._log_path):
             os.remove(self._log_path)  # its records are in the snapshot now
-        now = self._clock()
-        self._last_seen = dict.fromkeys(self.pool.keys(), now)
+        self.pool.touch()  # every restored sequence is active as of the restart
         return len(self.pool)
 
     def close(self) -> None:
@@ -958,6 +979,18 @@ class ModelService:
             self._group = None
         if self._log is not None:
             self._log.close()
+
+
+class _InProgress:
+    """The sequences eviction spares: a request queued, or held by a block in progress."""
+
+    __slots__ = ("_held", "_queues")
+
+    def __init__(self, queues: dict[Hashable, Any], held: dict[Hashable, Any]) -> None:
+        self._queues, self._held = queues, held
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._queues or key in self._held
 
 
 def log_path(state: str) -> str:

@@ -110,6 +110,54 @@ def test_auto_add_and_eviction_with_injected_clock(lstm):
     assert pool.keys() == ["c"]
 
 
+def test_an_owner_that_sweeps_itself_spares_keys_and_keeps_the_one_clock(lstm):
+    """auto_evict=False: steps never evict; evict_idle(spare=...) leaves the spared keys
+    (any container); the clock is read after each step that advanced a stream, at add, by
+    touch(); a refused step touches nothing."""
+    now = [100.0]
+    pool = StreamPool(lstm[0], idle_timeout_s=10, clock=lambda: now[0], auto_evict=False)
+    for key in "abcd":
+        pool.add(key)
+    assert pool.last_seen("a") == 100.0
+    now[0] += 5
+    pool.step({"a": 1.0})
+    assert pool.last_seen("a") == 105.0
+    now[0] += 1
+    with pytest.raises(InputError):
+        pool.step({"b": float("nan")})
+    assert pool.last_seen("b") == 100.0
+    pool.touch(["c"], at=103.0)
+    assert pool.last_seen("c") == 103.0
+    now[0] += 5  # 111: b, d idle 11 s; c 8 s; a 6 s
+    pool.step({"a": 1.0})  # no sweep during steps
+    assert sorted(pool.keys()) == list("abcd")
+
+    class Busy:
+        def __contains__(self, key: object) -> bool:
+            return key == "d"
+
+    assert pool.evict_idle(spare=Busy()) == ["b"]
+    assert sorted(pool.keys()) == ["a", "c", "d"]
+    now[0] += 100
+    assert sorted(pool.evict_idle(spare={"a"})) == ["c", "d"]
+    pool.touch()  # every stream, now
+    assert pool.last_seen("a") == now[0]
+    assert pool.evict_idle() == []
+    with pytest.raises(StreamKeyError, match="unknown stream 'zz'"):
+        pool.touch(["a", "zz"], at=0.0)  # checked whole: "a" keeps its time
+    assert pool.last_seen("a") == now[0]
+
+
+def test_no_idle_timeout_never_evicts(lstm):
+    now = [0.0]
+    pool = StreamPool(lstm[0], auto_add=True, clock=lambda: now[0])
+    pool.step({"a": 1.0})
+    now[0] += 1e9
+    pool.step({"b": 1.0})
+    assert pool.evict_idle() == []
+    assert pool.keys() == ["a", "b"]
+
+
 def test_threads_never_cross_talk(lstm):
     path, _ = lstm
     pool = StreamPool(path, auto_add=True)
