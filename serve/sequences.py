@@ -49,13 +49,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import os
 import time
 import warnings
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import InitVar, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -96,8 +97,9 @@ _UNSET: Any = object()  # "not given" for a deprecated keyword (None is a value)
 @dataclass
 class Limits:
     """Per-model limits and batching knobs (the CLI's flags). ``idle_timeout_s`` (None: never
-    evict) is the name StreamPool and Spark use; ``max_idle_seconds=`` is its deprecated
-    old name, accepted with a DeprecationWarning for one release."""
+    evict) is the name StreamPool and Spark use; ``max_idle_seconds`` is its deprecated old
+    name, a keyword and an attribute that stand for ``idle_timeout_s``, with a
+    DeprecationWarning, for one release."""
 
     max_sequences: int = 100_000
     idle_timeout_s: float | None = 3600.0
@@ -106,35 +108,39 @@ class Limits:
     # a round of this many sequences or more, or any round while requests arrive concurrently,
     # steps on a worker thread (0: every round on the loop); see _Round
     step_thread_rows: int = STEP_THREAD_ROWS
-    max_idle_seconds: InitVar[float | None] = _UNSET
 
-    def __post_init__(self, max_idle_seconds: float | None) -> None:
-        if max_idle_seconds is _UNSET:
-            return
-        warnings.warn("Limits(max_idle_seconds=...) is deprecated and will be removed in the "
-                      "next release; use Limits(idle_timeout_s=...)", DeprecationWarning,
-                      stacklevel=3)
-        self.idle_timeout_s = max_idle_seconds
+    @property
+    def max_idle_seconds(self) -> float | None:
+        """Deprecated: ``idle_timeout_s``."""
+        warnings.warn("Limits.max_idle_seconds is deprecated and will be removed in the next "
+                      "release; read Limits.idle_timeout_s", DeprecationWarning, stacklevel=2)
+        return self.idle_timeout_s
 
-
-def _get_max_idle_seconds(self: Limits) -> float | None:
-    warnings.warn("Limits.max_idle_seconds is deprecated and will be removed in the next "
-                  "release; read Limits.idle_timeout_s", DeprecationWarning, stacklevel=2)
-    return self.idle_timeout_s
+    @max_idle_seconds.setter
+    def max_idle_seconds(self, value: float | None) -> None:
+        warnings.warn("Limits.max_idle_seconds is deprecated and will be removed in the next "
+                      "release; set Limits.idle_timeout_s", DeprecationWarning, stacklevel=2)
+        self.idle_timeout_s = value
 
 
-def _set_max_idle_seconds(self: Limits, value: float | None) -> None:
-    warnings.warn("Limits.max_idle_seconds is deprecated and will be removed in the next "
-                  "release; set Limits.idle_timeout_s", DeprecationWarning, stacklevel=2)
-    self.idle_timeout_s = value
+def _taking_max_idle_seconds(init: Callable[..., None]) -> Callable[..., None]:
+    """Limits' dataclass __init__, taking the deprecated ``max_idle_seconds=`` too. Not an
+    InitVar: dataclasses.replace reads an InitVar back from the instance (here the property),
+    so replace(limits, idle_timeout_s=5) would warn and put the old timeout back."""
+
+    @functools.wraps(init)
+    def __init__(self: Limits, *args: Any, max_idle_seconds: Any = _UNSET, **kw: Any) -> None:
+        init(self, *args, **kw)
+        if max_idle_seconds is not _UNSET:
+            warnings.warn("Limits(max_idle_seconds=...) is deprecated and will be removed in "
+                          "the next release; use Limits(idle_timeout_s=...)",
+                          DeprecationWarning, stacklevel=2)
+            self.idle_timeout_s = max_idle_seconds
+
+    return __init__
 
 
-# The old name read and written as idle_timeout_s (with the warning). Set after @dataclass: a
-# property in the class body would replace the InitVar's default (_UNSET), which @dataclass
-# reads from the class attribute; without it, the attribute read back as that sentinel.
-Limits.max_idle_seconds = property(  # type: ignore[assignment]
-    _get_max_idle_seconds, _set_max_idle_seconds,
-    doc="Deprecated: idle_timeout_s (a DeprecationWarning on each use).")
+Limits.__init__ = _taking_max_idle_seconds(Limits.__init__)  # type: ignore[method-assign]
 
 
 @dataclass

@@ -53,3 +53,27 @@ def test_the_exposure_warning_is_said_once() -> None:
 def test_no_exposure_warning_on_loopback() -> None:
     lines = serve_stderr("--host", "127.0.0.1")
     assert not [line for line in lines if "without --token-file" in line], "".join(lines)
+
+
+def test_limits_max_idle_seconds_reads_and_sets_idle_timeout_s_with_a_warning() -> None:
+    """The deprecated attribute stands for idle_timeout_s (it read back as the sentinel that
+    marks the keyword as not given); dataclasses.replace neither warns nor undoes a change."""
+    import dataclasses
+    import warnings
+
+    from rnnstream.serve.sequences import Limits
+
+    limits = Limits(idle_timeout_s=42.0)
+    with pytest.warns(DeprecationWarning, match=r"read Limits\.idle_timeout_s") as caught:
+        assert limits.max_idle_seconds == 42.0
+    assert caught[0].filename == __file__  # the warning points at the caller
+    with pytest.warns(DeprecationWarning, match=r"set Limits\.idle_timeout_s"):
+        limits.max_idle_seconds = None
+    assert limits.idle_timeout_s is None
+    with pytest.warns(DeprecationWarning, match=r"use Limits\(idle_timeout_s=\.\.\.\)"):
+        assert Limits(max_idle_seconds=9.0).idle_timeout_s == 9.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning without the old name
+        assert Limits().idle_timeout_s == 3600.0
+        changed = dataclasses.replace(Limits(idle_timeout_s=1.0), idle_timeout_s=5.0)
+        assert changed == Limits(idle_timeout_s=5.0)
