@@ -19,9 +19,9 @@ One layer, ``G`` gates (ONNX gate order, see graph.py), ``x`` [B,in], ``h``/``c`
 
 Edges: x [B,1,F] -Reshape-> [B,F]; s_in [B,L,H] -Slice(axis 1)/Reshape-> L x [B,H];
 new layer states -Concat(axis 1)-> [B,L*H] -Reshape-> s_out [B,L,H]; head Gemm -> [B,Tg]
-(+ the last observed targets for target_mode="delta", + the targets one season back for
-"seasonal": graph.seasonal_nodes on [B,1,Tg], + the ETS forecast for "ets": one Gemm moves
-its state, one gives the forecast) -Reshape-> y [B,1,Tg].
+(+ the target mode's reference, from the observed targets [B,Tg]: its step nodes in
+:mod:`rnnstream.export.modes`) -Reshape-> y [B,1,Tg]; the input mode's nodes (the changes of x
+for "delta") come before layer 0, the same as the sequence graph's.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from onnx import helper
 
 from rnnstream.runtime import spec
 from rnnstream.runtime.spec import (
-    ETS_STATE,
     INPUT_NAME,
     OUTPUT_NAME,
     state_input_name,
@@ -42,12 +41,11 @@ from rnnstream.runtime.spec import (
 from .cells import EXPORT_CELLS, Builder, step_weights
 from .graph import (
     DEFAULT_OPSET,
-    delta_input_nodes,
     graph_value_infos,
     head_hidden_nodes,
     onnx_weights,
-    seasonal_nodes,
 )
+from .modes import EXPORT_INPUT_MODES, EXPORT_TARGET_MODES
 
 __all__ = ["STEP_SUFFIX", "build_step_graph", "step_path"]
 
@@ -86,8 +84,9 @@ def build_step_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     b = Builder()
     b.op("Reshape", [INPUT_NAME, b.const("shape_bf", np.array([-1, f], np.int64))], "x_bf")
     seen = "x_bf"
-    if cfg.input_mode == "delta":  # the layers see the change since the last point
-        seen = delta_input_nodes(b.nodes, b.inits, "x_bf", f, time_axis=False)
+    input_nodes = EXPORT_INPUT_MODES[cfg.input_mode].nodes
+    if input_nodes is not None:  # the layers see what the input mode makes of x (a change)
+        seen = input_nodes(b.nodes, b.inits, "x_bf", f, False)
     b.const("shape_bh", np.array([-1, hidden], np.int64))
     per_layer: dict[str, list[str]] = {}
     for s in states:
@@ -117,26 +116,14 @@ def build_step_graph(model, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     seq = head_hidden_nodes(cfg, b.nodes, seq, op="Gemm")
     head = b.op("Gemm", [seq, b.const("head_W", w["head_W"].astype(np.float32)),
                          b.const("head_b", w["head_b"].astype(np.float32))], "head_bt")[0]
-    if cfg.target_mode != "level":
+    if spec.TARGET_MODE_SPECS[cfg.target_mode].reference:  # y = head + the mode's reference
         last = "x_bf"
         if list(cfg.target_index) != list(range(f)):
             idx = b.const("target_index", np.array(list(cfg.target_index), np.int64))
             last = b.op("Gather", ["x_bf", idx], "x_targets", axis=1)[0]
-        if cfg.target_mode == "seasonal":
-            shape_b1t = b.const("shape_b1t_ref", np.array([-1, 1, t], np.int64))
-            last3 = b.op("Reshape", [last, shape_b1t], "x_targets_b1t")[0]
-            ref = seasonal_nodes(b.nodes, b.inits, last3, cfg)
-            last = b.op("Reshape", [ref, b.const("shape_bt", np.array([-1, t], np.int64))],
-                        "season_ref_bt")[0]
-        elif cfg.target_mode == "ets":  # h' = [y, h] @ [W'; R'] + b, forecast h' @ w + c
-            weight = np.concatenate([w["ets_W"][0].T, w["ets_R"][0].T], axis=0)
-            b.op("Concat", [last, state_input_name(ETS_STATE)], "ets_xh", axis=1)
-            b.op("Gemm", ["ets_xh", b.const("ets_WR", weight.astype(np.float32)),
-                          b.const("ets_b", w["ets_B"][0, :weight.shape[1]].astype(np.float32))],
-                 state_output_name(ETS_STATE))
-            last = b.op("Gemm", [state_output_name(ETS_STATE),
-                                 b.const("ets_w", w["ets_w"].astype(np.float32)),
-                                 b.const("ets_c", w["ets_c"].astype(np.float32))], "ets_ref")[0]
+        step = EXPORT_TARGET_MODES[cfg.target_mode].step
+        if step is not None:
+            last = step(b, last, cfg, w)
         head = b.op("Add", [head, last], "y_bt")[0]
     b.op("Reshape", [head, b.const("shape_b1t", np.array([-1, 1, t], np.int64))], OUTPUT_NAME)
 

@@ -228,6 +228,10 @@ class ModelContract:
                              declared=self.declared_states, extra_outputs=self.extra_outputs)
 
     @property
+    def _has_season(self) -> bool:
+        return spec.TARGET_MODE_SPECS[self.target_mode].season != "none"
+
+    @property
     def is_custom(self) -> bool:
         """True for a model rnnstream did not build from one of its cells (see spec.CUSTOM)."""
         return self.cell == spec.CUSTOM
@@ -267,11 +271,8 @@ class ModelContract:
         """The lowest schema version that describes this model (see SCHEMA_VERSION)."""
         if self.extra_outputs:
             return 5
-        if self.target_mode in spec.SEASON_MODES:
-            return 4
-        if self.is_custom or self.step_only:
-            return 3
-        return 2 if self.input_mode != "level" else 1
+        modes = max(m.schema for m in spec.model_modes(self.input_mode, self.target_mode))
+        return max(modes, 3 if self.is_custom or self.step_only else 1)
 
     @property
     def targets_are_features(self) -> bool:
@@ -284,7 +285,7 @@ class ModelContract:
         del d["declared_states"]
         del d["extra_outputs"]
         d["calibration"] = None if self.calibration is None else self.calibration.to_json()
-        if self.target_mode not in spec.SEASON_MODES:  # absent: other modes keep their old JSON
+        if not self._has_season:  # absent: other modes keep their old JSON
             del d["season"]
         d["input"] = self.input
         d["output"] = self.output
@@ -354,18 +355,14 @@ class ModelContract:
         features = _names(data, "features", source)
         targets = _names(data, "targets", source)
         horizon = _positive_int(data, "horizon", 1 << 20, source)
-        target_mode = data.get("target_mode", "level")
-        if target_mode not in spec.TARGET_MODES or (target_mode in spec.SEASON_MODES
-                                                    and version < 4):
-            raise ContractError(f"{source}: target_mode {target_mode!r} is not 'level' or 'delta' "
-                                "(or 'seasonal' or 'ets', which need schema_version 4)")
-        # an ETS without a season has season 0; a seasonal target needs one
-        season = (_positive_int(data, "season", 1 << 20, source, 0 if target_mode == "ets" else 1)
-                  if target_mode in spec.SEASON_MODES else 0)
-        input_mode = data.get("input_mode", "level")  # absent in schema 1 files: level
-        if input_mode not in spec.INPUT_MODES or (input_mode != "level" and version < 2):
-            raise ContractError(f"{source}: input_mode {input_mode!r} is not 'level' or 'delta' "
-                                "(and 'delta' needs schema_version 2)")
+        target_mode = _mode(data, "target_mode", spec.TARGET_MODE_SPECS, version, source)
+        # an ETS without a season has season 0 ("optional"); a seasonal target needs one
+        season_kind = spec.TARGET_MODE_SPECS[target_mode].season
+        season = (_positive_int(data, "season", 1 << 20, source,
+                                0 if season_kind == "optional" else 1)
+                  if season_kind != "none" else 0)
+        # absent in schema 1 files: level
+        input_mode = _mode(data, "input_mode", spec.INPUT_MODE_SPECS, version, source)
         contract = cls(
             cell=cell,
             layers=layers,
@@ -408,6 +405,24 @@ class ModelContract:
                     f"{source}: metadata field {key!r} is {data[key]!r}, but cell={self.cell}, "
                     f"layers={self.layers}, hidden={self.hidden} imply {expected[key]!r}"
                 )
+
+
+def _mode(data: Mapping[str, Any], key: str, table: Mapping[str, spec.ModeSpec], version: int,
+          source: str) -> str:
+    """An input or target mode of the spec (``"level"`` when absent) that ``version`` has."""
+    value = data.get(key, "level")
+    if not isinstance(value, str) or value not in table or table[value].schema > version:
+        groups: dict[int, list[str]] = {}
+        for m in table.values():
+            if m.schema > 1:
+                groups.setdefault(m.schema, []).append(repr(m.name))
+        newer = "; ".join(f"{names[0]} needs schema_version {v}" if len(names) == 1 else
+                          f"{' or '.join(names)}, which need schema_version {v}"
+                          for v, names in sorted(groups.items()))
+        raise ContractError(f"{source}: {key} {value!r} is not "
+                            f"{' or '.join(repr(n) for n in table)}"
+                            + (f" ({newer})" if newer else ""))
+    return value
 
 
 def _positive_int(data: Mapping[str, Any], key: str, limit: int, source: str,

@@ -5,7 +5,9 @@ carries and their shapes), both ONNX graph builders (op, gate order, names), the
 the runtime loader, the pool and the CLI's choices. Adding a cell is one entry in :data:`CELLS`
 (with its torch module in ``rnnstream.train.cells`` and its step equations in
 ``rnnstream.export.cells``; a state of the cell is a name in its entry); adding a state of the
-model is one entry in :func:`state_names` and :func:`state_row_shape`.
+model (of an input or target mode) is one entry in :data:`INPUT_MODE_SPECS` or
+:data:`TARGET_MODE_SPECS` (with its torch pieces in ``rnnstream.train.modes`` and its ONNX nodes in
+``rnnstream.export.modes``).
 
 Tensors (``B`` batch, ``T`` time, ``F`` features, ``Tg`` targets, ``L`` layers, ``H`` hidden)::
 
@@ -52,6 +54,7 @@ This module needs only the standard library.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = [
@@ -63,19 +66,27 @@ __all__ = [
     "ETS_STATE",
     "HEAD_ACTIVATIONS",
     "INPUT_MODES",
+    "INPUT_MODE_SPECS",
     "INPUT_NAME",
     "LAST_STATE",
     "OUTPUT_NAME",
     "OUTPUT_ROLES",
     "PREDICTION_ROLE",
+    "SEASON_KINDS",
     "SEASON_MODES",
+    "STATE_DRAW_KINDS",
     "STATE_ROLE",
     "TARGET_MODES",
+    "TARGET_MODE_SPECS",
     "TIME",
     "CellSpec",
+    "ModeSpec",
     "TensorSpec",
+    "ets_slots",
     "graph_io",
     "is_state_name",
+    "mode_of_state",
+    "model_modes",
     "state_input_name",
     "state_names",
     "state_output_name",
@@ -87,13 +98,9 @@ OUTPUT_NAME = "y"
 DTYPE = "float32"
 BATCH = "batch"  # symbolic dimension names in the graph and the contract
 TIME = "time"
-INPUT_MODES = ("level", "delta")
-TARGET_MODES = ("level", "delta", "seasonal", "ets")
 LAST_STATE = "last"
 CYCLE_STATE = "cycle"
 ETS_STATE = "ets"
-# target modes whose contract records a season (the length of their state)
-SEASON_MODES = ("seasonal", "ets")
 # A model rnnstream did not build from one of CELLS (a traced torch module, a wrapped foreign
 # ONNX file): its states are declared one by one in its contract instead of derived from a cell.
 CUSTOM = "custom"
@@ -150,26 +157,138 @@ def state_output_name(state: str) -> str:
     return f"{state}_out"
 
 
+# How the parity proof (rnnstream.export.verify) draws a random non-zero initial state of a mode:
+# "uniform" in (-0.9, 0.9) (like a tanh output), "normal" (standard normal), "zeros", or from
+# the case's inputs x: "previous_point" (the point before x, one change back, seen or not) and
+# "past_targets" (earlier targets taken from x, with seen flags, the unseen slots first).
+STATE_DRAW_KINDS = ("uniform", "normal", "zeros", "previous_point", "past_targets")
+# the season a mode takes: "none", "optional" (0 for none) or "required" (>= horizon; >= 1 in a
+# contract)
+SEASON_KINDS = ("none", "optional", "required")
+
+# (n_features, n_targets, season) -> one stream's row shape of a mode's state
+RowShape = Callable[[int, int, int], tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """What rnnstream knows about one input or target mode (the model's, not its cell's).
+
+    A mode may carry one state of the model (``state``, after the cell's in graph order: the
+    input mode's, then the target mode's), whose one-stream shape is ``row(n_features,
+    n_targets, season)``. The rest is plain data the stages read instead of naming the mode:
+    ``draw`` and ``nudge`` tell the parity proof how to draw a realistic initial state and
+    whether its values may be moved by a few float32 steps (a state that holds exact copies or
+    0/1 flags may not); ``nudge_inputs`` False says the graph computes on ``x`` exactly (it
+    subtracts neighbouring points), so x is not moved either; ``reference`` says a target mode
+    predicts the change from a reference built from the observed targets (so it needs
+    ``target_index``), and ``needs_reference`` that an input mode hides the levels from the
+    network, so it needs a target mode with one; ``season`` which season it takes
+    (:data:`SEASON_KINDS`); ``schema`` the lowest contract schema version that has it; ``dims``
+    and ``meaning`` describe the state for people (:meth:`describe`); ``summary`` says what the
+    mode does, in a few words.
+
+    The mode's torch side is its entry in :mod:`rnnstream.train.modes`, its ONNX nodes its entry
+    in :mod:`rnnstream.export.modes`.
+    """
+
+    name: str
+    summary: str = ""
+    state: str | None = None  # the state it carries, None: none
+    row: RowShape | None = None  # its one-stream shape (None when it carries no state)
+    draw: str = "zeros"  # one of STATE_DRAW_KINDS
+    nudge: bool = True
+    nudge_inputs: bool = True
+    reference: bool = False  # target modes: predicts the change from a reference
+    needs_reference: bool = False  # input modes: the network never sees levels
+    season: str = "none"  # one of SEASON_KINDS
+    schema: int = 1
+    dims: tuple[str, ...] = ()  # the row's axes in words, e.g. ("F+1",)
+    meaning: str = ""  # what the state holds, e.g. "the last point and a seen flag"
+
+    def row_shape(self, n_features: int, n_targets: int, season: int) -> tuple[int, ...]:
+        if self.row is None:
+            raise KeyError(f"mode {self.name!r} carries no state")
+        return self.row(n_features, n_targets, season)
+
+    def describe(self, row: tuple[int, ...]) -> str:
+        """The state in words for one stream's ``row``: ``"F+1=3: the last point and a seen
+        flag"`` (what ``rnnstream inspect`` and the generated loops print)."""
+        axes = ", ".join(f"{d}={n}" for d, n in zip(self.dims, row, strict=True))
+        return f"{axes}: {self.meaning}" if self.meaning else axes
+
+
+def ets_slots(season: int) -> int:
+    """Length of one target's ETS state: level, trend and one slot per step of the season."""
+    return season + 2
+
+
+INPUT_MODE_SPECS: dict[str, ModeSpec] = {
+    "level": ModeSpec("level", "fed raw values"),
+    "delta": ModeSpec(
+        "delta", "fed changes", state=LAST_STATE, row=lambda f, t, s: (f + 1,),
+        draw="previous_point", nudge=False, nudge_inputs=False, needs_reference=True, schema=2,
+        dims=("F+1",),
+        meaning="the last point and a seen flag"),
+}
+TARGET_MODE_SPECS: dict[str, ModeSpec] = {
+    "level": ModeSpec("level", "predicts the value"),
+    "delta": ModeSpec("delta", "predicts the change from the last observed value",
+                      reference=True),
+    "seasonal": ModeSpec(
+        "seasonal", "predicts the change from the value one season before",
+        state=CYCLE_STATE, row=lambda f, t, s: (s, t + 1), draw="past_targets", nudge=False,
+        reference=True, season="required", schema=4, dims=("S", "Tg+1"),
+        meaning="the last season's targets with their seen flags"),
+    "ets": ModeSpec(
+        "ets", "predicts the change from an exponential smoothing forecast", state=ETS_STATE,
+        # relative to its fitted start in standardised units: O(1) where the series stays
+        # within a few std of where it started
+        row=lambda f, t, s: (t * ets_slots(s),), draw="normal", reference=True,
+        season="optional", schema=4, dims=("Tg*(S+2)",),
+        meaning="each target's smoothing state (level, trend, S seasonal slots)"),
+}
+# the modes of this release, as tuples (what the CLI offers, and what the JavaScript core lists)
+INPUT_MODES = tuple(INPUT_MODE_SPECS)
+TARGET_MODES = tuple(TARGET_MODE_SPECS)
+# target modes whose contract records a season (the length of their state)
+SEASON_MODES = tuple(n for n, m in TARGET_MODE_SPECS.items() if m.season != "none")
+
+
+def model_modes(input_mode: str = "level", target_mode: str = "level"
+                ) -> tuple[ModeSpec, ModeSpec]:
+    """The (input, target) mode specs; KeyError names the known ones."""
+    for kind, table, name in (("input", INPUT_MODE_SPECS, input_mode),
+                              ("target", TARGET_MODE_SPECS, target_mode)):
+        if name not in table:
+            raise KeyError(f"{kind} mode {name!r} is not one of {sorted(table)}")
+    return INPUT_MODE_SPECS[input_mode], TARGET_MODE_SPECS[target_mode]
+
+
+def mode_of_state(state: str) -> ModeSpec | None:
+    """The mode that carries ``state`` (``last``, ``cycle``, ...); None for a cell's state."""
+    for table in (INPUT_MODE_SPECS, TARGET_MODE_SPECS):
+        for mode in table.values():
+            if mode.state == state:
+                return mode
+    return None
+
+
 def state_names(cell: str, input_mode: str = "level", target_mode: str = "level"
                 ) -> tuple[str, ...]:
-    """Every state a model carries, in graph order: the cell's, then ``last`` for delta inputs,
-    then ``cycle`` for seasonal targets or ``ets`` for ETS targets."""
-    names = CELLS[cell].states
-    if input_mode == "delta":
-        names = (*names, LAST_STATE)
-    extra = {"seasonal": (CYCLE_STATE,), "ets": (ETS_STATE,)}.get(target_mode, ())
-    return (*names, *extra)
+    """Every state a model carries, in graph order: the cell's, then the input mode's (``last``
+    for delta inputs), then the target mode's (``cycle`` for seasonal targets, ``ets`` for
+    ETS targets)."""
+    modes = model_modes(input_mode, target_mode)
+    return (*CELLS[cell].states, *(m.state for m in modes if m.state is not None))
 
 
 def state_row_shape(state: str, *, layers: int, hidden: int, n_features: int,
                     n_targets: int = 1, season: int = 0) -> tuple[int, ...]:
     """One stream's part of a state: its shape without the batch axis."""
-    if state == LAST_STATE:
-        return (n_features + 1,)
-    if state == CYCLE_STATE:
-        return (season, n_targets + 1)
-    if state == ETS_STATE:
-        return (n_targets * (season + 2),)
+    mode = mode_of_state(state)
+    if mode is not None:
+        return mode.row_shape(n_features, n_targets, season)
     return (layers, hidden)
 
 

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from rnnstream.runtime import spec
+
 __all__ = ["EtsFit", "ets_forecasts", "ets_matrices", "fit_ets", "state_size"]
 
 ALPHA = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -54,8 +56,9 @@ LEAST_SQUARES_SLOTS = 24
 
 
 def state_size(season: int) -> int:
-    """Length of one target's ETS state: level, trend and one slot per step of the season."""
-    return season + 2
+    """Length of one target's ETS state: level, trend and one slot per step of the season
+    (:func:`rnnstream.runtime.spec.ets_slots`, the one place it is written)."""
+    return spec.ets_slots(season)
 
 
 @dataclass(frozen=True)

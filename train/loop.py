@@ -68,12 +68,11 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from rnnstream.runtime.spec import LAST_STATE
-
 from .data import Series, Split, fit_mean_std, make_split
 from .errors import ConfigError, DataError
 from .ets import EtsFit, ets_forecasts, ets_matrices, fit_ets
 from .model import Forecaster, ForecasterConfig, StateTensors
+from .modes import carry_point
 from .quality import (
     calibration,
     detect_season,
@@ -656,10 +655,8 @@ def train_epoch(model: Forecaster, optimizer: torch.optim.Optimizer, xs: Tensor,
     """
     model.train()
     state: StateTensors = model.initial_state(xs.shape[0], xs.device)
-    if model.config.input_mode == "delta" and before is not None:
-        flag = torch.ones((xs.shape[0], 1), device=xs.device, dtype=xs.dtype)
-        i = model.config.state_names.index(LAST_STATE)
-        state = (*state[:i], torch.cat([before, flag], dim=1), *state[i + 1:])
+    if before is not None:
+        state = carry_point(model, state, before)
     total, steps = 0.0, 0
     for start in range(0, xs.shape[1], bptt):
         # Detach: the values carry on into the next window, the gradient path stops here.

@@ -1,13 +1,14 @@
 """The recurrent forecaster: one small module, configured by one dataclass.
 
 State layout (defined once, in :mod:`rnnstream.runtime.spec`, and used everywhere in rnnstream,
-torch and ONNX alike): a state is a tuple of tensors in ``spec.state_names(cell, input_mode)``
-order -- the cell's (``(h,)`` for rnn/gru/mingru, ``(h, c)`` for lstm), each ``[batch,
-layers, hidden]``, then ``last`` ``[batch, F + 1]`` when ``input_mode="delta"``, then
-``cycle`` ``[batch, season, targets + 1]`` when ``target_mode="seasonal"`` or ``ets``
-``[batch, targets * (season + 2)]`` when ``target_mode="ets"`` -- batch first, so one stream's
+torch and ONNX alike): a state is a tuple of tensors in ``spec.state_names(cell, input_mode,
+target_mode)`` order -- the cell's (``(h,)`` for rnn/gru/mingru, ``(h, c)`` for lstm), each
+``[batch, layers, hidden]``, then the input mode's (``last`` ``[batch, F + 1]`` when
+``input_mode="delta"``), then the target mode's (``cycle`` for ``target_mode="seasonal"``,
+``ets`` for ``"ets"``; shapes in ``spec.TARGET_MODE_SPECS``) -- batch first, so one stream's
 state is one contiguous row. The module never keeps state inside itself:
-``forward(x, state) -> (y, next_state)``.
+``forward(x, state) -> (y, next_state)``; it looks each state up by name, and what a mode does
+with its own is its entry in :mod:`rnnstream.train.modes`.
 
 Inputs and outputs are in raw units. The normalisation fitted on the training split is stored
 in buffers, applied on the way in and inverted on the way out. ``input_mode="delta"`` feeds the
@@ -32,6 +33,7 @@ from rnnstream.runtime import spec
 
 from .cells import TORCH_CELLS
 from .errors import ConfigError
+from .modes import TORCH_INPUT_MODES, TORCH_TARGET_MODES
 
 __all__ = ["ACTIVATIONS", "CELLS", "Forecaster", "ForecasterConfig", "StateTensors"]
 
@@ -93,25 +95,8 @@ class ForecasterConfig:
                              f"{sorted(ACTIVATIONS)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout={self.dropout!r}: expected 0 <= dropout < 1")
-        if self.target_mode not in spec.TARGET_MODES:
-            raise ConfigError(f"target_mode={self.target_mode!r}: expected one of "
-                             f"{spec.TARGET_MODES}")
-        if self.target_mode == "seasonal" and not (
-                isinstance(self.season, int) and self.horizon <= self.season <= 1 << 20):
-            raise ConfigError(f"target_mode='seasonal' needs season >= horizon {self.horizon} "
-                             f"(got season={self.season!r})")
-        if self.target_mode == "ets" and not (isinstance(self.season, int)
-                                              and 0 <= self.season <= 1 << 20):
-            raise ConfigError(f"target_mode='ets' needs season >= 0 (got {self.season!r})")
-        if self.target_mode not in spec.SEASON_MODES and self.season:
-            raise ConfigError(f"season={self.season!r} is for target_mode 'seasonal' or 'ets' only")
-        if self.input_mode not in spec.INPUT_MODES:
-            raise ConfigError(f"input_mode={self.input_mode!r}: expected 'level' or 'delta'")
-        if self.input_mode == "delta" and self.target_mode == "level":
-            raise ConfigError("input_mode='delta' needs target_mode 'delta', 'seasonal' or "
-                              "'ets': a network that sees only changes cannot know the level "
-                              "it should predict")
-        if self.target_mode != "level" and (
+        self._check_modes()
+        if spec.TARGET_MODE_SPECS[self.target_mode].reference and (
             len(self.target_index) != self.n_targets
             or not all(0 <= i < self.n_features for i in self.target_index)
         ):
@@ -126,6 +111,33 @@ class ForecasterConfig:
             self.target_names = [f"t{i}" for i in range(self.n_targets)]
         if len(self.feature_names) != self.n_features or len(self.target_names) != self.n_targets:
             raise ConfigError("feature_names/target_names must have n_features/n_targets entries")
+
+    def _check_modes(self) -> None:
+        targets = spec.TARGET_MODE_SPECS
+        if self.target_mode not in targets:
+            raise ConfigError(f"target_mode={self.target_mode!r}: expected one of "
+                             f"{tuple(targets)}")
+        season = targets[self.target_mode].season
+        if season == "required" and not (
+                isinstance(self.season, int) and self.horizon <= self.season <= 1 << 20):
+            raise ConfigError(f"target_mode={self.target_mode!r} needs season >= horizon "
+                             f"{self.horizon} (got season={self.season!r})")
+        if season == "optional" and not (isinstance(self.season, int)
+                                         and 0 <= self.season <= 1 << 20):
+            raise ConfigError(f"target_mode={self.target_mode!r} needs season >= 0 "
+                             f"(got {self.season!r})")
+        if season == "none" and self.season:
+            takes = " or ".join(repr(n) for n, m in targets.items() if m.season != "none")
+            raise ConfigError(f"season={self.season!r} is for target_mode {takes} only")
+        inputs = spec.INPUT_MODE_SPECS
+        if self.input_mode not in inputs:
+            raise ConfigError(f"input_mode={self.input_mode!r}: expected "
+                             f"{' or '.join(repr(n) for n in inputs)}")
+        if inputs[self.input_mode].needs_reference and not targets[self.target_mode].reference:
+            refs = ", ".join(repr(n) for n, m in targets.items() if m.reference)
+            raise ConfigError(f"input_mode={self.input_mode!r} needs a target_mode with a "
+                              f"reference ({refs}): a network that sees only changes cannot "
+                              "know the level it should predict")
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -156,11 +168,6 @@ class Forecaster(nn.Module):
     target_index: Tensor
     x_level_mean: Tensor
     x_level_std: Tensor
-    ets_input: Tensor
-    ets_recurrent: Tensor
-    ets_bias: Tensor
-    ets_output: Tensor
-    ets_output_bias: Tensor
 
     def __init__(self, config: ForecasterConfig) -> None:
         super().__init__()
@@ -179,20 +186,19 @@ class Forecaster(nn.Module):
         self.register_buffer("y_mean", torch.zeros(c.n_targets))
         self.register_buffer("y_std", torch.ones(c.n_targets))
         self.register_buffer("target_index", torch.tensor(c.target_index, dtype=torch.long))
-        if c.input_mode == "delta":
+        if self._fed_changes:
             # x_mean/x_std describe the changes the network sees; the raw level's own statistics
             # are kept for whoever must draw realistic raw inputs (the export's parity proof)
             self.register_buffer("x_level_mean", torch.zeros(c.n_features))
             self.register_buffer("x_level_std", torch.ones(c.n_features))
-        if c.target_mode == "ets":
-            # h_t = y_t @ ets_input.T + h_t-1 @ ets_recurrent.T + ets_bias; forecast h_t @
-            # ets_output + ets_output_bias (one block per target, see set_ets)
-            size = c.n_targets * (c.season + 2)
-            self.register_buffer("ets_input", torch.zeros(size, c.n_targets))
-            self.register_buffer("ets_recurrent", torch.zeros(size, size))
-            self.register_buffer("ets_bias", torch.zeros(size))
-            self.register_buffer("ets_output", torch.zeros(size, c.n_targets))
-            self.register_buffer("ets_output_bias", torch.zeros(c.n_targets))
+        # the target mode's fitted constants (ETS: its recurrence, see set_ets)
+        for name, value in TORCH_TARGET_MODES[c.target_mode].buffers(c).items():
+            self.register_buffer(name, value)
+
+    @property
+    def _fed_changes(self) -> bool:
+        """True when the input mode hides the levels (delta): their statistics are kept."""
+        return spec.INPUT_MODE_SPECS[self.config.input_mode].needs_reference
 
     @property
     def out_layer(self) -> nn.Linear:
@@ -221,27 +227,12 @@ class Forecaster(nn.Module):
         s = s if isinstance(s, tuple) else (s,)
         return tuple(t.transpose(0, 1) for t in s)  # [L,B,H] -> [B,L,H]
 
-    def _changes(self, x: Tensor, last: Tensor) -> tuple[Tensor, Tensor]:
-        """(x [B,T,F] -> d [B,T,F] changes since the previous point, the new ``last`` state).
-
-        ``last`` is [B, F + 1]: the previous point and a flag, 1 once a point was seen. The
-        previous point of x[:, 0] is ``last`` when the flag is 1, else x[:, 0] itself (change 0).
-        With the flag exactly 0 or 1 the blend below is exact in float arithmetic, so the ONNX
-        graph, which computes the same expression, agrees bit for bit on it.
-        """
-        f = self.config.n_features
-        prev, seen = last[:, :f], last[:, f:]
-        first = seen * prev + (1 - seen) * x[:, 0]
-        shifted = torch.cat([first[:, None], x[:, :-1]], dim=1)
-        new_last = torch.cat([x[:, -1], torch.ones_like(seen)], dim=1)
-        return x - shifted, new_last
-
     @torch.no_grad()
     def set_ets(self, blocks) -> None:
         """Store each target's ETS recurrence: ``blocks[j] = (g, A, bias, w, c)`` in raw units
         (:func:`rnnstream.train.ets.ets_matrices`), block-diagonally, target j's state at
-        ``[j * (season + 2), (j + 1) * (season + 2))``."""
-        size = self.config.season + 2
+        ``[j * slots, (j + 1) * slots)`` (``slots = spec.ets_slots(season)``)."""
+        size = spec.ets_slots(self.config.season)
         for name in ("ets_input", "ets_recurrent", "ets_bias", "ets_output", "ets_output_bias"):
             self.get_buffer(name).zero_()
         for j, (g, a, bias, w, c) in enumerate(blocks):
@@ -257,23 +248,12 @@ class Forecaster(nn.Module):
             put("ets_output", (rows, j), w)
             put("ets_output_bias", j, c)
 
-    def _ets(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        """(x [B,T,F], ets state [B,S]) -> (the ETS forecasts [B,T,Tg], the new state)."""
-        targets = x.index_select(-1, self.target_index)
-        pushed = targets @ self.ets_input.T + self.ets_bias  # [B, T, S]
-        states = []
-        for t in range(x.shape[1]):
-            h = pushed[:, t] + h @ self.ets_recurrent.T
-            states.append(h)
-        seq = torch.stack(states, dim=1)
-        return seq @ self.ets_output + self.ets_output_bias, h
-
     # -- normalisation ----------------------------------------------------------------------
     def set_normalization(self, x_mean, x_std, y_mean, y_std, level_mean=None,
                           level_std=None) -> None:
         """Store the statistics; ``level_*`` (the raw features') for delta-input models."""
         values = [("x_mean", x_mean), ("x_std", x_std), ("y_mean", y_mean), ("y_std", y_std)]
-        if self.config.input_mode == "delta" and level_mean is not None:
+        if self._fed_changes and level_mean is not None:
             values += [("x_level_mean", level_mean), ("x_level_std", level_std)]
         for name, value in values:
             buf = getattr(self, name)
@@ -288,7 +268,7 @@ class Forecaster(nn.Module):
             "target_mean": self.y_mean.tolist(),
             "target_std": self.y_std.tolist(),
         }
-        if self.config.input_mode == "delta":
+        if self._fed_changes:
             out["feature_level_mean"] = self.x_level_mean.tolist()
             out["feature_level_std"] = self.x_level_std.tolist()
         return out
@@ -299,18 +279,16 @@ class Forecaster(nn.Module):
         """x raw [B, T, F] -> (u [B, T, targets] in normalised target units, next_state)."""
         if state is None:
             state = self.initial_state(x.shape[0], x.device)
-        names = self.config.state_names
-        recurrent = state[:len(spec.CELLS[self.config.cell].states)]
-        extra: StateTensors = ()
-        if self.config.input_mode == "delta":
-            x, new_last = self._changes(x, state[names.index(spec.LAST_STATE)])
-            extra = (new_last,)
-        for name in (spec.CYCLE_STATE, spec.ETS_STATE):  # forward() moves them on; the network
-            if name in names:  # never reads them
-                extra = (*extra, state[names.index(name)])
+        states = dict(zip(self.config.state_names, state, strict=True))
+        own = spec.INPUT_MODE_SPECS[self.config.input_mode].state
+        changes = TORCH_INPUT_MODES[self.config.input_mode].changes
+        if changes is not None and own is not None:  # the input mode's state moves here; the
+            x, states[own] = changes(self, x, states[own])  # target mode's in forward()
+        cell = spec.CELLS[self.config.cell].states
         z = (x - self.x_mean) / self.x_std
-        out, s = self.rnn(z, self._to_torch_state(recurrent))  # out: [B, T, H]
-        return self.head(out), (*self._from_torch_state(s), *extra)
+        out, s = self.rnn(z, self._to_torch_state(tuple(states[n] for n in cell)))  # [B,T,H]
+        states.update(zip(cell, self._from_torch_state(s), strict=True))
+        return self.head(out), tuple(states.values())
 
     def forward(self, x: Tensor, state: StateTensors | None = None
                 ) -> tuple[Tensor, StateTensors]:
@@ -319,45 +297,31 @@ class Forecaster(nn.Module):
             state = self.initial_state(x.shape[0], x.device)
         u, next_state = self.forward_normalized(x, state)
         y = u * self.y_std + self.y_mean
-        if self.config.target_mode == "delta":
-            y = y + x.index_select(-1, self.target_index)
-        elif self.config.target_mode in spec.SEASON_MODES:
-            seasonal = self.config.target_mode == "seasonal"
-            i = self.config.state_names.index(spec.CYCLE_STATE if seasonal else spec.ETS_STATE)
-            ref, moved = (self._seasonal if seasonal else self._ets)(x, state[i])
-            y = y + ref
+        ref, moved = self._reference(x, state)
+        if ref is None:
+            return y, next_state
+        own = spec.TARGET_MODE_SPECS[self.config.target_mode].state
+        if own is not None and moved is not None:
+            i = self.config.state_names.index(own)
             next_state = (*next_state[:i], moved, *next_state[i + 1:])
-        return y, next_state
+        return y + ref, next_state
+
+    def _reference(self, x: Tensor, state: StateTensors) -> tuple[Tensor | None, Tensor | None]:
+        """(what the target mode adds to the network's output, its state after x); (None,
+        None) for a mode without a reference (rnnstream.train.modes)."""
+        reference = TORCH_TARGET_MODES[self.config.target_mode].reference
+        if reference is None:
+            return None, None
+        own = spec.TARGET_MODE_SPECS[self.config.target_mode].state
+        mine = None if own is None else state[self.config.state_names.index(own)]
+        return reference(self, x, mine)
 
     def reference(self, x: Tensor) -> Tensor | None:
         """What the target mode adds to the network's output, [B, T, targets], for inputs x
         from the initial state: the last observed targets ("delta"), the targets one season
         before the predicted time ("seasonal", the last observed ones where that was never
         seen), the ETS forecasts ("ets"); None for "level"."""
-        if self.config.target_mode == "delta":
-            return x.index_select(-1, self.target_index)
-        if self.config.target_mode == "seasonal":
-            return self._seasonal(x, self.initial_state(x.shape[0], x.device)[-1])[0]
-        if self.config.target_mode == "ets":
-            return self._ets(x, self.initial_state(x.shape[0], x.device)[-1])[0]
-        return None
-
-    def _seasonal(self, x: Tensor, cycle: Tensor) -> tuple[Tensor, Tensor]:
-        """(x [B,T,F], cycle [B,S,Tg+1]) -> (reference [B,T,Tg], the new cycle).
-
-        ``c = cat(cycle, (targets, 1))`` along time holds the targets from S points before x;
-        the value one season before the time ``t + h`` that ``y[:, t]`` predicts is ``c[:, t +
-        h]``. Where its flag is 0 (never seen) the last observed target ``x[:, t]`` stands in;
-        the blend is exact for flags 0 and 1, as in the graphs, which compute the same.
-        """
-        s, h, tg = self.config.season, self.config.horizon, self.config.n_targets
-        targets = x.index_select(-1, self.target_index)  # [B, T, Tg]
-        seen = torch.cat([targets, targets[..., :1] * 0 + 1], dim=-1)  # [B, T, Tg + 1]
-        c = torch.cat([cycle, seen], dim=1)  # [B, S + T, Tg + 1]
-        back = c[:, h:h + x.shape[1]]
-        flag = back[..., tg:]
-        ref = flag * back[..., :tg] + (1 - flag) * targets
-        return ref, c[:, -s:]
+        return self._reference(x, self.initial_state(x.shape[0], x.device))[0]
 
     def target_to_normalized(self, x: Tensor, y: Tensor) -> Tensor:
         """Raw targets y [B, T, targets] (for inputs x) -> what forward_normalized should give."""
