@@ -324,26 +324,24 @@ def _value_problem(value: np.ndarray, allowed: str) -> str:
     return ""
 
 
+# The checks of single settings are LiveConfig's (live_config.py, the one place they are
+# written; numpy's bool is refused there too). Imported on call: live_config imports this module.
 def _positive_int(value: Any, what: str, zero: bool = False) -> int:
-    low = 0 if zero else 1
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
-            or value < low:
-        raise InputError(f"{what} is {value!r}; expected an integer >= {low}")
-    return int(value)
+    from .live_config import check_count
+
+    return check_count(value, what, 0 if zero else 1)
 
 
 def _positive_number(value: Any, what: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value <= 0:
-        raise InputError(f"{what} is {value!r}; expected a positive number")
-    return float(value)
+    from .live_config import check_positive
+
+    return check_positive(value, what)
 
 
 def _open_unit(value: Any, what: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float)) \
-            or not 0.0 < value < 1.0:
-        raise InputError(f"{what} is {value!r}; expected a number strictly between 0 and 1")
-    return float(value)
+    from .live_config import check_fraction
+
+    return check_fraction(value, what)
 
 
 def _warmup(coverage: float) -> int:

@@ -12,7 +12,9 @@ and, where there is one, how to fix it. The runtime's own::
     │   └── ContractError       the file loads but its rnnstream contract is missing, malformed,
     │                           of a newer schema, or disagrees with the graph
     ├── ConfigError             a setting is out of range or contradicts another (threads=0,
-    │                           a negative idle timeout); also a ValueError
+    │   │                       a negative idle timeout); also a ValueError
+    │   └── LiveConfigError     a live-score setting (LiveConfig: coverage, season, lr, ...);
+    │                           also an InputError, as a bad coverage= was in 0.3
     ├── InputError              a data point is unusable (shape, dtype, feature count, unknown
     │                           feature name, non-numeric, NaN/inf, empty); also a ValueError
     ├── StreamKeyError          unknown or duplicate stream key; also a KeyError
@@ -37,6 +39,7 @@ __all__ = [
     "ContractError",
     "InferenceError",
     "InputError",
+    "LiveConfigError",
     "ModelLoadError",
     "RnnStreamError",
     "StateError",
@@ -63,6 +66,12 @@ class ContractError(ModelLoadError):
 
 class InputError(RnnStreamError, ValueError):
     """A data point handed to the runtime cannot be used as model input."""
+
+
+class LiveConfigError(ConfigError, InputError):
+    """A setting of the live scores (:class:`~rnnstream.runtime.live.LiveConfig`) is out of range
+    or contradicts another. A ConfigError, the name for a bad setting; also an InputError, which
+    a bad ``coverage=`` or ``season=`` was in 0.3, so ``except InputError`` still catches it."""
 
 
 class StreamKeyError(RnnStreamError, KeyError):

@@ -3,8 +3,12 @@
 The live scores (:mod:`.live`) are set up by five settings: ``coverage`` (None: off), ``season``,
 ``lr``, ``half_life`` and ``initial_quantiles``. :class:`LiveConfig` checks them once, where
 they are given, and refuses the one contradiction, a setting of the live scores without
-``coverage`` (they are off then), with one error. The older keyword arguments
-(``coverage=``, ``season=``, ``live_options=``) build one with :meth:`LiveConfig.from_options`.
+``coverage`` (they are off then), with one error. A refused setting is a
+:class:`~rnnstream.runtime.errors.LiveConfigError` (a ConfigError, and an InputError as before).
+The checks of single values (:func:`check_fraction`, :func:`check_positive`,
+:func:`check_count`) are written here once; the score objects' own argument checks call them.
+The older keyword arguments (``coverage=``, ``season=``, ``live_options=``) build one with
+:meth:`LiveConfig.from_options`.
 
 It also says what a live stream does with a prediction that is NaN or infinite (the model's own
 output; its state has already moved on, so the point cannot be refused): the stream's live
@@ -20,13 +24,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ._live_scores import LiveScores
 from ._live_settings import DEFAULTS
 from ._live_stream import LiveStream
 from .contract import ModelContract
-from .errors import InputError
+from .errors import LiveConfigError
 
-__all__ = ["LIVE_OPTIONS", "LiveConfig", "open_live"]
+__all__ = ["LIVE_OPTIONS", "LiveConfig", "check_count", "check_fraction", "check_positive",
+           "open_live"]
 
 LIVE_OPTIONS = ("lr", "half_life", "initial_quantiles")  # what live_options= may hold
 
@@ -36,7 +43,8 @@ class LiveConfig:
     """Live scores and prediction intervals, as asked (checked at construction).
 
     ``coverage``: the intervals' coverage in (0, 1); None turns the live scores off, and then
-    every other setting must be left at its default (InputError otherwise). ``season``: the
+    every other setting must be left at its default. A bad setting is a LiveConfigError (a
+    ConfigError and an InputError). ``season``: the
     seasonal-naive baseline's period in points (None: the season the model was trained with,
     if its contract stores one; 0: none). ``lr`` and ``half_life``: the interval's step and the
     recent accuracy's half-life (:mod:`.live`). ``initial_quantiles``: one starting half-width
@@ -54,18 +62,18 @@ class LiveConfig:
         if off:
             given = self._given()
             if given:
-                raise InputError(
+                raise LiveConfigError(
                     f"{' and '.join(given)} set up the live scores, which are off without "
                     "coverage; give coverage too (e.g. coverage=0.9), or leave "
                     f"{'it' if len(given) == 1 else 'them'} out")
         else:
-            _check_unit(self.coverage, "coverage")
-        if self.season is not None and (isinstance(self.season, bool)
-                                        or not isinstance(self.season, int) or self.season < 0):
-            raise InputError(f"season is {self.season!r}; expected a whole number of points "
-                             "(0: none), or None for the season the model was trained with")
-        _check_positive(self.lr, "lr")
-        _check_positive(self.half_life, "half_life")
+            check_fraction(self.coverage, "coverage")
+        if self.season is not None:
+            object.__setattr__(self, "season", check_count(
+                self.season, "season", 0, "a whole number of points (0: none), or None for the "
+                "season the model was trained with"))
+        check_positive(self.lr, "lr")
+        check_positive(self.half_life, "half_life")
         if self.initial_quantiles is not None:
             object.__setattr__(self, "initial_quantiles", _half_widths(self.initial_quantiles))
 
@@ -84,22 +92,22 @@ class LiveConfig:
         opts = dict(live_options or {})
         unknown = set(opts) - set(LIVE_OPTIONS)
         if unknown:
-            raise InputError(f"live_options {sorted(unknown)} unknown; expected some of "
-                             f"{sorted(LIVE_OPTIONS)}")
+            raise LiveConfigError(f"live_options {sorted(unknown)} unknown; expected some "
+                                  f"of {sorted(LIVE_OPTIONS)}")
         return cls(coverage, season, **opts)
 
     @classmethod
     def resolve(cls, live: LiveConfig | None, coverage: float | None, season: int | None,
                 live_options: Mapping[str, Any] | None, who: str) -> LiveConfig:
-        """``live``, or the config of the older keyword arguments; not both (InputError)."""
+        """``live``, or the config of the older keyword arguments; not both (LiveConfigError)."""
         if live is None:
             return cls.from_options(coverage, season, live_options)
         if not isinstance(live, LiveConfig):
-            raise InputError(f"{who}: live is {type(live).__name__}; expected a LiveConfig "
-                             "(e.g. LiveConfig(coverage=0.9))")
+            raise LiveConfigError(f"{who}: live is {type(live).__name__}; expected a "
+                                  "LiveConfig (e.g. LiveConfig(coverage=0.9))")
         if coverage is not None or season is not None or live_options:
-            raise InputError(f"{who}: give live=LiveConfig(...) or coverage=/season=/"
-                             "live_options=, not both")
+            raise LiveConfigError(f"{who}: give live=LiveConfig(...) or coverage=/season=/"
+                                  "live_options=, not both")
         return live
 
     @property
@@ -118,10 +126,10 @@ class LiveConfig:
              ) -> Any:
         """:class:`LiveStream` (``n`` None) or :class:`LiveScores` of ``n`` streams for the
         model of ``contract``: the season and the starting half-widths not given come from
-        the contract (:meth:`ModelContract.live_facts`). Needs a coverage (InputError)."""
+        the contract (:meth:`ModelContract.live_facts`). Needs a coverage (LiveConfigError)."""
         if self.coverage is None:
-            raise InputError("the live scores are off (coverage=None); give a coverage, e.g. "
-                             "LiveConfig(coverage=0.9)")
+            raise LiveConfigError("the live scores are off (coverage=None); give a coverage, "
+                                  "e.g. LiveConfig(coverage=0.9)")
         facts = contract.live_facts(source) if self.season is None \
             or self.initial_quantiles is None else None
         season = self.season if self.season is not None else facts.season if facts else None
@@ -143,26 +151,43 @@ def open_live(contract: ModelContract, coverage: float, season: int | None,
     return LiveConfig.from_options(coverage, season, options).open(contract, source, n)
 
 
-def _check_unit(value: Any, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-        raise InputError(f"{what} is {value!r}; expected a number strictly between 0 and 1")
+def check_fraction(value: Any, what: str) -> float:
+    """``value`` as a float strictly between 0 and 1 (a coverage), or LiveConfigError; a bool
+    (numpy's too) is not a number here."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float)) \
+            or not 0.0 < value < 1.0:
+        raise LiveConfigError(f"{what} is {value!r}; expected a number strictly between 0 "
+                              "and 1")
+    return float(value)
 
 
-def _check_positive(value: Any, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+def check_positive(value: Any, what: str) -> float:
+    """``value`` as a finite float > 0 (a step, a half-life), or LiveConfigError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float)) \
             or not math.isfinite(value) or value <= 0:
-        raise InputError(f"{what} is {value!r}; expected a positive number")
+        raise LiveConfigError(f"{what} is {value!r}; expected a positive number")
+    return float(value)
+
+
+def check_count(value: Any, what: str, low: int, expected: str = "") -> int:
+    """``value`` as an int >= ``low`` (Python's or numpy's integers, not a bool), or
+    LiveConfigError saying ``expected`` (default: "an integer >= low")."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < low:
+        raise LiveConfigError(f"{what} is {value!r}; expected "
+                              f"{expected or f'an integer >= {low}'}")
+    return int(value)
 
 
 def _half_widths(value: Any) -> tuple[float, ...]:
     """``initial_quantiles`` as a tuple of floats (its length is checked against the model's
-    targets when the scores open), or InputError."""
+    targets when the scores open), or LiveConfigError."""
     try:
         items = [float(v) for v in value]
         flat = all(not hasattr(v, "__len__") for v in value)
     except (TypeError, ValueError):
         items, flat = [], False
     if not flat or isinstance(value, (str, bytes)) or any(math.isnan(v) or v < 0 for v in items):
-        raise InputError(f"initial_quantiles is {value!r}; expected non-negative half-widths, "
-                         "one per target (inf: none)")
+        raise LiveConfigError(f"initial_quantiles is {value!r}; expected non-negative "
+                              "half-widths, one per target (inf: none)")
     return tuple(items)

@@ -36,7 +36,7 @@ def _reloaded(contract: ModelContract) -> ModelContract:
 # -- LiveConfig --------------------------------------------------------------------------------
 @pytest.mark.parametrize(("settings", "named"), [
     ({"season": 24}, "season=24"),
-    ({"season": 0, "lr": 0.2}, "season=0 and lr=0.2"),
+    ({"season": 0, "lr": 0.3}, "season=0 and lr=0.3"),  # 0.3: no default, before or now
     ({"initial_quantiles": [1.0]}, r"initial_quantiles=\[1.0\]"),
 ])
 def test_settings_without_coverage_are_refused_once(settings, named):
@@ -204,3 +204,62 @@ def test_live_equals_the_older_keywords_bit_for_bit(model_file):
         np.testing.assert_array_equal(value, old.live.state_arrays()[name], err_msg=name)
     for name, value in pools[0].get_live("b").items():
         np.testing.assert_array_equal(value, pools[1].get_live("b")[name], err_msg=name)
+
+
+# -- one error, one place for the checks ----------------------------------------------------------
+BAD_SETTINGS = [
+    ({"coverage": 1.5}, "coverage is 1.5; expected a number strictly between 0 and 1"),
+    ({"coverage": np.bool_(True)}, r"coverage is (np\.)?True_?; expected a number strictly"),
+    ({"lr": -0.1}, "lr is -0.1; expected a positive number"),
+    ({"lr": np.bool_(True)}, r"lr is (np\.)?True_?; expected a positive number"),
+    ({"half_life": math.nan}, "half_life is nan; expected a positive number"),
+]
+
+
+@pytest.mark.parametrize(("change", "match"), BAD_SETTINGS)
+def test_a_bad_setting_is_one_error_that_is_both_config_and_input(change, match):
+    """A ConfigError (the name for a bad setting) that is still an InputError (what it was),
+    with the same words from LiveConfig and from the score objects, which call its checks."""
+    from rnnstream.runtime import ConfigError
+    from rnnstream.runtime.errors import LiveConfigError
+
+    settings = {"coverage": 0.9, **change}
+    for make in (lambda: LiveConfig(**settings),
+                 lambda: LiveStream(["a"], ["a"], **settings),
+                 lambda: LiveScores(2, ["a"], ["a"], **settings)):
+        with pytest.raises(LiveConfigError, match=match) as caught:
+            make()
+        assert isinstance(caught.value, ConfigError)
+        assert isinstance(caught.value, InputError)
+        assert isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize("season", [-1, 1.5, "24", True, np.bool_(True)])
+def test_a_bad_season_is_refused_by_the_one_check(season):
+    from rnnstream.runtime.errors import LiveConfigError
+
+    with pytest.raises(LiveConfigError, match=r"season is .*; expected a whole number of points "
+                                              r"\(0: none\), or None for the season"):
+        LiveConfig(coverage=0.9, season=season)
+    with pytest.raises(LiveConfigError, match=r"season is .*; expected an integer >= 1"):
+        LiveStream(["a"], ["a"], coverage=0.9, season=season)
+
+
+def test_a_numpy_integer_season_is_taken_as_an_int():
+    config = LiveConfig(coverage=0.9, season=np.int64(24))
+    assert config.season == 24
+    assert type(config.season) is int
+    assert config == LiveConfig(coverage=0.9, season=24)
+
+
+def test_every_refusal_of_live_config_is_a_live_config_error():
+    from rnnstream.runtime.errors import LiveConfigError
+
+    for make in (lambda: LiveConfig(season=24),
+                 lambda: LiveConfig.from_options(0.9, None, {"window": 3}),
+                 lambda: LiveConfig.resolve("0.9", None, None, None, "test"),  # type: ignore[arg-type]
+                 lambda: LiveConfig.resolve(LiveConfig(coverage=0.9), 0.9, None, None, "test"),
+                 lambda: LiveConfig(coverage=0.9, initial_quantiles=[-1.0]),
+                 lambda: LiveConfig().open(_contract())):
+        with pytest.raises(LiveConfigError):
+            make()
