@@ -181,3 +181,27 @@ def test_an_eviction_is_logged_and_a_restart_starts_every_idle_clock_afresh(tmp_
         s.close()
 
     asyncio.run(second())
+
+
+def test_a_checkpoint_in_the_middle_of_a_request_keeps_the_idle_clock(tmp_path):
+    """The checkpoint saves a sequence begun by a multi-point request as before it (takes it
+    out, saves, puts it back): put back with the time of its latest step, not the save's."""
+    clock, state = Clock(), str(tmp_path / "s.npz")
+
+    async def main():
+        s = _service(clock)
+        s.load(state, "log")
+        future = s.submit(_request(["m"], start=True, t=40))
+        for _ in range(200):
+            if s._before:
+                break
+            await asyncio.sleep(0)
+        assert "m" in s._before
+        stepped = s.pool.last_seen("m")
+        clock.now += 5
+        s.save(state)
+        assert s.pool.last_seen("m") == stepped
+        await future
+        s.close()
+
+    asyncio.run(main())
