@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import numpy as np
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from .errors import InputError
-from .spec import PREDICTION_ROLE, STATE_ROLE
+from .spec import PREDICTION_ROLE
 
 # onnxruntime's Python exceptions do not share a base class beyond Exception; these are the
 # ones its pybind layer raises (some are missing from older releases, hence getattr).
@@ -95,9 +96,11 @@ class ModelIO:
 
     ``outputs`` holds the outputs that are not states, each with its role: exactly one is the
     prediction (:attr:`output`), the others (:attr:`extras`) are handed out by name; each
-    state's output is in ``states`` (role ``state``; :attr:`roles` lists them all). Code reads
-    outputs by name, never by position: :attr:`fetch` is the one order onnxruntime is asked
-    for, and :meth:`split` names its answer.
+    state's output is in ``states`` (role ``state``). Code reads outputs by name, never by
+    position: :attr:`fetch` is the one order onnxruntime is asked for, and :meth:`split` names
+    its answer. :attr:`output`, :attr:`extras` and :attr:`fetch` are computed once per
+    instance (the fields are frozen; ``dataclasses.replace`` makes a new one), as the engines
+    read them on every call.
 
     The axes of the data input and of the prediction: ``batch_axis`` stacks streams (None: the
     model has none, or it could not be told apart; ``batch_note`` then says why),
@@ -122,26 +125,22 @@ class ModelIO:
     def input_batch_axis(self) -> int | None:
         return self.batch_axis
 
-    @property
+    # cached_property stores in the instance's __dict__, which a frozen dataclass allows
+    @cached_property
     def output(self) -> str:
         """The name of the prediction output."""
         return next(o.name for o in self.outputs if o.role == PREDICTION_ROLE)
 
-    @property
+    @cached_property
     def extras(self) -> tuple[OutputBinding, ...]:
         """The outputs that are neither the prediction nor a state, in graph order."""
         return tuple(o for o in self.outputs if o.role != PREDICTION_ROLE)
 
-    @property
-    def roles(self) -> dict[str, str]:
-        """Every fetched output's name -> its role."""
-        return {**{o.name: o.role for o in self.outputs},
-                **{s.output: STATE_ROLE for s in self.states}}
-
-    @property
+    @cached_property
     def fetch(self) -> list[str]:
         """The names to ask onnxruntime for: the prediction, each state's output (in
-        ``states`` order), then the extras; :meth:`split` reads the answer back by name."""
+        ``states`` order), then the extras; :meth:`split` reads the answer back by name.
+        One list per instance: read it, never change it."""
         return [self.output, *(s.output for s in self.states), *(o.name for o in self.extras)]
 
     def split(self, arrays: Sequence[np.ndarray]) -> Outputs:
