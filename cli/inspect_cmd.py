@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rnnstream.runtime import spec
 from rnnstream.runtime.contract import METADATA_KEY, ModelContract, sidecar_path
 from rnnstream.runtime.errors import ContractError, ModelLoadError
 
@@ -200,11 +201,17 @@ def _data_lines(c: ModelContract) -> list[str]:
         f"features:    {', '.join(c.features)}",
         f"targets:     {', '.join(c.targets)}",
         f"horizon:     {c.horizon} step(s) ahead",
-        f"target mode: {c.target_mode}",
-        f"input mode:  {c.input_mode}"
-        + (" (fed changes: the last point is carried in the 'last' state)"
-           if c.input_mode == "delta" else ""),
+        f"target mode: {c.target_mode}{_mode_note(spec.TARGET_MODE_SPECS.get(c.target_mode))}",
+        f"input mode:  {c.input_mode}{_mode_note(spec.INPUT_MODE_SPECS.get(c.input_mode))}",
     ]
+
+
+def _mode_note(mode: spec.ModeSpec | None) -> str:
+    """What a mode's state carries, from the spec: `` (fed changes: the last point and a seen
+    flag, in the 'last' state)``; empty for a mode without a state."""
+    if mode is None or mode.state is None:
+        return ""
+    return f" ({mode.summary}: {mode.meaning}, in the {mode.state!r} state)"
 
 
 def _mapping_lines(title: str, mapping: dict) -> list[str]:

@@ -44,21 +44,24 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from rnnstream.runtime import spec as _spec
 from rnnstream.runtime.contract import (
     INPUT_NAME,
     OUTPUT_NAME,
     state_input_name,
     state_output_name,
 )
-from rnnstream.runtime.spec import CELLS, CYCLE_STATE, LAST_STATE
+from rnnstream.runtime.spec import CELLS
 
 from .errors import ExportError, ParityError, ParityFailure
 
 __all__ = [
     "DEFAULT_ATOL",
     "DEFAULT_CASES",
+    "DRAWS",
     "FACTOR",
     "FLOOR_ULPS",
+    "INPUT_DRAWS",
     "STATE_DRAWS",
     "STEP_CASES",
     "STREAM_STEPS",
@@ -108,14 +111,19 @@ STREAM_BATCH = 3  # > 1, so that carrying a batch of states between calls is pro
 # A runner maps (x [B,T,F], states in graph order) -> {output name: array}.
 Runner = Callable[[np.ndarray, tuple[np.ndarray, ...]], dict[str, np.ndarray]]
 
-# How a random initial state is drawn, per state name; a cell's state not named here is drawn
-# like h (a cell's states are O(1) values of its layers), any other name starts at zeros.
+# How a random initial state is drawn, per kind (spec.STATE_DRAW_KINDS) that needs no inputs.
+DRAWS: dict[str, Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]] = {
+    "uniform": lambda rng, shape: rng.uniform(-0.9, 0.9, shape),  # like a tanh output
+    "normal": lambda rng, shape: rng.standard_normal(shape),
+}
+# ... per state name: a cell's state not named here is drawn like h (a cell's states are O(1)
+# values of its layers); a mode's state as its spec says (ModeSpec.draw), any other name starts
+# at zeros.
 STATE_DRAWS: dict[str, Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]] = {
-    "h": lambda rng, shape: rng.uniform(-0.9, 0.9, shape),  # like a tanh output
-    "c": lambda rng, shape: rng.standard_normal(shape),  # a trained LSTM's c is O(1)
-    # an ETS state relative to its start, in standardised units: O(1) where the series stays
-    # within a few std of where it started
-    "ets": lambda rng, shape: rng.standard_normal(shape),
+    "h": DRAWS["uniform"],
+    "c": DRAWS["normal"],  # a trained LSTM's c is O(1)
+    **{m.state: DRAWS[m.draw] for table in (_spec.INPUT_MODE_SPECS, _spec.TARGET_MODE_SPECS)
+       for m in table.values() if m.state is not None and m.draw in DRAWS},
 }
 
 
@@ -302,14 +310,24 @@ class ParityReport:
 
 
 # -- inputs ---------------------------------------------------------------------------------
+def _draw(name: str) -> Callable[[np.random.Generator, tuple[int, ...]], np.ndarray] | None:
+    """How state ``name`` is drawn without the inputs: its mode's kind, :data:`STATE_DRAWS`, or
+    like h for a cell's state; None: zeros (or drawn from x, see random_inputs)."""
+    mode = _spec.mode_of_state(name)
+    if mode is not None:
+        return DRAWS.get(mode.draw)
+    cell_states = {s for cell in CELLS.values() for s in cell.states}
+    return STATE_DRAWS.get(name, STATE_DRAWS["h"] if name in cell_states else None)
+
+
 def random_states(spec: InputSpec, batch: int,
                   rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-    """A random non-zero initial state per :data:`STATE_DRAWS` (zeros for other names)."""
-    cell_states = {s for cell in CELLS.values() for s in cell.states}
+    """A random non-zero initial state per state's draw (:func:`_draw`; zeros for other names
+    and for the states drawn from the inputs, which :func:`random_inputs` fills in)."""
     states = []
     for name, row in zip(spec.state_names, spec.state_shapes, strict=True):
         shape = (batch, *row)
-        draw = STATE_DRAWS.get(name, STATE_DRAWS["h"] if name in cell_states else None)
+        draw = _draw(name)
         states.append((draw(rng, shape) if draw else np.zeros(shape)).astype(np.float32))
     return tuple(states)
 
@@ -332,22 +350,28 @@ def random_inputs(
         z = rng.standard_normal((batch, time, spec.feature_mean.size))
         x = (spec.feature_mean + spec.feature_std * z).astype(np.float32)
     states = random_states(spec, batch, rng)
-    if LAST_STATE in spec.state_names:  # the point before x: one change back, seen or not
-        i = spec.state_names.index(LAST_STATE)
-        back = spec.feature_mean + spec.feature_std * rng.standard_normal(x[:, 0].shape)
-        seen = (rng.random((batch, 1)) < 0.5).astype(np.float64)
-        last = np.concatenate([x[:, 0] - back, seen], axis=1).astype(np.float32)
-        states = (*states[:i], last, *states[i + 1:])
-    if CYCLE_STATE in spec.state_names:  # the targets of the season before x, some unseen
-        i = spec.state_names.index(CYCLE_STATE)
-        states = (*states[:i], _random_cycle(x, spec.state_shapes[i], rng), *states[i + 1:])
+    for i, name in enumerate(spec.state_names):  # then the states drawn from x, in order
+        mode = _spec.mode_of_state(name)
+        if mode is not None and mode.draw in INPUT_DRAWS:
+            drawn = INPUT_DRAWS[mode.draw](spec, x, spec.state_shapes[i], rng)
+            states = (*states[:i], drawn, *states[i + 1:])
     return x, states
 
 
-def _random_cycle(x: np.ndarray, row: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """A ``cycle`` state [B, S, Tg + 1] for inputs x: values at the inputs' scale (each slot a
-    value of x, so the seasonal reference is a realistic raw value), flags 0 or 1 with the
-    unseen slots first, as a stream that started less than a season ago has them."""
+def _previous_point(spec: InputSpec, x: np.ndarray, row: tuple[int, ...],
+                    rng: np.random.Generator) -> np.ndarray:
+    """A ``last``-like state [B, F + 1]: the point before x, one change back, seen or not."""
+    batch = x.shape[0]
+    back = spec.feature_mean + spec.feature_std * rng.standard_normal(x[:, 0].shape)
+    seen = (rng.random((batch, 1)) < 0.5).astype(np.float64)
+    return np.concatenate([x[:, 0] - back, seen], axis=1).astype(np.float32)
+
+
+def _past_targets(spec: InputSpec, x: np.ndarray, row: tuple[int, ...],
+                  rng: np.random.Generator) -> np.ndarray:
+    """A ``cycle``-like state [B, S, Tg + 1] for inputs x: values at the inputs' scale (each
+    slot a value of x, so the seasonal reference is a realistic raw value), flags 0 or 1 with
+    the unseen slots first, as a stream that started less than a season ago has them."""
     batch, season, width = int(x.shape[0]), int(row[0]), int(row[1])
     flat = x.reshape(-1, x.shape[-1])
     picks = flat[rng.integers(0, flat.shape[0], (batch, season))]  # [B, S, F]
@@ -568,6 +592,17 @@ def measure_candidates(
     return reports
 
 
+# the draws (spec.STATE_DRAW_KINDS) that take the case's inputs: (spec, x, row, rng) -> state
+INPUT_DRAWS: dict[str, Callable[[InputSpec, np.ndarray, tuple[int, ...], np.random.Generator],
+                                np.ndarray]] = {
+    "previous_point": _previous_point,
+    "past_targets": _past_targets,
+}
+if set(DRAWS) | set(INPUT_DRAWS) | {"zeros"} != set(_spec.STATE_DRAW_KINDS):  # pragma: no cover
+    raise ImportError(f"export.verify's draws != runtime.spec.STATE_DRAW_KINDS "
+                      f"{_spec.STATE_DRAW_KINDS}")
+
+
 def _baseline_errors(want: Mapping[str, np.ndarray], baseline: Runner, x: np.ndarray,
                      states: tuple[np.ndarray, ...], names: tuple[str, ...],
                      rng: np.random.Generator) -> dict[str, float]:
@@ -578,18 +613,20 @@ def _baseline_errors(want: Mapping[str, np.ndarray], baseline: Runner, x: np.nda
     luck of the rounding order. So the baseline also runs :data:`NUDGED_RUNS` copies of the
     inputs and states whose every value is moved by up to :data:`NUDGE_ULPS` float32 steps: data
     as valid as the original, which shows how much this case amplifies a rounding difference. The
-    baseline error is the largest of these distances. For a model fed changes neither ``x`` nor
-    the ``last`` state is moved: the graph subtracts neighbouring points exactly (Sterbenz), so a
-    level's rounding step (5e-4 at a price of 5,000) is no error the graph makes, and moving it
-    would hide real faults in the small changes the network sees.
+    baseline error is the largest of these distances. A mode's state whose spec says
+    ``nudge=False`` is not moved (``last`` and ``cycle`` hold exact copies of inputs and flags
+    that must stay exactly 0 or 1); for a model fed changes (``nudge_inputs=False``) neither is
+    ``x``: the graph subtracts neighbouring points exactly (Sterbenz), so a level's rounding
+    step (5e-4 at a price of 5,000) is no error the graph makes, and moving it would hide real
+    faults in the small changes the network sees.
     """
     errors = max_abs_diffs(want, baseline(x, states))
-    fed_changes = LAST_STATE in names
+    modes = [_spec.mode_of_state(name) for name in names]
+    exact_x = any(m is not None and not m.nudge_inputs for m in modes)
     for _ in range(NUDGED_RUNS):
-        # the cycle's flags must stay exactly 0 or 1 (its values are raw targets, like x)
-        moved = tuple(s if name in (LAST_STATE, CYCLE_STATE) else _nudge(s, rng)
-                      for name, s in zip(names, states, strict=True))
-        moved_x = x if fed_changes else _nudge(x, rng)
+        moved = tuple(s if m is not None and not m.nudge else _nudge(s, rng)
+                      for m, s in zip(modes, states, strict=True))
+        moved_x = x if exact_x else _nudge(x, rng)
         for out, err in max_abs_diffs(want, baseline(moved_x, moved)).items():
             errors[out] = max(errors[out], err)
     return errors

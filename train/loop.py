@@ -68,6 +68,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from rnnstream.runtime import spec
+
 from .data import Series, Split, fit_mean_std, make_split
 from .errors import ConfigError, DataError
 from .ets import EtsFit, ets_forecasts, ets_matrices, fit_ets
@@ -86,8 +88,6 @@ from .quality import (
 __all__ = ["EpochReport", "TrainConfig", "TrainResult", "Validation", "fit_defaults", "train",
            "train_epoch"]
 
-MODES = ("auto", "level", "delta")
-TARGET_MODES = (*MODES, "seasonal", "ets")
 # a seasonal candidate needs this many seasons in the training part (its first season falls
 # back to persistence, and the network needs some to learn from)
 MIN_SEASONS = 2
@@ -155,7 +155,9 @@ class TrainConfig:
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"TrainConfig.val_fraction={self.val_fraction!r}: expected 0 < "
                               "val_fraction < 1 (e.g. 0.2 validates on the last 20%)")
-        for name, allowed in (("target_mode", TARGET_MODES), ("input_mode", MODES)):
+        for name, table in (("target_mode", spec.TARGET_MODE_SPECS),
+                            ("input_mode", spec.INPUT_MODE_SPECS)):
+            allowed = ("auto", *table)  # the spec's modes (rnnstream.runtime.spec)
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: expected one "
                                   f"of {allowed}")
