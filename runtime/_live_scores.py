@@ -58,6 +58,9 @@ class LiveScores(_Settings):
         self._k = {name: np.array(v, _F64) for name, v in (
             ("one", 1.0), ("decay", self.decay), ("floor", FLOOR), ("down", self._down),
             ("up", self._up))}
+        # the scale's prior per target, [T, 1] against the stream-last [T, n] arrays
+        self._s0, self._p0 = self.scale0[:, None].copy(), self.prior[:, None].copy()
+        self._given = self.prior[:, None] > 0.0
 
     @property
     def n_streams(self) -> int:
@@ -182,6 +185,7 @@ class LiveScores(_Settings):
                 self._ones.add(due.shape)
             np.abs(err, out=s[1])
             np.multiply(err, err, out=s[2])
+            old = self._scale(acc)  # s_t, before this point's errors
             np.multiply(acc[3:], k["decay"], out=acc[3:])
             both += s
             r = s[1, _MODEL]
@@ -192,6 +196,7 @@ class LiveScores(_Settings):
             np.add(cover[0], k["one"], out=cover[0])
             cover[1] += hit
             q *= np.where(hit, k["down"], k["up"])
+            q *= self._rescale(acc, old)
             np.maximum(q, floor, out=q)
         else:
             ok = np.isfinite(err)
@@ -200,6 +205,7 @@ class LiveScores(_Settings):
             np.copyto(err, 0.0, where=~ok)
             np.abs(err, out=s[1])
             np.multiply(err, err, out=s[2])
+            old = self._scale(acc)  # s_t, before this point's errors
             acc[3:] *= np.where(ok, self.decay, 1.0)
             both += s  # the plain and the decayed sums, in one pass
             # track the quantile of the model's residuals
@@ -213,7 +219,9 @@ class LiveScores(_Settings):
             hit = r <= issued
             cover[0] += tracked
             cover[1] += tracked & hit
-            moved = np.maximum(q * np.where(hit, self._down, self._up), scale * FLOOR)
+            moved = q * np.where(hit, self._down, self._up)
+            moved *= self._rescale(acc, old)
+            np.maximum(moved, scale * FLOOR, out=moved)
             np.copyto(q, moved, where=tracked)
             if not self._always_started:
                 np.copyto(q, peak, where=scored & (q == np.inf)
@@ -236,6 +244,22 @@ class LiveScores(_Settings):
             np.put_along_axis(pending, at, new[None], axis=0)
             np.put_along_axis(widths, at[0], q[None], axis=0)
         seen += 1
+
+    def _scale(self, acc: np.ndarray) -> np.ndarray:
+        """The scale ``s = (ewa + s_0) / (eww + p_0)`` of the model's residuals, ``[T, n]``
+        (module docstring of :mod:`._live_settings`); a divisor below 1 (nothing scored and no
+        prior) is taken as 1, so 0 / 0 never happens and such a scale is 0."""
+        num = acc[_EWA, _MODEL] + self._s0
+        return np.divide(num, np.maximum(acc[_EWW, _MODEL] + self._p0, 1.0), out=num)
+
+    def _rescale(self, acc: np.ndarray, old: np.ndarray) -> np.ndarray:
+        """``s_{t+1} / s_t`` where the width follows the scale (``s_t > 0``, and a prior given
+        or more than ``warmup`` points scored), else 1.0: the factor the width is multiplied
+        by after its quantile-tracking step."""
+        new = self._scale(acc)
+        gate = (old > 0.0) & (self._given | (acc[_COUNT, _MODEL] > self.warmup))
+        out = np.ones_like(new)
+        return np.divide(new, old, out=out, where=gate)
 
     # -- reading --------------------------------------------------------------------------------
     def interval(self, rows: Any = None) -> tuple[np.ndarray, np.ndarray]:

@@ -38,6 +38,9 @@ class LiveStream(_Settings):
         self._src = [int(i) for i in self.source]
         self._nans = [math.nan] * len(self.targets)
         self._one_order = (*range(1, self._scored_forecasters), _MODEL)  # for update_one
+        self._s0 = self.scale0.tolist()  # the scale's prior, s_0 and p_0 (module docstring)
+        self._p0 = self.prior.tolist()
+        self._given = [p > 0.0 for p in self._p0]
         self._load(self._fresh(1))
 
     # state as nested lists: pending[slot][forecaster][target], acc[forecaster][metric][target]
@@ -91,8 +94,10 @@ class LiveStream(_Settings):
         for f in range(1, self._scored_forecasters):  # persistence; seasonal with a season
             _add_errors(acc[f], due[f], actual, decay)
         # the model: its scores, and the tracked half-width of its residuals
-        errors = _add_errors(acc[_MODEL], due[_MODEL], actual, decay)
         cnt, ewa, eww = acc[_MODEL][_COUNT], acc[_MODEL][_EWA], acc[_MODEL][_EWW]
+        s0, p0 = self._s0, self._p0
+        olds = [_scale(a, w, s, p) for a, w, s, p in zip(ewa, eww, s0, p0, strict=True)]  # s_t
+        errors = _add_errors(acc[_MODEL], due[_MODEL], actual, decay)
         q, peak, cover = self._q, self._peak, self._cover
         for j, ae in enumerate(errors):
             if ae is None:  # not scorable
@@ -107,6 +112,9 @@ class LiveStream(_Settings):
                     qj = q[j] * self._down
                 else:
                     qj = q[j] * self._up
+                old = olds[j]
+                if old > 0.0 and (self._given[j] or cnt[j] > self.warmup):
+                    qj = qj * (_scale(ewa[j], eww[j], s0[j], p0[j]) / old)  # s_{t+1} / s_t
                 floor = (ewa[j] / eww[j]) * FLOOR
                 q[j] = qj if qj > floor else floor  # (as np.maximum)
             if q[j] == math.inf and cnt[j] >= self.warmup:
@@ -146,6 +154,8 @@ class LiveStream(_Settings):
         decay = self.decay
         acc = self._acc
         ae = math.nan
+        model = acc[_MODEL]
+        old = _scale(model[_EWA][0], model[_EWW][0], self._s0[0], self._p0[0])  # s_t
         for f in self._one_order:  # persistence, seasonal with a season, then the model
             err = x - due[f][0]
             if err - err != 0.0:  # not scorable (no forecast yet)
@@ -174,6 +184,8 @@ class LiveStream(_Settings):
                     qj = q[0] * self._down
                 else:
                     qj = q[0] * self._up
+                if old > 0.0 and (self._given[0] or cnt[0] > self.warmup):
+                    qj = qj * (_scale(ewa[0], eww[0], self._s0[0], self._p0[0]) / old)
                 floor = (ewa[0] / eww[0]) * FLOOR
                 q[0] = qj if qj > floor else floor  # (as np.maximum)
             if q[0] == math.inf and cnt[0] >= self.warmup:
@@ -243,6 +255,13 @@ class LiveStream(_Settings):
     def scores(self) -> dict[str, np.ndarray]:
         """As :meth:`LiveScores.scores` for one stream (arrays ``[1, 3, T]``)."""
         return _scores(np.moveaxis(np.array(self._acc, _F64), 1, 0)[None])
+
+
+def _scale(ewa: float, eww: float, s0: float, p0: float) -> float:
+    """The scale ``s_t = (ewa + s_0) / (eww + p_0)`` (module docstring of :mod:`._live_settings`);
+    a divisor below 1 (nothing scored, no prior: 0 / 0) is taken as 1, as LiveScores does."""
+    d = eww + p0
+    return (ewa + s0) / (d if d > 1.0 else 1.0)
 
 
 def _add_errors(acc: list[list[float]], forecast: list[float], actual: list[float],

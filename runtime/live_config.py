@@ -35,7 +35,8 @@ from .errors import LiveConfigError
 __all__ = ["LIVE_OPTIONS", "LiveConfig", "check_count", "check_fraction", "check_positive",
            "open_live"]
 
-LIVE_OPTIONS = ("lr", "half_life", "initial_quantiles")  # what live_options= may hold
+# what live_options= may hold
+LIVE_OPTIONS = ("lr", "half_life", "initial_quantiles", "initial_scales")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,10 @@ class LiveConfig:
     if its contract stores one; 0: none). ``lr`` and ``half_life``: the interval's step and the
     recent accuracy's half-life (:mod:`.live`). ``initial_quantiles``: one starting half-width
     per target (None: the validation half-widths the contract stores; inf: none).
+    ``initial_scales``: one starting scale of the errors per target, the prior of the scale the
+    interval follows (None: the median validation ``|residual|`` the contract stores, when the
+    starting half-widths come from it too; inf: none, and the width follows the recent MAE once
+    ``warmup`` points were scored).
     """
 
     coverage: float | None = None
@@ -56,6 +61,7 @@ class LiveConfig:
     lr: float = DEFAULTS["lr"]
     half_life: float = DEFAULTS["half_life"]
     initial_quantiles: tuple[float, ...] | None = None
+    initial_scales: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         off = self.coverage is None
@@ -76,12 +82,15 @@ class LiveConfig:
         check_positive(self.half_life, "half_life")
         if self.initial_quantiles is not None:
             object.__setattr__(self, "initial_quantiles", _half_widths(self.initial_quantiles))
+        if self.initial_scales is not None:
+            object.__setattr__(self, "initial_scales", _scales(self.initial_scales))
 
     def _given(self) -> list[str]:
         """The settings that differ from their defaults (for the coverage=None message)."""
         given = [] if self.season is None else [f"season={self.season!r}"]
         given += [f"{name}={getattr(self, name)!r}" for name in LIVE_OPTIONS
-                  if getattr(self, name) != {**DEFAULTS, "initial_quantiles": None}[name]]
+                  if getattr(self, name) != {**DEFAULTS, "initial_quantiles": None,
+                                                   "initial_scales": None}[name]]
         return given
 
     @classmethod
@@ -120,6 +129,8 @@ class LiveConfig:
         out: dict[str, Any] = {"lr": self.lr, "half_life": self.half_life}
         if self.initial_quantiles is not None:
             out["initial_quantiles"] = list(self.initial_quantiles)
+        if self.initial_scales is not None:
+            out["initial_scales"] = list(self.initial_scales)
         return out
 
     def open(self, contract: ModelContract, source: str = "model", n: int | None = None
@@ -136,9 +147,15 @@ class LiveConfig:
         initial: Sequence[float] | None = self.initial_quantiles
         if initial is None and facts is not None and facts.calibration is not None:
             initial = facts.calibration.half_widths_at(contract.targets, self.coverage)
+        # the scale's prior: the median validation |residual| (the calibration's 0.5 level),
+        # with the starting widths it belongs to
+        scales: Sequence[float] | None = self.initial_scales
+        if scales is None and self.initial_quantiles is None and facts is not None \
+                and facts.calibration is not None:
+            scales = facts.calibration.half_widths_at(contract.targets, 0.5)
         settings = {"horizon": contract.horizon, "season": season or None,
                     "coverage": self.coverage, "initial_quantiles": initial, "lr": self.lr,
-                    "half_life": self.half_life}
+                    "half_life": self.half_life, "initial_scales": scales}
         if n is None:
             return LiveStream(contract.features, contract.targets, **settings)
         return LiveScores(n, contract.features, contract.targets, **settings)
@@ -190,4 +207,19 @@ def _half_widths(value: Any) -> tuple[float, ...]:
     if not flat or isinstance(value, (str, bytes)) or any(math.isnan(v) or v < 0 for v in items):
         raise LiveConfigError(f"initial_quantiles is {value!r}; expected non-negative "
                               "half-widths, one per target (inf: none)")
+    return tuple(items)
+
+
+def _scales(value: Any) -> tuple[float, ...]:
+    """``initial_scales`` as a tuple of floats (one per target, checked when the scores open),
+    or LiveConfigError."""
+    try:
+        items = [float(v) for v in value]
+        flat = all(not hasattr(v, "__len__") for v in value)
+    except (TypeError, ValueError):
+        items, flat = [], False
+    if not flat or isinstance(value, (str, bytes)) or any(math.isnan(v) or v < 0 for v in items):
+        raise LiveConfigError(f"initial_scales is {value!r}; expected non-negative scales of the "
+                              "errors (e.g. the median |residual| on validation), one per target "
+                              "(inf: none)")
     return tuple(items)

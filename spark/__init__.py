@@ -34,7 +34,7 @@ Spark schema error; with ``coverage=...``, :data:`LIVE_STATE_SCHEMA`: one more c
 
     fingerprint  string   the model that wrote the state; any other model refuses it. With
                           coverage=..., followed by the live settings the `live` column depends
-                          on: "sha256:... live coverage=0.9 season=24 lr=0.1 half_life=100.0";
+                          on: "sha256:... live coverage=0.9 season=24 lr=0.2 half_life=100.0";
                           other settings refuse it too
     steps        bigint   rows pushed through the model for this key so far
     bad_rows     bigint   rows refused for this key so far (on_bad_row="drop")

@@ -544,20 +544,19 @@ function isNumber(field) {
 // A port of rnnstream.runtime.live.LiveStream, the same float operations in the same order, so
 // the numbers (and the state) are bit for bit those of Python's Predictor(coverage=C). Per stream
 // and target, the interval is prediction +- q; each time a prediction is scored (when the value
-// it was for arrives, `horizon` points later), quantile tracking (Angelopoulos, Candes &
-// Tibshirani, "Conformal PID Control for Time Series Prediction", NeurIPS 2023, section 2,
-// https://arxiv.org/abs/2307.16895), applied to log |residual|, moves q:
-//   log q <- log q + lr * (miss - alpha),   alpha = 1 - coverage, miss = 0 or 1
-//   q <- max(q, 0.01 * recent_mae)          (never collapses to zero)
-// so a miss widens the interval by exp(lr * coverage) and a hit narrows it by exp(-lr * alpha):
-// the miss rate is driven to alpha. The two factors come from expSeries, the same 32-term
-// series Python uses (Math.exp and libm differ in the last bit now and then). q starts at the
-// validation half-width the sidecar stores (calibration), or, for a model without one, is
-// infinite until `warmup` residuals were scored and then starts at the largest of them. A target
-// can only be scored when it is also a feature (same name); otherwise its interval stays where
-// it started. The model is scored beside persistence and seasonal naive (the live accuracy).
+// it was for arrives, `horizon` points later), q moves by quantile tracking of a scaled score:
+// a miss widens it by exp(lr * coverage), a hit narrows it by exp(-lr * alpha), and it follows
+// the scale of the recent errors, floored at 1% of the recent MAE. The method, its sources and
+// its defaults are written out once, in rnnstream.runtime._live_settings (docs/api.md,
+// "The interval"); this is the same arithmetic in the same order. The two factors come from
+// expSeries, the same 32-term series Python uses (Math.exp and libm differ in the last bit now
+// and then). q starts at the validation half-width the sidecar stores (calibration) and the
+// scale at its median |residual| (the 0.5 level), or, for a model without one, q is infinite
+// until `warmup` residuals were scored and then starts at the largest of them. A target can only
+// be scored when it is also a feature (same name); otherwise its interval stays where it started.
+// The model is scored beside persistence and seasonal naive (the live accuracy).
 
-export const LIVE_DEFAULTS = { lr: 0.1, halfLife: 100.0 }; // rnnstream.runtime.live.DEFAULTS
+export const LIVE_DEFAULTS = { lr: 0.2, halfLife: 100.0 }; // rnnstream.runtime.live.DEFAULTS
 export const LIVE_FLOOR = 0.01; // rnnstream.runtime.live.FLOOR
 export const FORECASTERS = ['model', 'persistence', 'seasonal']; // rnnstream.runtime.live.FORECASTERS
 
@@ -578,7 +577,7 @@ const N_ACC = 6; // per forecaster and target: count, abs_sum, sq_sum, ew_weight
 
 export class LiveStream {
   constructor(features, targets, { horizon = 1, season = null, coverage, initial = null,
-    lr = LIVE_DEFAULTS.lr, halfLife = LIVE_DEFAULTS.halfLife }) {
+    scales = null, lr = LIVE_DEFAULTS.lr, halfLife = LIVE_DEFAULTS.halfLife }) {
     this.targets = targets;
     this.horizon = horizon;
     this.season = season;
@@ -591,6 +590,11 @@ export class LiveStream {
     const index = new Map(features.map((name, i) => [name, i]));
     this.source = targets.map((t) => (index.has(t) ? index.get(t) : -1)); // -1: never scored
     this.initial = initial ?? targets.map(() => Infinity);
+    // the scale's prior s0 (weight p0 = 1) where given, else 0 and 0 (initial_scales)
+    const sc = scales ?? targets.map(() => Infinity);
+    this.given = sc.map((v) => Number.isFinite(v));
+    this.s0 = sc.map((v, j) => (this.given[j] ? v : 0.0));
+    this.p0 = this.given.map((g) => (g ? 1.0 : 0.0));
     this.warmup = warmup(coverage);
     // seasonal naive for t + h is the value at lag m * ceil(h / m) - h from t, in [0, m)
     this.lag = season === null ? 0 : season * Math.floor((horizon + season - 1) / season) - horizon;
@@ -620,6 +624,12 @@ export class LiveStream {
     const issued = this.pendingWidth[slot];
     const actual = this.source.map((i) => (i >= 0 ? x[i] : NaN));
     const { decay } = this;
+    const scale = (a, w, j) => { // s = (ewa + s0) / (eww + p0), a divisor below 1 taken as 1
+      const d = w + this.p0[j];
+      return (a + this.s0[j]) / (d > 1.0 ? d : 1.0);
+    };
+    const [, , , eww0, ewa0] = this.acc[MODEL];
+    const olds = actual.map((_, j) => scale(ewa0[j], eww0[j], j)); // the scale before this point
     for (let f = 0; f < N_FORECASTERS; f++) {
       const forecast = due[f];
       const [cnt, asum, ssum, eww, ewa, ews] = this.acc[f];
@@ -641,7 +651,11 @@ export class LiveStream {
             const hit = ae <= issued[j];
             this.cover[0][j] += 1.0;
             if (hit) this.cover[1][j] += 1.0;
-            const moved = q * (hit ? this.down : this.up);
+            let moved = q * (hit ? this.down : this.up);
+            const old = olds[j];
+            if (old > 0.0 && (this.given[j] || cnt[j] > this.warmup)) {
+              moved = moved * (scale(ewa[j], eww[j], j) / old); // follows the scale
+            }
             const floor = (ewa[j] / eww[j]) * LIVE_FLOOR;
             q = moved > floor ? moved : floor; // as numpy's maximum
           }
@@ -742,9 +756,10 @@ export function liveOpener(contract, { coverage, season = null }, source = 'side
       '(0: none), or null for the season the model was trained with');
   }
   const initial = initialHalfWidths(contract, coverage, source);
+  const scales = initialHalfWidths(contract, 0.5, source); // the median validation |residual|
   const used = season === null ? trainedSeason(contract) : (season === 0 ? null : season);
   const open = () => new LiveStream(contract.features, contract.targets, {
-    horizon: contract.horizon, season: used, coverage, initial,
+    horizon: contract.horizon, season: used, coverage, initial, scales,
   });
   open.season = used;
   return open;

@@ -227,10 +227,11 @@ LIVE_CASES = [
     # no calibration stored: infinite until 9 residuals were scored, then their largest
     LiveCase(Case("rnn", n_features=1, n_targets=1, layers=1), ("sensor_0",), 1, 0.9),
     # validation half-widths in the contract, interpolated at 0.85 (sensor_0: 0.9 -> 0.95 null),
-    # and the season it was trained with (the default of --season)
+    # the scale's prior at 0.5, and the season it was trained with (the default of --season)
     LiveCase(Case("lstm", n_features=2, n_targets=2, layers=1), ("sensor_1", "sensor_0"), 2, 0.85,
-             {"levels": [0.8, 0.9, 0.95],
-              "half_widths": {"sensor_1": [[0.5, 1.25, 2.0]], "sensor_0": [[0.25, 0.75, None]]}},
+             {"levels": [0.5, 0.8, 0.9, 0.95],
+              "half_widths": {"sensor_1": [[0.2, 0.5, 1.25, 2.0]],
+                              "sensor_0": [[0.1, 0.25, 0.75, None]]}},
              season=4),
     # "extra" is not a feature: never scored, its interval stays infinite
     LiveCase(Case("gru", n_features=3, n_targets=2, layers=1, target_mode="delta",

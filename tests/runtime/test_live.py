@@ -29,7 +29,12 @@ from rnnstream.runtime.live import (
 
 COVERAGE_TOLERANCE = 0.03  # +-3 points, the issue's bar
 BLOCK = 50  # steps per block when judging recovery after a shift
-RECOVERY_STEPS = 50  # every block from this many steps after a shift is within tolerance
+# every block from this many steps after a shift is within tolerance: the width follows the
+# errors' scale at once (the first block is within FIRST_BLOCK of the target: 0.86 at 0.9,
+# where quantile tracking of the residual alone held 0.71), then the scale, a mean over a
+# half-life of 100 points, keeps rising for a while after the tracked step has caught up
+RECOVERY_STEPS = 100
+FIRST_BLOCK = 0.08
 
 
 # -- accuracy equals the offline computation ----------------------------------------------------
@@ -126,9 +131,11 @@ def test_stationary_coverage(coverage):
     print(f"stationary coverage {coverage}: realised {tail:.4f}, median width {width:.3f}")
     assert abs(tail - coverage) <= COVERAGE_TOLERANCE
     # the exact interval of N(0, 1); the tracked half-width wanders around it by a few per
-    # cent per stream, and the median over 64 streams by 1-2% (measured 0.7 / 1.1 / 1.6%)
+    # cent per stream, and the median over 64 streams by 2-4% (measured 1.7 / 2.8 / 3.6% at
+    # lr 0.2 with the scale; 0.7 / 1.1 / 1.6% at lr 0.1 without it, which held coverage on
+    # 19 of the 25 real series of bench/quality.py against 24 now)
     exact = 2 * _normal_quantile(0.5 + coverage / 2)
-    assert abs(width / exact - 1) <= 0.02
+    assert abs(width / exact - 1) <= 0.045
 
 
 @pytest.mark.parametrize("kind", ["level", "variance"])
@@ -145,6 +152,7 @@ def test_coverage_recovers_after_a_shift(kind, coverage):
           f"{np.median(widths[shift + recovered:]):.3f} (before: "
           f"{np.median(widths[shift - 500:shift]):.3f})")
     assert recovered <= RECOVERY_STEPS
+    assert abs(blocks[0] - coverage) <= FIRST_BLOCK
     assert abs(tail - coverage) <= COVERAGE_TOLERANCE
 
 
@@ -179,7 +187,8 @@ def test_without_initial_quantiles_intervals_start_at_the_conformal_quantile():
 
 
 def test_quantile_tracking_follows_the_paper_update():
-    """log q_{t+1} = log q_t + lr * (miss - alpha), floored at 1% of the recent MAE, by hand."""
+    """log q_{t+1} = log q_t + lr * (miss - alpha), times the scale's change s_{t+1} / s_t,
+    floored at 1% of the recent MAE, by hand."""
     live = LiveScores(1, ["y"], ["y", "z"], initial_quantiles=[0.5, 2.0], lr=0.1, half_life=5)
     alpha = 1.0 - 0.9
     up, down = exp_series(0.1 * (1.0 - alpha)), exp_series(0.1 * (0.0 - alpha))
@@ -194,8 +203,12 @@ def test_quantile_tracking_follows_the_paper_update():
         assert (lo[0, 0], hi[0, 0]) == (-q, q)
         assert hi[0, 1] - lo[0, 1] == 4.0  # "z" stays at its initial half-width
         live.update([[r]], [[0.0, 7.0]])
+        old = a_sum / max(w_sum, 1.0)  # the scale s_t: the recent MAE (no starting scale)
         w_sum, a_sum = w_sum * d + 1.0, a_sum * d + r
-        q = max(q * (down if r <= q else up), (a_sum / w_sum) * 0.01)
+        q = q * (down if r <= q else up)
+        if old > 0 and t + 1 > live.warmup:  # without a prior: after warmup points, s'/s
+            q = q * ((a_sum / w_sum) / old)
+        q = max(q, (a_sum / w_sum) * 0.01)
         assert live.half_width()[0, 0] == q, t
     realised, scored = live.coverage_so_far()
     assert (realised[0, 0], scored[0].tolist()) == (hits / len(residuals), [len(residuals), 0])
@@ -211,11 +224,18 @@ def test_one_stream_in_python_floats_equals_the_numpy_pool_bit_for_bit():
     # them, the mask-free path once every stream's intervals have started
     cases += [(["c", "a", "b"], h, m, [1.0, 2.0, 0.5]) for h, m in ((1, None), (2, 4), (1, 3))]
     cases += [(["c", "a", "b"], h, m, None) for h, m in ((1, None), (2, 4))]
-    for targ, h, m, init in cases:
+    # with starting scales (the scale's prior): given for some targets, 0 or none for others
+    scaled = {len(cases): [0.5, 1.0, 0.25], len(cases) + 1: [0.0, np.inf, 0.4],
+              len(cases) + 2: [0.3, 0.2, np.inf]}
+    cases += [(["c", "a", "b"], 1, None, [1.0, 2.0, 0.5]), (["c", "a", "z"], 2, 4,
+              [1.0, 2.0, np.inf]), (["c", "a", "b"], 1, 3, None)]
+    for case, (targ, h, m, init) in enumerate(cases):
         feats = ["a", "b", "c"]
-        pool = LiveScores(3, feats, targ, horizon=h, season=m, initial_quantiles=init)
-        ones = [LiveStream(feats, targ, horizon=h, season=m, initial_quantiles=init)
-                for _ in range(3)]
+        scales = scaled.get(case)
+        pool = LiveScores(3, feats, targ, horizon=h, season=m, initial_quantiles=init,
+                          initial_scales=scales)
+        ones = [LiveStream(feats, targ, horizon=h, season=m, initial_quantiles=init,
+                           initial_scales=scales) for _ in range(3)]
         # the second group at a price's size: raw values near 5,000
         level = 5000.0 if targ == ["c", "a", "b"] else 0.0
         x = level + rng.normal(size=(300, 3, 3)).cumsum(axis=0)
@@ -247,9 +267,10 @@ def test_update_one_equals_update_bit_for_bit():
     seasons, no starting widths (the warm-up start), a target that is not a feature (NaN),
     raw values near 5,000."""
     rng = np.random.default_rng(11)
-    for h, m, init, target in ((1, None, [0.4], "b"), (3, 5, None, "b"), (2, 2, [1.0], "b"),
-                               (1, 4, None, "z")):
-        opts = dict(horizon=h, season=m, initial_quantiles=init)
+    for h, m, init, target, sc in ((1, None, [0.4], "b", None), (3, 5, None, "b", None),
+                                   (2, 2, [1.0], "b", None), (1, 4, None, "z", None),
+                                   (1, None, [0.4], "b", [0.2]), (2, 3, [1.0], "b", [0.0])):
+        opts = dict(horizon=h, season=m, initial_quantiles=init, initial_scales=sc)
         a, b = LiveStream(["a", "b"], [target], **opts), LiveStream(["a", "b"], [target], **opts)
         x = 5000.0 + rng.normal(size=(300, 2)).cumsum(axis=0)
         y = x[:, 1] + rng.normal(size=300) * rng.uniform(0.2, 3.0)
@@ -276,8 +297,9 @@ def test_block_updates_with_resets_and_resizes_equal_one_stream_each():
     bit."""
     rng = np.random.default_rng(9)
     feats, targ = ["a", "b"], ["b", "a"]
-    for h, m, init in ((1, None, [0.5, 1.5]), (2, 3, [0.5, 1.5]), (1, None, None)):
-        opts = dict(horizon=h, season=m, initial_quantiles=init)
+    for h, m, init, sc in ((1, None, [0.5, 1.5], None), (2, 3, [0.5, 1.5], None),
+                           (1, None, None, None), (1, None, [0.5, 1.5], [0.3, np.inf])):
+        opts = dict(horizon=h, season=m, initial_quantiles=init, initial_scales=sc)
         pool = LiveScores(4, feats, targ, **opts)
         ones = [LiveStream(feats, targ, **opts) for _ in range(6)]
         x = 5000.0 + rng.normal(size=(400, 6, 2)).cumsum(axis=0)

@@ -127,7 +127,7 @@ def test_live_scores_equal_predictor_with_coverage_bit_for_bit(live_model, tmp_p
     assert np.isfinite(last.to_numpy(float)).all()  # scored, bounded, some coverage
     fingerprint, steps, bad, *_ = state.value
     assert fingerprint == f"{step.fingerprint} {step.live.tag}"
-    assert step.live.tag == "live coverage=0.8 season=3 lr=0.1 half_life=100.0"
+    assert step.live.tag == "live coverage=0.8 season=3 lr=0.2 half_life=100.0"
     assert (steps, bad) == (30, 0)
     assert_stored_live_equals(state, step, predictors["k0"], tmp_path)
 
@@ -220,13 +220,13 @@ def test_season_defaults_to_the_models_and_zero_turns_it_off(live_model):
     assert "seasonal_mae_sensor_0" in own.columns
     assert off.columns == tuple(live_columns(FEATURES, None))
     assert "seasonal_mae_sensor_0" not in off.columns
-    assert (own.tag, off.tag) == ("live coverage=0.9 season=3 lr=0.1 half_life=100.0",
-                                  "live coverage=0.9 season=None lr=0.1 half_life=100.0")
+    assert (own.tag, off.tag) == ("live coverage=0.9 season=3 lr=0.2 half_life=100.0",
+                                  "live coverage=0.9 season=None lr=0.2 half_life=100.0")
 
 
 @pytest.mark.parametrize(("settings", "message"), [
     ({"season": 24}, r"season=24 set up the live scores, which are off without coverage"),
-    ({"live_options": {"lr": 0.2}}, r"lr=0.2 set up the live scores.*give coverage too"),
+    ({"live_options": {"lr": 0.3}}, r"lr=0.3 set up the live scores.*give coverage too"),
     ({"coverage": 1.5}, r"coverage is 1.5; expected a number strictly between 0 and 1"),
     ({"coverage": 0.9, "live_options": {"window": 10}}, r"live_options \['window'\] unknown"),
 ])
@@ -241,11 +241,11 @@ def test_a_live_config_gives_the_spec_of_its_keywords(live_model):
     """predict_stream(live=LiveConfig(...)) and the older keywords plan the same live scores."""
     p = Predictor(live_model)
     assert p.contract is not None
-    by_config = live_spec(p.contract, source="m", live=LiveConfig(coverage=0.9, season=0, lr=0.2))
-    by_keywords = live_spec(p.contract, 0.9, 0, {"lr": 0.2}, "m")
+    by_config = live_spec(p.contract, source="m", live=LiveConfig(coverage=0.9, season=0, lr=0.3))
+    by_keywords = live_spec(p.contract, 0.9, 0, {"lr": 0.3}, "m")
     assert by_config == by_keywords
     assert by_config is not None
-    assert by_config.tag == "live coverage=0.9 season=None lr=0.2 half_life=100.0"
+    assert by_config.tag == "live coverage=0.9 season=None lr=0.3 half_life=100.0"
     assert live_spec(p.contract, source="m", live=LiveConfig()) is None
     with pytest.raises(InputError, match="not both"):
         live_spec(p.contract, 0.9, None, None, "m", live=LiveConfig(coverage=0.9))
