@@ -132,7 +132,8 @@ def _check_io(graph: onnx.ModelProto, model) -> None:
 def _check_recurrent_nodes(graph: onnx.ModelProto, cfg) -> None:
     cell = spec.CELLS[cfg.cell]
     op = sequence_op(cfg.cell)  # the native op, or Scan for a cell without one
-    nodes = [n for n in graph.graph.node if n.op_type in {op, cell.int8_op or ""}]
+    nodes = [n for n in graph.graph.node if n.op_type in {op, cell.int8_op or ""}
+             and n.name not in cfg.state_names]  # a mode's own node is named after its state
     if len(nodes) != cfg.layers:
         raise GraphError(
             f"expected {cfg.layers} {'native ' if cell.onnx_op else ''}{op} node(s) (one per "

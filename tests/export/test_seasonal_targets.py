@@ -191,3 +191,16 @@ def test_ets_runtime_streams_what_torch_computes(exported_ets) -> None:
     np.testing.assert_allclose(p.get_state()["ets"], state[-1][0].numpy(), rtol=1e-4, atol=1e-4)
     primed = Predictor(path)
     np.testing.assert_allclose(primed.prime(x), steps, rtol=1e-5, atol=1e-3)
+
+
+def test_an_rnn_cell_with_ets_targets_exports(tmp_path) -> None:
+    """The ETS's own RNN node (named after its state) is not one of an rnn cell's layers: the
+    exporter's count of recurrent nodes looked at op types only and refused this model."""
+    series = from_arrays(np.stack([SERIES * 0.1 + 2, SERIES], 1), feature_names=["aux", "y"],
+                         target_names=["y"], targets=SERIES)
+    result = train(series, ForecasterConfig(cell="rnn", hidden=8),
+                   TrainConfig(epochs=2, target_mode="ets", input_mode="level", season=SEASON,
+                               progress=False))
+    report = export_model(result.model, tmp_path / "model.onnx")
+    rnn = sorted(n.name for n in onnx.load(str(report.path)).graph.node if n.op_type == "RNN")
+    assert rnn == ["ets", "rnn0"]
