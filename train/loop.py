@@ -74,7 +74,7 @@ from .data import Series, Split, fit_mean_std, make_split
 from .errors import ConfigError, DataError
 from .ets import EtsFit, ets_forecasts, ets_matrices, fit_ets
 from .model import Forecaster, ForecasterConfig, StateTensors
-from .modes import carry_point
+from .modes import TORCH_INPUT_MODES, carry_point
 from .quality import (
     calibration,
     detect_season,
@@ -566,14 +566,14 @@ def _shrink_toward_reference(model: Forecaster, split: Split,
     factors, or None for level-target models.
     """
     cfg = model.config
-    if cfg.target_mode == "level":
+    if not spec.TARGET_MODE_SPECS[cfg.target_mode].reference:
         return None
     model.eval()
     n = split.n_train
     x_all = torch.as_tensor(split.x, dtype=torch.float32, device=device)[None]
     y_pred, _ = model(x_all)
     reference = model.reference(x_all)
-    if reference is None:  # pragma: no cover - every non-level mode has a reference
+    if reference is None:  # pragma: no cover - every mode with a reference gives one
         return None
     ref = reference[0, n:].double().cpu().numpy()
     change = y_pred[0, n:].double().cpu().numpy() - ref
@@ -615,8 +615,9 @@ def _normalized_model(split: Split, mcfg: ForecasterConfig,
     n = split.n_train
     level_mean, level_std = fit_mean_std(split.x[:n])
     seen = split.x[:n]
-    if mcfg.input_mode == "delta":  # what the network sees: changes, the first one 0
-        seen = np.diff(seen, axis=0, prepend=seen[:1])
+    to_seen = TORCH_INPUT_MODES[mcfg.input_mode].seen
+    if to_seen is not None:  # what the network sees (delta: changes, the first one 0)
+        seen = to_seen(seen)
     x_mean, x_std = fit_mean_std(seen)
     model = Forecaster(mcfg)
     if mcfg.target_mode == "ets":

@@ -11,7 +11,8 @@ registered on the model under the names its entry gives.
 * An input mode turns the raw inputs into what the network sees and moves its state:
   ``changes(model, x [B,T,F], state) -> (seen [B,T,F], new state)``; ``after(model, before
   [B,F]) -> state`` is its state once the point ``before`` was fed (training starts each
-  segment of a series from it).
+  segment of a series from it); ``seen(x [n,F]) -> [n,F]`` what the network sees of a whole
+  training series in numpy, for the normalisation statistics.
 * A target mode with a reference (``spec`` ``reference=True``) gives what is added to the
   network's output and moves its state: ``reference(model, x [B,T,F], state) -> (ref [B,T,Tg],
   new state)`` (``state`` None for a mode without one). ``buffers(config)`` are its fitted
@@ -33,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -64,6 +66,9 @@ class TorchInputMode:
 
     changes: Changes | None = None
     after: Callable[[Forecaster, Tensor], Tensor] | None = None
+    # what the network sees of a whole training series [n, F] (float64 numpy), for the
+    # normalisation statistics; None: the series itself
+    seen: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -169,9 +174,14 @@ def carry_point(model: Forecaster, state: tuple[Tensor, ...], before: Tensor
     return (*state[:i], after(model, before), *state[i + 1:])
 
 
+def _delta_seen(x: np.ndarray) -> np.ndarray:
+    """The changes of a series [n, F], the first one 0 (a stream's first point)."""
+    return np.diff(x, axis=0, prepend=x[:1])
+
+
 TORCH_INPUT_MODES: dict[str, TorchInputMode] = {
     "level": TorchInputMode(),
-    "delta": TorchInputMode(delta_changes, _delta_after),
+    "delta": TorchInputMode(delta_changes, _delta_after, _delta_seen),
 }
 TORCH_TARGET_MODES: dict[str, TorchTargetMode] = {
     "level": TorchTargetMode(),
