@@ -206,6 +206,17 @@ class ModeSpec:
     dims: tuple[str, ...] = ()  # the row's axes in words, e.g. ("F+1",)
     meaning: str = ""  # what the state holds, e.g. "the last point and a seen flag"
 
+    def __post_init__(self) -> None:
+        # a developer's mistake in a table entry, refused where the entry is written
+        if self.draw not in STATE_DRAW_KINDS or self.season not in SEASON_KINDS:
+            raise ValueError(f"mode {self.name!r}: draw {self.draw!r} must be one of "
+                             f"{STATE_DRAW_KINDS} and season {self.season!r} one of "
+                             f"{SEASON_KINDS}")
+        if (self.state is None) != (self.row is None) or (
+                self.state is not None and not is_state_name(self.state)):
+            raise ValueError(f"mode {self.name!r}: a state needs both a name (an identifier) "
+                             f"and a row shape (got state {self.state!r}, row {self.row!r})")
+
     def row_shape(self, n_features: int, n_targets: int, season: int) -> tuple[int, ...]:
         if self.row is None:
             raise KeyError(f"mode {self.name!r} carries no state")

@@ -62,3 +62,10 @@ def test_required_schema_comes_from_the_modes() -> None:
     assert contract("level", "level").required_schema == 1
     assert contract("delta", "delta").required_schema == 2
     assert contract("level", "ets").required_schema == 4
+
+
+def test_a_malformed_mode_entry_is_refused_where_it_is_written() -> None:
+    with pytest.raises(ValueError, match="draw 'gaussian' must be one of"):
+        spec.ModeSpec("bad", draw="gaussian")
+    with pytest.raises(ValueError, match="needs both a name"):
+        spec.ModeSpec("bad", state="s")
