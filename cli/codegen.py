@@ -1,16 +1,25 @@
 """Ready-to-paste streaming loops for one exported model (``rnnstream inspect MODEL --code LANG``).
 
-:func:`generate` writes a short, self-contained program that streams the model one point per
-stdin line, with the model's real names and sizes spelled out: feature and target names, the
-state tensors (``h_in``/``h_out``, and ``c_in``/``c_out`` for LSTM) and their ``[batch, layers,
-hidden]`` shapes. The code depends only on onnxruntime (plus numpy in Python), never on
-rnnstream: it is a teaching snippet that shows the whole contract in ~30 lines. Each program
-reads CSV lines of ``F`` raw values, prints the ``T`` raw predictions per line, comma-separated
-(``web``: an HTML page with onnxruntime-web, lines from a textarea, predictions in the page).
+:func:`generate` writes a short program that streams the model one point per stdin line, with
+the model's real names and sizes spelled out: feature and target names, the state tensors
+(``h_in``/``h_out``, and ``c_in``/``c_out`` for LSTM) and their ``[batch, layers, hidden]``
+shapes. Each program reads CSV lines of ``F`` raw values and prints the ``T`` raw predictions
+per line, comma-separated (``web``: an HTML page with onnxruntime-web, lines from a textarea,
+predictions in the page). None needs rnnstream's Python package:
+
+* ``python``: onnxruntime and numpy only, the whole contract in ~30 lines (a teaching loop).
+* ``js`` (Node.js): onnxruntime-node and rnnstream's JavaScript core,
+  ``examples/core/rnnstream-core.mjs`` (:data:`JS_CORE_SOURCE`), loaded from beside the
+  generated file: the one tested implementation of the sidecar check, the state loop and the
+  CSV points, which the Node example and the web page use too. The generated code holds only
+  what is this model's (its files, its fingerprint, its names in comments) and says where to
+  copy the core from; a missing core is reported with that, not a stack trace.
+* ``web``: onnxruntime-web, self-contained in one page.
 
 Names from the model reach the generated code only as string literals (``json.dumps``/``repr``;
-in the page also with ``<``, ``>``, ``&`` escaped, so that no name can close its ``<script>``),
-so a feature called ``"a\\nb"`` cannot break the program. Supported languages: :data:`LANGS`.
+in the page also with ``<``, ``>``, ``&`` escaped, so that no name can close its ``<script>``) or
+in one-line comments, so a feature called ``"a\\nb"`` cannot break the program. Supported
+languages: :data:`LANGS`.
 """
 
 from __future__ import annotations
@@ -21,8 +30,8 @@ import math
 import os
 from collections.abc import Callable
 
-from rnnstream.runtime.contract import ModelContract
-from rnnstream.runtime.spec import LAST_STATE, PREDICTION_ROLE, STATE_ROLE
+from rnnstream.runtime.contract import ModelContract, sidecar_path
+from rnnstream.runtime.spec import PREDICTION_ROLE, STATE_ROLE, mode_of_state
 
 __all__ = ["LANGS", "generate"]
 
@@ -62,10 +71,13 @@ def _one_stream(s) -> tuple[int, ...]:
 
 
 def _shape_note(c: ModelContract, s) -> str:
+    """A state's one-stream shape in words: a model-level state says what it holds (its mode's
+    plain-data description in spec), a cell's state its layers and hidden size."""
     if c.is_custom:
         return "[batch=1, " + ", ".join(str(d) for d in s.row_shape) + "]"
-    if s.name == LAST_STATE:
-        return f"[batch=1, F+1={c.n_features + 1}]: the last point and a seen flag"
+    mode = mode_of_state(s.name)
+    if mode is not None:  # last, cycle, ets: carried by the input or target mode
+        return f"[batch=1, {mode.describe(s.row_shape)}]"
     return f"[batch=1, layers={c.layers}, hidden={c.hidden}]"
 
 
@@ -136,51 +148,116 @@ def _np_fill(shape: tuple[int, ...], value: float) -> str:
 
 # -- JavaScript (onnxruntime-node) --------------------------------------------------------------
 
+# rnnstream's JavaScript core, which the generated Node loop loads from beside itself: the one
+# checked implementation of the sidecar check and the state loop (the Node example and the web
+# page use it too), so that the generated code holds only what is this model's own
+JS_CORE = "rnnstream-core.mjs"
+JS_CORE_SOURCE = "examples/core/rnnstream-core.mjs"
+
+
+def _js_sidecar(model_path: str) -> str:
+    """MODEL.onnx.json, for MODEL.onnx and for its step graph MODEL.step.onnx alike (as the
+    Node example reads it)."""
+    step = ".step.onnx"
+    base = model_path[:-len(step)] + ".onnx" if model_path.endswith(step) else model_path
+    return sidecar_path(base)
+
+
 def _js(c: ModelContract, model_path: str) -> str:
     f, t = c.n_features, c.n_targets
-    zeros = "\n".join(
-        f"  let {s.name} = new ort.Tensor('float32', "
-        f"{_js_fill(math.prod(_one_stream(s)), s.initial)}, {list(_one_stream(s))});"
-        f" // {s.input}: {_shape_note(c, s)}" for s in c.states)
-    feeds = ", ".join([c.input["name"], *(f"{s.input}: {s.name}" for s in c.states)])
-    carry = " ".join(f"{s.name} = out.{s.output};" for s in c.states)
+    sidecar = _js_sidecar(model_path)
+    # names only in string literals and comments (json.dumps: one line, escaped), never as
+    # identifiers: a state may be named like any JavaScript keyword
+    states = "\n".join(
+        f"//   {json.dumps(s.input)} -> {json.dumps(s.output)}  {list(_one_stream(s))}: "
+        f"{_shape_note(c, s)}" for s in c.states)
+    other = "".join(f"\n    // named[{json.dumps(o['name'])}]: role {json.dumps(o['role'])}, "
+                    f"{list(o['shape'])}"
+                    for o in c.outputs if o["role"] not in (PREDICTION_ROLE, STATE_ROLE))
+    check = ""
+    if c.fingerprint:
+        check = (
+            "\n  if (contract.fingerprint !== FINGERPRINT) {\n"
+            "    throw new Error(`this loop was generated for another model (${SIDECAR} has "
+            "fingerprint ` +\n"
+            "      `${contract.fingerprint}); regenerate it with rnnstream inspect MODEL "
+            "--code js`);\n"
+            "  }")
     return f'''\
 // Stream one series through {json.dumps(model_path)} with onnxruntime-node.
 //
 // {_summary(c)}.
-// Input: one point per stdin line, {f} comma-separated raw values ({_names(c.features)}).
-// Output: one line per point, {t} raw prediction(s) ({_names(c.targets)}).
-// Generated by `rnnstream inspect MODEL --code js`. The contract (and the fingerprint) is in the
-// sidecar {json.dumps(model_path + ".json")}: onnxruntime-node cannot read ONNX custom metadata.
-// Install: ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node
+// Input: one point per stdin line, {f} comma-separated raw values ({_names(c.features)});
+// a first line of feature names picks the columns by name.
+// Output: one line per point, {t} raw prediction(s) ({_names(c.targets)}), each the shortest
+// decimal that reads back as the same float32.
+// Generated by `rnnstream inspect MODEL --code js`; run it as `node loop.js < points.csv`.
+//
+// It needs, beside this file:
+//   {JS_CORE}  rnnstream's JavaScript core (the sidecar check and the state loop, the
+//       module the Node example and the web page use): copy {JS_CORE_SOURCE}
+//       from the source of the rnnstream release that generated this file.
+//   onnxruntime-node  ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node
+//   Node.js >= 20.19, which loads that ES module with require().
+// The contract comes from the sidecar {json.dumps(sidecar)} that rnnstream export wrote
+// beside the model (onnxruntime-node cannot read ONNX custom metadata); docs/embedding.md
+// describes it.
 'use strict';
+const fs = require('node:fs');
 const readline = require('node:readline');
 const ort = require('onnxruntime-node');
 
+const core = requireCore('./{JS_CORE}');
 const MODEL = {json.dumps(model_path)};
+const SIDECAR = {json.dumps(sidecar)};
+const FINGERPRINT = {json.dumps(c.fingerprint)}; // the model this loop was generated for
 const FEATURES = {json.dumps(c.features)}; // x: float32 [batch, time, {f}], raw units
 const TARGETS = {json.dumps(c.targets)}; // y: float32 [batch, time, {t}], raw units
+// The recurrent state of one stream (input -> output, shape), at its initial value at first:
+{states}
+
+function requireCore(path) {{
+  try {{
+    return require(path);
+  }} catch (err) {{
+    if (err.code === 'MODULE_NOT_FOUND' && err.message.includes(path)) {{
+      console.error(`error: ${{path}} is not beside ${{__filename}}: copy ` +
+        '{JS_CORE_SOURCE} from the source of the rnnstream release that generated this loop');
+    }} else if (err.code === 'ERR_REQUIRE_ESM') {{
+      console.error(`error: loading the ES module ${{path}} with require() needs Node.js ` +
+        `>= 20.19 (this is ${{process.versions.node}})`);
+    }} else {{
+      throw err;
+    }}
+    return process.exit(1);
+  }}
+}}
 
 async function main() {{
+  // the sidecar, checked as the Python runtime checks it, and the model file it describes
+  const contract = core.parseSidecar(fs.readFileSync(SIDECAR, 'utf8'), SIDECAR);{check}
+  await core.identifyGraph(fs.readFileSync(MODEL), contract, MODEL, SIDECAR);
   const session = await ort.InferenceSession.create(MODEL, {{ intraOpNumThreads: 1 }});
-  // The state of this one stream (shapes from the sidecar, batch = 1),
-  // zeros at the start. For many streams keep one set per stream; never share it.
-{zeros}
+  core.checkSession(session, contract); // the graph has the inputs and outputs declared
+  const model = new core.StateLoop(ort, session, contract);
+  // This stream's state ({{name: tensor}}, batch = 1). For many streams keep one per stream
+  // (model.initialState() each); never share it.
+  const state = model.initialState();
+  const parser = new core.PointParser(FEATURES); // finite numbers within float32's range
   const lines = readline.createInterface({{ input: process.stdin, crlfDelay: Infinity }});
+  let lineNo = 0;
   for await (const line of lines) {{
-    if (!line.trim()) continue;
-    const point = line.split(',').map(Number); // raw units: normalisation is in the graph
-    if (point.length !== FEATURES.length || !point.every(Number.isFinite)) {{
-      const got = JSON.stringify(line);
-      throw new Error(`expected ${{FEATURES.length}} numbers (${{FEATURES}}), got ${{got}}`);
-    }}
-    // x: [batch=1, time=1, F={f}]. To prime with history, pass [1, n, {f}] in one call instead.
-    const x = new ort.Tensor('float32', Float32Array.from(point), [1, 1, {f}]);
-    const out = await session.run({{ {feeds} }});
-    {carry} // carry the state: *_out is the next call's *_in
-    // y: [batch=1, time=1, T={t}], one value per name in TARGETS
-    console.log(Array.from(out.{c.output["name"]}.data).join(','));
+    const point = parser.parse(line, ++lineNo); // null for a blank line or the header
+    if (!point) continue;
+    // x: [batch=1, time=1, F={f}], raw units: normalisation is in the graph
+    const out = await model.run(point.values, state);
+    Object.assign(state, model.nextState(out)); // carry the state: each *_out is the next *_in
+    const named = model.outputs(out); // every output but the states, by name
+    // the prediction: [batch=1, time=1, T={t}], one value per name in TARGETS{other}
+    const y = named[{json.dumps(c.output["name"])}];
+    console.log(Array.from(y, core.formatFloat32).join(','));
   }}
+  await session.release();
 }}
 
 main().catch((err) => {{ console.error(`error: ${{err.message}}`); process.exitCode = 1; }});

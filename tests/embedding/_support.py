@@ -34,6 +34,7 @@ WEB_DIR = REPO / "examples" / "web"
 CORE_DIR = REPO / "examples" / "core"  # the module both examples share
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `make test` installs it where it can
 NPM_TIMEOUT_S = 300
+NODE_TIMEOUT_S = 60
 BROWSER_TIMEOUT_S = 120
 
 
@@ -177,6 +178,24 @@ def install_npm_deps(folder: Path, package: str, env: dict[str, str] | None = No
     if done.returncode != 0:
         pytest.fail(f"`{' '.join(cmd)}` in {folder} failed ({done.returncode}):\n"
                     f"{done.stdout}\n{done.stderr}")
+
+
+def run_js_loop(node: str, code: str, folder: Path, stdin: str, core: bool = True,
+                check: bool = True) -> subprocess.CompletedProcess:
+    """The loop of ``rnnstream inspect --code js`` as its user runs it: loop.js in ``folder``
+    with rnnstream-core.mjs copied beside it (``core``), onnxruntime-node from the Node
+    example's install."""
+    folder.mkdir(parents=True, exist_ok=True)
+    loop = folder / "loop.js"
+    loop.write_text(code)
+    if core:
+        shutil.copy(CORE_DIR / "rnnstream-core.mjs", folder)
+    env = {**os.environ, "NODE_PATH": str(JS_DIR / "node_modules")}  # the example's install
+    done = subprocess.run([node, str(loop)], input=stdin, capture_output=True, text=True,
+                          timeout=NODE_TIMEOUT_S, check=False, env=env)
+    if check:
+        assert done.returncode == 0, f"generated loop failed:\n{code}\n--- stderr:\n{done.stderr}"
+    return done
 
 
 # -- the browser -------------------------------------------------------------------------------

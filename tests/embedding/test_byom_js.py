@@ -6,7 +6,6 @@ sidecar at contract schema 3). Predictions and final state agree with Predictor;
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from rnnstream.cli.codegen import generate
 from rnnstream.export.step_graph import step_path
 from rnnstream.runtime.contract import ModelContract, sidecar_path
 
-from ._support import JS_DIR, parse_predictions, python_stream, to_csv
+from ._support import parse_predictions, python_stream, run_js_loop, to_csv
 from .test_javascript import ATOL, NODE_TIMEOUT_S, run_js
 
 pytestmark = pytest.mark.js
@@ -111,13 +110,10 @@ def test_keyed_coverage_lines_equal_rnnstream_stream(node: str, byom) -> None:
 
 
 def test_generated_js_loop_predicts_like_runtime(node: str, byom, tmp_path: Path) -> None:
+    """The loop with the JavaScript core beside it, as `inspect --code js` says to put it."""
     _, model = byom
     pts = points(25)
-    loop = tmp_path / "loop.js"
-    loop.write_text(generate(ModelContract.from_dict(sidecar(model)), "js", str(model)))
-    env = {**os.environ, "NODE_PATH": str(JS_DIR / "node_modules")}
-    done = subprocess.run([node, str(loop)], input=to_csv(pts), capture_output=True, text=True,
-                          timeout=NODE_TIMEOUT_S, check=False, env=env)
-    assert done.returncode == 0, done.stderr
+    code = generate(ModelContract.from_dict(sidecar(model)), "js", str(model))
+    done = run_js_loop(node, code, tmp_path, to_csv(pts))
     want, _ = python_stream(model, pts)
     np.testing.assert_allclose(parse_predictions(done.stdout), want, atol=ATOL, rtol=0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -11,17 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnstream.cli.codegen import LANGS, generate
+from rnnstream.cli.codegen import JS_CORE, JS_CORE_SOURCE, LANGS, generate
 from rnnstream.runtime.contract import ModelContract, sidecar_path
 
 from ._support import (
     CASES,
-    JS_DIR,
+    REPO,
     WEB_DIR,
     Case,
     parse_predictions,
     python_stream,
     run_headless,
+    run_js_loop,
     series,
     serve,
     to_csv,
@@ -58,10 +58,50 @@ def test_js_loop_predicts_like_runtime(node: str, exported: tuple[Case, Path],
     case, model = exported
     points = series(case, n=25)
     code = generate(contract_of(model), "js", str(model))
-    env = {**os.environ, "NODE_PATH": str(JS_DIR / "node_modules")}  # the example's install
-    out = run_generated([node], code, tmp_path / "loop.js", to_csv(points), env=env)
+    assert f"requireCore('./{JS_CORE}')" in code  # the core's checks and state loop
+    out = run_js_loop(node, code, tmp_path, to_csv(points)).stdout
     expected, _ = python_stream(model, points)
     np.testing.assert_allclose(parse_predictions(out), expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.js
+def test_js_loop_reads_a_csv_header_and_refuses_a_bad_point(node: str, rnn_model: Path,
+                                                            tmp_path: Path) -> None:
+    """What the core's PointParser does, the loop does: a header picks columns by name; a
+    point that is not a number stops the stream with the line's number."""
+    case = CASES[0]
+    points = series(case, n=6)
+    code = generate(contract_of(rnn_model), "js", str(rnn_model))
+    text = to_csv(points, header=["sensor_0"])
+    out = run_js_loop(node, code, tmp_path / "ok", text).stdout
+    expected, _ = python_stream(rnn_model, points)
+    np.testing.assert_allclose(parse_predictions(out), expected, atol=ATOL, rtol=0)
+    bad = run_js_loop(node, code, tmp_path / "bad", "1.5\nabc\n", check=False)
+    assert bad.returncode == 1
+    assert 'error: line 2: feature sensor_0 is "abc", not a finite number' in bad.stderr
+
+
+@pytest.mark.js
+def test_js_loop_without_the_core_says_where_it_comes_from(node: str, rnn_model: Path,
+                                                           tmp_path: Path) -> None:
+    code = generate(contract_of(rnn_model), "js", str(rnn_model))
+    assert JS_CORE_SOURCE in code  # the header says where to copy it from
+    assert (REPO / JS_CORE_SOURCE).is_file()
+    done = run_js_loop(node, code, tmp_path, "1.0\n", core=False, check=False)
+    assert done.returncode == 1
+    assert f"error: ./{JS_CORE} is not beside " in done.stderr
+    assert f"copy {JS_CORE_SOURCE} from the source" in done.stderr
+
+
+@pytest.mark.js
+def test_js_loop_refuses_another_model(node: str, rnn_model: Path, tmp_path: Path) -> None:
+    """A loop checks the sidecar's fingerprint, as the Python loop checks the model's."""
+    contract = contract_of(rnn_model)
+    contract.fingerprint = "not-this-model"
+    done = run_js_loop(node, generate(contract, "js", str(rnn_model)), tmp_path, "1.0\n",
+                       check=False)
+    assert done.returncode == 1
+    assert "error: this loop was generated for another model" in done.stderr
 
 
 @pytest.mark.web
