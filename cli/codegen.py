@@ -18,8 +18,9 @@ predictions in the page). None needs rnnstream's Python package:
 
 Names from the model reach the generated code only as string literals (``json.dumps``/``repr``;
 in the page also with ``<``, ``>``, ``&`` escaped, so that no name can close its ``<script>``) or
-in one-line comments, so a feature called ``"a\\nb"`` cannot break the program. Supported
-languages: :data:`LANGS`.
+in one-line comments, never as identifiers: a feature called ``"a\\nb"`` or a state called
+``lambda`` or ``in`` (a custom model's author names its states) cannot break the program.
+Supported languages: :data:`LANGS`.
 """
 
 from __future__ import annotations
@@ -83,13 +84,17 @@ def _shape_note(c: ModelContract, s) -> str:
 
 def _python(c: ModelContract, model_path: str) -> str:
     f, t = c.n_features, c.n_targets
-    # state names (h, c, last, declared ones) are identifiers (spec.is_state_name): variables
+    # every name a string literal, never a variable: a state may be called lambda or class
+    # (spec.is_state_name allows any identifier but x and y)
     zeros = "\n".join(
-        f"{s.name} = {_np_fill(_one_stream(s), s.initial)}"
+        f"    {json.dumps(s.name)}: {_np_fill(_one_stream(s), s.initial)},"
         f"  # {s.input}: {_shape_note(c, s)}" for s in c.states)
-    feeds = ", ".join([f'"{c.input["name"]}": x', *(f'"{s.input}": {s.name}' for s in c.states)])
+    feeds = ", ".join([f'{json.dumps(c.input["name"])}: x',
+                       *(f"{json.dumps(s.input)}: state[{json.dumps(s.name)}]"
+                         for s in c.states)])
     fetch = ", ".join(json.dumps(o["name"]) for o in c.outputs)  # every output, by name
-    carry = "\n    ".join(f"{s.name} = out[{json.dumps(s.output)}]" for s in c.states)
+    carry = "\n    ".join(f"state[{json.dumps(s.name)}] = out[{json.dumps(s.output)}]"
+                          for s in c.states)
     other = "".join(f"\n    # out[{json.dumps(o['name'])}]: role {o['role']!r}, {list(o['shape'])}"
                     for o in c.outputs if o["role"] not in (PREDICTION_ROLE, STATE_ROLE))
     check = ""
@@ -120,9 +125,12 @@ TARGETS = {json.dumps(c.targets)}  # y: float32 [batch, time, {t}], raw units
 OUTPUTS = [{fetch}]  # every output of the graph, read by name below
 session = ort.InferenceSession(MODEL, providers=["CPUExecutionProvider"])
 {check}
-# The recurrent state of this one stream, zeros at the start. For many streams keep one set per
-# stream (never share it); stacking streams along axis 0 runs them in one call.
+# The recurrent state of this one stream, by name, at its initial value at the start.
+# For many streams keep one set per stream (never share it); stacking streams along axis 0
+# runs them in one call.
+state = {{
 {zeros}
+}}
 
 for line in sys.stdin:
     if not line.strip():
@@ -132,7 +140,8 @@ for line in sys.stdin:
         sys.exit(f"expected {{len(FEATURES)}} values ({{', '.join(FEATURES)}}), got {{len(point)}}")
     # x: [batch=1, time=1, F={f}]. To prime with history, pass [1, n, {f}] in one call instead.
     x = np.asarray(point, dtype=np.float32).reshape(1, 1, {f})
-    out = dict(zip(OUTPUTS, session.run(OUTPUTS, {{{feeds}}})))
+    feeds = {{{feeds}}}
+    out = dict(zip(OUTPUTS, session.run(OUTPUTS, feeds)))
     # the *_out states just fetched are the next call's *_in
     {carry}
     y = out[{json.dumps(c.output["name"])}]  # the prediction: [batch=1, time=1, T={t}]{other}
