@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -225,3 +226,19 @@ def test_python_loop_reads_outputs_by_name(tmp_path: Path) -> None:
     p = Predictor(path)
     expected = [p.step(point) for point in points]
     np.testing.assert_array_equal(parse_predictions(out).reshape(-1), np.float32(expected))
+
+
+@pytest.mark.js
+def test_js_loop_streams_the_step_graph_with_the_models_sidecar(node: str, rnn_model: Path,
+                                                                 tmp_path: Path) -> None:
+    """Generated for model.step.onnx, the loop reads model.onnx.json (the core identifies the
+    step graph by the SHA-256 the sidecar names) and predicts what Predictor predicts."""
+    from rnnstream.export.step_graph import step_path
+
+    step = step_path(str(rnn_model))
+    code = generate(contract_of(rnn_model), "js", step)
+    assert f"const SIDECAR = {json.dumps(str(rnn_model) + '.json')};" in code
+    points = series(CASES[0], n=25)
+    out = run_js_loop(node, code, tmp_path, to_csv(points)).stdout
+    expected, _ = python_stream(rnn_model, points)
+    np.testing.assert_allclose(parse_predictions(out), expected, atol=ATOL, rtol=0)
