@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -167,6 +168,7 @@ CASES = [
 ]
 COVERAGES = (0.8, 0.9, 0.95)
 LONG = 200  # held-out points; a share of 200 at 90 % has a binomial sd of 2.1 points
+MIN_JUDGED = 20  # held-out points for a coverage verdict (issue 19's bar)
 
 
 def stream_model(values: np.ndarray, cut: int, out: Path
@@ -310,6 +312,8 @@ def run_case(case: Case, tmp: Path) -> dict:
     row["vs_reference"] = row["model"] / row["reference"]
     row["meets_goal"] = row["vs_reference"] <= (1.02 if case.walk else 1.05)
     rmse = float(np.sqrt(np.mean((model - truth) ** 2)))
+    # the share of exact predictions: every interval around the prediction holds at least these
+    row["exact_share"] = float(np.mean(model == truth))
     for c in COVERAGES:
         share, scored, width = stream_intervals(path, values, cut, c)
         # None: no finite interval was issued (fewer validation residuals than c needs, and
@@ -320,6 +324,19 @@ def run_case(case: Case, tmp: Path) -> dict:
     validation = (metrics.get("calibration") or {}).get("validation") or {}
     row["validation_coverage"] = (validation.get("realised") or {}).get("value")
     return row
+
+
+def coverage_verdict(row: dict) -> str:
+    """"yes" when the realised coverage at every level in COVERAGES is within two binomial
+    standard errors of the asked one, "no" when not, "-" with fewer than MIN_JUDGED points."""
+    n = row["held_out"]
+    if n < MIN_JUDGED:
+        return "-"
+    for c in COVERAGES:
+        share = row[f"coverage_{c:g}"]
+        if share is None or abs(share - c) > 2 * math.sqrt(c * (1 - c) / n):
+            return "no"
+    return "yes"
 
 
 def _line(row: dict) -> str:
@@ -365,15 +382,25 @@ def main(argv: list[str] | None = None) -> int:
           "(calibrated online from the contract's validation widths): share of values held; "
           "width of the 90 % interval / model RMSE (Gaussian errors: 3.29)")
     print(f"{'series':<21} {'held':>5} {'80 %':>7} {'90 %':>7} {'95 %':>7} {'width/RMSE':>11}  "
-          f"training's validation replay 80/90/95 %")
+          f"{'2 SE':>5}  training's validation replay 80/90/95 %")
+    verdicts = {}
     for row in rows:
         shares = " ".join(_share(row[f"coverage_{c:g}"]) for c in COVERAGES)
         replay = row["validation_coverage"] or []
         replay_text = " ".join(f"{v:.1%}" if v is not None else "-" for v in replay) or "-"
         width = row["width_0.9_vs_rmse"]
+        verdicts[row["series"]] = verdict = coverage_verdict(row)
         print(f"{row['series']:<21} {row['held_out']:>5} {shares} "
-              f"{'-' if width is None else f'{width:.2f}':>11}  {replay_text}")
-    print("(-: no finite interval, the validation had fewer residuals than that coverage needs)")
+              f"{'-' if width is None else f'{width:.2f}':>11}  {verdict:>5}  {replay_text}")
+    print("(-: no finite interval, the validation had fewer residuals than that coverage needs; "
+          "2 SE: every coverage within two binomial standard errors of the asked one)")
+    judged = [k for k, v in verdicts.items() if v != "-"]
+    within = [k for k in judged if verdicts[k] == "yes"]
+    off = [f"{k} ({next(r for r in rows if r['series'] == k)['exact_share']:.0%} of its "
+           "predictions exact)" for k in judged if k not in within]
+    print(f"coverage within two binomial standard errors at {', '.join(map(str, COVERAGES))} on "
+          f"{len(within)} of {len(judged)} series with at least {MIN_JUDGED} held-out points"
+          + (f"; missed: {', '.join(off)}" if off else ""))
     for label, group in (("long", [r for r in rows if r["held_out"] >= LONG]),
                          ("short", [r for r in rows if r["held_out"] < LONG])):
         gaps = [abs(r[f"coverage_{c:g}"] - c) for r in group for c in COVERAGES

@@ -51,9 +51,10 @@ examples:
 live accuracy and intervals (--coverage C):
   each line reads 'prediction,lower,upper' (one target) or 'a,lower_a,upper_a,b,lower_b,...'
   (the model's targets in order), after 'key,' with --key. The interval is calibrated online,
-  per stream and target, from the stream's own errors (quantile tracking, Angelopoulos, Candes
-  and Tibshirani 2023), starting from the validation quantiles stored at training: usable from
-  the first point, and about C of the values it was scored on fall inside it. Bounds are 'inf'
+  per stream and target, from the stream's own errors (quantile tracking of errors scaled by
+  the recent MAE, Angelopoulos, Candes and Tibshirani 2023), starting from the validation
+  quantiles stored at training: usable from the first point, widening at once when the errors
+  grow, and about C of the values it was scored on fall inside it. Bounds are 'inf'
   while a stream has no calibration yet. Every point is also scored against the prediction made
   for it: the model, persistence and seasonal naive (the season the model was trained with, or
   --season), over all time and recently. A summary goes to stderr at the end, and on SIGUSR1

@@ -20,8 +20,7 @@
  * reads back as the same float32.
  * --coverage C (0 < C < 1) adds a prediction interval per target, calibrated online per stream
  * exactly as rnnstream's Python runtime does it (Predictor(coverage=C), rnnstream.runtime.live:
- * quantile tracking, Angelopoulos, Candes & Tibshirani, "Conformal PID Control for Time Series
- * Prediction", NeurIPS 2023, https://arxiv.org/abs/2307.16895). Each line is then
+ * quantile tracking of a scaled score, written out in docs/api.md, "The interval"). Each line is then
  * "prediction,lower,upper" per target, in the model's target order, every number formatted as
  * Python's format(v, ".9g") formats it (inf, -inf, nan), the lines of `rnnstream stream
  * --coverage C`. --season M sets the seasonal-naive baseline's period in points for the live
