@@ -96,6 +96,7 @@ prediction raises :class:`~rnnstream.runtime.errors.InputError` and changes noth
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -350,23 +351,25 @@ def _value_problem(value: np.ndarray, allowed: str) -> str:
 
 
 # The checks of single settings are LiveConfig's (live_config.py, the one place they are
-# written; numpy's bool is refused there too). Imported on call: live_config imports this module.
-def _positive_int(value: Any, what: str, zero: bool = False) -> int:
-    from .live_config import check_count
+# written; numpy's bool is refused there too). live_config imports this module, so it is looked
+# up on first use and kept (an import statement per call would cost ~1 µs).
+@functools.cache
+def _settings_checks() -> Any:
+    from . import live_config
 
-    return check_count(value, what, 0 if zero else 1)
+    return live_config
+
+
+def _positive_int(value: Any, what: str, zero: bool = False) -> int:
+    return _settings_checks().check_count(value, what, 0 if zero else 1)
 
 
 def _positive_number(value: Any, what: str) -> float:
-    from .live_config import check_positive
-
-    return check_positive(value, what)
+    return _settings_checks().check_positive(value, what)
 
 
 def _open_unit(value: Any, what: str) -> float:
-    from .live_config import check_fraction
-
-    return check_fraction(value, what)
+    return _settings_checks().check_fraction(value, what)
 
 
 def _warmup(coverage: float) -> int:
