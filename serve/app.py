@@ -152,7 +152,8 @@ class Server:
             return True
         if header is None:
             return False
-        value = header.encode("latin-1") if isinstance(header, str) else header
+        # a str is taken as UTF-8, as the tokens are (the HTTP front end passes the raw bytes)
+        value = header.encode("utf-8", "surrogatepass") if isinstance(header, str) else header
         scheme, _, given = value.strip().partition(b" ")
         if scheme.lower() != b"bearer":
             return False
@@ -330,13 +331,22 @@ class Server:
         self._stopped.set()
 
     async def serve_until_signal(self) -> None:
-        """start(), then stop() on SIGTERM or SIGINT."""
+        """start(), then stop() on SIGTERM or SIGINT. The handlers are installed before
+        start(), so a signal that arrives as soon as the "serving" line is logged (or while
+        the state is restored) still stops the server cleanly, once start() is done."""
         loop = asyncio.get_running_loop()
-        await self.start()
+        asked = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self.stop()))
+            loop.add_signal_handler(sig, asked.set)
         try:
-            await self._stopped.wait()
+            await self.start()
+            signalled = asyncio.ensure_future(asked.wait())
+            stopped = asyncio.ensure_future(self._stopped.wait())
+            await asyncio.wait((signalled, stopped), return_when=asyncio.FIRST_COMPLETED)
+            for task in (signalled, stopped):
+                task.cancel()
+            if asked.is_set() and not self._stopped.is_set():
+                await self.stop()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
