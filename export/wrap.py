@@ -46,7 +46,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import keyword
 import math
 import os
 import tempfile
@@ -559,11 +558,11 @@ def _state_names(inputs: Sequence[str], given: Mapping[str, str], src: str) -> d
                           f"({list(inputs)})")
     default = DEFAULT_NAMES.get(len(inputs)) or tuple(f"s{i}" for i in range(len(inputs)))
     names = {i: given.get(i, d) for i, d in zip(inputs, default, strict=True)}
-    bad = [n for n in names.values() if not spec.is_state_name(n) or n == spec.LAST_STATE
-           or keyword.iskeyword(n)]  # inspect --code uses the names as variables
+    # (a keyword such as `in` is fine: inspect --code keys the states by name, not variables)
+    bad = [n for n in names.values() if not spec.is_state_name(n) or n == spec.LAST_STATE]
     if bad or len(set(names.values())) != len(names):
         raise ExportError(f"state names {list(names.values())}: each must be a distinct "
-                          "identifier (letters, digits, _), not x, y, last or a Python keyword")
+                          "identifier (letters, digits, _), not x, y or last")
     return names
 
 

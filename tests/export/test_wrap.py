@@ -205,6 +205,14 @@ def test_numeric_names_time_first_and_a_bad_map(tmp_path):
     np.testing.assert_allclose(p.get_state()["hidden"], hn[:, 0].numpy(), rtol=1e-5, atol=1e-6)
     y_seq, _ = Predictor(tmp_path / "m.onnx").run_sequence(xs)  # one call: time is dynamic
     np.testing.assert_allclose(y_seq.reshape(-1), got, rtol=1e-5, atol=1e-6)
+    # a state named like a Python keyword is fine (inspect --code keys states by name); the
+    # names the contract reserves are not
+    kw = wrap_onnx(src, tmp_path / "kw.onnx", state_map={"1": "3"}, state_names={"1": "in"},
+                   output="2")
+    assert kw.contract.declared_states == (("in", (1, 6)),)
+    with pytest.raises(ExportError, match="not x, y or last"):
+        wrap_onnx(src, tmp_path / "no.onnx", state_map={"1": "3"}, state_names={"1": "last"},
+                  output="2")
 
 
 def _numeric_names(path):
