@@ -142,7 +142,7 @@ CASES = [
     Case("heartrate", "pmdarima", "heart rate, 150", None),
     # monthly/quarterly with more points
     Case("wineind", "pmdarima", "monthly, season, 176", 12),
-    Case("pbs", "sktime", "monthly drug sales, multiplicative season, 204", 12),
+    Case("pbs", "sktime", "monthly scripts of one drug, counts 0-14 (44 % zeros), 204", 12),
     Case("co2_monthly", "statsmodels", "monthly CO2, trend + season, 526", 12),
     Case("elnino", "statsmodels", "monthly sea temperature, season, 732", 12),
     Case("unemp", "statsmodels", "quarterly US unemployment, smooth, 203", None),
