@@ -57,6 +57,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .errors import ConfigError
+
 __all__ = [
     "BATCH",
     "CELLS",
@@ -209,17 +211,17 @@ class ModeSpec:
     def __post_init__(self) -> None:
         # a developer's mistake in a table entry, refused where the entry is written
         if self.draw not in STATE_DRAW_KINDS or self.season not in SEASON_KINDS:
-            raise ValueError(f"mode {self.name!r}: draw {self.draw!r} must be one of "
+            raise ConfigError(f"mode {self.name!r}: draw {self.draw!r} must be one of "
                              f"{STATE_DRAW_KINDS} and season {self.season!r} one of "
                              f"{SEASON_KINDS}")
         if (self.state is None) != (self.row is None) or (
                 self.state is not None and not is_state_name(self.state)):
-            raise ValueError(f"mode {self.name!r}: a state needs both a name (an identifier) "
+            raise ConfigError(f"mode {self.name!r}: a state needs both a name (an identifier) "
                              f"and a row shape (got state {self.state!r}, row {self.row!r})")
 
     def row_shape(self, n_features: int, n_targets: int, season: int) -> tuple[int, ...]:
         if self.row is None:
-            raise KeyError(f"mode {self.name!r} carries no state")
+            raise ConfigError(f"mode {self.name!r} carries no state")
         return self.row(n_features, n_targets, season)
 
     def describe(self, row: tuple[int, ...]) -> str:
@@ -268,11 +270,11 @@ SEASON_MODES = tuple(n for n, m in TARGET_MODE_SPECS.items() if m.season != "non
 
 def model_modes(input_mode: str = "level", target_mode: str = "level"
                 ) -> tuple[ModeSpec, ModeSpec]:
-    """The (input, target) mode specs; KeyError names the known ones."""
+    """The (input, target) mode specs; ConfigError names the known ones."""
     for kind, table, name in (("input", INPUT_MODE_SPECS, input_mode),
                               ("target", TARGET_MODE_SPECS, target_mode)):
         if name not in table:
-            raise KeyError(f"{kind} mode {name!r} is not one of {sorted(table)}")
+            raise ConfigError(f"{kind} mode {name!r} is not one of {sorted(table)}")
     return INPUT_MODE_SPECS[input_mode], TARGET_MODE_SPECS[target_mode]
 
 

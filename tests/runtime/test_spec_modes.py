@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rnnstream.runtime import spec
+from rnnstream.runtime import ConfigError, spec
 from rnnstream.runtime.contract import ModelContract
 
 
@@ -49,7 +49,7 @@ def test_role_facts_are_plain_data() -> None:
 
 
 def test_an_unknown_mode_is_named_in_the_error() -> None:
-    with pytest.raises(KeyError, match="target mode 'ratio' is not one of"):
+    with pytest.raises(ConfigError, match="target mode 'ratio' is not one of"):
         spec.state_names("gru", "level", "ratio")
 
 
@@ -65,7 +65,7 @@ def test_required_schema_comes_from_the_modes() -> None:
 
 
 def test_a_malformed_mode_entry_is_refused_where_it_is_written() -> None:
-    with pytest.raises(ValueError, match="draw 'gaussian' must be one of"):
+    with pytest.raises(ConfigError, match="draw 'gaussian' must be one of"):
         spec.ModeSpec("bad", draw="gaussian")
-    with pytest.raises(ValueError, match="needs both a name"):
+    with pytest.raises(ConfigError, match="needs both a name"):
         spec.ModeSpec("bad", state="s")
