@@ -63,8 +63,8 @@ series in ``bench/quality.py``). The two factors come from :func:`exp_series`, a
 in basic arithmetic, and the rest is one addition, division or multiplication at a time, so
 every implementation computes the same bits. This is O(1) state and work per stream and target
 (ACI, Gibbs & Candès 2021, which 0.2.0 used, needs a window of residuals and its quantile every
-step: about 28x the time in a 1,024-stream pool, 650 against 23 us, and it recovered from
-shifts 2-6x slower).
+step: 650 us a 1,024-stream update, against about 41 us now and 34 us before the scale, and it
+recovered from shifts 2-6x slower).
 Residuals of a ``horizon``-step model are ``horizon``-step residuals, and ``err_t`` arrives
 ``horizon`` steps after the interval was issued: the update is applied with that delay.
 
