@@ -18,6 +18,8 @@ from ._live_settings import (
     _SEASONAL,
     FLOOR,
     FORECASTERS,
+    RATIO_MAX,
+    SMALLEST_SCALE,
     _matrix,
     _positive_int,
     _realised,
@@ -66,7 +68,10 @@ class LiveScores(_Settings):
         self._given = self.prior[:, None] > 0.0
         # every target has a positive prior: the divisor eww + 1 is >= 1 and the scale > 0, so
         # the ratio needs neither the max nor the gate (the same bits, fewer passes: _rescale)
-        self._plain_scale = bool((self.prior > 0.0).all() and (self.scale0 > 0.0).all())
+        self._ratio_max = np.array(RATIO_MAX, _F64)
+        # (eww < 1 / (1 - decay), so the scale never falls below s_0 / (1 + 1 / (1 - decay)))
+        least = self.scale0 / (1.0 + 1.0 / (1.0 - self.decay))
+        self._plain_scale = bool((self.prior > 0.0).all() and (least >= 2 * SMALLEST_SCALE).all())
         self._scale_bufs: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     @property
@@ -276,19 +281,21 @@ class LiveScores(_Settings):
         return np.divide(num, np.maximum(acc[_EWW, _MODEL] + self._p0, 1.0), out=num)
 
     def _rescale(self, acc: np.ndarray, old: np.ndarray) -> np.ndarray:
-        """``s_{t+1} / s_t`` where the width follows the scale (``s_t > 0``, and a prior given
-        or more than ``warmup`` points scored), else 1.0: the factor the width is multiplied
-        by after its quantile-tracking step."""
+        """``min(s_{t+1} / s_t, RATIO_MAX)`` where the width follows the scale (``s_t >=
+        SMALLEST_SCALE``, and a prior given or more than ``warmup`` points scored), else 1.0:
+        the factor the width is multiplied by after its quantile-tracking step."""
         if self._plain_scale and old is self._scale_bufs.get(acc.shape[2:], (None,))[0]:
             _, div, new = self._scale_bufs[acc.shape[2:]]  # (the mask-free path's buffers)
             np.add(acc[_EWW, _MODEL], self._p0, out=div)
             np.add(acc[_EWA, _MODEL], self._s0, out=new)
             np.divide(new, div, out=new)
-            return np.divide(new, old, out=new)  # every scale > 0: no gate
+            np.divide(new, old, out=new)  # every scale > 0: no gate
+            return np.minimum(new, self._ratio_max, out=new)
         new = self._scale(acc)
-        gate = (old > 0.0) & (self._given | (acc[_COUNT, _MODEL] > self.warmup))
+        gate = (old >= SMALLEST_SCALE) & (self._given | (acc[_COUNT, _MODEL] > self.warmup))
         out = np.ones_like(new)
-        return np.divide(new, old, out=out, where=gate)
+        np.divide(new, old, out=out, where=gate)
+        return np.minimum(out, self._ratio_max, out=out)
 
     # -- reading --------------------------------------------------------------------------------
     def interval(self, rows: Any = None) -> tuple[np.ndarray, np.ndarray]:

@@ -34,8 +34,8 @@ Regression", JASA 2018, section 5.2), where ``s_t`` is the model's recent MAE. T
 
     log k_{t+1} = log k_t + lr * (err_t - alpha),      err_t = 1 if the value fell outside
     s_t         = (ewa_t + s_0) / (eww_t + p_0)       the recent MAE with a prior (below)
-    q_{t+1}     = q_t * exp(lr * (err_t - alpha)) * s_{t+1} / s_t
-    q_{t+1}     = max(q_{t+1}, FLOOR * recent MAE)     (FLOOR = 0.01)
+    q_{t+1}     = (q_t * exp(lr * (err_t - alpha))) * min(s_{t+1} / s_t, RATIO_MAX)
+    q_{t+1}     = max(q_{t+1}, FLOOR * recent MAE)     (FLOOR = 0.01, RATIO_MAX = 1e6)
 
 with ``alpha = 1 - coverage``: a miss widens the interval by the factor ``exp(lr * (1 -
 alpha))``, a hit narrows it by ``exp(-lr * alpha)``, and the width follows the scale of the
@@ -45,7 +45,10 @@ accuracy); ``s_0`` is the starting scale (``initial_scales``; rnnstream models s
 validation ``|residual|``, the 0.5 level of their calibration) with the weight of one point,
 ``p_0 = 1``. Without a starting scale ``p_0 = 0`` and the rescaling waits until the stream has
 scored more than :attr:`LiveScores.warmup` points (a scale from one or two errors would swing
-the width by any factor); before ``s_t > 0`` nothing is rescaled.
+the width by any factor); while ``s_t < SMALLEST_SCALE`` (1e-200: errors of exactly 0, or next
+to nothing) nothing is rescaled. ``RATIO_MAX`` only guards the
+arithmetic (a scale cannot grow a millionfold in one point unless it was next to nothing: a
+first error 2 million times the starting scale), so that a finite width stays finite.
 
 Since ``|e| <= q`` exactly when ``log(|e| / s) <= log k``, this is the paper's quantile
 tracking with a fixed step ``lr`` on the log of the scaled score, and its Proposition 1 bounds
@@ -83,7 +86,8 @@ series in ``bench/quality.py``):
   on 37 of 41 points: any interval around the prediction holds 90 %); at 0.1 the US series miss
   by one point in 41. After a 3-sigma level shift or a tripled noise level, coverage of every
   50-step block from 100 steps on is within 3 points of the target; the stationary width is
-  3.5-5.5% above the exact Gaussian interval (0.1: 2-3%, and 150-200 steps to recover).
+  1.7 / 2.8 / 3.6% above the exact Gaussian interval at 0.8 / 0.9 / 0.95 (0.7 / 1.1 / 1.6% with
+  the residual alone at 0.1, the method of 0.3).
 * ``half_life = 100`` scored points for the recent accuracy, the scale and the floor.
 
 **State.** Everything is plain arrays with the stream as axis 0 (:meth:`LiveScores.state_arrays`,
@@ -120,6 +124,10 @@ _ACI_ARRAYS = {"alpha", "residuals", "res_count", "pending_own"}  # 0.2.0's live
 _LIMIT = 1e100  # largest |value| LiveScores takes (errors squared and summed stay finite)
 DEFAULTS = {"lr": 0.2, "half_life": 100.0}
 FLOOR = 0.01  # the half-width never falls below this share of the recent model MAE
+RATIO_MAX = 1e6  # the most the width follows its scale in one point (keeps it finite)
+# the width follows its scale only from a scale this large (s_{t+1} / s_t then stays finite:
+# errors are at most 2e100), and a starting scale below it is taken as 0
+SMALLEST_SCALE = 1e-200
 
 
 def exp_series(x: float) -> float:
@@ -161,7 +169,8 @@ class _Settings:
         # the scale's prior (module docstring): s_0 where given (weight p_0 = 1), else 0 and 0
         scales = self._initial(initial_scales, "initial_scales", "scales")
         known = np.isfinite(scales)
-        self.scale0 = np.where(known, scales, 0.0)
+        # a scale below SMALLEST_SCALE is taken as 0: the scale it starts would round to 0
+        self.scale0 = np.where(known & (scales >= SMALLEST_SCALE), scales, 0.0)
         self.prior = known.astype(_F64)
         self.warmup = _warmup(self.coverage)
         # every interval starts finite (no warm-up start needed)
@@ -202,7 +211,10 @@ class _Settings:
     def settings(self) -> dict[str, Any]:
         """What the state arrays mean (saved with snapshots; a mismatch starts afresh)."""
         return {"coverage": self.coverage, "lr": self.lr, "half_life": self.half_life,
-                "season": self.season, "horizon": self.horizon}
+                "season": self.season, "horizon": self.horizon,
+                # the scale's prior acts on every step (None: none, for that target)
+                "scales": [float(v) if p else None for v, p in zip(
+                    self.scale0.tolist(), self.prior.tolist(), strict=True)]}
 
     def _actual(self, xt: np.ndarray) -> np.ndarray:
         """The targets' observed values ``[T, n]`` from the points ``xt`` ``[F, n]`` (NaN for a

@@ -21,6 +21,8 @@ from ._live_settings import (
     _MODEL,
     _SQ,
     FLOOR,
+    RATIO_MAX,
+    SMALLEST_SCALE,
     _realised,
     _scores,
     _Settings,
@@ -113,8 +115,9 @@ class LiveStream(_Settings):
                 else:
                     qj = q[j] * self._up
                 old = olds[j]
-                if old > 0.0 and (self._given[j] or cnt[j] > self.warmup):
-                    qj = qj * (_scale(ewa[j], eww[j], s0[j], p0[j]) / old)  # s_{t+1} / s_t
+                if old >= SMALLEST_SCALE and (self._given[j] or cnt[j] > self.warmup):
+                    r = _scale(ewa[j], eww[j], s0[j], p0[j]) / old  # s_{t+1} / s_t
+                    qj = qj * (r if r < RATIO_MAX else RATIO_MAX)  # (as np.minimum)
                 floor = (ewa[j] / eww[j]) * FLOOR
                 q[j] = qj if qj > floor else floor  # (as np.maximum)
             if q[j] == math.inf and cnt[j] >= self.warmup:
@@ -184,8 +187,9 @@ class LiveStream(_Settings):
                     qj = q[0] * self._down
                 else:
                     qj = q[0] * self._up
-                if old > 0.0 and (self._given[0] or cnt[0] > self.warmup):
-                    qj = qj * (_scale(ewa[0], eww[0], self._s0[0], self._p0[0]) / old)
+                if old >= SMALLEST_SCALE and (self._given[0] or cnt[0] > self.warmup):
+                    r = _scale(ewa[0], eww[0], self._s0[0], self._p0[0]) / old
+                    qj = qj * (r if r < RATIO_MAX else RATIO_MAX)  # (as np.minimum)
                 floor = (ewa[0] / eww[0]) * FLOOR
                 q[0] = qj if qj > floor else floor  # (as np.maximum)
             if q[0] == math.inf and cnt[0] >= self.warmup:

@@ -19,6 +19,8 @@ from ._live_settings import (
     DEFAULTS,
     FLOOR,
     FORECASTERS,
+    RATIO_MAX,
+    SMALLEST_SCALE,
     SNAPSHOT_PREFIX,
     STATE_ARRAYS,
     exp_series,
@@ -34,7 +36,25 @@ from .calibration import (
 )
 from .live_config import LIVE_OPTIONS, LiveConfig, open_live
 
-__all__ = ["ACC", "CALIBRATION_LEVELS", "DEFAULTS", "FLOOR", "FORECASTERS", "LIVE_OPTIONS",
-           "SNAPSHOT_PREFIX", "STATE_ARRAYS", "Calibration", "LiveConfig", "LiveScores",
-           "LiveStream", "conformal_half_widths", "exp_series", "initial_half_widths",
-           "open_live", "snapshot_entries", "step_ratios"]
+__all__ = [
+    "ACC",
+    "CALIBRATION_LEVELS",
+    "DEFAULTS",
+    "FLOOR",
+    "FORECASTERS",
+    "LIVE_OPTIONS",
+    "RATIO_MAX",
+    "SMALLEST_SCALE",
+    "SNAPSHOT_PREFIX",
+    "STATE_ARRAYS",
+    "Calibration",
+    "LiveConfig",
+    "LiveScores",
+    "LiveStream",
+    "conformal_half_widths",
+    "exp_series",
+    "initial_half_widths",
+    "open_live",
+    "snapshot_entries",
+    "step_ratios",
+]

@@ -100,7 +100,8 @@ class Predictor(_EngineFacts):
     :meth:`accuracy`, :meth:`realised_coverage`, :meth:`forecast_interval`); the LiveConfig
     holds the other settings (season, lr, half-life, starting half-widths) and what a NaN or
     infinite prediction does (the live scores start afresh). ``coverage=``, ``season=`` and
-    ``live_options=`` (``lr``, ``half_life``, ``initial_quantiles``) still build one.
+    ``live_options=`` (``lr``, ``half_life``, ``initial_quantiles``, ``initial_scales``) still
+    build one.
     """
 
     def __init__(

@@ -89,6 +89,9 @@ def live_spec(contract: ModelContract, coverage: float | None = None, season: in
     opened = config.open(contract, source)
     tag = (f"live coverage={opened.coverage!r} season={opened.season!r} lr={opened.lr!r} "
            f"half_life={opened.half_life!r}")
+    scales = opened.settings()["scales"]  # the scale's prior acts on every step: part of it
+    if any(v is not None for v in scales):
+        tag += f" scales={scales!r}"
     fresh = opened.state_arrays()
     layout = tuple((name, tuple(fresh[name].shape[1:]), fresh[name].dtype.newbyteorder("<").str)
                    for name in STATE_ARRAYS)

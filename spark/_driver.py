@@ -83,8 +83,8 @@ def predict_stream(
     (:func:`live_columns`); the scores are kept in the state store next to the recurrent state.
     The :class:`~rnnstream.runtime.live.LiveConfig` holds the season of the seasonal-naive
     baseline (default: the season the model was trained with, if it stores one; 0: none),
-    ``lr``, ``half_life`` and ``initial_quantiles``; ``coverage=``, ``season=`` and
-    ``live_options=`` still build one.
+    ``lr``, ``half_life``, ``initial_quantiles`` and ``initial_scales``; ``coverage=``,
+    ``season=`` and ``live_options=`` still build one.
 
     Raises :class:`~rnnstream.runtime.errors.ModelLoadError` for an unusable model and
     :class:`~rnnstream.runtime.errors.InputError` for missing or non-numeric columns.

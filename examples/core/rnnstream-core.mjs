@@ -558,6 +558,8 @@ function isNumber(field) {
 
 export const LIVE_DEFAULTS = { lr: 0.2, halfLife: 100.0 }; // rnnstream.runtime.live.DEFAULTS
 export const LIVE_FLOOR = 0.01; // rnnstream.runtime.live.FLOOR
+export const LIVE_RATIO_MAX = 1e6; // rnnstream.runtime.live.RATIO_MAX
+export const LIVE_SMALLEST_SCALE = 1e-200; // rnnstream.runtime.live.SMALLEST_SCALE
 export const FORECASTERS = ['model', 'persistence', 'seasonal']; // rnnstream.runtime.live.FORECASTERS
 
 /** exp(x) for |x| <= 1 by its series in basic arithmetic: the bits of rnnstream.runtime.live.exp_series. */
@@ -593,7 +595,7 @@ export class LiveStream {
     // the scale's prior s0 (weight p0 = 1) where given, else 0 and 0 (initial_scales)
     const sc = scales ?? targets.map(() => Infinity);
     this.given = sc.map((v) => Number.isFinite(v));
-    this.s0 = sc.map((v, j) => (this.given[j] ? v : 0.0));
+    this.s0 = sc.map((v, j) => (this.given[j] && v >= LIVE_SMALLEST_SCALE ? v : 0.0));
     this.p0 = this.given.map((g) => (g ? 1.0 : 0.0));
     this.warmup = warmup(coverage);
     // seasonal naive for t + h is the value at lag m * ceil(h / m) - h from t, in [0, m)
@@ -653,8 +655,9 @@ export class LiveStream {
             if (hit) this.cover[1][j] += 1.0;
             let moved = q * (hit ? this.down : this.up);
             const old = olds[j];
-            if (old > 0.0 && (this.given[j] || cnt[j] > this.warmup)) {
-              moved = moved * (scale(ewa[j], eww[j], j) / old); // follows the scale
+            if (old >= LIVE_SMALLEST_SCALE && (this.given[j] || cnt[j] > this.warmup)) {
+              const r = scale(ewa[j], eww[j], j) / old; // follows the scale
+              moved = moved * (r < LIVE_RATIO_MAX ? r : LIVE_RATIO_MAX); // as numpy's minimum
             }
             const floor = (ewa[j] / eww[j]) * LIVE_FLOOR;
             q = moved > floor ? moved : floor; // as numpy's maximum

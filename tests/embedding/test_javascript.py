@@ -24,6 +24,8 @@ from rnnstream.runtime import Predictor
 from rnnstream.runtime.live import (
     DEFAULTS,
     FLOOR,
+    RATIO_MAX,
+    SMALLEST_SCALE,
     STATE_ARRAYS,
     LiveStream,
     exp_series,
@@ -368,12 +370,13 @@ def test_live_port_resets_and_formats_like_python(node: str) -> None:
               1.5e-05, 5e-324, 1.7976931348623157e308, np.inf, -np.inf, np.nan,
               *rng.normal(0, 1e3, 50), *(float(np.float32(v)) for v in rng.normal(0, 10, 50))]
     script = """
-const { LIVE_DEFAULTS, LIVE_FLOOR, LiveStream, liveUpdate, liveToJSON, formatG9, halfWidthAt,
-  expSeries } =
+const { LIVE_DEFAULTS, LIVE_FLOOR, LIVE_RATIO_MAX, LIVE_SMALLEST_SCALE, LiveStream, liveUpdate,
+  liveToJSON, formatG9, halfWidthAt, expSeries } =
   require(process.argv[1]); // the module stream.js and the web page share
 const input = JSON.parse(require('fs').readFileSync(0, 'utf8'));
 const num = (v) => (typeof v === 'string' ? Number(v.replace('inf', 'Infinity')) : v);
-const live = new LiveStream(['a', 'b'], ['b', 'a'], input.settings);
+// the scale's prior: one below SMALLEST_SCALE (taken as 0) and one that acts
+const live = new LiveStream(['a', 'b'], ['b', 'a'], { ...input.settings, scales: input.scales });
 const lines = input.x.map((x, i) => {
   liveUpdate(live, x.map(num), input.y[i].map(num));
   return live.interval().flat().map(formatG9).join(',');
@@ -383,24 +386,27 @@ const widths = input.coverages.map((c) => input.table.map((row) => {
   return Number.isFinite(w) ? w : String(w); // "Infinity": Python's float() reads it
 }));
 process.stdout.write(JSON.stringify({ lines, state: liveToJSON(live), defaults: LIVE_DEFAULTS,
-  floor: LIVE_FLOOR, exps: [0.09, -0.01, 0.3, -0.3, 0.0475, -0.0025].map(expSeries),
+  floor: LIVE_FLOOR, ratioMax: LIVE_RATIO_MAX, smallest: LIVE_SMALLEST_SCALE,
+  exps: [0.09, -0.01, 0.3, -0.3, 0.0475, -0.0025].map(expSeries),
   formatted: input.values.map(num).map(formatG9), widths }));
 """
 
     def enc(v: float) -> float | str:
         return v if np.isfinite(v) and not (v == 0 and np.signbit(v)) else repr(float(v))
 
+    scales = [5e-324, 0.5]
     levels = [0.5, 0.8, 0.9, 0.95, 0.99]
     table = {"a": [[0.1, 0.7, 1.3, 2.9, None]], "b": [[0, 3, 3.5, 7.25, 9.0]]}
     coverages = [0.3, 0.5, 0.51, 0.8, 0.85, 0.9 + 1e-13, 0.93, 0.95, 0.97, 0.99, 0.995]
     payload = {"settings": settings, "x": x.tolist(), "values": [enc(v) for v in values],
                "y": [[enc(v) for v in row] for row in y.tolist()],
-               "levels": levels, "table": [table["a"][0], table["b"][0]], "coverages": coverages}
+               "levels": levels, "table": [table["a"][0], table["b"][0]], "coverages": coverages,
+               "scales": scales}
     done = subprocess.run([node, "-e", script, str(CORE)], input=json.dumps(payload),
                           capture_output=True, text=True, timeout=NODE_TIMEOUT_S, check=True)
     out = json.loads(done.stdout)
 
-    live = LiveStream(["a", "b"], ["b", "a"], **settings)
+    live = LiveStream(["a", "b"], ["b", "a"], **settings, initial_scales=scales)
     want = []
     for xi, yi in zip(x.tolist(), y.tolist(), strict=True):
         if all(v - v == 0.0 for v in yi):  # as Predictor._live_update
@@ -415,7 +421,7 @@ process.stdout.write(JSON.stringify({ lines, state: liveToJSON(live), defaults: 
     assert out["formatted"] == [_g9(v) for v in values]
     assert out["formatted"][2:4] == ["1234567.12", "-1234567.38"]  # ties: to even
     assert out["defaults"] == {"lr": DEFAULTS["lr"], "halfLife": DEFAULTS["half_life"]}
-    assert out["floor"] == FLOOR
+    assert (out["floor"], out["ratioMax"], out["smallest"]) == (FLOOR, RATIO_MAX, SMALLEST_SCALE)
     assert out["exps"] == [exp_series(v) for v in (0.09, -0.01, 0.3, -0.3, 0.0475, -0.0025)]
     metrics = {"calibration": {"levels": levels, "half_widths": table}}
     want_widths = [initial_half_widths(metrics, ["a", "b"], c) for c in coverages]

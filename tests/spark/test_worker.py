@@ -127,7 +127,8 @@ def test_live_scores_equal_predictor_with_coverage_bit_for_bit(live_model, tmp_p
     assert np.isfinite(last.to_numpy(float)).all()  # scored, bounded, some coverage
     fingerprint, steps, bad, *_ = state.value
     assert fingerprint == f"{step.fingerprint} {step.live.tag}"
-    assert step.live.tag == "live coverage=0.8 season=3 lr=0.2 half_life=100.0"
+    assert step.live.tag == ("live coverage=0.8 season=3 lr=0.2 half_life=100.0 "
+                             "scales=[0.5, 0.5]")
     assert (steps, bad) == (30, 0)
     assert_stored_live_equals(state, step, predictors["k0"], tmp_path)
 
@@ -220,8 +221,9 @@ def test_season_defaults_to_the_models_and_zero_turns_it_off(live_model):
     assert "seasonal_mae_sensor_0" in own.columns
     assert off.columns == tuple(live_columns(FEATURES, None))
     assert "seasonal_mae_sensor_0" not in off.columns
-    assert (own.tag, off.tag) == ("live coverage=0.9 season=3 lr=0.2 half_life=100.0",
-                                  "live coverage=0.9 season=None lr=0.2 half_life=100.0")
+    prior = " scales=[0.5, 0.5]"  # the calibration's 0.5 level: the scale's prior
+    assert (own.tag, off.tag) == ("live coverage=0.9 season=3 lr=0.2 half_life=100.0" + prior,
+                                  "live coverage=0.9 season=None lr=0.2 half_life=100.0" + prior)
 
 
 @pytest.mark.parametrize(("settings", "message"), [
@@ -245,7 +247,7 @@ def test_a_live_config_gives_the_spec_of_its_keywords(live_model):
     by_keywords = live_spec(p.contract, 0.9, 0, {"lr": 0.3}, "m")
     assert by_config == by_keywords
     assert by_config is not None
-    assert by_config.tag == "live coverage=0.9 season=None lr=0.3 half_life=100.0"
+    assert by_config.tag == "live coverage=0.9 season=None lr=0.3 half_life=100.0 scales=[0.5, 0.5]"
     assert live_spec(p.contract, source="m", live=LiveConfig()) is None
     with pytest.raises(InputError, match="not both"):
         live_spec(p.contract, 0.9, None, None, "m", live=LiveConfig(coverage=0.9))
