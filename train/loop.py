@@ -161,10 +161,12 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}: expected one "
                                   f"of {allowed}")
-        if self.input_mode == "delta" and self.target_mode == "level":
-            raise ConfigError("TrainConfig input_mode='delta' with target_mode='level': a "
-                              "network fed only changes cannot know the level it must predict; "
-                              "use target_mode 'delta' or 'auto'")
+        if self.input_mode != "auto" and self.target_mode != "auto" \
+                and not _pair_ok(self.input_mode, self.target_mode):
+            raise ConfigError(f"TrainConfig input_mode={self.input_mode!r} with target_mode="
+                              f"{self.target_mode!r}: a network fed only changes cannot know the "
+                              "level it must predict; use a target mode that predicts a change "
+                              "('delta', 'seasonal', 'ets') or 'auto'")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -400,6 +402,13 @@ def _resolve_model_config(series: Series, base: ForecasterConfig,
     return replace(base, **data, target_mode="level", input_mode="level", horizon=horizon)
 
 
+def _pair_ok(input_mode: str, target_mode: str) -> bool:
+    """Whether a network in ``input_mode`` can learn ``target_mode``: one fed only changes
+    (``needs_reference``) cannot know a level, so its target mode must predict a change."""
+    return not spec.INPUT_MODE_SPECS[input_mode].needs_reference \
+        or spec.TARGET_MODE_SPECS[target_mode].reference
+
+
 def _candidate_modes(config: TrainConfig, series: Series, season: int | None,
                      split: Split) -> list[tuple[str, str]]:
     """(input_mode, target_mode) pairs to train; DataError when a requested one is impossible.
@@ -408,11 +417,15 @@ def _candidate_modes(config: TrainConfig, series: Series, season: int | None,
     part holds :data:`MIN_SEASONS` seasons (shorter, the model would mostly fall back to
     persistence)."""
     can_delta = series.target_index is not None
-    wants_delta = ("delta" in (config.target_mode, config.input_mode)
-                   or config.target_mode == "seasonal")
+    # a target mode with a reference, or an input mode that needs one, reads the observed
+    # targets: each target must be a feature (the mode registry's facts, rnnstream.runtime.spec)
+    wants_delta = (config.target_mode != "auto"
+                   and spec.TARGET_MODE_SPECS[config.target_mode].reference) or (
+        config.input_mode != "auto" and spec.INPUT_MODE_SPECS[config.input_mode].needs_reference)
     if wants_delta and not can_delta:
-        raise DataError(f"{series.source}: delta modes need every target to be a feature too "
-                        "(and so does 'seasonal'; targets "
+        raise DataError(f"{series.source}: input mode {config.input_mode!r} with target mode "
+                        f"{config.target_mode!r} needs every target to be a feature too (delta "
+                        "modes, 'seasonal' and 'ets' read the observed targets; targets "
                         f"{series.target_names}, features {series.feature_names}); add them to "
                         "the features or use 'level'")
     seasonal_ok = bool(season and season >= split.horizon
@@ -427,7 +440,7 @@ def _candidate_modes(config: TrainConfig, series: Series, season: int | None,
     inputs = ["level", "delta"] if config.input_mode == "auto" else [config.input_mode]
     if not can_delta:
         targets, inputs = ["level"], ["level"]
-    pairs = [(i, t) for t in targets for i in inputs if not (i == "delta" and t == "level")]
+    pairs = [(i, t) for t in targets for i in inputs if _pair_ok(i, t)]
     if config.input_mode == "auto" and ("delta", "ets") in pairs:
         pairs.remove(("delta", "ets"))  # one network corrects the ETS (fed levels), saving time
     return pairs

@@ -312,8 +312,9 @@ def live_validation(pred: np.ndarray, split: Split, names: Sequence[str],
 
     For each coverage, one :class:`~rnnstream.runtime.live.LiveStream` (the runtime's own
     quantile tracking, default settings) starts at the first validation point from the
-    split-conformal half-widths of the *training-range* residuals (the validation residuals,
-    which the runtime starts from, are what is being measured) and sees the validation points
+    split-conformal half-widths of the *training-range* residuals at that coverage and at 0.5
+    (the scale's prior), as a deployed model starts from its validation residuals' (those are
+    what is being measured here), and sees the validation points
     and predictions in time order, as a stream deployed after training would: each prediction
     is scored ``horizon`` points later. A target that is not among ``features`` is never
     scored by the runtime, so its interval keeps its starting width, as here.
@@ -336,11 +337,14 @@ def live_validation(pred: np.ndarray, split: Split, names: Sequence[str],
     widths: dict[str, list] = {name: [] for name in names}
     scored: dict[str, int] = {}
     band = np.full((n_val, len(names)), np.inf)
+    # the scale's prior, as a deployed model takes it from its calibration: the 0.5 level
+    scales = [_finite_or_inf(conformal_half_widths(train_abs[:, j], [0.5])[0])
+              for j in range(len(names))]
     for c in coverages:
         start = [_finite_or_inf(conformal_half_widths(train_abs[:, j], [c])[0])
                  for j in range(len(names))]
         live = LiveStream([names[j] for j in scorable], names, horizon=h, coverage=c,
-                          initial_quantiles=start)
+                          initial_quantiles=start, initial_scales=scales)
         issued = np.empty((n_val, len(names)))
         for i, (x, y) in enumerate(zip(arrived.tolist(), made.tolist(), strict=True)):
             live.update(x, y)

@@ -94,12 +94,17 @@ def test_too_short_series_fails_before_training() -> None:
     assert calls == []
 
 
-def test_delta_without_targets_among_features_is_a_data_error() -> None:
+@pytest.mark.parametrize(("inputs", "targets"), [("auto", "delta"), ("delta", "auto"),
+                                                 ("auto", "seasonal"), ("level", "ets")])
+def test_delta_without_targets_among_features_is_a_data_error(inputs, targets) -> None:
+    """Every mode that reads the observed targets (the registry's ``reference`` and
+    ``needs_reference``) is refused, not silently trained as level/level ('ets' was)."""
     x = np.random.default_rng(0).normal(size=(200, 2))
     series = from_arrays(x, x[:, 0] ** 2)
     assert series.target_index is None
-    with pytest.raises(DataError, match=r"delta modes need every target to be a feature too"):
-        train(series, ForecasterConfig(), TrainConfig(target_mode="delta", progress=False))
+    with pytest.raises(DataError, match=r"needs every target to be a feature too"):
+        train(series, ForecasterConfig(), TrainConfig(input_mode=inputs, target_mode=targets,
+                                                      season=4, progress=False))
 
 
 def test_arrays_errors_name_row() -> None:
