@@ -660,10 +660,12 @@ def _names(given: Sequence[str] | None, n: int, prefix: str, what: str) -> list[
 def _state_names(given: Sequence[str] | None, n: int) -> tuple[str, ...]:
     if given is not None:
         names = tuple(given)
-        if len(names) != n or len(set(names)) != n or not all(spec.is_state_name(s)
-                                                               for s in names):
+        reserved = spec.model_state_names()
+        if len(names) != n or len(set(names)) != n or not all(
+                spec.is_state_name(s) and s not in reserved for s in names):
             raise ExportError(f"state_names={list(given)!r}: expected {n} distinct identifiers "
-                              "(letters, digits, _), not x or y")
+                              f"(letters, digits, _), not x, y or {', '.join(sorted(reserved))} "
+                              "(the states rnnstream's own modes carry)")
         return names
     return ("h",) if n == 1 else ("h", "c") if n == 2 else tuple(f"s{i}" for i in range(n))
 

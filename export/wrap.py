@@ -559,10 +559,12 @@ def _state_names(inputs: Sequence[str], given: Mapping[str, str], src: str) -> d
     default = DEFAULT_NAMES.get(len(inputs)) or tuple(f"s{i}" for i in range(len(inputs)))
     names = {i: given.get(i, d) for i, d in zip(inputs, default, strict=True)}
     # (a keyword such as `in` is fine: inspect --code keys the states by name, not variables)
-    bad = [n for n in names.values() if not spec.is_state_name(n) or n == spec.LAST_STATE]
+    reserved = spec.model_state_names()  # the states rnnstream's own modes carry
+    bad = [n for n in names.values() if not spec.is_state_name(n) or n in reserved]
     if bad or len(set(names.values())) != len(names):
         raise ExportError(f"state names {list(names.values())}: each must be a distinct "
-                          "identifier (letters, digits, _), not x, y or last")
+                          f"identifier (letters, digits, _), not x, y or "
+                          f"{', '.join(sorted(reserved))}")
     return names
 
 

@@ -89,6 +89,7 @@ __all__ = [
     "is_state_name",
     "mode_of_state",
     "model_modes",
+    "model_state_names",
     "state_input_name",
     "state_names",
     "state_output_name",
@@ -276,6 +277,33 @@ def model_modes(input_mode: str = "level", target_mode: str = "level"
         if name not in table:
             raise ConfigError(f"{kind} mode {name!r} is not one of {sorted(table)}")
     return INPUT_MODE_SPECS[input_mode], TARGET_MODE_SPECS[target_mode]
+
+
+def model_state_names() -> frozenset[str]:
+    """The states the modes carry (``last``, ``cycle``, ``ets``): reserved, a declared (custom)
+    state may not take one of these names."""
+    return frozenset(m.state for table in (INPUT_MODE_SPECS, TARGET_MODE_SPECS)
+                     for m in table.values() if m.state is not None)
+
+
+def _check_state_names() -> None:
+    """Every state name of the tables names one thing: a cell's state or one mode's (the model
+    hands states around by name)."""
+    owners: dict[str, str] = {}
+    for cell, c in CELLS.items():
+        for s in c.states:
+            owners.setdefault(s, f"cell {cell}")
+    for table in (INPUT_MODE_SPECS, TARGET_MODE_SPECS):
+        for mode in table.values():
+            if mode.state is None:
+                continue
+            if mode.state in owners and owners[mode.state] != f"mode {mode.name}":
+                raise ConfigError(f"mode {mode.name!r}: state {mode.state!r} is already "
+                                  f"{owners[mode.state]}'s; give it a name of its own")
+            owners[mode.state] = f"mode {mode.name}"
+
+
+_check_state_names()
 
 
 def mode_of_state(state: str) -> ModeSpec | None:

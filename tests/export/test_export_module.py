@@ -287,6 +287,11 @@ def test_hand_written_cell_is_traced(tmp_path):
     stepped = Predictor(str(path))
     want = [stepped.step(float(v)) for v in points[:30, 0]]
     np.testing.assert_array_equal(Predictor(str(path)).prime(points[:30]), want)
+    # a declared state may not take the name of a state rnnstream's own modes carry
+    for name in ("last", "cycle", "ets"):
+        with pytest.raises(ExportError, match=r"not x, y or cycle, ets, last"):
+            export_module(module, tmp_path / "r.onnx", sample=points, state_names=[name],
+                          state_example=torch.zeros(1, 6), state_batch_axis=0)
 
 
 @pytest.mark.slow

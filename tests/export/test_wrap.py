@@ -210,7 +210,7 @@ def test_numeric_names_time_first_and_a_bad_map(tmp_path):
     kw = wrap_onnx(src, tmp_path / "kw.onnx", state_map={"1": "3"}, state_names={"1": "in"},
                    output="2")
     assert kw.contract.declared_states == (("in", (1, 6)),)
-    with pytest.raises(ExportError, match="not x, y or last"):
+    with pytest.raises(ExportError, match="not x, y or cycle, ets, last"):
         wrap_onnx(src, tmp_path / "no.onnx", state_map={"1": "3"}, state_names={"1": "last"},
                   output="2")
 
