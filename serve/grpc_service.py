@@ -46,7 +46,9 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
             return handler
         given = next((v for k, v in details.invocation_metadata or ()
                       if k == "authorization"), None)
-        if self.server.authorized(_utf8(given)):
+        # grpc decodes a metadata value from UTF-8 to str; Server.authorized encodes a str
+        # back to the client's UTF-8 bytes, the rule HTTP's raw header bytes follow
+        if self.server.authorized(given):
             return handler
         self.server.count_error("", "grpc", ServeError("unauthenticated", "no valid token"))
 
@@ -62,17 +64,6 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
                 return make(deny, request_deserializer=handler.request_deserializer,
                             response_serializer=handler.response_serializer)
         return handler
-
-
-def _utf8(value: str | bytes | None) -> bytes | None:
-    """A metadata value as the bytes HTTP's Authorization header would carry: grpc decodes a
-    value from UTF-8 to str, so encoding it back as UTF-8 gives the bytes the client sent, and
-    a token is compared by the same rule over both front ends (the token file's UTF-8 bytes,
-    hmac.compare_digest). ``surrogatepass``: a value that is not text still becomes bytes (that
-    match no token), never a UnicodeEncodeError."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogatepass")
-    return value
 
 
 def add_to_server(servicer: InferenceService, server: grpc.aio.Server) -> None:
