@@ -62,7 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--json", action="store_true", help="print the contract as JSON")
     out.add_argument("--code", choices=sorted(LANGS), metavar="{" + ",".join(sorted(LANGS)) + "}",
                      help="print a ready-to-paste streaming loop for this model in that language "
-                     "(onnxruntime only, no rnnstream needed)")
+                     "(python: onnxruntime and numpy only; js: onnxruntime-node and rnnstream's "
+                     "JavaScript core, examples/core/rnnstream-core.mjs, copied beside it; web: "
+                     "onnxruntime-web)")
 
 
 def run(args: argparse.Namespace) -> int:
