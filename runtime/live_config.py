@@ -83,7 +83,9 @@ class LiveConfig:
         if self.initial_quantiles is not None:
             object.__setattr__(self, "initial_quantiles", _half_widths(self.initial_quantiles))
         if self.initial_scales is not None:
-            object.__setattr__(self, "initial_scales", _scales(self.initial_scales))
+            object.__setattr__(self, "initial_scales", _half_widths(
+                self.initial_scales, "initial_scales",
+                "non-negative scales of the errors (e.g. the median |residual| on validation)"))
 
     def _given(self) -> list[str]:
         """The settings that differ from their defaults (for the coverage=None message)."""
@@ -196,30 +198,17 @@ def check_count(value: Any, what: str, low: int, expected: str = "") -> int:
     return int(value)
 
 
-def _half_widths(value: Any) -> tuple[float, ...]:
-    """``initial_quantiles`` as a tuple of floats (its length is checked against the model's
-    targets when the scores open), or LiveConfigError."""
+def _half_widths(value: Any, what: str = "initial_quantiles",
+                 expected: str = "non-negative half-widths") -> tuple[float, ...]:
+    """``initial_quantiles`` (or ``initial_scales``, naming ``what`` and what is ``expected``)
+    as a tuple of floats (its length is checked against the model's targets when the scores
+    open), or LiveConfigError."""
     try:
         items = [float(v) for v in value]
         flat = all(not hasattr(v, "__len__") for v in value)
     except (TypeError, ValueError):
         items, flat = [], False
     if not flat or isinstance(value, (str, bytes)) or any(math.isnan(v) or v < 0 for v in items):
-        raise LiveConfigError(f"initial_quantiles is {value!r}; expected non-negative "
-                              "half-widths, one per target (inf: none)")
-    return tuple(items)
-
-
-def _scales(value: Any) -> tuple[float, ...]:
-    """``initial_scales`` as a tuple of floats (one per target, checked when the scores open),
-    or LiveConfigError."""
-    try:
-        items = [float(v) for v in value]
-        flat = all(not hasattr(v, "__len__") for v in value)
-    except (TypeError, ValueError):
-        items, flat = [], False
-    if not flat or isinstance(value, (str, bytes)) or any(math.isnan(v) or v < 0 for v in items):
-        raise LiveConfigError(f"initial_scales is {value!r}; expected non-negative scales of the "
-                              "errors (e.g. the median |residual| on validation), one per target "
+        raise LiveConfigError(f"{what} is {value!r}; expected {expected}, one per target "
                               "(inf: none)")
     return tuple(items)

@@ -64,6 +64,10 @@ def test_predictor_and_pool_refuse_a_season_without_coverage(lstm, make):
     ({"coverage": 0.9, "half_life": math.inf}, "half_life is inf"),
     ({"coverage": 0.9, "initial_quantiles": [1.0, -1.0]}, "non-negative half-widths"),
     ({"coverage": 0.9, "initial_quantiles": [[1.0]]}, "non-negative half-widths"),
+    ({"coverage": 0.9, "initial_scales": [0.5, math.nan]},
+     r"initial_scales is \[0.5, nan\]; expected non-negative scales of the errors"),
+    ({"coverage": 0.9, "initial_scales": "0.5"}, "initial_scales is '0.5'"),
+    ({"initial_scales": [0.5]}, r"initial_scales=\[0.5\] set up the live scores"),
 ])
 def test_bad_settings_are_refused_where_given(settings, match):
     with pytest.raises(InputError, match=match):
