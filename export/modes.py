@@ -50,7 +50,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from onnx import helper, numpy_helper
 
 from rnnstream.runtime import spec
 from rnnstream.runtime.spec import (
@@ -91,6 +90,18 @@ class ExportTargetMode:
     squeezes: bool = False
 
 
+def _shortcuts(b: Builder) -> tuple[Callable[..., str], Callable[..., str]]:
+    """``const(name, value)`` and ``node(op, inputs, output(s), **attrs)`` on ``b``, each
+    returning the (first) name it made: what the node-building functions below write with."""
+    def const(name: str, value: Any) -> str:
+        return b.const(name, np.asarray(value))
+
+    def node(op: str, inputs: list[str], outputs: list[str] | str, **attrs: Any) -> str:
+        return b.op(op, inputs, outputs, **attrs)[0]
+
+    return const, node
+
+
 def delta_input_nodes(nodes: list, inits: list, x: str, n_features: int, time_axis: bool
                       ) -> str:
     """Append the nodes that turn ``x`` into changes and write ``last_out``; returns the name of
@@ -98,13 +109,7 @@ def delta_input_nodes(nodes: list, inits: list, x: str, n_features: int, time_ax
     f = n_features
     last_in, last_out = state_input_name(LAST_STATE), state_output_name(LAST_STATE)
 
-    def const(name: str, value) -> str:
-        inits.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    def node(op: str, inputs: list[str], output: str, **attrs) -> str:
-        nodes.append(helper.make_node(op, inputs, [output], **attrs))
-        return output
+    const, node = _shortcuts(Builder(nodes, inits))
 
     ax1 = const("delta_axis1", np.array([1], np.int64))
     prev = node("Slice", [last_in, const("delta_0", np.array([0], np.int64)),
@@ -146,13 +151,7 @@ def seasonal_nodes(nodes: list, inits: list, targets: str, cfg) -> str:
     s, h, tg = cfg.season, cfg.horizon, cfg.n_targets
     big = np.iinfo(np.int64).max
 
-    def const(name: str, value) -> str:
-        inits.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    def node(op: str, inputs: list[str], output: str, **attrs) -> str:
-        nodes.append(helper.make_node(op, inputs, [output], **attrs))
-        return output
+    const, node = _shortcuts(Builder(nodes, inits))
 
     def ints(name: str, value: int) -> str:
         return const(name, np.array([value], np.int64))
@@ -182,11 +181,8 @@ def ets_nodes(nodes: list, inits: list, targets: str, size: int) -> str:
     ``ets_B``, ``ets_w``, ``ets_c`` from :func:`onnx_weights`; ``size`` the state's length),
     reading ``ets_in`` and writing ``ets_out``; returns the name of the ETS forecasts
     [B,T,Tg]."""
-    inits.append(numpy_helper.from_array(np.array([0], dtype=np.int64), "ets_axis0"))
-
-    def node(op: str, inputs: list[str], outputs: list[str], **attrs) -> str:
-        nodes.append(helper.make_node(op, inputs, outputs, **attrs))
-        return outputs[0]
+    const, node = _shortcuts(Builder(nodes, inits))
+    const("ets_axis0", np.array([0], dtype=np.int64))
 
     tbg = node("Transpose", [targets], ["ets_x"], perm=[1, 0, 2])
     h0 = node("Unsqueeze", [state_input_name(ETS_STATE), "ets_axis0"], ["ets_h0"])
