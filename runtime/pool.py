@@ -338,6 +338,10 @@ class StreamPool(_EngineFacts):
     def touch(self, keys: Iterable[Hashable] | None = None, at: float | None = None) -> None:
         """Mark streams ``keys`` (default: every stream) active at clock reading ``at``
         (default: now), as a step would: their idle time starts again from there."""
+        if at is not None and (isinstance(at, bool) or not isinstance(at, (int, float))
+                               or not math.isfinite(at)):
+            raise InputError(f"touch(at={at!r}): expected a finite clock reading (seconds of "
+                             "the pool's clock), or None for now")
         with self._lock:
             now = self._clock() if at is None else float(at)
             if keys is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -145,6 +146,10 @@ def test_an_owner_that_sweeps_itself_spares_keys_and_keeps_the_one_clock(lstm):
     assert pool.evict_idle() == []
     with pytest.raises(StreamKeyError, match="unknown stream 'zz'"):
         pool.touch(["a", "zz"], at=0.0)  # checked whole: "a" keeps its time
+    assert pool.last_seen("a") == now[0]
+    for bad in (math.nan, math.inf, "5", True):
+        with pytest.raises(InputError, match=r"touch\(at=.*\): expected a finite clock"):
+            pool.touch(["a"], at=bad)
     assert pool.last_seen("a") == now[0]
 
 
