@@ -204,14 +204,14 @@ def cpu_per_request(model: Path, n: int, coverage: float | None = None) -> np.nd
     pool step included), encode; and the bare StreamPool.step_many of one row for scale (both
     pools with ``coverage``). The round is called directly, so no event-loop or socket time is
     in these figures."""
-    from rnnstream.runtime import StreamPool
+    from rnnstream.runtime import LiveConfig, StreamPool
     from rnnstream.serve import Limits, ModelService
     from rnnstream.serve.metrics import Metrics
     from rnnstream.serve.protocol import http_request, http_response
 
     loop = asyncio.new_event_loop()
     service = ModelService("model", str(model), Limits(idle_timeout_s=None), Metrics(),
-                           coverage=coverage)
+                           live=None if coverage is None else LiveConfig(coverage=coverage))
     answers: list = []
 
     def one(data: bytes) -> None:
